@@ -1,0 +1,37 @@
+"""kflow_jax: K-Flow generative models in JAX/Flax."""
+from setuptools import find_packages, setup
+
+# Pinned: the set measured to resolve and work together (see
+# ../shared/reference/environment.md). Bump together, then run the tests.
+INSTALL_REQUIRES = [
+    "jax==0.10.2",
+    "jaxlib==0.10.2",
+    "flax==0.12.8",
+    "optax==0.2.8",
+    "orbax-checkpoint==0.12.8",
+    "jaxwt==0.1.1",
+    "PyWavelets==1.9.0",
+    "tensorflow-datasets==4.9.10",
+    "array_record==0.8.6",
+    "importlib_resources==7.1.0",  # used by tfds, not declared by it
+    "grain==0.2.18",
+    "ml-collections==1.1.0",
+    "absl-py==2.5.1",
+    "numpy==2.4.6",
+    "scikit-learn==1.9.1",   # ships the embedded `digits` data set
+    "scikit-image==0.26.0",  # ships the photos behind `natural_patches`
+    "diffrax==0.7.2",        # adaptive ODE solvers
+    "safetensors==0.8.0",    # reads the SD-VAE weights without torch
+    "pillow==13.0.0",        # PNG sample grids
+    "tensorboardX==2.6.5",   # TensorBoard events without TensorFlow
+]
+
+setup(
+    name="kflow_jax",
+    version="0.1.0",
+    description="K-Flow: flow matching along the K-amplitude, in JAX/Flax",
+    packages=find_packages(include=["kflow_jax", "kflow_jax.*"]),
+    python_requires=">=3.10",
+    install_requires=INSTALL_REQUIRES,
+    extras_require={"test": ["pytest==9.2.0", "pytest-xdist==3.8.0"]},
+)
