@@ -1,0 +1,209 @@
+"""Data sets that ship inside installed packages (no download, no data_dir).
+
+digits: scikit-learn's `load_digits` (1797 real 8x8 handwritten digits, 16
+  grey levels, 10 classes), resized (bicubic) or zero-padded to
+  config.input.image_size (a power of two >= 8), one channel. Split by a
+  fixed stratified draw: 1500 train / 297 test.
+natural_patches: square RGB crops of the photos scikit-image ships (real
+  photos and textures with a 1/f spectrum). The split is by source photo
+  (config.input.eval_photos are held out), the crops are a bank computed
+  once per process from config.input.patch_seed, and the label is the
+  index of the source photo in config.input.photos.
+"""
+import functools
+
+import numpy as np
+from PIL import Image
+
+from kflow_jax.data import base
+from kflow_jax.data import preprocess
+
+DIGITS_TEST_SIZE = 297  # 1500 train examples, a round number.
+
+# Photos that scikit-image installs with the package (no pooch download).
+COLOR_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket",
+                "hubble_deep_field", "retina", "immunohistochemistry",
+                "motorcycle")
+GREY_PHOTOS = ("brick", "grass", "gravel", "camera", "moon", "coins", "clock")
+DEFAULT_EVAL_PHOTOS = ("chelsea", "gravel")
+
+
+# ------------------------------------------------------------------ digits
+
+
+def _check_digits_size(size: int, fit: str):
+  if size < 8 or size & (size - 1):
+    raise ValueError(
+        f"digits needs config.input.image_size a power of two >= 8 (8, 16, "
+        f"32, ...), got {size}.")
+  if fit not in ("resize", "pad"):
+    raise ValueError(
+        f"config.input.digits_fit must be 'resize' or 'pad', got {fit!r}.")
+
+
+@functools.lru_cache(maxsize=8)
+def _digits_arrays(size: int, fit: str):
+  """All 1797 digits as float32 [N, S, S, 1] in [-1, 1], labels, test mask."""
+  from sklearn import datasets  # pylint: disable=g-import-not-at-top
+  from sklearn import model_selection  # pylint: disable=g-import-not-at-top
+  digits = datasets.load_digits()
+  images = digits.images.astype(np.float32) / 16.0  # 0..16 grey levels
+  if size != 8:
+    if fit == "pad":
+      pad = (size - 8) // 2
+      images = np.pad(images, ((0, 0), (pad, pad), (pad, pad)))
+    else:
+      images = np.stack([
+          np.asarray(Image.fromarray(im, mode="F").resize(
+              (size, size), resample=Image.BICUBIC)) for im in images])
+  images = np.clip(images * 2.0 - 1.0, -1.0, 1.0)[..., None]
+  labels = digits.target.astype(np.int32)
+  # A fixed stratified split, so every class is in both halves.
+  _, test_idx = model_selection.train_test_split(
+      np.arange(len(labels)), test_size=DIGITS_TEST_SIZE, random_state=0,
+      stratify=labels)
+  is_test = np.zeros(len(labels), bool)
+  is_test[test_idx] = True
+  for a in (images, labels, is_test):
+    a.setflags(write=False)
+  return images, labels, is_test
+
+
+def _split_kind(split: str, name: str) -> bool:
+  """True for the held-out split ("test"/"eval"/"validation")."""
+  if split in ("train",):
+    return False
+  if split in ("test", "eval", "validation"):
+    return True
+  raise ValueError(
+      f"{name} has the splits 'train' and 'test' ('eval'/'validation' are "
+      f"aliases of 'test'), got split {split!r}.")
+
+
+def _digits_info(cfg, split):
+  size = base.resolve_size(cfg, DIGITS, "digits")
+  _check_digits_size(size, cfg.get("digits_fit", "resize"))
+  test = _split_kind(split, "digits")
+  n = DIGITS_TEST_SIZE if test else 1797 - DIGITS_TEST_SIZE
+  return base.DatasetInfo((size, size, 1), 10, n)
+
+
+def _digits_prepare(cfg, split, train):
+  info = _digits_info(cfg, split)
+  images, labels, is_test = _digits_arrays(info.shape[0],
+                                           cfg.get("digits_fit", "resize"))
+  keep = is_test if _split_kind(split, "digits") else ~is_test
+  source = base.ArraySource(images[keep], labels[keep])
+  flip = train and base.resolve_flip(cfg, DIGITS)
+  transform = preprocess.ImagePreprocess(info.shape[0], 1, "resize", flip)
+  return base.Prepared(source, transform, info)
+
+
+DIGITS = base.Family(_digits_info, _digits_prepare, default_size=16,
+                     default_flip=False)  # a flipped digit is another glyph
+
+# --------------------------------------------------------- natural patches
+
+
+def load_photo(name: str) -> np.ndarray:
+  """uint8 [H, W, 3] photo from skimage.data (grey ones as 3 equal channels)."""
+  from skimage import data  # pylint: disable=g-import-not-at-top
+  if name == "motorcycle":
+    image = data.stereo_motorcycle()[0]
+  elif name in COLOR_PHOTOS + GREY_PHOTOS:
+    image = getattr(data, name)()
+  else:
+    raise ValueError(
+        f"unknown natural_patches photo {name!r}; valid photos: "
+        f"{sorted(COLOR_PHOTOS + GREY_PHOTOS)}.")
+  if image.ndim == 2:
+    image = np.repeat(image[..., None], 3, axis=-1)
+  return np.ascontiguousarray(image[..., :3])
+
+
+def _photo_lists(cfg):
+  photos = cfg.get("photos", None)
+  photos = tuple(photos) if photos else COLOR_PHOTOS + GREY_PHOTOS
+  eval_photos = tuple(cfg.get("eval_photos", DEFAULT_EVAL_PHOTOS) or ())
+  for p in photos + eval_photos:
+    if p not in COLOR_PHOTOS + GREY_PHOTOS:
+      raise ValueError(
+          f"unknown natural_patches photo {p!r} in config.input.photos/"
+          f"eval_photos; valid photos: {sorted(COLOR_PHOTOS + GREY_PHOTOS)}.")
+  missing = [p for p in eval_photos if p not in photos]
+  if missing:
+    raise ValueError(
+        f"config.input.eval_photos {missing} are not in config.input.photos; "
+        "held-out photos must be listed in photos (labels index photos).")
+  train_photos = tuple(p for p in photos if p not in eval_photos)
+  if not train_photos or not eval_photos:
+    raise ValueError(
+        "natural_patches needs at least one training photo and one held-out "
+        "photo; check config.input.photos and config.input.eval_photos.")
+  return photos, train_photos, eval_photos
+
+
+@functools.lru_cache(maxsize=4)
+def _patch_bank(photos, chosen, size, count, zoom, seed):
+  """uint8 [count, size, size, 3] crops and their photo labels (cached).
+
+  Each crop picks a photo uniformly, a side size * z with z log-uniform in
+  [1, zoom] (so the set covers a range of scales, as natural images do), a
+  uniform position, and is resized to size with LANCZOS (anti-aliased).
+  """
+  rng = np.random.default_rng(seed)
+  images = {p: load_photo(p) for p in chosen}
+  out = np.empty((count, size, size, 3), np.uint8)
+  labels = np.empty((count,), np.int32)
+  which = rng.integers(len(chosen), size=count)
+  zooms = np.exp(rng.uniform(0.0, np.log(zoom), size=count))
+  for i in range(count):
+    photo = images[chosen[which[i]]]
+    h, w = photo.shape[:2]
+    side = int(min(round(size * zooms[i]), h, w))
+    y = rng.integers(h - side + 1)
+    x = rng.integers(w - side + 1)
+    crop = photo[y:y + side, x:x + side]
+    if side != size:
+      crop = np.asarray(Image.fromarray(crop).resize(
+          (size, size), resample=Image.LANCZOS))
+    out[i] = crop
+    labels[i] = photos.index(chosen[which[i]])
+  out.setflags(write=False)
+  labels.setflags(write=False)
+  return out, labels
+
+
+def _patches_info(cfg, split):
+  size = base.resolve_size(cfg, PATCHES, "natural_patches")
+  photos, _, _ = _photo_lists(cfg)
+  test = _split_kind(split, "natural_patches")
+  count = int(cfg.get("eval_patches" if test else "patches_per_epoch"))
+  if count < 1:
+    raise ValueError(
+        "config.input.patches_per_epoch and eval_patches must be >= 1, "
+        f"got {count}.")
+  return base.DatasetInfo((size, size, 3), len(photos), count)
+
+
+def _patches_prepare(cfg, split, train):
+  info = _patches_info(cfg, split)
+  photos, train_photos, eval_photos = _photo_lists(cfg)
+  test = _split_kind(split, "natural_patches")
+  zoom = float(cfg.get("patch_max_zoom", 2.0))
+  if zoom < 1.0:
+    raise ValueError(
+        f"config.input.patch_max_zoom must be >= 1.0, got {zoom}.")
+  # Different bank seeds per split, both fixed by patch_seed (the data set
+  # is part of the experiment; the training seed only drives order/flips).
+  seed = (int(cfg.get("patch_seed", 0)), 1 if test else 0)
+  images, labels = _patch_bank(
+      photos, eval_photos if test else train_photos, info.shape[0],
+      info.num_examples, zoom, seed)
+  flip = train and base.resolve_flip(cfg, PATCHES)
+  transform = preprocess.ImagePreprocess(info.shape[0], 3, "resize", flip)
+  return base.Prepared(base.ArraySource(images, labels), transform, info)
+
+
+PATCHES = base.Family(_patches_info, _patches_prepare, default_size=32,
+                      default_flip=True)

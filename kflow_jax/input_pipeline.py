@@ -1,0 +1,216 @@
+"""Input pipeline facade: config.input -> per-process batches (grain).
+
+    cfg = input_pipeline.default_config()          # every config.input key
+    info = input_pipeline.get_info(cfg)            # shape, classes, examples
+    it = input_pipeline.create(cfg, global_batch_size=256, seed=0,
+                               process_index=jax.process_index(),
+                               process_count=jax.process_count())
+    batch = next(it)   # {"image": f32 [256 // P, H, W, C], "label": i32 [...]}
+    state = it.get_state()   # small JSON-able dict -> checkpoint
+    it.set_state(state)      # resumes at exactly the next batch
+
+Training mode (split="train") repeats forever, reshuffles every epoch and
+draws flips per example, all as pure functions of (seed, epoch, index), so
+a restored state gives the same batches bit for bit. Finite mode (every
+other split, or finite=True) reads once, in order, never drops: the last
+batch is padded and batches carry "mask" (bool, False on padding), and all
+processes yield the same number of batches.
+
+Which data sets exist, and how each is read, lives in `kflow_jax.data`.
+"""
+import math
+
+import grain
+import jax
+import ml_collections
+import numpy as np
+from ml_collections import config_dict
+
+from kflow_jax import data
+from kflow_jax.data.base import DatasetInfo
+from kflow_jax.data.base import PaddedSource
+
+__all__ = ["DatasetInfo", "create", "default_config", "get_info",
+           "to_global"]
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """Every config.input key with its default (see the comments for use)."""
+  c = ml_collections.ConfigDict()
+  # Which data: a name from kflow_jax.data.names().
+  c.name = "digits"
+  c.split = "train"        # split read when create(split="train")
+  c.eval_split = "test"    # split read when create(split="eval")
+  # Pixel size S of the square model input; None: the data set's default
+  # (digits 16, natural_patches/cifar10/mnist 32, celeb_a 64,
+  # imagenet2012/celeb_a_hq/lsun 256; folder/latents: as stored).
+  c.image_size = config_dict.placeholder(int)
+  c.crop = "center"        # "center" (ADM center_crop_arr) or "resize"
+  c.random_flip = config_dict.placeholder(bool)  # None: data set default
+  c.shuffle = True         # training mode only; order is seeded
+  # Where prepared data lives: the TFDS data_dir (local or gs://; None: the
+  # TFDS default) for TFDS sets; a built directory for folder/latents.
+  c.data_dir = config_dict.placeholder(str)
+  c.path = ""              # folder/latents: directory written by the tools
+  c.tfds_name = ""         # name="tfds": any prepared TFDS data set name
+  # Reading: grain worker processes (0 = in-process, right for CPU tests),
+  # reader threads and prefetched batches per process.
+  c.num_workers = 0
+  c.num_threads = 2
+  c.prefetch_batches = 4
+  # digits: how 8x8 becomes image_size: "resize" (bicubic) or "pad".
+  c.digits_fit = "resize"
+  # natural_patches: photos (empty: all shipped), held-out photos, bank
+  # sizes, the bank's own seed and the largest zoom-out of a crop.
+  c.photos = ()
+  c.eval_photos = ("chelsea", "gravel")
+  c.patches_per_epoch = 10000
+  c.eval_patches = 2000
+  c.patch_seed = 0
+  c.patch_max_zoom = 2.0
+  # latents (name="latents", path=...): sample z = mean + std * eps (else
+  # use the mean), times the scale factor (None: the one stored with the
+  # latents, 0.18215 for SD-VAE).
+  c.latent_sample = True
+  c.latent_scale_factor = config_dict.placeholder(float)
+  return c
+
+
+def _check_keys(cfg):
+  """Rejects unknown keys (a typo would silently fall back to a default)."""
+  valid = set(default_config().keys())
+  unknown = sorted(set(cfg.keys()) - valid)
+  if unknown:
+    raise ValueError(
+        f"unknown config.input keys {unknown}; valid keys: {sorted(valid)} "
+        "(see input_pipeline.default_config()).")
+
+
+def _split_name(cfg, split: str) -> str:
+  if split == "train":
+    return cfg.get("split", "train")
+  if split == "eval":
+    return cfg.get("eval_split", "test")
+  if not isinstance(split, str) or not split:
+    raise ValueError(
+        f"split must be 'train', 'eval' or a data set split name, got "
+        f"{split!r}.")
+  return split
+
+
+def get_info(config_input, split: str = "train") -> DatasetInfo:
+  """DatasetInfo(shape=(H, W, C), num_classes, num_examples), cheaply.
+
+  Args:
+    config_input: config.input.
+    split: "train" (config.input.split), "eval" (config.input.eval_split)
+      or a split name of the data set.
+  """
+  _check_keys(config_input)
+  family = data.get(config_input.name)
+  return family.info(config_input, _split_name(config_input, split))
+
+
+def _seeds(seed: int):
+  """Independent 32-bit seeds for shuffling and per-example randomness."""
+  if not isinstance(seed, (int, np.integer)) or seed < 0:
+    raise ValueError(f"seed must be a non-negative int, got {seed!r}.")
+  shuffle_seed, map_seed = np.random.SeedSequence(int(seed)).generate_state(2)
+  return int(shuffle_seed), int(map_seed)
+
+
+def create(config_input, *, global_batch_size: int, seed: int,
+           process_index: int = 0, process_count: int = 1,
+           split: str = "train", finite=None):
+  """Returns this process's batch iterator (grain DatasetIterator).
+
+  Args:
+    config_input: config.input (keys as in default_config()).
+    global_batch_size: batch over all processes; must divide by
+      process_count. Each process yields global_batch_size // process_count.
+    seed: drives shuffling and per-example randomness (flips, latent noise).
+    process_index: this process (jax.process_index()).
+    process_count: number of processes (jax.process_count()); process i
+      reads examples i, i + P, i + 2P, ... of the split.
+    split: "train" (config.input.split), "eval" (config.input.eval_split) or
+      a split name of the data set.
+    finite: None: training mode for split="train", finite mode otherwise.
+      True forces one ordered, padded pass (e.g. to encode the train split);
+      False forces training mode.
+
+  Returns:
+    An iterator of dicts {"image": float32 [local_batch, H, W, C],
+    "label": int32 [local_batch]} (plus "mask": bool [local_batch] in finite
+    mode) with get_state() / set_state(state); the state is a small dict of
+    ints, JSON-serialisable.
+  """
+  _check_keys(config_input)
+  global_batch_size = int(global_batch_size)
+  if global_batch_size < 1:
+    raise ValueError(
+        f"global_batch_size must be positive, got {global_batch_size}.")
+  if process_count < 1 or not 0 <= process_index < process_count:
+    raise ValueError(
+        f"need 0 <= process_index < process_count, got process_index="
+        f"{process_index}, process_count={process_count}.")
+  if global_batch_size % process_count:
+    raise ValueError(
+        f"global_batch_size={global_batch_size} is not divisible by "
+        f"process_count={process_count}; use a multiple of {process_count}.")
+  local_batch = global_batch_size // process_count
+  train = (split == "train") if finite is None else not finite
+  family = data.get(config_input.name)
+  prepared = family.prepare(config_input, _split_name(config_input, split),
+                            train)
+  num_examples = len(prepared.source)
+  if num_examples == 0:
+    raise ValueError(
+        f"data set {config_input.name!r} split {split!r} is empty.")
+  shuffle_seed, map_seed = _seeds(seed)
+
+  if train:
+    ds = grain.MapDataset.source(prepared.source)
+    ds = ds[process_index::process_count]
+    if config_input.get("shuffle", True):
+      # Shuffle before repeat: grain reseeds every epoch (seed + epoch), so
+      # each epoch has its own order, deterministic from the seed.
+      ds = ds.shuffle(seed=shuffle_seed)
+    ds = ds.repeat(None)
+    ds = ds.random_map(prepared.transform, seed=map_seed)
+    ds = ds.batch(local_batch, drop_remainder=True)
+  else:
+    per_process = math.ceil(num_examples / process_count)
+    length = math.ceil(per_process / local_batch) * local_batch
+    ds = grain.MapDataset.source(
+        PaddedSource(prepared.source, process_index, process_count, length))
+    ds = ds.random_map(prepared.transform, seed=map_seed)
+    ds = ds.batch(local_batch, drop_remainder=False)
+
+  num_threads = int(config_input.get("num_threads", 2))
+  prefetch = int(config_input.get("prefetch_batches", 4))
+  if num_threads < 0 or prefetch < 0:
+    raise ValueError(
+        "config.input.num_threads and prefetch_batches must be >= 0.")
+  it_ds = ds.to_iter_dataset(grain.ReadOptions(
+      num_threads=num_threads, prefetch_buffer_size=prefetch))
+  num_workers = int(config_input.get("num_workers", 0))
+  if num_workers < 0:
+    raise ValueError(
+        f"config.input.num_workers must be >= 0 (0 = in-process), got "
+        f"{num_workers}.")
+  if num_workers > 0:
+    it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(
+        num_workers=num_workers, per_worker_buffer_size=max(prefetch, 1)))
+  return iter(it_ds)
+
+
+def to_global(batch: dict, mesh: jax.sharding.Mesh, batch_axes="data"):
+  """Per-process batch -> global jax.Arrays sharded on the leading axis.
+
+  Every leaf's axis 0 is split over `batch_axes` of `mesh` (the global batch
+  is the concatenation of the processes' local batches, in process order).
+  """
+  sharding = jax.sharding.NamedSharding(
+      mesh, jax.sharding.PartitionSpec(batch_axes))
+  return jax.tree.map(
+      lambda x: jax.make_array_from_process_local_data(sharding, x), batch)

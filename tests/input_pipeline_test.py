@@ -1,0 +1,200 @@
+"""Tests of kflow_jax.input_pipeline on embedded, mock TFDS and folder data."""
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from kflow_jax import input_pipeline
+
+
+def _cfg(**kw):
+  cfg = input_pipeline.default_config()
+  cfg.update(kw)
+  return cfg
+
+
+def _take(it, n):
+  return [next(it) for _ in range(n)]
+
+
+# ------------------------------------------------------------ embedded sets
+
+
+@pytest.mark.parametrize("size,fit", [(8, "resize"), (16, "resize"),
+                                      (32, "pad")])
+def test_digits_shapes_range_labels(size, fit):
+  cfg = _cfg(name="digits", image_size=size, digits_fit=fit)
+  info = input_pipeline.get_info(cfg)
+  assert info == input_pipeline.DatasetInfo((size, size, 1), 10, 1500)
+  assert input_pipeline.get_info(cfg, "eval").num_examples == 297
+  batch = next(input_pipeline.create(cfg, global_batch_size=16, seed=0))
+  assert set(batch) == {"image", "label"}
+  assert batch["image"].shape == (16, size, size, 1)
+  assert batch["image"].dtype == np.float32
+  assert batch["label"].dtype == np.int32
+  assert batch["image"].min() >= -1.0 and batch["image"].max() <= 1.0
+  # Real digits: dark background, some bright strokes.
+  assert batch["image"].max() > 0.5 and batch["image"].min() == -1.0
+  assert 0 <= batch["label"].min() and batch["label"].max() < 10
+  if fit == "pad":  # the 12-pixel border is padding (background -1)
+    assert np.all(batch["image"][:, :12] == -1.0)
+
+
+def test_digits_train_test_disjoint_and_stratified():
+  cfg = _cfg(name="digits", image_size=8)
+  def all_of(split):
+    out = list(input_pipeline.create(cfg, global_batch_size=100, seed=0,
+                                     split=split))
+    mask = np.concatenate([b["mask"] for b in out])
+    return (np.concatenate([b["image"] for b in out])[mask],
+            np.concatenate([b["label"] for b in out])[mask])
+  te_x, te_y = all_of("eval")
+  assert len(te_x) == 297
+  assert len(np.unique(te_y)) == 10
+  full_x, _ = all_of("test")
+  np.testing.assert_array_equal(full_x, te_x)  # "eval" aliases "test"
+  it = input_pipeline.create(cfg, global_batch_size=1500, seed=0,
+                             finite=True)
+  train = next(it)
+  assert train["mask"].all() and len(train["image"]) == 1500
+  train_rows = {r.tobytes() for r in train["image"]}
+  # Duplicate digits exist in the UCI set, so compare counts, not identity.
+  overlap = sum(r.tobytes() in train_rows for r in te_x)
+  assert overlap < 10
+
+
+def test_unknown_name_lists_valid_names():
+  with pytest.raises(ValueError, match="valid names.*digits"):
+    input_pipeline.get_info(_cfg(name="no_such_set"))
+
+
+def test_bad_inputs_raise_clear_errors():
+  cfg = _cfg(name="digits")
+  with pytest.raises(ValueError, match="not divisible by process_count"):
+    input_pipeline.create(cfg, global_batch_size=10, seed=0,
+                          process_index=0, process_count=4)
+  with pytest.raises(ValueError, match="power of two"):
+    input_pipeline.get_info(_cfg(name="digits", image_size=12))
+  with pytest.raises(ValueError, match="unknown config.input keys"):
+    bad = _cfg()
+    bad.imagesize = 3
+    input_pipeline.get_info(bad)
+  with pytest.raises(ValueError, match="process_index"):
+    input_pipeline.create(cfg, global_batch_size=8, seed=0,
+                          process_index=2, process_count=2)
+  with pytest.raises(ValueError, match="seed"):
+    input_pipeline.create(cfg, global_batch_size=8, seed=-1)
+
+
+def test_resume_restores_exact_next_batch():
+  cfg = _cfg(name="digits", image_size=8, random_flip=True)
+  it = input_pipeline.create(cfg, global_batch_size=64, seed=3)
+  _take(it, 30)  # past the first epoch (1500 / 64 < 24 batches)
+  state = it.get_state()
+  state = json.loads(json.dumps(state))  # survives a JSON checkpoint
+  expected = _take(it, 2)
+  it2 = input_pipeline.create(cfg, global_batch_size=64, seed=3)
+  it2.set_state(state)
+  for want, got in zip(expected, _take(it2, 2)):
+    np.testing.assert_array_equal(want["image"], got["image"])
+    np.testing.assert_array_equal(want["label"], got["label"])
+
+
+def test_training_epochs_reshuffle_and_cover_the_shard():
+  cfg = _cfg(name="digits", image_size=8)
+  it = input_pipeline.create(cfg, global_batch_size=100, seed=0,
+                             process_index=1, process_count=2)
+  labels = np.concatenate([b["label"] for b in _take(it, 30)])
+  # 750 examples per process: epoch 1 and epoch 2 are permutations of the
+  # same multiset, in different orders.
+  e1, e2 = labels[:750], labels[750:1500]
+  np.testing.assert_array_equal(np.bincount(e1, minlength=10),
+                                np.bincount(e2, minlength=10))
+  assert not np.array_equal(e1, e2)
+  # Same seed, same stream; another seed, another order.
+  again = next(input_pipeline.create(cfg, global_batch_size=100, seed=0,
+                                     process_index=1, process_count=2))
+  np.testing.assert_array_equal(again["label"], labels[:50])
+  other = next(input_pipeline.create(cfg, global_batch_size=100, seed=1,
+                                     process_index=1, process_count=2))
+  assert not np.array_equal(other["label"], labels[:50])
+
+
+def test_processes_read_disjoint_slices_in_finite_mode():
+  cfg = _cfg(name="digits", image_size=8)
+  seen = []
+  counts = []
+  for p in range(3):
+    batches = list(input_pipeline.create(
+        cfg, global_batch_size=96, seed=0, split="eval", process_index=p,
+        process_count=3))
+    counts.append(len(batches))
+    for b in batches:
+      assert b["image"].shape == (32, 8, 8, 1)
+      seen.append(b["image"][b["mask"]])
+  assert len(set(counts)) == 1  # every process yields the same count
+  seen = np.concatenate(seen)
+  assert len(seen) == 297
+  full = list(input_pipeline.create(cfg, global_batch_size=297, seed=0,
+                                    split="eval"))
+  assert len(full) == 1
+  np.testing.assert_array_equal(np.sort(seen.reshape(297, -1), axis=0),
+                                np.sort(full[0]["image"].reshape(297, -1),
+                                        axis=0))
+
+
+def test_flip_is_deterministic_per_example():
+  base = _cfg(name="digits", image_size=8, shuffle=False, random_flip=False)
+  plain = next(input_pipeline.create(base, global_batch_size=200, seed=5))
+  flip_cfg = _cfg(name="digits", image_size=8, shuffle=False,
+                  random_flip=True)
+  a = next(input_pipeline.create(flip_cfg, global_batch_size=200, seed=5))
+  b = next(input_pipeline.create(flip_cfg, global_batch_size=200, seed=5))
+  np.testing.assert_array_equal(a["image"], b["image"])
+  flipped = np.array([not np.array_equal(x, y)
+                      for x, y in zip(a["image"], plain["image"])])
+  np.testing.assert_array_equal(a["image"][flipped],
+                                plain["image"][flipped][:, :, ::-1])
+  assert 60 < flipped.sum() < 140  # about half
+
+
+def test_natural_patches_split_by_photo():
+  cfg = _cfg(name="natural_patches", patches_per_epoch=64, eval_patches=32,
+             image_size=16, photos=("astronaut", "coffee", "chelsea",
+                                    "brick"),
+             eval_photos=("chelsea",))
+  info = input_pipeline.get_info(cfg)
+  assert info == input_pipeline.DatasetInfo((16, 16, 3), 4, 64)
+  train = next(input_pipeline.create(cfg, global_batch_size=64, seed=0,
+                                     finite=True))
+  test = next(input_pipeline.create(cfg, global_batch_size=32, seed=0,
+                                    split="eval"))
+  assert train["image"].shape == (64, 16, 16, 3)
+  assert set(np.unique(train["label"])) <= {0, 1, 3}
+  assert set(np.unique(test["label"])) == {2}
+  for b in (train, test):
+    assert -1.0 <= b["image"].min() and b["image"].max() <= 1.0
+    assert b["image"].std() > 0.1  # real content, not constant
+  # The bank is a function of patch_seed only.
+  again = next(input_pipeline.create(cfg, global_batch_size=64, seed=9,
+                                     finite=True))
+  np.testing.assert_array_equal(again["image"], train["image"])
+  with pytest.raises(ValueError, match="valid photos"):
+    input_pipeline.get_info(_cfg(name="natural_patches", photos=("nope",)))
+  with pytest.raises(ValueError, match="not in config.input.photos"):
+    input_pipeline.get_info(_cfg(name="natural_patches",
+                                 photos=("astronaut", "coffee")))
+
+
+def test_global_arrays_on_8_devices():
+  assert jax.device_count() == 8
+  mesh = jax.make_mesh((8,), ("data",),
+                       axis_types=(jax.sharding.AxisType.Auto,))
+  cfg = _cfg(name="digits", image_size=8)
+  batch = next(input_pipeline.create(cfg, global_batch_size=16, seed=0))
+  arrays = input_pipeline.to_global(batch, mesh)
+  assert arrays["image"].shape == (16, 8, 8, 1)
+  assert len(arrays["image"].addressable_shards) == 8
+  assert arrays["image"].addressable_shards[0].data.shape == (2, 8, 8, 1)
+  np.testing.assert_array_equal(np.asarray(arrays["label"]), batch["label"])
