@@ -1,0 +1,337 @@
+"""K-Flow probability paths: bands, band times, blends, x_t and u_t.
+
+DESIGN.md section 2. Every coefficient j of c = T(x) belongs to a band s
+(by its scale kappa_j and the cut-offs) and flows on the window of its band,
+[start_j, end_j) = [tau_s, tau_{s+1}) widened by `overlap`. With the blend a:
+
+  alpha_j(t) = a(clip((t - start_j) / len_j, 0, 1))
+  x_t = x0 + T^-1( alpha(t) * T(x1 - x0) )
+  u_t =      T^-1( alpha'(t) * T(x1 - x0) )
+
+alpha is real and c may be complex (Fourier): the product is taken in
+coefficient space. All per-coefficient arrays are static numpy, so masks are
+compile-time constants. One band with the identity transform gives
+alpha(t) = t, i.e. rectified flow (the LFM baseline) through the same code.
+
+t values: functions check concrete t lies in [0, 1] and raise ValueError.
+Under jit t is a tracer and cannot be checked; there alpha saturates by the
+clip, so t < 0 behaves like t = 0 and t > 1 like t = 1 (u_t = 0 outside
+every window).
+"""
+from typing import NamedTuple, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from kflow_jax import kamp
+
+BLENDS = ("linear", "smoothstep", "cosine")
+T_SAMPLING = ("uniform", "logit_normal", "band")
+
+
+class Path(NamedTuple):
+  """A K-Flow path (static; safe to close over in jitted code).
+
+  transform: the KTransform.
+  cutoffs: band edges in kappa, (0.0, r_1, ..., 1.0), len S + 1.
+  tau: band time edges, (0.0, tau_1, ..., 1.0), len S + 1.
+  start, length, end: float32 numpy of coef_shape, each coefficient's window.
+  band: int32 numpy of coef_shape, each coefficient's band.
+  blend: name of a(u).
+  overlap: window widening as a fraction of the band's time length.
+  energies: float32 numpy [S] band energies used for tau (None if unused).
+  gamma: energy exponent.
+  """
+  transform: kamp.KTransform
+  cutoffs: tuple
+  tau: tuple
+  start: np.ndarray
+  length: np.ndarray
+  end: np.ndarray
+  band: np.ndarray
+  blend: str
+  overlap: float
+  energies: Optional[np.ndarray]
+  gamma: float
+
+  @property
+  def num_bands(self) -> int:
+    return len(self.tau) - 1
+
+  def windows(self) -> np.ndarray:
+    """float32 [S, 2]: (start, end) of every band's window."""
+    return window_edges(self.tau, self.overlap)
+
+
+# ----------------------------------------------------------------------------
+# Construction.
+
+
+def _validate_tau(tau, num_bands) -> tuple:
+  t = tuple(float(v) for v in tau)
+  if len(t) != num_bands + 1:
+    raise ValueError(
+        f"tau must hold S + 1 = {num_bands + 1} band time edges, got {len(t)}.")
+  if t[0] != 0.0 or t[-1] != 1.0 or any(b <= a for a, b in zip(t, t[1:])):
+    raise ValueError(
+        f"tau must strictly increase from 0.0 to 1.0, e.g. (0.0, 0.4, 1.0); "
+        f"got {t}.")
+  return t
+
+
+def band_times(energies, gamma: float) -> tuple:
+  """Energy-aware band times: tau_{s+1} - tau_s proportional to E_s ** gamma.
+
+  gamma = 0 gives uniform times; gamma > 0 gives high-energy (coarse) bands
+  more of the time axis, hence more training t and more sampling steps.
+  """
+  e = np.asarray(energies, np.float64).reshape(-1)
+  if e.size < 1 or not np.all(np.isfinite(e)) or np.any(e <= 0):
+    raise ValueError(
+        f"energies must be finite and > 0 per band, got {e.tolist()}; measure "
+        "them with paths.measure_band_energy(transform, batches, cutoffs).")
+  if not np.isfinite(gamma):
+    raise ValueError(f"gamma must be finite, got {gamma}.")
+  w = e ** float(gamma)
+  edges = np.concatenate([[0.0], np.cumsum(w) / np.sum(w)])
+  edges[-1] = 1.0
+  return tuple(float(v) for v in edges)
+
+
+def window_edges(tau, overlap: float) -> np.ndarray:
+  """float32 [S, 2] band windows: [tau_s, tau_{s+1}] widened by overlap * len.
+
+  The widening is split evenly on both sides and clipped to [0, 1], so band 0
+  still starts at t = 0 and the last band still ends at t = 1 (x_0 = x0 and
+  x_1 = x1 hold for any overlap).
+  """
+  tau = np.asarray(tau, np.float64)
+  half = 0.5 * float(overlap) * np.diff(tau)
+  lo = np.clip(tau[:-1] - half, 0.0, 1.0)
+  hi = np.clip(tau[1:] + half, 0.0, 1.0)
+  return np.stack([lo, hi], axis=1).astype(np.float32)
+
+
+def make_path(transform: kamp.KTransform, *, num_scales: Optional[int] = None,
+              cutoffs: Optional[Sequence[float]] = None,
+              tau: Optional[Sequence[float]] = None,
+              energies: Optional[Sequence[float]] = None, gamma: float = 0.0,
+              blend: str = "linear", overlap: float = 0.0) -> Path:
+  """Builds a Path.
+
+  Bands come from `num_scales` (even cut-offs) or explicit `cutoffs` (full
+  edge list); neither means one band. Band times are `tau` if given, else
+  energy-aware from `energies` ** `gamma` (gamma = 0: uniform). Store the
+  energies with the run and pass them again on resume and at sampling.
+  """
+  if blend not in BLENDS:
+    raise ValueError(f"Unknown blend {blend!r}; valid blends: {BLENDS}.")
+  if not 0.0 <= float(overlap) <= 1.0:
+    raise ValueError(f"overlap must be in [0, 1], got {overlap}.")
+  if cutoffs is None:
+    cutoffs = kamp.even_cutoffs(1 if num_scales is None else num_scales)
+  else:
+    cutoffs = kamp.validate_cutoffs(cutoffs)
+    if num_scales is not None and int(num_scales) != len(cutoffs) - 1:
+      raise ValueError(
+          f"num_scales={num_scales} disagrees with cutoffs {cutoffs} "
+          f"({len(cutoffs) - 1} bands); pass only one of them.")
+  num_bands = len(cutoffs) - 1
+  band = kamp.band_index(transform.kappa, cutoffs)
+  counts = np.bincount(band.reshape(-1), minlength=num_bands)
+  if np.any(counts == 0):
+    raise ValueError(
+        f"bands {np.flatnonzero(counts == 0).tolist()} hold no coefficients of "
+        f"transform {transform.name!r} with shape {transform.shape} and "
+        f"cutoffs {cutoffs}; use fewer scales or other cutoffs.")
+  if energies is not None:
+    energies = np.asarray(energies, np.float32).reshape(-1)
+    if energies.size != num_bands:
+      raise ValueError(
+          f"energies has {energies.size} entries but there are {num_bands} "
+          "bands; measure them with the same cutoffs.")
+  if tau is not None:
+    tau = _validate_tau(tau, num_bands)
+  elif float(gamma) != 0.0:
+    if energies is None:
+      raise ValueError(
+          f"gamma={gamma} needs band energies: pass energies="
+          "paths.measure_band_energy(transform, batches, cutoffs).")
+    tau = band_times(energies, gamma)
+  else:
+    tau = tuple(float(v) for v in np.linspace(0.0, 1.0, num_bands + 1))
+  win = window_edges(tau, overlap)
+  start = win[band, 0]
+  end = win[band, 1]
+  # Length from the float32 edges, so alpha hits exactly 1 at `end`.
+  length = (end.astype(np.float64) - start).astype(np.float32)
+  return Path(transform=transform, cutoffs=tuple(cutoffs), tau=tau,
+              start=start, length=length, end=end, band=band, blend=blend,
+              overlap=float(overlap), energies=energies, gamma=float(gamma))
+
+
+def measure_band_energy(transform: kamp.KTransform, batches, cutoffs
+                        ) -> np.ndarray:
+  """Mean band energy E||P_s x1||^2 over an iterable of batches: numpy [S].
+
+  Batches are arrays [B, H, W, C] or dicts with an "image" entry (the input
+  pipeline's format). The mean is over examples, whatever the batch sizes.
+  """
+  cutoffs = kamp.validate_cutoffs(cutoffs)
+  total, count = None, 0
+  energy_fn = jax.jit(lambda x: kamp.band_energy(transform, x, cutoffs))
+  for batch in batches:
+    x = batch["image"] if isinstance(batch, dict) else batch
+    n = int(np.shape(x)[0])
+    e = np.asarray(energy_fn(jnp.asarray(x)), np.float64) * n
+    total = e if total is None else total + e
+    count += n
+  if count == 0:
+    raise ValueError("measure_band_energy got no batches; pass at least one.")
+  return (total / count).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------
+# Schedule.
+
+
+def check_t(t, batch: Optional[int] = None) -> jax.Array:
+  """float32 [B] times; concrete values must lie in [0, 1]."""
+  if not isinstance(t, jax.core.Tracer):
+    tn = np.asarray(t)
+    if tn.size and (not np.all(np.isfinite(tn)) or tn.min() < 0
+                    or tn.max() > 1):
+      raise ValueError(
+          f"t must lie in [0, 1] (0 = noise, 1 = data); got values in "
+          f"[{tn.min()}, {tn.max()}].")
+  t = jnp.asarray(t, jnp.float32)
+  if t.ndim != 1 or (batch is not None and t.shape[0] != batch):
+    raise ValueError(
+        f"t must be float [B] with B = {batch} (one time per example), got "
+        f"shape {t.shape}.")
+  return t
+
+
+def _blend(name, u):
+  if name == "linear":
+    return u, jnp.ones_like(u)
+  if name == "smoothstep":
+    return u * u * (3.0 - 2.0 * u), 6.0 * u * (1.0 - u)
+  return 0.5 - 0.5 * jnp.cos(jnp.pi * u), 0.5 * jnp.pi * jnp.sin(jnp.pi * u)
+
+
+def _expand(path, t):
+  return t.reshape((-1,) + (1,) * path.start.ndim)
+
+
+def active_mask(path: Path, t) -> jax.Array:
+  """bool [B, *coef_shape]: coefficients whose window holds t.
+
+  A window is [start, end), or [start, 1] when it ends at 1. This is 1[alpha'(t) > 0] of DESIGN.md, except that a window's own start
+  counts as active even where a'(0) = 0 (smoothstep, cosine), so projection
+  never freezes a band that is just starting.
+  """
+  return _inside(path, _expand(path, check_t(t)))
+
+
+def _inside(path, tb):
+  # Windows are half-open [start, end) so a band edge belongs to the next
+  # band, except that windows ending at 1 include it: the last step of a
+  # sampler evaluates the field at t = 1 and must still see the last band.
+  return (tb >= path.start) & ((tb < path.end) | (path.end >= 1.0))
+
+
+def alpha(path: Path, t) -> tuple:
+  """(alpha(t), alpha'(t)), float32 [B, *coef_shape]."""
+  tb = _expand(path, check_t(t))
+  u = jnp.clip((tb - path.start) / path.length, 0.0, 1.0)
+  a, da = _blend(path.blend, u)
+  return a, jnp.where(_inside(path, tb), da / path.length, 0.0)
+
+
+def active_band(path: Path, t) -> jax.Array:
+  """int32 [B]: the band s with tau_s <= t < tau_{s+1} (t = 1 -> last band)."""
+  t = check_t(t)
+  inner = jnp.asarray(path.tau[1:-1], jnp.float32)
+  return jnp.searchsorted(inner, t, side="right").astype(jnp.int32)
+
+
+def band_masks(path: Path) -> np.ndarray:
+  """bool numpy [S, *coef_shape]: membership of every coefficient per band."""
+  ids = np.arange(path.num_bands).reshape((-1,) + (1,) * path.band.ndim)
+  return path.band[None] == ids
+
+
+# ----------------------------------------------------------------------------
+# Path and target.
+
+
+def _check_pair(path, x0, x1):
+  if x0.shape != x1.shape:
+    raise ValueError(
+        f"x0 and x1 must have the same shape, got {x0.shape} and {x1.shape}.")
+  return x0.shape[0]
+
+
+def interpolate(path: Path, x0, x1, t) -> jax.Array:
+  """x_t = x0 + T^-1(alpha(t) * T(x1 - x0)), float32 like x."""
+  b = _check_pair(path, x0, x1)
+  a, _ = alpha(path, check_t(t, b))
+  tr = path.transform
+  return x0.astype(jnp.float32) + tr.inverse(a * tr.forward(x1 - x0))
+
+
+def target_velocity(path: Path, x0, x1, t) -> jax.Array:
+  """u_t = T^-1(alpha'(t) * T(x1 - x0)) = d x_t / dt."""
+  b = _check_pair(path, x0, x1)
+  _, da = alpha(path, check_t(t, b))
+  tr = path.transform
+  return tr.inverse(da * tr.forward(x1 - x0))
+
+
+def project_velocity(path: Path, v, t) -> jax.Array:
+  """v <- T^-1(1[window active] * T(v)): only bands that flow at t move."""
+  mask = active_mask(path, check_t(t, v.shape[0]))
+  tr = path.transform
+  return tr.inverse(jnp.where(mask, tr.forward(v), 0.0))
+
+
+# ----------------------------------------------------------------------------
+# Training times.
+
+
+def sample_t(rng, batch: int, path: Path, method: str = "uniform", *,
+             band_weights: Optional[Sequence[float]] = None,
+             logit_mean: float = 0.0, logit_std: float = 1.0) -> jax.Array:
+  """float32 [batch] training times in [0, 1).
+
+  uniform: U[0, 1) (the scale axis as the paper trains it).
+  logit_normal: sigmoid(N(logit_mean, logit_std)).
+  band: pick band s with probability proportional to band_weights[s], then
+    t ~ U[tau_s, tau_{s+1}); band_weights default to the band lengths
+    (which equals uniform).
+  """
+  if method not in T_SAMPLING:
+    raise ValueError(f"Unknown t sampling {method!r}; valid: {T_SAMPLING}.")
+  if method == "uniform":
+    return jax.random.uniform(rng, (batch,), jnp.float32)
+  if method == "logit_normal":
+    if not logit_std > 0:
+      raise ValueError(f"logit_std must be > 0, got {logit_std}.")
+    z = logit_mean + logit_std * jax.random.normal(rng, (batch,), jnp.float32)
+    return jax.nn.sigmoid(z)
+  tau = np.asarray(path.tau, np.float32)
+  w = np.diff(tau) if band_weights is None else np.asarray(
+      band_weights, np.float64).reshape(-1)
+  if w.size != path.num_bands or np.any(w < 0) or not np.sum(w) > 0:
+    raise ValueError(
+        f"band_weights must be {path.num_bands} non-negative numbers with a "
+        f"positive sum (one per band), got {np.asarray(w).tolist()}.")
+  rb, ru = jax.random.split(rng)
+  s = jax.random.choice(rb, path.num_bands, (batch,),
+                        p=jnp.asarray(w / np.sum(w), jnp.float32))
+  lo, hi = jnp.asarray(tau[:-1])[s], jnp.asarray(tau[1:])[s]
+  t = lo + (hi - lo) * jax.random.uniform(ru, (batch,), jnp.float32)
+  # Keep t inside its band's half-open interval despite rounding.
+  return jnp.minimum(t, jnp.nextafter(hi, lo))

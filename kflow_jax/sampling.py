@@ -1,0 +1,352 @@
+"""ODE samplers for K-Flow on band-aligned time grids, CFG, NFE counting.
+
+Sampling integrates dx/dt = v(x, t) from t_start (0: noise) to t_end (1:
+data). The field switches support at every band window edge (tau_s, or the
+widened edges with overlap), so
+
+* fixed-step solvers (euler, midpoint, heun, rk4) run on a static numpy grid
+  whose edges include every such edge; a stage that lands on a step's right
+  edge is evaluated at the float32 just below it, so each step sees its own
+  band's field (the one-sided limit) and not the next band's;
+* adaptive solvers (dopri5, tsit5, from diffrax) get the edges as jump_ts
+  (diffrax 0.7.2: PIDController(jump_ts=...) builds a ClipStepSizeController)
+  and report their number of function evaluations (NFE).
+
+Band projection (project=True, DESIGN.md: v <- T^-1(1[active] * T(v))):
+fixed-step solvers then carry the state in coefficient space, c = T(x), and
+add dt * where(active, T(v), 0). A coefficient whose band is not active is
+updated by adding exact zeros, so bands not yet reached keep their noise
+bit-for-bit in coefficient space, and finished bands keep their value (in
+x space T^-1(T(x)) is exact only to float round-off). Adaptive solvers keep
+x and project v (round-off exact only).
+
+Everything is jit-able with sharded inputs: the grid is static, the loop is
+lax.scan, and there is no device-specific code. velocity_fn(x [B,...],
+t [B]) -> v.
+"""
+from typing import Callable, NamedTuple, Optional, Sequence
+
+import diffrax
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from kflow_jax import paths as paths_lib
+
+FIXED_SOLVERS = {"euler": 1, "midpoint": 2, "heun": 2, "rk4": 4}  # stages
+ADAPTIVE_SOLVERS = {"dopri5": diffrax.Dopri5, "tsit5": diffrax.Tsit5}
+SOLVERS = tuple(FIXED_SOLVERS) + tuple(ADAPTIVE_SOLVERS)
+
+
+class Grid(NamedTuple):
+  """Static step table: t0, t1 (edges) and t1m (float32 just below t1)."""
+  t0: np.ndarray
+  t1: np.ndarray
+  t1m: np.ndarray
+
+
+# ----------------------------------------------------------------------------
+# Time grid.
+
+
+def switch_times(path: paths_lib.Path, t_start: float = 0.0,
+                 t_end: float = 1.0) -> np.ndarray:
+  """Sorted float32 times strictly inside (t_start, t_end) where the field
+  changes support: every tau_s and every window edge."""
+  edges = np.concatenate([np.asarray(path.tau, np.float32),
+                          path.windows().reshape(-1)]).astype(np.float32)
+  edges = np.unique(edges)
+  return edges[(edges > np.float32(t_start)) & (edges < np.float32(t_end))]
+
+
+def _check_span(t_start, t_end):
+  if not 0.0 <= float(t_start) < float(t_end) <= 1.0:
+    raise ValueError(
+        f"need 0 <= t_start < t_end <= 1, got t_start={t_start}, "
+        f"t_end={t_end}.")
+
+
+def _split_counts(lengths, total):
+  """Largest-remainder split of `total` steps by length, at least 1 each."""
+  n = len(lengths)
+  if total < n:
+    raise ValueError(
+        f"num_steps={total} is fewer than the {n} segments between band "
+        "edges; every segment needs a step. Raise num_steps.")
+  share = np.asarray(lengths, np.float64) / np.sum(lengths) * (total - n)
+  counts = np.floor(share).astype(int) + 1
+  order = np.argsort(-(share - np.floor(share)), kind="stable")
+  counts[order[:total - counts.sum()]] += 1
+  return counts
+
+
+def time_grid(path: paths_lib.Path, num_steps: Optional[int] = None, *,
+              steps_per_band: Optional[Sequence[int]] = None,
+              t_start: float = 0.0, t_end: float = 1.0) -> np.ndarray:
+  """float32 numpy step edges on [t_start, t_end] including every switch time.
+
+  num_steps: total steps, split over the segments between switch times in
+    proportion to their length (at least one each).
+  steps_per_band: steps per band s over [tau_s, tau_{s+1}] (the part inside
+    [t_start, t_end]); window edges that fall inside a band (overlap > 0)
+    split a step, so the total can exceed sum(steps_per_band).
+  """
+  _check_span(t_start, t_end)
+  inner = switch_times(path, t_start, t_end)
+  span = np.concatenate([[np.float32(t_start)], inner,
+                         [np.float32(t_end)]]).astype(np.float64)
+  if (num_steps is None) == (steps_per_band is None):
+    raise ValueError("pass exactly one of num_steps or steps_per_band.")
+  if num_steps is not None:
+    counts = _split_counts(np.diff(span), int(num_steps))
+    parts = [np.linspace(a, b, n + 1)[:-1]
+             for a, b, n in zip(span[:-1], span[1:], counts)]
+  else:
+    steps = [int(n) for n in steps_per_band]
+    if len(steps) != path.num_bands or min(steps) < 1:
+      raise ValueError(
+          f"steps_per_band must hold {path.num_bands} positive ints (one per "
+          f"band), got {list(steps_per_band)}.")
+    tau = np.asarray(path.tau, np.float64)
+    parts = []
+    for s, n in enumerate(steps):
+      a, b = max(tau[s], t_start), min(tau[s + 1], t_end)
+      if b > a:
+        parts.append(np.linspace(a, b, n + 1)[:-1])
+    parts.append(inner.astype(np.float64))
+  grid = np.concatenate(parts + [[t_end]]).astype(np.float32)
+  grid = np.unique(np.concatenate([grid, span.astype(np.float32)]))
+  return grid
+
+
+def make_grid(edges) -> Grid:
+  edges = np.asarray(edges, np.float32)
+  if edges.ndim != 1 or edges.size < 2 or np.any(np.diff(edges) <= 0):
+    raise ValueError(f"grid edges must strictly increase, got {edges}.")
+  t0, t1 = edges[:-1], edges[1:]
+  return Grid(t0, t1, np.nextafter(t1, t0).astype(np.float32))
+
+
+# ----------------------------------------------------------------------------
+# Fixed-step integration.
+
+
+def _rk_step(f, y, t0, t1, t1m, solver):
+  """One step of a classic explicit RK scheme; f(y, t_scalar)."""
+  h = t1 - t0
+  axpy = lambda a, k, z: jax.tree.map(lambda zi, ki: zi + a * ki, z, k)
+  if solver == "euler":
+    return axpy(h, f(y, t0), y)
+  if solver == "midpoint":
+    k1 = f(y, t0)
+    return axpy(h, f(axpy(0.5 * h, k1, y), t0 + 0.5 * h), y)
+  if solver == "heun":
+    k1 = f(y, t0)
+    k2 = f(axpy(h, k1, y), t1m)
+    return axpy(0.5 * h, jax.tree.map(jnp.add, k1, k2), y)
+  tm = t0 + 0.5 * h
+  k1 = f(y, t0)
+  k2 = f(axpy(0.5 * h, k1, y), tm)
+  k3 = f(axpy(0.5 * h, k2, y), tm)
+  k4 = f(axpy(h, k3, y), t1m)
+  ks = jax.tree.map(lambda a, b, c, d: a + 2.0 * b + 2.0 * c + d,
+                    k1, k2, k3, k4)
+  return axpy(h / 6.0, ks, y)
+
+
+def integrate(field: Callable, y0, edges, solver: str = "euler",
+              post_step: Optional[Callable] = None):
+  """Integrates dy/dt = field(y, t_scalar) over static `edges` with lax.scan.
+
+  post_step(y, t1) -> y, if given, runs after each step (e.g. re-imposing
+  observed bands in restoration).
+  """
+  if solver not in FIXED_SOLVERS:
+    raise ValueError(
+        f"Unknown fixed-step solver {solver!r}; valid: {tuple(FIXED_SOLVERS)}.")
+  grid = make_grid(edges)
+
+  def body(y, ts):
+    t0, t1, t1m = ts
+    y = _rk_step(field, y, t0, t1, t1m, solver)
+    if post_step is not None:
+      y = post_step(y, t1)
+    return y, None
+
+  xs = tuple(jnp.asarray(a) for a in grid)
+  y, _ = jax.lax.scan(body, y0, xs)
+  return y
+
+
+def _batched_t(t, batch):
+  return jnp.full((batch,), t, jnp.float32)
+
+
+def coefficient_field(velocity_fn, path, batch):
+  """Projected field in coefficient space: where(active(t), T(v), 0)."""
+  tr = path.transform
+
+  def field(c, t):
+    tb = _batched_t(t, batch)
+    v = velocity_fn(tr.inverse(c), tb)
+    return jnp.where(paths_lib.active_mask(path, tb), tr.forward(v), 0.0)
+  return field
+
+
+# ----------------------------------------------------------------------------
+# Entry point.
+
+
+def sample(velocity_fn: Callable, path: paths_lib.Path, x0: jax.Array, *,
+           solver: str = "euler", num_steps: Optional[int] = None,
+           steps_per_band: Optional[Sequence[int]] = None,
+           project: bool = False, t_start: float = 0.0, t_end: float = 1.0,
+           init_in_coefficients: bool = False,
+           return_coefficients: bool = False, return_stats: bool = False,
+           post_step: Optional[Callable] = None,
+           rtol: float = 1e-5, atol: float = 1e-5, dt0: Optional[float] = None,
+           max_steps: int = 4096, record_steps: bool = False):
+  """Integrates the sampling ODE from t_start to t_end.
+
+  Args:
+    velocity_fn: (x [B,H,W,C], t [B]) -> v (see cfg_velocity for labels).
+    path: the paths.Path the model was trained with.
+    x0: start state [B,H,W,C] (noise when t_start = 0); coefficients
+      [B, *coef_shape] when init_in_coefficients (requires project).
+    solver: one of SOLVERS.
+    num_steps / steps_per_band: fixed-step budget (see time_grid); one needed
+      by fixed-step solvers.
+    project: band projection of v (see module doc).
+    t_start, t_end: integration span inside [0, 1].
+    return_coefficients: return the final coefficient state (needs project).
+    return_stats: also return stats for fixed-step solvers.
+    post_step: fixed-step solvers only, (y, t1) -> y after every step (y in
+      coefficient space when project).
+    rtol, atol, dt0, max_steps: adaptive solvers (dt0 default: 1/64).
+    record_steps: adaptive solvers also return the accepted step end times
+      (stats["step_ts"], padded with inf).
+
+  Returns:
+    x (or coefficients) for fixed-step solvers, (x, stats) for adaptive ones
+    or when return_stats. stats: {"nfe", "num_steps", ...}.
+  """
+  if solver not in SOLVERS:
+    raise ValueError(f"Unknown solver {solver!r}; valid: {SOLVERS}.")
+  _check_span(t_start, t_end)
+  if (init_in_coefficients or return_coefficients) and not project:
+    raise ValueError(
+        "init_in_coefficients / return_coefficients need project=True (the "
+        "coefficient-space state is used only with band projection).")
+  batch = x0.shape[0]
+  if solver in ADAPTIVE_SOLVERS:
+    if post_step is not None or init_in_coefficients or return_coefficients:
+      raise ValueError(
+          "post_step and coefficient-space state are for fixed-step solvers; "
+          f"use one of {tuple(FIXED_SOLVERS)} or drop them.")
+    return _sample_adaptive(velocity_fn, path, x0, solver, project, t_start,
+                            t_end, rtol, atol, dt0, max_steps, record_steps)
+  edges = time_grid(path, num_steps, steps_per_band=steps_per_band,
+                    t_start=t_start, t_end=t_end)
+  tr = path.transform
+  if project:
+    c0 = x0 if init_in_coefficients else tr.forward(x0)
+    field = coefficient_field(velocity_fn, path, batch)
+    c = integrate(field, c0, edges, solver, post_step)
+    out = c if return_coefficients else tr.inverse(c)
+  else:
+    field = lambda x, t: velocity_fn(x, _batched_t(t, batch))
+    out = integrate(field, x0.astype(jnp.float32), edges, solver, post_step)
+  if not return_stats:
+    return out
+  n = len(edges) - 1
+  return out, {"nfe": n * FIXED_SOLVERS[solver], "num_steps": n}
+
+
+def _sample_adaptive(velocity_fn, path, x0, solver, project, t_start, t_end,
+                     rtol, atol, dt0, max_steps, record_steps):
+  """diffrax solve with the switch times as jump_ts.
+
+  Step sizes are shared by the whole batch (the error norm is over the batch,
+  as in torchdiffeq-based LFM sampling).
+
+  NFE: dopri5 and tsit5 have 7 stages with first-same-as-last, so each
+  attempted step (accepted or rejected) costs 6 evaluations, plus one to
+  start at t_start and one to restart after each jump. A rejected step right
+  after the start or a jump re-evaluates its first stage once more, which
+  diffrax does not report; the count is then a lower bound by that number.
+  """
+  batch = x0.shape[0]
+
+  def vf(t, x, args):
+    del args
+    tb = _batched_t(t, batch)
+    v = velocity_fn(x, tb)
+    return paths_lib.project_velocity(path, v, tb) if project else v
+
+  jumps = switch_times(path, t_start, t_end)
+  controller = diffrax.PIDController(
+      rtol=rtol, atol=atol,
+      jump_ts=jnp.asarray(jumps) if jumps.size else None)
+  subs = [diffrax.SubSaveAt(t1=True)]
+  if record_steps:
+    subs.append(diffrax.SubSaveAt(steps=True, fn=lambda t, y, args: t))
+  sol = diffrax.diffeqsolve(
+      diffrax.ODETerm(vf), ADAPTIVE_SOLVERS[solver](), float(t_start),
+      float(t_end), 1.0 / 64 if dt0 is None else float(dt0),
+      x0.astype(jnp.float32), stepsize_controller=controller,
+      saveat=diffrax.SaveAt(subs=subs), max_steps=int(max_steps))
+  st = sol.stats
+  stats = {
+      "nfe": 6 * st["num_steps"] + 1 + jumps.size,
+      "num_steps": st["num_steps"],
+      "num_accepted_steps": st["num_accepted_steps"],
+      "num_rejected_steps": st["num_rejected_steps"],
+  }
+  if record_steps:
+    stats["step_ts"] = sol.ys[1]
+  return sol.ys[0][0], stats
+
+
+# ----------------------------------------------------------------------------
+# Classifier-free guidance.
+
+
+def guidance_weights(path: paths_lib.Path, guidance, t) -> jax.Array:
+  """w(t) float32 [B] from a constant, a per-band schedule [S] or a callable."""
+  if callable(guidance):
+    return jnp.broadcast_to(jnp.asarray(guidance(t), jnp.float32), t.shape)
+  g = np.asarray(guidance, np.float32)
+  if g.ndim == 0:
+    return jnp.full(t.shape, g, jnp.float32)
+  if g.ndim != 1 or g.size != path.num_bands:
+    raise ValueError(
+        f"a per-band guidance schedule needs {path.num_bands} values (one per "
+        f"configured band), got shape {g.shape}.")
+  return jnp.asarray(g)[paths_lib.active_band(path, t)]
+
+
+def cfg_velocity(apply_fn: Callable, path: paths_lib.Path, y: jax.Array, *,
+                 num_classes: int, guidance=1.0) -> Callable:
+  """velocity_fn(x, t) = v_u + w(t) (v_c - v_u) from a model apply_fn.
+
+  apply_fn(x, t, y) -> v (e.g. lambda x, t, y: model.apply(params, x, t, y)).
+  The null label is num_classes. A constant guidance of 1 calls the model
+  once with y; otherwise one batched call of 2B (conditional, then null).
+  guidance: float, per-band sequence [S], or callable t [B] -> w [B].
+  """
+  if int(num_classes) < 1:
+    raise ValueError(f"num_classes must be >= 1, got {num_classes}.")
+  if not callable(guidance):
+    guidance_weights(path, guidance, jnp.zeros((1,), jnp.float32))  # validate
+  null = jnp.full_like(y, int(num_classes))
+  if not callable(guidance) and np.ndim(guidance) == 0 and float(
+      guidance) == 1.0:
+    return lambda x, t: apply_fn(x, t, y)
+
+  def velocity_fn(x, t):
+    v = apply_fn(jnp.concatenate([x, x]), jnp.concatenate([t, t]),
+                 jnp.concatenate([y, null]))
+    v_c, v_u = jnp.split(v, 2)
+    w = guidance_weights(path, guidance, t).reshape((-1,) + (1,) * (x.ndim - 1))
+    return v_u + w * (v_c - v_u)
+  return velocity_fn
