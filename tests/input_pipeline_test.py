@@ -198,3 +198,64 @@ def test_global_arrays_on_8_devices():
   assert len(arrays["image"].addressable_shards) == 8
   assert arrays["image"].addressable_shards[0].data.shape == (2, 8, 8, 1)
   np.testing.assert_array_equal(np.asarray(arrays["label"]), batch["label"])
+
+
+# --------------------------------------------------------- TFDS (mocked)
+
+# celeb_a_hq mocks fine through tfds.testing.mock_data (its 256 config).
+_TFDS_CASES = [
+    ("cifar10", "cifar10", (32, 32, 3), 10),
+    ("imagenet2012", "imagenet2012", (256, 256, 3), 1000),
+    ("celeb_a_hq", "celeb_a_hq/256", (256, 256, 3), 1),
+    ("lsun/church_outdoor", "lsun/church_outdoor", (256, 256, 3), 1),
+    ("mnist", "mnist", (32, 32, 1), 10),
+]
+
+
+def _mark_prepared(root, tfds_name):
+  """What `tfds build` leaves behind, as far as our existence check looks."""
+  d = root / tfds_name / "1.0.0"
+  d.mkdir(parents=True)
+  (d / "dataset_info.json").write_text("{}")
+
+
+@pytest.mark.parametrize("name,tfds_name,shape,classes", _TFDS_CASES)
+def test_tfds_mock_pipelines(tmp_path, name, tfds_name, shape, classes):
+  tfds = pytest.importorskip("tensorflow_datasets")
+  cfg = _cfg(name=name, data_dir=str(tmp_path))
+  _mark_prepared(tmp_path, tfds_name)
+  mesh = jax.make_mesh((8,), ("data",),
+                       axis_types=(jax.sharding.AxisType.Auto,))
+  with tfds.testing.mock_data(num_examples=20):
+    info = input_pipeline.get_info(cfg)
+    assert info == input_pipeline.DatasetInfo(shape, classes, 20)
+    # Two processes read disjoint halves; each local batch is 8 // 2.
+    local = [next(input_pipeline.create(
+        cfg, global_batch_size=8, seed=0, process_index=p, process_count=2,
+        finite=True)) for p in range(2)]
+    for b in local:
+      assert b["image"].shape == (4,) + shape
+      assert b["image"].dtype == np.float32
+      assert -1.0 <= b["image"].min() and b["image"].max() <= 1.0
+      assert b["image"].std() > 0.05
+      assert b["label"].dtype == np.int32
+      assert 0 <= b["label"].min() and b["label"].max() < classes
+    assert not np.array_equal(local[0]["image"], local[1]["image"])
+    batch = next(input_pipeline.create(cfg, global_batch_size=8, seed=0))
+    arrays = input_pipeline.to_global(batch, mesh)
+    assert arrays["image"].shape == (8,) + shape
+    assert {s.data.shape for s in arrays["image"].addressable_shards} == {
+        (1,) + shape}
+
+
+def test_missing_tfds_data_set_is_a_clear_error(tmp_path):
+  cfg = _cfg(name="imagenet2012", data_dir=str(tmp_path))
+  with pytest.raises(ValueError) as err:
+    input_pipeline.create(cfg, global_batch_size=8, seed=0)
+  msg = str(err.value)
+  assert "imagenet2012" in msg and str(tmp_path) in msg
+  assert "downloads/manual" in msg and "tfds build imagenet2012" in msg
+  with pytest.raises(ValueError, match="tfds build cifar10"):
+    input_pipeline.get_info(_cfg(name="cifar10", data_dir=str(tmp_path)))
+  with pytest.raises(ValueError, match="tfds_name"):
+    input_pipeline.get_info(_cfg(name="tfds", data_dir=str(tmp_path)))

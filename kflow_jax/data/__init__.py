@@ -14,11 +14,21 @@ from kflow_jax.data.base import DatasetInfo
 from kflow_jax.data.base import Family
 from kflow_jax.data.base import Prepared
 
-# name -> (module, attribute). Modules load lazily so that importing the
-# pipeline does not import tfds (slow) unless a TFDS data set is used.
+# name -> (module, attribute, key or None). Modules load lazily so that
+# importing the pipeline does not import tfds (slow) unless a TFDS data set
+# is used. To add a family: write a module with a base.Family and list its
+# name here.
+_TFDS = "kflow_jax.data.tfds_sources"
 _FAMILIES = {
-    "digits": ("kflow_jax.data.embedded", "DIGITS"),
-    "natural_patches": ("kflow_jax.data.embedded", "PATCHES"),
+    "digits": ("kflow_jax.data.embedded", "DIGITS", None),
+    "natural_patches": ("kflow_jax.data.embedded", "PATCHES", None),
+    "cifar10": (_TFDS, "FAMILIES", "cifar10"),
+    "mnist": (_TFDS, "FAMILIES", "mnist"),
+    "celeb_a": (_TFDS, "FAMILIES", "celeb_a"),
+    "celeb_a_hq": (_TFDS, "FAMILIES", "celeb_a_hq"),
+    "imagenet2012": (_TFDS, "FAMILIES", "imagenet2012"),
+    "lsun/church_outdoor": (_TFDS, "FAMILIES", "lsun/church_outdoor"),
+    "tfds": (_TFDS, "FAMILIES", "tfds"),
 }
 
 
@@ -33,8 +43,9 @@ def get(name: str) -> Family:
     raise ValueError(
         f"unknown data set config.input.name={name!r}; valid names: "
         f"{names()}.")
-  module, attr = _FAMILIES[name]
-  return getattr(importlib.import_module(module), attr)
+  module, attr, key = _FAMILIES[name]
+  family = getattr(importlib.import_module(module), attr)
+  return family if key is None else family[key]
 
 
 __all__ = ["ArraySource", "DatasetInfo", "Family", "Prepared", "get", "names"]
