@@ -1,0 +1,118 @@
+"""Sample images on disk: PNG grids, the band strip, and .npz arrays.
+
+Images are float arrays [N, H, W, C] in [-1, 1] (the data convention);
+C is 1 (grey) or 3 (RGB). Anything else (e.g. 4-channel latents that were
+not decoded) is shown channel by channel as grey tiles, so a PNG can always
+be written. Pillow does the encoding.
+"""
+import io
+import math
+import os
+from typing import Optional, Sequence
+
+import numpy as np
+from PIL import Image
+
+
+def to_uint8(images) -> np.ndarray:
+  """[-1, 1] floats -> uint8 [N, H, W, C] with C in {1, 3}."""
+  x = np.asarray(images, np.float32)
+  if x.ndim == 3:
+    x = x[..., None]
+  if x.ndim != 4:
+    raise ValueError(
+        f"images must be [N, H, W, C] (or [N, H, W]), got shape {x.shape}.")
+  if not np.all(np.isfinite(x)):
+    raise ValueError("images contain NaN or inf; the sampler diverged.")
+  if x.shape[-1] not in (1, 3):
+    # Latents or other channel counts: one grey tile per channel, side by
+    # side, so the PNG still shows what the model produced.
+    n, h, w, c = x.shape
+    x = np.transpose(x, (0, 1, 3, 2)).reshape(n, h, w * c, 1)
+  x = np.clip((x + 1.0) * 127.5 + 0.5, 0, 255)
+  return x.astype(np.uint8)
+
+
+def grid(images, ncol: Optional[int] = None, pad: int = 1,
+         scale: int = 1) -> np.ndarray:
+  """Tiles images into one uint8 [rows*H, ncol*W, C] array."""
+  x = to_uint8(images)
+  n, h, w, c = x.shape
+  if n == 0:
+    raise ValueError("grid needs at least one image.")
+  ncol = int(ncol or math.ceil(math.sqrt(n)))
+  if ncol < 1:
+    raise ValueError(f"ncol must be >= 1, got {ncol}.")
+  nrow = math.ceil(n / ncol)
+  out = np.full((nrow * (h + pad) + pad, ncol * (w + pad) + pad, c), 255,
+                np.uint8)
+  for i in range(n):
+    r, col = divmod(i, ncol)
+    y0, x0 = pad + r * (h + pad), pad + col * (w + pad)
+    out[y0:y0 + h, x0:x0 + w] = x[i]
+  if scale > 1:
+    out = np.repeat(np.repeat(out, scale, axis=0), scale, axis=1)
+  return out
+
+
+def _auto_scale(h: int) -> int:
+  # Tiny images (8x8 digits) are unreadable at 1:1; upscale to ~64 px.
+  return max(1, 64 // max(h, 1))
+
+
+def _write_png(path: str, array: np.ndarray) -> str:
+  mode = "L" if array.shape[-1] == 1 else "RGB"
+  img = Image.fromarray(array[..., 0] if mode == "L" else array, mode=mode)
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  # Write then rename, so a reader never sees a half-written PNG.
+  buf = io.BytesIO()
+  img.save(buf, format="PNG")
+  tmp = path + ".tmp"
+  with open(tmp, "wb") as f:
+    f.write(buf.getvalue())
+  os.replace(tmp, path)
+  return path
+
+
+def save_grid(path: str, images, ncol: Optional[int] = None,
+              scale: Optional[int] = None) -> str:
+  """Writes images [N, H, W, C] in [-1, 1] as one PNG grid."""
+  x = np.asarray(images)
+  scale = _auto_scale(x.shape[1]) if scale is None else int(scale)
+  return _write_png(path, grid(x, ncol=ncol, scale=scale))
+
+
+def save_band_strip(path: str, rows: Sequence, tau: Sequence[float],
+                    scale: Optional[int] = None) -> str:
+  """Writes the band strip: one column per band boundary tau_s.
+
+  Args:
+    path: PNG file to write.
+    rows: sequence of arrays [S+1, H, W, C], one row each (e.g. the sample
+      state x(tau_s), and its band-limited clean part), columns ordered
+      coarse to fine (tau_0 = 0 ... tau_S = 1).
+    tau: the S+1 band time edges, to check the column count.
+    scale: integer upscaling (default: to about 64 px per image).
+  """
+  tau = [float(v) for v in tau]
+  rows = [np.asarray(r) for r in rows]
+  if not rows:
+    raise ValueError("save_band_strip needs at least one row.")
+  for r in rows:
+    if r.shape[0] != len(tau):
+      raise ValueError(
+          f"each band-strip row needs one image per tau edge ({len(tau)}), "
+          f"got {r.shape[0]}.")
+  stacked = np.concatenate(rows, axis=0)
+  scale = _auto_scale(stacked.shape[1]) if scale is None else int(scale)
+  return _write_png(path, grid(stacked, ncol=len(tau), scale=scale))
+
+
+def save_npz(path: str, images, **extra) -> str:
+  """Writes float32 samples (and any extra arrays, e.g. labels) as .npz."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  tmp = path + ".tmp.npz"
+  np.savez(tmp, images=np.asarray(images, np.float32),
+           **{k: np.asarray(v) for k, v in extra.items()})
+  os.replace(tmp, path)
+  return path

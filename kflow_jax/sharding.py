@@ -1,0 +1,152 @@
+"""Mesh, shardings, global batches and the shard_map'd loss and gradient.
+
+The mesh has two named axes, `data` and `fsdp` (DESIGN.md section 4). The
+batch is split over both (every device holds batch / num_devices examples);
+parameters are replicated, or sharded over `fsdp` by the models' logical
+axis rules when config.mesh.fsdp > 1. The loss and gradient run under
+`jax.shard_map` with an explicit `pmean`, so the data-parallel maths is
+written out rather than left to the partitioner.
+
+Device-count invariance: every example gets its own rng key (split from the
+step key over the *global* batch), and the loss is vmapped over examples.
+The noise an example sees therefore does not depend on which device holds
+it, so 1 device and 8 devices (or 2 processes) give the same loss up to
+float summation order.
+"""
+from typing import Callable
+
+import flax.linen as nn
+import jax
+from jax import lax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+DATA = "data"
+FSDP = "fsdp"
+BATCH_AXES = (DATA, FSDP)
+
+
+def make_mesh(fsdp: int = 1, devices=None) -> jax.sharding.Mesh:
+  """A (data, fsdp) mesh over `devices` (default: all devices)."""
+  devices = list(jax.devices() if devices is None else devices)
+  n = len(devices)
+  fsdp = int(fsdp)
+  if fsdp < 1 or n % fsdp:
+    raise ValueError(
+        f"config.mesh.fsdp={fsdp} must be >= 1 and divide the number of "
+        f"devices ({n}); use fsdp=1 for pure data parallelism.")
+  # Auto axes: the model and optimizer are plain jit code (environment.md:
+  # the Explicit default raises ShardingTypeError on such code).
+  return jax.make_mesh(
+      (n // fsdp, fsdp), BATCH_AXES,
+      axis_types=(jax.sharding.AxisType.Auto,) * 2, devices=devices)
+
+
+def replicated(mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def batch_sharding(mesh) -> NamedSharding:
+  """Leading (batch) axis split over every device of the mesh."""
+  return NamedSharding(mesh, P(BATCH_AXES))
+
+
+def check_batch_size(global_batch_size: int, mesh,
+                     process_count: int = 1) -> int:
+  """Returns the per-process batch size, or raises a clear ValueError."""
+  n = mesh.size
+  if global_batch_size < 1 or global_batch_size % n:
+    raise ValueError(
+        f"config.batch_size={global_batch_size} is not divisible by the "
+        f"number of devices ({n}); use a multiple of {n}, e.g. "
+        f"--config.batch_size={max(n, global_batch_size // n * n or n)}.")
+  if global_batch_size % process_count:
+    raise ValueError(
+        f"config.batch_size={global_batch_size} is not divisible by the "
+        f"number of processes ({process_count}).")
+  return global_batch_size // process_count
+
+
+def must_block(mesh) -> bool:
+  """Whether the host must wait on every step: XLA's CPU collectives can
+  deadlock when steps with all-reduces are queued back to back on a CPU
+  with several devices (environment.md). Accelerators don't need this."""
+  return jax.default_backend() == "cpu" and mesh.size > 1
+
+
+def global_batch(mesh, local_batch: dict) -> dict:
+  """Assembles per-process numpy slices into global batch-sharded arrays."""
+  sharding = batch_sharding(mesh)
+  out = {}
+  for key, value in local_batch.items():
+    value = np.asarray(value)
+    shape = (value.shape[0] * jax.process_count(),) + value.shape[1:]
+    out[key] = jax.make_array_from_process_local_data(sharding, value, shape)
+  return out
+
+
+def state_shardings(mesh, abstract_state, shard_fn=None):
+  """Shardings for a (boxed) abstract state from `jax.eval_shape`.
+
+  With fsdp == 1 everything is replicated. Otherwise `shard_fn(boxed, mesh)`
+  (models.param_shardings: logical axis rules, dims that don't divide stay
+  replicated) places the leaves that carry logical axis names: the params,
+  their EMA copies and the optimizer moments, which inherit the boxes; the
+  rest is replicated.
+  """
+  if mesh.shape[FSDP] == 1:
+    rep = replicated(mesh)
+    return jax.tree.map(lambda _: rep, nn.meta.unbox(abstract_state))
+  if shard_fn is None:
+    raise ValueError("config.mesh.fsdp > 1 needs the models' sharding rules "
+                     "(models.param_shardings).")
+  return shard_fn(abstract_state, mesh)
+
+
+def _reduce_aux(aux, axes):
+  """Sums leaves named *_sum / *_count over examples and devices (so
+  ratios can be formed after the psum); averages everything else."""
+  out = {}
+  for key, value in aux.items():
+    if key.endswith("_sum") or key.endswith("_count"):
+      out[key] = lax.psum(jnp.sum(value, axis=0), axes)
+    else:
+      out[key] = lax.pmean(jnp.mean(value, axis=0), axes)
+  return out
+
+
+def sharded_loss_and_grad(per_example_loss: Callable, mesh,
+                          with_grad: bool = True):
+  """Mean loss and gradient over a global batch, data parallel.
+
+  Args:
+    per_example_loss: (params, example, key) -> (loss scalar, aux dict),
+      where `example` is one example (leaves without the batch axis) and
+      `key` a raw uint32[2] rng key. It is vmapped over the local batch.
+    mesh: from `make_mesh`.
+    with_grad: False for evaluation (returns grads=None).
+
+  Returns:
+    fn(params, batch, keys) -> (loss, aux, grads), all replicated; `batch`
+    leaves and `keys` [B, 2] are batch-sharded global arrays.
+  """
+  def local(params, batch, keys):
+    def mean_loss(p):
+      losses, aux = jax.vmap(lambda ex, k: per_example_loss(p, ex, k))(
+          batch, keys)
+      return jnp.mean(losses), aux
+    if with_grad:
+      (loss, aux), grads = jax.value_and_grad(mean_loss, has_aux=True)(
+          params)
+      # Equal local batch sizes, so the mean of device means is the global
+      # mean, and likewise for the gradient.
+      grads = lax.pmean(grads, BATCH_AXES)
+    else:
+      (loss, aux), grads = mean_loss(params), None
+    loss = lax.pmean(loss, BATCH_AXES)
+    return loss, _reduce_aux(aux, BATCH_AXES), grads
+
+  return jax.shard_map(
+      local, mesh=mesh, in_specs=(P(), P(BATCH_AXES), P(BATCH_AXES)),
+      out_specs=(P(), P(), P()))
