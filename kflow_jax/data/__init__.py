@@ -29,6 +29,7 @@ _FAMILIES = {
     "imagenet2012": (_TFDS, "FAMILIES", "imagenet2012"),
     "lsun/church_outdoor": (_TFDS, "FAMILIES", "lsun/church_outdoor"),
     "tfds": (_TFDS, "FAMILIES", "tfds"),
+    "folder": ("kflow_jax.data.folder", "FOLDER", None),
 }
 
 
