@@ -79,11 +79,19 @@ def _init_jax():
   return jax
 
 
+class _QuietLibraries:
+  """Drops INFO lines of Orbax (dozens per checkpoint); warnings stay."""
+
+  def filter(self, record):
+    return record.levelno > 20 or "/orbax/" not in record.pathname
+
+
 def run(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   if _CONFIG.value is None or not _WORKDIR.value:
     raise app.UsageError("--config and --workdir are required.")
+  logging.get_absl_handler().addFilter(_QuietLibraries())
   jax = _init_jax()
   # Imported after jax is configured: they touch devices at import time.
   from kflow_jax import train  # pylint: disable=g-import-not-at-top

@@ -147,6 +147,9 @@ def sharded_loss_and_grad(per_example_loss: Callable, mesh,
     loss = lax.pmean(loss, BATCH_AXES)
     return loss, _reduce_aux(aux, BATCH_AXES), grads
 
+  # check_vma=False: with it, jax would psum the gradient of the replicated
+  # params implicitly (the transpose of their implicit broadcast); the
+  # reduction is written out above as a pmean instead.
   return jax.shard_map(
       local, mesh=mesh, in_specs=(P(), P(BATCH_AXES), P(BATCH_AXES)),
-      out_specs=(P(), P(), P()))
+      out_specs=(P(), P(), P()), check_vma=False)

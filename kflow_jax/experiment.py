@@ -1,0 +1,211 @@
+"""From a config to the pieces of a run: data info, transform, path, model,
+loss and sampler.
+
+Run artifacts that are measured on data once (the PCA basis, the band
+energies behind energy-aware band times) are written into the workdir at
+the first start and read back on resume and at sampling, so a resumed run
+and `--mode=sample` use exactly the path the model was trained on.
+"""
+import json
+import os
+from typing import Any, Callable, NamedTuple, Optional
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from kflow_jax import input_pipeline
+from kflow_jax import kamp
+from kflow_jax import losses
+from kflow_jax import models
+from kflow_jax import paths
+from kflow_jax import sampling
+
+ENERGY_FILE = "band_energy.json"
+PCA_FILE = "pca_basis.npz"
+
+
+class Experiment(NamedTuple):
+  info: Any             # input_pipeline.DatasetInfo of the train split
+  transform: kamp.KTransform
+  path: paths.Path
+  model: Any            # flax.linen.Module
+  num_classes: int      # 0: unconditional
+
+
+def _kwargs(cfg, drop=("name",)) -> dict:
+  return {k: v for k, v in cfg.to_dict().items() if k not in drop}
+
+
+def _data_batches(config, num_examples: int):
+  """Deterministic training batches for measuring statistics, identical on
+  every process (process_index=0 of 1), so no cross-host sync is needed."""
+  bs = min(int(config.batch_size), max(int(num_examples), 1))
+  it = input_pipeline.create(config.input, global_batch_size=bs,
+                             seed=int(config.seed), process_index=0,
+                             process_count=1, split="train")
+  for _ in range(max(1, -(-int(num_examples) // bs))):
+    yield next(it)
+
+
+def _write_json(path: str, obj) -> None:
+  if jax.process_index() != 0:
+    return
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(obj, f, indent=2)
+  os.replace(tmp, path)
+
+
+def build_transform(config, shape, workdir: Optional[str]) -> kamp.KTransform:
+  """kamp.get(config.transform.name, shape, **rest); fits the PCA basis into
+  the workdir first when the transform needs one."""
+  name = config.transform.name
+  kwargs = _kwargs(config.transform)
+  if name == "pca" and not kwargs.get("basis"):
+    if workdir is None:
+      raise ValueError("the pca transform needs a workdir to hold its basis, "
+                       "or config.transform.basis=<path to .npz>.")
+    basis = os.path.join(workdir, PCA_FILE)
+    if not os.path.exists(basis):
+      from kflow_jax.tools import fit_pca  # pylint: disable=g-import-not-at-top
+      n = int(config.get("pca_examples", 2048))
+      logging.info("Fitting the PCA basis on %d training examples -> %s",
+                   n, basis)
+      images = np.concatenate(
+          [b["image"] for b in _data_batches(config, n)])[:n]
+      if jax.process_index() == 0:
+        fit_pca.fit_and_save(images, basis)
+      else:
+        # Other processes only read; the fit is deterministic, so fit
+        # locally to a private file instead of waiting on process 0.
+        basis = basis + f".p{jax.process_index()}"
+        fit_pca.fit_and_save(images, basis)
+    kwargs["basis"] = basis
+  return kamp.get(name, shape=shape, **kwargs)
+
+
+def _band_energies(config, transform, cutoffs, workdir):
+  """Band energies for energy-aware band times: read from the workdir, or
+  measured on training data once and saved there."""
+  f = None if workdir is None else os.path.join(workdir, ENERGY_FILE)
+  if f is not None and os.path.exists(f):
+    with open(f) as fh:
+      saved = json.load(fh)
+    if [round(c, 6) for c in saved["cutoffs"]] != [round(c, 6)
+                                                    for c in cutoffs]:
+      raise ValueError(
+          f"{f} was measured for cutoffs {saved['cutoffs']}, but the config "
+          f"gives {list(cutoffs)}; use a new workdir for other bands.")
+    return np.asarray(saved["energies"], np.float32)
+  n = int(config.path.energy_examples)
+  energies = paths.measure_band_energy(
+      transform, _data_batches(config, n), cutoffs)
+  logging.info("Measured band energies on %d examples: %s", n,
+               np.round(energies, 5).tolist())
+  if f is not None:
+    _write_json(f, {"cutoffs": list(cutoffs), "energies": energies.tolist(),
+                    "transform": transform.name, "num_examples": n})
+  return energies
+
+
+def build_path(config, transform, workdir: Optional[str]) -> paths.Path:
+  p = config.path
+  cutoffs = p.cutoffs
+  if cutoffs is None:
+    cutoffs = kamp.even_cutoffs(int(p.num_scales))
+  cutoffs = kamp.validate_cutoffs(cutoffs)
+  energies = None
+  if float(p.gamma) != 0.0:
+    energies = _band_energies(config, transform, cutoffs, workdir)
+  return paths.make_path(transform, cutoffs=cutoffs, energies=energies,
+                         gamma=float(p.gamma), blend=p.blend,
+                         overlap=float(p.overlap))
+
+
+def build_model(config, num_classes: int):
+  kwargs = _kwargs(config.model)
+  if num_classes and "num_classes" not in kwargs:
+    kwargs["num_classes"] = num_classes
+  return models.get(config.model.name, **kwargs)
+
+
+def num_classes_of(config, info) -> int:
+  return int(info.num_classes) if config.get("conditional", False) else 0
+
+
+def build(config, workdir: Optional[str]) -> Experiment:
+  info = input_pipeline.get_info(config.input, "train")
+  transform = build_transform(config, tuple(info.shape), workdir)
+  path = build_path(config, transform, workdir)
+  ncls = num_classes_of(config, info)
+  return Experiment(info, transform, path, build_model(config, ncls), ncls)
+
+
+def init_variables(exp: Experiment, rng):
+  """Model variables (boxed with logical axis names) for one dummy batch."""
+  x = jnp.zeros((1,) + tuple(exp.info.shape), jnp.float32)
+  t = jnp.zeros((1,), jnp.float32)
+  y = jnp.zeros((1,), jnp.int32) if exp.num_classes else None
+  return exp.model.init(rng, x, t, y, train=False)
+
+
+def make_per_example_loss(exp: Experiment, config) -> Callable:
+  """(params, example, key) -> (loss, aux) for sharding's vmap."""
+  opts = _kwargs(config.loss, drop=())
+  p_drop = float(config.get("label_dropout", 0.0))
+  model, ncls = exp.model, exp.num_classes
+
+  def loss_fn(params, example, key):
+    x1 = example["image"][None]
+    y = None
+    k_loss, k_drop = jax.random.split(key)
+    if ncls:
+      y = example["label"][None].astype(jnp.int32)
+      if p_drop > 0:
+        y = models.drop_labels(k_drop, y, p_drop, ncls)
+
+    def velocity_fn(x, t, yy):
+      return model.apply({"params": params}, x, t, yy, train=True)
+    loss, aux = losses.kflow_loss(velocity_fn, exp.path, x1, k_loss, y=y,
+                                  **opts)
+    return loss, aux
+  return loss_fn
+
+
+def make_sampler(exp: Experiment, scfg) -> Callable:
+  """fn(params, x0, y) -> samples, with the config's solver and guidance."""
+  model, ncls = exp.model, exp.num_classes
+
+  def apply_fn(params):
+    return lambda x, t, y: model.apply({"params": params}, x, t, y,
+                                       train=False)
+
+  def run(params, x0, y, t_start=0.0, t_end=1.0, num_steps=None):
+    if ncls:
+      vfn = sampling.cfg_velocity(apply_fn(params), exp.path, y,
+                                  num_classes=ncls, guidance=scfg.guidance)
+    else:
+      vfn = lambda x, t: apply_fn(params)(x, t, None)
+    out = sampling.sample(vfn, exp.path, x0, solver=scfg.solver,
+                          num_steps=int(num_steps or scfg.num_steps),
+                          project=bool(scfg.project), t_start=t_start,
+                          t_end=t_end)
+    return out[0] if isinstance(out, tuple) else out
+  return run
+
+
+def band_strip_states(exp: Experiment, sampler, params, x0, y,
+                      num_steps: int):
+  """States at every band boundary tau_0..tau_S, integrating band by band
+  with the same solver: [S+1, B, H, W, C] (index 0 is the noise)."""
+  tau = [float(v) for v in exp.path.tau]
+  states = [x0]
+  x = x0
+  for a, b in zip(tau[:-1], tau[1:]):
+    # The band's share of the step budget, at least one step.
+    n = max(1, round(num_steps * (b - a)))
+    x = sampler(params, x, y, t_start=a, t_end=b, num_steps=n)
+    states.append(x)
+  return jnp.stack(states)
