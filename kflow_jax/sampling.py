@@ -73,10 +73,13 @@ def _split_counts(lengths, total):
     raise ValueError(
         f"num_steps={total} is fewer than the {n} segments between band "
         "edges; every segment needs a step. Raise num_steps.")
-  share = np.asarray(lengths, np.float64) / np.sum(lengths) * (total - n)
-  counts = np.floor(share).astype(int) + 1
-  order = np.argsort(-(share - np.floor(share)), kind="stable")
-  counts[order[:total - counts.sum()]] += 1
+  share = np.asarray(lengths, np.float64) / np.sum(lengths) * total
+  counts = np.maximum(1, np.floor(share)).astype(int)
+  while counts.sum() < total:  # give the step to the most short-changed
+    counts[np.argmax(share - counts)] += 1
+  while counts.sum() > total:  # the minimum of 1 overshot: take it back
+    over = np.where(counts > 1, counts - share, -np.inf)
+    counts[np.argmax(over)] -= 1
   return counts
 
 

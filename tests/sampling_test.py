@@ -1,0 +1,234 @@
+"""Tests for kflow_jax.sampling: grids, solver orders, diffrax, CFG, sharding."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from kflow_jax import kamp
+from kflow_jax import paths
+from kflow_jax import sampling
+
+SHAPE = (8, 8, 2)
+B = 8
+
+
+def fourier_path(**kwargs):
+  kwargs.setdefault("num_scales", 3)
+  return paths.make_path(kamp.get("fourier", shape=SHAPE), **kwargs)
+
+
+def pair(seed=0):
+  k0, k1 = jax.random.split(jax.random.key(seed))
+  return (jax.random.normal(k0, (B,) + SHAPE),
+          jax.random.normal(k1, (B,) + SHAPE))
+
+
+def test_grid_has_every_band_edge():
+  path = fourier_path(energies=[4.0, 2.0, 1.0], gamma=1.0)
+  g = sampling.time_grid(path, 14)
+  assert g.dtype == np.float32 and g[0] == 0 and g[-1] == 1
+  assert len(g) == 15
+  for tau in np.float32(path.tau):
+    assert tau in g
+  # Steps in proportion to band length: 4:2:1 of 14 steps.
+  counts = [np.sum((g[:-1] >= a) & (g[:-1] < b))
+            for a, b in zip(np.float32(path.tau[:-1]), np.float32(path.tau[1:]))]
+  assert counts == [8, 4, 2]
+  g = sampling.time_grid(path, steps_per_band=[1, 2, 5])
+  counts = [np.sum((g[:-1] >= a) & (g[:-1] < b))
+            for a, b in zip(np.float32(path.tau[:-1]), np.float32(path.tau[1:]))]
+  assert counts == [1, 2, 5]
+  over = fourier_path(overlap=0.4)
+  g = sampling.time_grid(over, 12)
+  for edge in over.windows().reshape(-1):
+    assert edge in g
+  g = sampling.time_grid(path, 4, t_start=0.5)
+  assert g[0] == np.float32(0.5) and np.float32(path.tau[2]) in g
+
+
+def test_grid_errors():
+  path = fourier_path(overlap=0.4)
+  with pytest.raises(ValueError, match="fewer than"):
+    sampling.time_grid(path, 3)
+  with pytest.raises(ValueError, match="one per band"):
+    sampling.time_grid(path, steps_per_band=[2, 2])
+  with pytest.raises(ValueError, match="exactly one"):
+    sampling.time_grid(path)
+  with pytest.raises(ValueError, match="t_start"):
+    sampling.time_grid(path, 10, t_start=0.7, t_end=0.2)
+  with pytest.raises(ValueError, match="Unknown solver"):
+    sampling.sample(lambda x, t: x, path, pair()[0], solver="rk45",
+                    num_steps=10)
+
+
+@pytest.mark.parametrize("solver,order", [("euler", 1), ("midpoint", 2),
+                                          ("heun", 2), ("rk4", 4)])
+def test_convergence_order_on_linear_field(solver, order):
+  """dx/dt = lam(t) x with lam switching at the band edges has the exact
+  solution x0 exp(integral lam); halving the step divides the error by
+  2 ** order."""
+  path = fourier_path()
+  lams = jnp.asarray([-3.0, 1.5, -2.0])
+  x0 = pair(1)[0]
+
+  def v(x, t):
+    lam = lams[paths.active_band(path, t)]
+    return lam[:, None, None, None] * x
+
+  exact = x0 * np.exp(np.sum(np.asarray(lams) * np.diff(path.tau)))
+  errs = []
+  for n in (6, 12, 24):
+    out = jax.jit(lambda x: sampling.sample(v, path, x, solver=solver,
+                                            num_steps=n))(x0)
+    errs.append(float(jnp.max(jnp.abs(out - exact))))
+  rates = np.log2(np.asarray(errs[:-1]) / np.asarray(errs[1:]))
+  # The coarsest pair is pre-asymptotic; the finer one must show the order.
+  assert np.all(rates > order - 0.3) and abs(rates[-1] - order) < 0.3, (
+      errs, rates)
+
+
+@pytest.mark.parametrize("solver", list(sampling.FIXED_SOLVERS))
+@pytest.mark.parametrize("overlap", [0.0, 0.5])
+def test_exact_conditional_velocity_reaches_data(solver, overlap):
+  """The exact conditional field is piecewise constant between switch times
+  (linear blend), so a band-aligned grid integrates it exactly."""
+  path = fourier_path(overlap=overlap)
+  x0, x1 = pair(2)
+  v = lambda x, t: paths.target_velocity(path, x0, x1, t)
+  out = sampling.sample(v, path, x0, solver=solver, num_steps=9)
+  np.testing.assert_allclose(out, x1, atol=2e-5)
+  # A grid that ignores the band edges is not exact: the test can fail.
+  bad = sampling.integrate(lambda x, t: v(x, jnp.full((B,), t)), x0,
+                           np.linspace(0, 1, 5), solver)
+  assert float(jnp.max(jnp.abs(bad - x1))) > 1e-2
+
+
+@pytest.mark.parametrize("solver", list(sampling.ADAPTIVE_SOLVERS))
+def test_adaptive_reports_nfe_and_stops_at_jumps(solver):
+  path = fourier_path(overlap=0.2)
+  lams = jnp.asarray([-3.0, 1.5, -2.0])
+  x0 = pair(3)[0]
+  calls = []
+
+  def v(x, t):
+    jax.debug.callback(lambda: calls.append(1))
+    return lams[paths.active_band(path, t)][:, None, None, None] * x
+
+  out, stats = jax.jit(lambda x: sampling.sample(
+      v, path, x, solver=solver, rtol=1e-6, atol=1e-6, record_steps=True))(x0)
+  jax.block_until_ready(out)
+  exact = x0 * np.exp(np.sum(np.asarray(lams) * np.diff(path.tau)))
+  np.testing.assert_allclose(out, exact, rtol=1e-4, atol=1e-4)
+  assert int(stats["nfe"]) == len(calls)
+  assert int(stats["num_rejected_steps"]) == 0
+  ts = np.asarray(stats["step_ts"])
+  ts = ts[np.isfinite(ts)]
+  for jump in sampling.switch_times(path):
+    assert np.min(np.abs(ts - jump)) <= 2 * np.spacing(np.float32(jump))
+  assert ts[-1] == 1.0
+
+
+@pytest.mark.parametrize("solver", ["euler", "heun", "rk4"])
+@pytest.mark.parametrize("overlap", [0.0, 0.5])
+def test_band_projection_keeps_unreached_noise_bit_identical(solver, overlap):
+  path = fourier_path(overlap=overlap)
+  x0, _ = pair(4)
+  c0 = path.transform.forward(x0)
+  model = lambda x, t: jnp.sin(3 * x) + t[:, None, None, None]  # moves all
+  t_end = float(path.tau[1])
+  c = sampling.sample(model, path, c0, solver=solver, num_steps=4,
+                      project=True, init_in_coefficients=True,
+                      return_coefficients=True, t_end=t_end)
+  unreached = path.start > np.float32(t_end)
+  assert unreached.any()
+  np.testing.assert_array_equal(np.asarray(c)[:, unreached],
+                                np.asarray(c0)[:, unreached])
+  moved = paths.band_masks(path)[0]
+  assert float(jnp.min(jnp.abs(c - c0)[:, moved])) >= 0  # sanity
+  assert float(jnp.max(jnp.abs(c - c0)[:, moved])) > 1e-2
+  # Without projection the model moves every band.
+  x = sampling.sample(model, path, x0, solver=solver, num_steps=4,
+                      t_end=t_end)
+  c_np = path.transform.forward(x)
+  assert float(jnp.max(jnp.abs(c_np - c0)[:, unreached])) > 1e-2
+
+
+def test_projection_freezes_finished_bands():
+  """With projection, band 0 stops at tau_1: a model that keeps pushing it
+  later has no effect on it (bit-identical in coefficient space)."""
+  path = fourier_path()
+  x0 = pair(5)[0]
+  model = lambda x, t: jnp.cos(x) + 1.0
+  mid = sampling.sample(model, path, x0, solver="heun", num_steps=2,
+                        project=True, return_coefficients=True,
+                        t_end=float(path.tau[1]))
+  out = sampling.sample(model, path, mid, solver="heun", num_steps=4,
+                        project=True, init_in_coefficients=True,
+                        return_coefficients=True,
+                        t_start=float(path.tau[1]))
+  done = paths.band_masks(path)[0]
+  np.testing.assert_array_equal(np.asarray(out)[:, done],
+                                np.asarray(mid)[:, done])
+
+
+def test_sharded_batch_under_jit():
+  n = jax.device_count()
+  mesh = Mesh(np.asarray(jax.devices()), ("data",))
+  path = fourier_path()
+  k0, k1 = jax.random.split(jax.random.key(6))
+  x0 = jax.random.normal(k0, (n,) + SHAPE)
+  x1 = jax.random.normal(k1, (n,) + SHAPE)
+  sh = NamedSharding(mesh, P("data"))
+  model = lambda x, t: paths.target_velocity(path, x0, x1, t) + 0.1 * x
+  ref = sampling.sample(model, path, x0, solver="rk4", num_steps=6,
+                        project=True)
+  f = jax.jit(lambda x: sampling.sample(model, path, x, solver="rk4",
+                                        num_steps=6, project=True))
+  out = f(jax.device_put(x0, sh))
+  np.testing.assert_allclose(out, ref, atol=1e-5)
+  out_a, st = jax.jit(lambda x: sampling.sample(model, path, x,
+                                                solver="tsit5"))(
+                                                    jax.device_put(x0, sh))
+  assert int(st["nfe"]) > 0 and np.all(np.isfinite(np.asarray(out_a)))
+
+
+def test_cfg_constant_and_per_band():
+  path = fourier_path()
+  calls = []
+
+  def apply_fn(x, t, y):  # v = label everywhere: v_c = y, v_u = num_classes
+    calls.append(x.shape[0])
+    return jnp.broadcast_to(y.astype(jnp.float32)[:, None, None, None],
+                            x.shape)
+
+  x = jnp.zeros((3,) + SHAPE)
+  y = jnp.asarray([0, 1, 2])
+  t = jnp.asarray([0.1, 0.5, 0.9])  # one per band
+  v = sampling.cfg_velocity(apply_fn, path, y, num_classes=5, guidance=1.5)(
+      x, t)
+  np.testing.assert_allclose(v[:, 0, 0, 0], 5 + 1.5 * (np.asarray([0, 1, 2])
+                                                       - 5))
+  assert calls[-1] == 6  # one batched call of 2B
+  sched = [2.0, 1.0, 0.0]
+  v = sampling.cfg_velocity(apply_fn, path, y, num_classes=5,
+                            guidance=sched)(x, t)
+  np.testing.assert_allclose(v[:, 0, 0, 0], [5 + 2 * (0 - 5), 1, 5])
+  v = sampling.cfg_velocity(apply_fn, path, y, num_classes=5)(x, t)
+  np.testing.assert_allclose(v[:, 0, 0, 0], [0, 1, 2])
+  assert calls[-1] == 3  # guidance 1: a single conditional call
+  with pytest.raises(ValueError, match="one per\nconfigured band|per-band"):
+    sampling.cfg_velocity(apply_fn, path, y, num_classes=5,
+                          guidance=[1.0, 2.0])
+  with pytest.raises(ValueError, match="num_classes"):
+    sampling.cfg_velocity(apply_fn, path, y, num_classes=0)
+
+
+def test_coefficient_options_need_projection():
+  path = fourier_path()
+  with pytest.raises(ValueError, match="project=True"):
+    sampling.sample(lambda x, t: x, path, pair()[0], num_steps=6,
+                    return_coefficients=True)
+  with pytest.raises(ValueError, match="fixed-step"):
+    sampling.sample(lambda x, t: x, path, pair()[0], solver="dopri5",
+                    post_step=lambda y, t: y)
