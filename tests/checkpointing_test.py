@@ -88,6 +88,10 @@ def test_unusable_workdir(tmp_path):
     checkpointing.check_workdir(str(blocker / "run"))
   with pytest.raises(checkpointing.WorkdirError, match="required"):
     checkpointing.check_workdir("")
+  if os.path.isdir("/sys"):
+    # /sys refuses new directories even to root (EPERM).
+    with pytest.raises(checkpointing.WorkdirError, match="permissions"):
+      checkpointing.check_workdir("/sys/kflow_jax_test_run")
   if os.geteuid() != 0:                    # root ignores permissions
     ro = tmp_path / "ro"
     ro.mkdir()
