@@ -228,9 +228,10 @@ def _expand(path, t):
 def active_mask(path: Path, t) -> jax.Array:
   """bool [B, *coef_shape]: coefficients whose window holds t.
 
-  A window is [start, end), or [start, 1] when it ends at 1. This is 1[alpha'(t) > 0] of DESIGN.md, except that a window's own start
-  counts as active even where a'(0) = 0 (smoothstep, cosine), so projection
-  never freezes a band that is just starting.
+  A window is [start, end), or [start, 1] when it ends at 1. This is
+  1[alpha'(t) > 0] of DESIGN.md, except that a window's own start counts as
+  active even where a'(0) = 0 (smoothstep, cosine), so projection never
+  freezes a band that is just starting.
   """
   return _inside(path, _expand(path, check_t(t)))
 

@@ -197,7 +197,7 @@ def restore(velocity_fn: Callable, path: paths_lib.Path, x_obs: jax.Array,
   post = (_reimpose_fn(path, x_obs, noise, int(keep_bands), project)
           if reimpose else None)
   if num_steps is None and steps_per_band is None:
-    num_steps = 2 * path.num_bands
+    num_steps = 4 * path.num_bands
   return sampling.sample(velocity_fn, path, x_start, solver=solver,
                          num_steps=num_steps, steps_per_band=steps_per_band,
                          project=project, t_start=t_start, post_step=post)
