@@ -286,3 +286,30 @@ def load_diffusers_weights(path: str, model: AutoencoderKL = None) -> dict:
         "stabilityai/sd-vae-ft-mse (vae/ folder of SD checkpoints works "
         "too) and pass its path.") from None
   return convert_diffusers_state_dict(state_dict, model)
+
+
+def flax_to_diffusers_name(path: tuple) -> str:
+  """Inverse of diffusers_to_flax_path (new attention names)."""
+  *modules, leaf = path
+  # "down_blocks_0_resnets_1" -> "down_blocks.0.resnets.1", "to_out_0" ->
+  # "to_out.0": an index is its own dotted component in diffusers.
+  name = ".".join(
+      re.sub(r"_(\d+)(_|$)",
+             lambda m: "." + m.group(1) + ("." if m.group(2) else ""), mod)
+      for mod in modules)
+  leaf = "weight" if leaf in ("kernel", "scale") else leaf
+  return f"{name}.{leaf}"
+
+
+def to_diffusers_state_dict(params) -> dict:
+  """flax params -> diffusers-named numpy tensors (OIHW convs, [out, in])."""
+  out = {}
+  for path, value in flax.traverse_util.flatten_dict(
+      flax.core.unfreeze(params)).items():
+    value = np.asarray(value, np.float32)
+    if value.ndim == 4:
+      value = value.transpose(3, 2, 0, 1)
+    elif value.ndim == 2:
+      value = value.T
+    out[flax_to_diffusers_name(path)] = np.ascontiguousarray(value)
+  return out

@@ -31,7 +31,7 @@ from kflow_jax.data.base import DatasetInfo
 from kflow_jax.data.base import PaddedSource
 
 __all__ = ["DatasetInfo", "create", "default_config", "get_info",
-           "to_global"]
+           "latent_decoder", "to_global"]
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -73,6 +73,9 @@ def default_config() -> ml_collections.ConfigDict:
   # latents, 0.18215 for SD-VAE).
   c.latent_sample = True
   c.latent_scale_factor = config_dict.placeholder(float)
+  # SD-VAE weights (diffusion_pytorch_model.safetensors) for decoding
+  # samples; "": the file the latents were encoded with.
+  c.vae_weights = ""
   return c
 
 
@@ -214,3 +217,12 @@ def to_global(batch: dict, mesh: jax.sharding.Mesh, batch_axes="data"):
       mesh, jax.sharding.PartitionSpec(batch_axes))
   return jax.tree.map(
       lambda x: jax.make_array_from_process_local_data(sharding, x), batch)
+
+
+def latent_decoder(config_input):
+  """None for pixel data; for name="latents" a jitted function mapping
+  generated (scaled) latents [B, h, w, c] to images [B, H, W, 3] in about
+  [-1, 1], with the VAE the latents were encoded with."""
+  _check_keys(config_input)
+  from kflow_jax.data import latents  # pylint: disable=g-import-not-at-top
+  return latents.make_decoder(config_input)

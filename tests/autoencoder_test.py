@@ -210,3 +210,13 @@ def test_tiny_forward_encode_sample_decode():
   # Different inputs give different latents (the encoder is not constant).
   mean2, _ = encode(params, -x)
   assert not np.allclose(mean, mean2)
+
+
+def test_export_is_the_inverse_and_matches_diffusers_names():
+  model = _tiny()
+  state = _random_state(diffusers_vae_shapes(chans=(32, 64), layers=1))
+  params = autoencoder.convert_diffusers_state_dict(state, model)
+  back = autoencoder.to_diffusers_state_dict(params)
+  assert set(back) == set(state)
+  for k, v in state.items():
+    np.testing.assert_array_equal(back[k], v)

@@ -98,3 +98,91 @@ def test_build_dataset_errors(tmp_path):
     input_pipeline.get_info(_cfg(name="folder", path=str(tmp_path / "nope")))
   with pytest.raises(ValueError, match="config.input.path"):
     input_pipeline.get_info(_cfg(name="folder"))
+
+
+# ------------------------------------------------------------ latents
+
+
+def _tiny_vae_file(tmp_path):
+  """A tiny random VAE (widths 32, 64: f = 2) saved as diffusers safetensors."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from safetensors import numpy as st_numpy  # pylint: disable=g-import-not-at-top
+  from kflow_jax import autoencoder  # pylint: disable=g-import-not-at-top
+  model = autoencoder.AutoencoderKL(block_out_channels=(32, 64),
+                                    layers_per_block=1)
+  rng = np.random.default_rng(0)
+  params = jax.tree.map(
+      lambda s: (0.05 * rng.standard_normal(s.shape)).astype(np.float32),
+      autoencoder.param_shapes(model, 16))
+  path = str(tmp_path / "diffusion_pytorch_model.safetensors")
+  st_numpy.save_file(autoencoder.to_diffusers_state_dict(params), path)
+  return model, params, path
+
+
+_PIXEL_CONFIG = '''
+import ml_collections
+from kflow_jax import input_pipeline
+
+def get_config():
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+  config.input = input_pipeline.default_config()
+  config.input.name = "natural_patches"
+  config.input.image_size = 16
+  config.input.patches_per_epoch = 20
+  config.input.eval_patches = 6
+  return config
+'''
+
+
+def test_encode_latents_cli_then_train_and_decode(tmp_path):
+  import jax  # pylint: disable=g-import-not-at-top
+  model, params, weights = _tiny_vae_file(tmp_path)
+  config_file = tmp_path / "pixels.py"
+  config_file.write_text(_PIXEL_CONFIG)
+  out = str(tmp_path / "latents")
+  env = dict(os.environ, PYTHONPATH=_REPO)
+  proc = subprocess.run(
+      [sys.executable, "-m", "kflow_jax.tools.encode_latents",
+       f"--config={config_file}", f"--out={out}", f"--vae_weights={weights}",
+       "--splits=train,eval", "--batch_size=8", "--flip",
+       "--vae_block_out_channels=32,64", "--vae_layers_per_block=1"],
+      capture_output=True, text=True, env=env, timeout=300, check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  meta = json.load(open(os.path.join(out, "dataset_info.json")))
+  assert meta["splits"]["train"]["num_examples"] == 20
+  assert meta["splits"]["test"]["num_examples"] == 6
+  assert meta["latent_shape"] == [8, 8, 4] and meta["flipped"]
+
+  cfg = _cfg(name="latents", path=out, latent_sample=False,
+             random_flip=False)
+  info = input_pipeline.get_info(cfg)
+  assert info == input_pipeline.DatasetInfo((8, 8, 4), 15, 20)
+  got = next(input_pipeline.create(cfg, global_batch_size=20, seed=0,
+                                   finite=True))
+  pixels_cfg = _cfg(name="natural_patches", image_size=16,
+                    patches_per_epoch=20, eval_patches=6)
+  pixels = next(input_pipeline.create(pixels_cfg, global_batch_size=20,
+                                      seed=0, finite=True))
+  np.testing.assert_array_equal(got["label"], pixels["label"])
+  mean, _ = jax.jit(lambda p, x: model.apply(
+      {"params": p}, x, method=model.encode))(params, pixels["image"])
+  np.testing.assert_allclose(got["image"], np.asarray(mean) * 0.18215,
+                             rtol=1e-4, atol=1e-5)
+
+  # Training mode samples z = (mean + std * eps) * scale, reproducibly.
+  train_cfg = _cfg(name="latents", path=out)
+  it = input_pipeline.create(train_cfg, global_batch_size=4, seed=1)
+  for _ in range(3):
+    next(it)
+  state = it.get_state()
+  want = next(it)
+  it2 = input_pipeline.create(train_cfg, global_batch_size=4, seed=1)
+  it2.set_state(state)
+  np.testing.assert_array_equal(next(it2)["image"], want["image"])
+  assert want["image"].shape == (4, 8, 8, 4)
+
+  decode = input_pipeline.latent_decoder(train_cfg)
+  images = decode(want["image"])
+  assert images.shape == (4, 16, 16, 3)
+  assert input_pipeline.latent_decoder(pixels_cfg) is None

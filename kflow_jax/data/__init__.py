@@ -30,6 +30,7 @@ _FAMILIES = {
     "lsun/church_outdoor": (_TFDS, "FAMILIES", "lsun/church_outdoor"),
     "tfds": (_TFDS, "FAMILIES", "tfds"),
     "folder": ("kflow_jax.data.folder", "FOLDER", None),
+    "latents": ("kflow_jax.data.latents", "LATENTS", None),
 }
 
 

@@ -30,7 +30,21 @@ INFO_FILE = "dataset_info.json"
 _WRITER_OPTIONS = "group_size:1"
 
 
-def _shard_name(split: str, i: int, n: int) -> str:
+class Writer:
+  """Appends records (dicts) to one array_record file."""
+
+  def __init__(self, path: str):
+    self._writer = array_record_module.ArrayRecordWriter(
+        os.fspath(path), _WRITER_OPTIONS)
+
+  def write(self, record: dict):
+    self._writer.write(serialization.msgpack_serialize(record))
+
+  def close(self):
+    self._writer.close()
+
+
+def shard_name(split: str, i: int, n: int) -> str:
   return f"{split}.array_record-{i:05d}-of-{n:05d}"
 
 
@@ -46,9 +60,8 @@ def write_split(out_dir: str, split: str, records: Iterable[dict],
   if num_examples < 1:
     raise ValueError(f"split {split!r} has no examples to write.")
   num_shards = max(1, min(int(num_shards), num_examples))
-  files = [_shard_name(split, i, num_shards) for i in range(num_shards)]
-  writers = [array_record_module.ArrayRecordWriter(
-      os.path.join(out_dir, f), _WRITER_OPTIONS) for f in files]
+  files = [shard_name(split, i, num_shards) for i in range(num_shards)]
+  writers = [Writer(os.path.join(out_dir, f)) for f in files]
   count = 0
   try:
     for record in records:
@@ -56,7 +69,7 @@ def write_split(out_dir: str, split: str, records: Iterable[dict],
         raise ValueError(
             f"split {split!r}: more records than num_examples={num_examples}.")
       shard = count * num_shards // num_examples
-      writers[shard].write(serialization.msgpack_serialize(record))
+      writers[shard].write(record)
       count += 1
       if progress is not None:
         progress(count)
