@@ -20,6 +20,7 @@ Which data sets exist, and how each is read, lives in `kflow_jax.data`.
 """
 import math
 
+from absl import flags
 import grain
 import jax
 import ml_collections
@@ -202,6 +203,10 @@ def create(config_input, *, global_batch_size: int, seed: int,
         f"config.input.num_workers must be >= 0 (0 = in-process), got "
         f"{num_workers}.")
   if num_workers > 0:
+    # grain's workers read absl flags; outside app.run (notebooks, pytest)
+    # they are unparsed and grain would fail, so take their defaults.
+    if not flags.FLAGS.is_parsed():
+      flags.FLAGS.mark_as_parsed()
     it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(
         num_workers=num_workers, per_worker_buffer_size=max(prefetch, 1)))
   return iter(it_ds)

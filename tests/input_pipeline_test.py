@@ -259,3 +259,24 @@ def test_missing_tfds_data_set_is_a_clear_error(tmp_path):
     input_pipeline.get_info(_cfg(name="cifar10", data_dir=str(tmp_path)))
   with pytest.raises(ValueError, match="tfds_name"):
     input_pipeline.get_info(_cfg(name="tfds", data_dir=str(tmp_path)))
+
+
+def test_worker_processes_give_the_same_stream_and_resume():
+  cfg = _cfg(name="digits", image_size=8, random_flip=True)
+  plain = input_pipeline.create(cfg, global_batch_size=32, seed=4)
+  expected = _take(plain, 4)
+  cfg.num_workers = 2
+  it = input_pipeline.create(cfg, global_batch_size=32, seed=4)
+  try:
+    got = _take(it, 2)
+    state = json.loads(json.dumps(it.get_state()))
+    for want, b in zip(expected, got):
+      np.testing.assert_array_equal(want["image"], b["image"])
+  finally:
+    it.close()
+  it = input_pipeline.create(cfg, global_batch_size=32, seed=4)
+  try:
+    it.set_state(state)
+    np.testing.assert_array_equal(next(it)["image"], expected[2]["image"])
+  finally:
+    it.close()
