@@ -171,6 +171,20 @@ def make_path(transform: kamp.KTransform, *, num_scales: Optional[int] = None,
               overlap=float(overlap), energies=energies, gamma=float(gamma))
 
 
+def to_config(path: Path) -> dict:
+  """JSON-able make_path kwargs that rebuild `path` exactly (store it with
+  the run; on resume and at sampling: make_path(transform, **config)).
+
+  tau is stored explicitly, so band times never depend on re-measuring.
+  """
+  return {
+      "cutoffs": list(path.cutoffs), "tau": list(path.tau),
+      "energies": None if path.energies is None else [
+          float(e) for e in path.energies],
+      "gamma": path.gamma, "blend": path.blend, "overlap": path.overlap,
+  }
+
+
 def measure_band_energy(transform: kamp.KTransform, batches, cutoffs
                         ) -> np.ndarray:
   """Mean band energy E||P_s x1||^2 over an iterable of batches: numpy [S].

@@ -50,11 +50,16 @@ class Grid(NamedTuple):
 
 
 def switch_times(path: paths_lib.Path, t_start: float = 0.0,
-                 t_end: float = 1.0) -> np.ndarray:
+                 t_end: float = 1.0, extra_times: Sequence[float] = ()
+                 ) -> np.ndarray:
   """Sorted float32 times strictly inside (t_start, t_end) where the field
-  changes support: every tau_s and every window edge."""
+  changes: every tau_s, every window edge and `extra_times` (e.g. the t_drop
+  of a class-drop velocity)."""
+  extra = np.asarray(extra_times, np.float32).reshape(-1)
+  if extra.size and (extra.min() < 0 or extra.max() > 1):
+    raise ValueError(f"extra_times must lie in [0, 1], got {extra.tolist()}.")
   edges = np.concatenate([np.asarray(path.tau, np.float32),
-                          path.windows().reshape(-1)]).astype(np.float32)
+                          path.windows().reshape(-1), extra]).astype(np.float32)
   edges = np.unique(edges)
   return edges[(edges > np.float32(t_start)) & (edges < np.float32(t_end))]
 
@@ -85,7 +90,8 @@ def _split_counts(lengths, total):
 
 def time_grid(path: paths_lib.Path, num_steps: Optional[int] = None, *,
               steps_per_band: Optional[Sequence[int]] = None,
-              t_start: float = 0.0, t_end: float = 1.0) -> np.ndarray:
+              t_start: float = 0.0, t_end: float = 1.0,
+              extra_times: Sequence[float] = ()) -> np.ndarray:
   """float32 numpy step edges on [t_start, t_end] including every switch time.
 
   num_steps: total steps, split over the segments between switch times in
@@ -95,7 +101,7 @@ def time_grid(path: paths_lib.Path, num_steps: Optional[int] = None, *,
     split a step, so the total can exceed sum(steps_per_band).
   """
   _check_span(t_start, t_end)
-  inner = switch_times(path, t_start, t_end)
+  inner = switch_times(path, t_start, t_end, extra_times)
   span = np.concatenate([[np.float32(t_start)], inner,
                          [np.float32(t_end)]]).astype(np.float64)
   if (num_steps is None) == (steps_per_band is None):
@@ -208,7 +214,8 @@ def sample(velocity_fn: Callable, path: paths_lib.Path, x0: jax.Array, *,
            return_coefficients: bool = False, return_stats: bool = False,
            post_step: Optional[Callable] = None,
            rtol: float = 1e-5, atol: float = 1e-5, dt0: Optional[float] = None,
-           max_steps: int = 4096, record_steps: bool = False):
+           max_steps: int = 4096, record_steps: bool = False,
+           extra_times: Sequence[float] = ()):
   """Integrates the sampling ODE from t_start to t_end.
 
   Args:
@@ -228,6 +235,8 @@ def sample(velocity_fn: Callable, path: paths_lib.Path, x0: jax.Array, *,
     rtol, atol, dt0, max_steps: adaptive solvers (dt0 default: 1/64).
     record_steps: adaptive solvers also return the accepted step end times
       (stats["step_ts"], padded with inf).
+    extra_times: more times where velocity_fn switches (grid edges for
+      fixed-step solvers, jump times for adaptive ones), e.g. [t_drop].
 
   Returns:
     x (or coefficients) for fixed-step solvers, (x, stats) for adaptive ones
@@ -247,9 +256,10 @@ def sample(velocity_fn: Callable, path: paths_lib.Path, x0: jax.Array, *,
           "post_step and coefficient-space state are for fixed-step solvers; "
           f"use one of {tuple(FIXED_SOLVERS)} or drop them.")
     return _sample_adaptive(velocity_fn, path, x0, solver, project, t_start,
-                            t_end, rtol, atol, dt0, max_steps, record_steps)
+                            t_end, rtol, atol, dt0, max_steps, record_steps,
+                            extra_times)
   edges = time_grid(path, num_steps, steps_per_band=steps_per_band,
-                    t_start=t_start, t_end=t_end)
+                    t_start=t_start, t_end=t_end, extra_times=extra_times)
   tr = path.transform
   if project:
     c0 = x0 if init_in_coefficients else tr.forward(x0)
@@ -266,7 +276,7 @@ def sample(velocity_fn: Callable, path: paths_lib.Path, x0: jax.Array, *,
 
 
 def _sample_adaptive(velocity_fn, path, x0, solver, project, t_start, t_end,
-                     rtol, atol, dt0, max_steps, record_steps):
+                     rtol, atol, dt0, max_steps, record_steps, extra_times):
   """diffrax solve with the switch times as jump_ts.
 
   Step sizes are shared by the whole batch (the error norm is over the batch,
@@ -286,7 +296,7 @@ def _sample_adaptive(velocity_fn, path, x0, solver, project, t_start, t_end,
     v = velocity_fn(x, tb)
     return paths_lib.project_velocity(path, v, tb) if project else v
 
-  jumps = switch_times(path, t_start, t_end)
+  jumps = switch_times(path, t_start, t_end, extra_times)
   controller = diffrax.PIDController(
       rtol=rtol, atol=atol,
       jump_ts=jnp.asarray(jumps) if jumps.size else None)

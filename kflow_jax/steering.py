@@ -65,8 +65,8 @@ def mix_noise(path: paths_lib.Path, noises: Sequence[jax.Array],
         f"into the {len(noises)} noises; got {list(sources)}.")
   batch = max(int(n.shape[0]) for n in noises)
   tr = path.transform
-  coefs = [jnp.broadcast_to(tr.forward(n), (batch,) + tr.forward(n).shape[1:])
-           for n in noises]
+  coefs = [tr.forward(n) for n in noises]
+  coefs = [jnp.broadcast_to(c, (batch,) + c.shape[1:]) for c in coefs]
   c = coefs[src[0]]
   for s in range(1, path.num_bands):
     if src[s] != src[0]:
@@ -119,6 +119,8 @@ def class_drop_velocity(apply_fn: Callable, path: paths_lib.Path,
   The class-drop experiment: with t_drop = 0.3 the label is kept for the
   first 30 % of the scale axis (the coarse bands) and the null label
   (num_classes) is used after. Before t_drop, `guidance` is the CFG scale.
+  The field switches at t_drop: pass sampling.sample(...,
+  extra_times=[t_drop]) so that no step straddles it.
   """
   if not 0.0 <= float(t_drop) <= 1.0:
     raise ValueError(f"t_drop must lie in [0, 1], got {t_drop}.")

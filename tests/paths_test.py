@@ -1,4 +1,6 @@
 """Tests for kflow_jax.paths: the K-Flow path, its target and band times."""
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -117,6 +119,11 @@ def test_energy_aware_band_times_and_measurement():
   # Dict batches (the input pipeline format) give the same numbers.
   e2 = paths.measure_band_energy(tr, [{"image": d} for d in data], cut)
   np.testing.assert_allclose(e2, e, rtol=1e-6)
+  # The stored config rebuilds the same path (resume, sampling).
+  again = paths.make_path(tr, **json.loads(json.dumps(paths.to_config(path))))
+  assert again.tau == path.tau
+  np.testing.assert_array_equal(again.start, path.start)
+  np.testing.assert_array_equal(again.energies, path.energies)
   # gamma = 0 is uniform whatever the energies.
   flat = paths.make_path(tr, cutoffs=cut, energies=e, gamma=0.0)
   np.testing.assert_allclose(flat.tau, [0, 1 / 3, 2 / 3, 1])

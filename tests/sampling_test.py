@@ -46,6 +46,8 @@ def test_grid_has_every_band_edge():
   g = sampling.time_grid(over, 12)
   for edge in over.windows().reshape(-1):
     assert edge in g
+  g = sampling.time_grid(path, 14, extra_times=[0.3])
+  assert np.float32(0.3) in g and len(g) == 15
   g = sampling.time_grid(path, 4, t_start=0.5)
   assert g[0] == np.float32(0.5) and np.float32(path.tau[2]) in g
 
@@ -58,6 +60,8 @@ def test_grid_errors():
     sampling.time_grid(path, steps_per_band=[2, 2])
   with pytest.raises(ValueError, match="exactly one"):
     sampling.time_grid(path)
+  with pytest.raises(ValueError, match="extra_times"):
+    sampling.time_grid(path, 10, extra_times=[1.5])
   with pytest.raises(ValueError, match="t_start"):
     sampling.time_grid(path, 10, t_start=0.7, t_end=0.2)
   with pytest.raises(ValueError, match="Unknown solver"):
