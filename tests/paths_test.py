@@ -43,10 +43,8 @@ def away_from_edges(path, t):
 
 
 @pytest.mark.parametrize("name", kamp.names())
-@pytest.mark.parametrize("blend,overlap", [("linear", 0.0),
-                                           ("smoothstep", 0.3),
-                                           ("cosine", 0.0),
-                                           ("cosine", 1.0)])
+@pytest.mark.parametrize("blend", paths.BLENDS)
+@pytest.mark.parametrize("overlap", [0.0, 0.3, 1.0])
 def test_endpoints_and_target_is_time_derivative(name, blend, overlap):
   path = build_path(name, blend=blend, overlap=overlap)
   x0, x1 = pair()
