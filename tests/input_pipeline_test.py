@@ -280,3 +280,46 @@ def test_worker_processes_give_the_same_stream_and_resume():
     np.testing.assert_array_equal(next(it)["image"], expected[2]["image"])
   finally:
     it.close()
+
+
+# ------------------------------------------------------------ preprocessing
+
+
+def test_center_crop_arr_follows_adm():
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  from kflow_jax.data import preprocess  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  arr = rng.integers(0, 256, (60, 100, 3), dtype=np.uint8)
+  out = preprocess.center_crop_arr(Image.fromarray(arr), 16)
+  assert out.shape == (16, 16, 3)
+  # ADM by hand: 100x60 -> BOX half 50x30 (30 < 32 stops) -> BICUBIC to
+  # round(50 * 16 / 30) = 27 x 16 -> centre 16 columns from (27-16)//2 = 5.
+  img = Image.fromarray(arr).resize((50, 30), resample=Image.BOX)
+  img = np.asarray(img.resize((27, 16), resample=Image.BICUBIC))
+  np.testing.assert_array_equal(out, img[:, 5:21])
+  # Same size: untouched; grey becomes 3 equal channels when asked.
+  same = rng.integers(0, 256, (16, 16, 1), dtype=np.uint8)
+  rgb = preprocess.fit_image(same, 16, "center", 3)
+  np.testing.assert_array_equal(rgb, np.repeat(same, 3, axis=-1))
+  assert preprocess.fit_image(arr, 8, "resize", 1).shape == (8, 8, 1)
+
+
+def test_latent_sample_transform():
+  from kflow_jax.data import latents  # pylint: disable=g-import-not-at-top
+  mean = np.full((2, 2, 4), 3.0, np.float32)
+  record = {"mean": mean, "std": np.full_like(mean, 0.5),
+            "mean_flip": -mean, "std_flip": np.full_like(mean, 0.5),
+            "label": 7}
+  t = latents.LatentSample(0.5, sample=False, random_flip=False)
+  out = t.random_map(record, np.random.default_rng(0))
+  np.testing.assert_array_equal(out["image"], 1.5)
+  assert out["label"] == 7 and out["label"].dtype == np.int32
+  t = latents.LatentSample(1.0, sample=True, random_flip=True)
+  draws = np.stack([t.random_map(record, np.random.default_rng(s))["image"]
+                    for s in range(400)])
+  signs = np.sign(draws.mean(axis=(1, 2, 3)))
+  assert 150 < (signs > 0).sum() < 250  # flipped copies about half the time
+  spread = np.abs(draws) - 3.0
+  assert 0.4 < spread.std() < 0.6  # std 0.5 noise around |mean| = 3
+  again = t.random_map(record, np.random.default_rng(5))["image"]
+  np.testing.assert_array_equal(again, draws[5])

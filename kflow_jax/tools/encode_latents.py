@@ -51,6 +51,16 @@ def _stored_name(split: str) -> str:
   return "test" if split == "eval" else split
 
 
+def _local_rows(array, dtype) -> np.ndarray:
+  """This process's rows of a batch-sharded global array, in order.
+
+  The rows of a process's addressable shards are exactly the local batch it
+  fed to make_array_from_process_local_data (single- or multi-process).
+  """
+  shards = {s.index[0].start or 0: s.data for s in array.addressable_shards}
+  return np.concatenate([np.asarray(shards[k], dtype) for k in sorted(shards)])
+
+
 def encode_dataset(config_input, out: str, *, model, params,
                    weights_path: str, splits=("train",), batch_size=64,
                    flip=False, store_dtype="float32", seed=0) -> dict:
@@ -94,11 +104,8 @@ def encode_dataset(config_input, out: str, *, model, params,
     try:
       for batch in it:
         x = input_pipeline.to_global({"image": batch["image"]}, mesh)["image"]
-        moments = encode(params, x)
-        if pc > 1:
-          moments = multihost_utils.global_array_to_host_local_array(
-              moments, mesh, spec)
-        moments = jax.tree.map(lambda a: np.asarray(a, store_dtype), moments)
+        moments = jax.tree.map(lambda a: _local_rows(a, store_dtype),
+                               encode(params, x))
         latent_shape = moments[0][0].shape[1:]
         for i in np.flatnonzero(batch["mask"]):
           record = {"mean": moments[0][0][i], "std": moments[0][1][i],
