@@ -129,6 +129,34 @@ class Prefetcher:
     self._thread.join(timeout=10)
 
 
+class EmulatedHosts:
+  """One process reading the input of `count` hosts: each batch is the
+  concatenation of the hosts' local batches in process order, which is the
+  global batch a `count`-process run assembles. Lets a single process
+  reproduce a multi-host run exactly (tests, debugging)."""
+
+  def __init__(self, make_iterator, count: int):
+    self._its = [make_iterator(i, count) for i in range(int(count))]
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    parts = [next(it) for it in self._its]
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+  def get_state(self):
+    return {"hosts": [it.get_state() for it in self._its]}
+
+  def set_state(self, state):
+    if len(state.get("hosts", ())) != len(self._its):
+      raise ValueError(
+          "The checkpoint's data state was not written by a run emulating "
+          f"{len(self._its)} hosts; resume with the same emulate_processes.")
+    for it, s in zip(self._its, state["hosts"]):
+      it.set_state(s)
+
+
 def _summarize(window: list) -> dict:
   """Mean of scalar metrics over the log window; band losses from sums."""
   host = jax.device_get(window)
@@ -155,15 +183,22 @@ def _check_finite(metrics, step, ckpt):
       "set config.optim.grad_clip_norm, then relaunch.")
 
 
+def _decode(decoder, x):
+  """Latents -> images with the VAE (latent configs); pixels unchanged."""
+  if decoder is None:
+    return np.asarray(jax.device_get(x))
+  return np.asarray(jax.device_get(decoder(x)))
+
+
 def write_samples(config, exp, sampler, params, workdir, step, writer,
-                  final=False):
+                  final=False, decoder=None):
   """Sample grid (and, at the end, the band strip) as PNG."""
   scfg = config.sample
   n = int(scfg.num_samples)
   rng = jax.random.PRNGKey(int(scfg.seed))
   x0 = jax.random.normal(rng, (n,) + tuple(exp.info.shape), jnp.float32)
   y = jnp.arange(n, dtype=jnp.int32) % max(exp.num_classes, 1)
-  x = np.asarray(jax.device_get(sampler(params, x0, y)))
+  x = _decode(decoder, sampler(params, x0, y))
   if jax.process_index() != 0:
     return
   name = "samples.png" if final else os.path.join(
@@ -174,7 +209,7 @@ def write_samples(config, exp, sampler, params, workdir, step, writer,
     k = min(4, n)
     states = experiment.band_strip_states(
         exp, sampler, params, x0[:k], y[:k], int(scfg.num_steps))
-    states = np.asarray(jax.device_get(states))       # [S+1, k, H, W, C]
+    states = np.stack([_decode(decoder, s) for s in states])  # [S+1,k,H,W,C]
     samples_lib.save_band_strip(
         os.path.join(workdir, "band_strip.png"),
         [states[:, i] for i in range(k)], exp.path.tau)
@@ -182,11 +217,14 @@ def write_samples(config, exp, sampler, params, workdir, step, writer,
 
 
 def train_and_evaluate(config, workdir: str, *,
-                       allow_config_change: bool = False, devices=None):
+                       allow_config_change: bool = False, devices=None,
+                       emulate_processes: int = 0):
   """Trains config.total_steps steps in `workdir`, resuming if possible.
 
   `devices` (default: all) restricts the mesh, e.g. for tests comparing
-  device counts in one process. Returns the final TrainState.
+  device counts in one process; `emulate_processes` > 1 feeds a single
+  process the global batches of that many hosts (see EmulatedHosts).
+  Returns the final TrainState.
   """
   wd = checkpointing.check_workdir(workdir)
   checkpointing.check_config(wd, config, allow_config_change)
@@ -199,10 +237,16 @@ def train_and_evaluate(config, workdir: str, *,
   init, state_sh, abstract = make_state_init(exp, tx, decays, mesh,
                                              config.seed)
   ckpt = checkpointing.Checkpointer(wd, int(config.keep_checkpoints))
-  data_it = input_pipeline.create(
+  make_it = lambda i, n: input_pipeline.create(
       config.input, global_batch_size=int(config.batch_size),
-      seed=int(config.seed), process_index=jax.process_index(),
-      process_count=jax.process_count(), split="train")
+      seed=int(config.seed), process_index=i, process_count=n,
+      split="train")
+  if emulate_processes > 1:
+    if jax.process_count() > 1:
+      raise ValueError("emulate_processes is for single-process runs.")
+    data_it = EmulatedHosts(make_it, emulate_processes)
+  else:
+    data_it = make_it(jax.process_index(), jax.process_count())
   restored = ckpt.restore_latest(abstract)
   if restored is None:
     start, state = 0, init()
@@ -217,6 +261,7 @@ def train_and_evaluate(config, workdir: str, *,
                             tx, schedule, mesh, decays, state_sh)
   sampler = jax.jit(experiment.make_sampler(exp, config.sample),
                     static_argnames=("t_start", "t_end", "num_steps"))
+  decoder = input_pipeline.latent_decoder(config.input)
   writer = metrics_io.MetricWriter(workdir, resume_step=start or None)
   progress = metrics_io.Progress(start, total)
   block = sharding.must_block(mesh)
@@ -252,7 +297,7 @@ def train_and_evaluate(config, workdir: str, *,
         window = []
       if sample_every > 0 and step % sample_every == 0 and step != total:
         write_samples(config, exp, sampler, ema_or_params(state, decays),
-                      workdir, step, writer)
+                      workdir, step, writer, decoder=decoder)
       stopping = stop.should_stop(step, ckpt)
       if (ckpt_every > 0 and step % ckpt_every == 0) or stopping:
         _check_finite(metrics, step, ckpt)
@@ -268,7 +313,7 @@ def train_and_evaluate(config, workdir: str, *,
     ckpt.wait()
     if step == total and config.sample.at_end:
       write_samples(config, exp, sampler, ema_or_params(state, decays),
-                    workdir, step, writer, final=True)
+                    workdir, step, writer, final=True, decoder=decoder)
   finally:
     prefetch.close()
     stop.uninstall()
@@ -315,20 +360,25 @@ def sample(config, workdir: str, *, allow_config_change: bool = False):
                     static_argnames=("t_start", "t_end", "num_steps"))
   n, bs = int(scfg.num_samples), int(scfg.batch_size)
   rng = jax.random.PRNGKey(int(scfg.seed))
-  out, labels = [], []
+  decoder = input_pipeline.latent_decoder(config.input)
+  out, labels, latents = [], [], []
   for i in range(0, n, bs):
     m = min(bs, n - i)
     x0 = jax.random.normal(jax.random.fold_in(rng, i // bs),
                            (m,) + tuple(exp.info.shape), jnp.float32)
     y = (jnp.arange(i, i + m, dtype=jnp.int32) % max(exp.num_classes, 1))
-    out.append(np.asarray(jax.device_get(sampler(params, x0, y))))
+    x = sampler(params, x0, y)
+    if decoder is not None:
+      latents.append(np.asarray(jax.device_get(x)))
+    out.append(_decode(decoder, x))
     labels.append(np.asarray(y))
   images, labels = np.concatenate(out), np.concatenate(labels)
+  extra = {"latents": np.concatenate(latents)} if latents else {}
   outdir = os.path.join(os.fspath(workdir), "sample_mode")
   if jax.process_index() == 0:
     tag = f"step_{step:08d}_{scfg.solver}_{int(scfg.num_steps)}"
     samples_lib.save_npz(os.path.join(outdir, tag + ".npz"), images,
-                         labels=labels)
+                         labels=labels, **extra)
     samples_lib.save_grid(os.path.join(outdir, tag + ".png"), images[:256])
     logging.info("Wrote %d samples of step %d to %s/%s.{png,npz}", n, step,
                  outdir, tag)
