@@ -62,7 +62,8 @@ def fit_basis(batches, *, patch=None, max_examples=None):
   """Fits the PCA basis from an iterable of batches in one streaming pass.
 
   Args:
-    batches: iterable of float arrays [B, H, W, C] (or dicts with "image").
+    batches: iterable of float arrays [B, H, W, C] (or dicts with "image"
+      and optionally "mask", whose False rows are padding and skipped).
     patch: None for full PCA, or p for shared p x p patch PCA.
     max_examples: stop after this many images (None: exhaust `batches`).
 
@@ -74,8 +75,12 @@ def fit_basis(batches, *, patch=None, max_examples=None):
   """
   gram, shape, count = None, None, 0
   for batch in batches:
-    x = batch["image"] if isinstance(batch, dict) else batch
-    x = np.asarray(x, np.float64)
+    if isinstance(batch, dict):
+      x = np.asarray(batch["image"], np.float64)
+      if "mask" in batch:  # finite-mode pipelines pad the last batch
+        x = x[np.asarray(batch["mask"], bool)]
+    else:
+      x = np.asarray(batch, np.float64)
     if max_examples is not None:
       x = x[:max(0, max_examples - count)]
     if x.shape[0] == 0:
