@@ -124,5 +124,21 @@ def main(argv):
     sys.exit(1)
 
 
+def parse_flags(argv):
+  """absl flag parsing, but a bad --config.<key> override (unknown key, as
+  the config is locked, or a value of the wrong type) is a one-line error
+  naming the override instead of a traceback."""
+  try:
+    return flags.FLAGS(argv)
+  except (AttributeError, KeyError, TypeError, ValueError,
+          flags.Error) as e:
+    overrides = [a for a in argv[1:] if a.startswith("--config.")]
+    print(f"kflow_jax: error: bad flag or config override ({e}); overrides "
+          f"given: {overrides}. Config keys are fixed by the config file: "
+          "check the spelling against it (a mistyped key is refused, not "
+          "added).", file=sys.stderr)
+    sys.exit(1)
+
+
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)
