@@ -71,17 +71,15 @@ def build_transform(config, shape, workdir: Optional[str]) -> kamp.KTransform:
     if not os.path.exists(basis):
       from kflow_jax.tools import fit_pca  # pylint: disable=g-import-not-at-top
       n = int(config.get("pca_examples", 2048))
-      logging.info("Fitting the PCA basis on %d training examples -> %s",
-                   n, basis)
-      images = np.concatenate(
-          [b["image"] for b in _data_batches(config, n)])[:n]
-      if jax.process_index() == 0:
-        fit_pca.fit_and_save(images, basis)
-      else:
-        # Other processes only read; the fit is deterministic, so fit
-        # locally to a private file instead of waiting on process 0.
+      if jax.process_index() != 0:
+        # The fit is deterministic: other processes fit their own copy
+        # rather than wait for process 0's file.
         basis = basis + f".p{jax.process_index()}"
-        fit_pca.fit_and_save(images, basis)
+      logging.info("Fitting the PCA basis on up to %d training examples -> "
+                   "%s", n, basis)
+      fit_pca.fit_and_save(
+          fit_pca.config_batches(config, seed=int(config.seed)), basis,
+          patch=kwargs.get("patch"), max_examples=n)
     kwargs["basis"] = basis
   return kamp.get(name, shape=shape, **kwargs)
 
