@@ -149,13 +149,12 @@ class DiT(nn.Module):
       return jnp.asarray(layers.sincos_2d(gh, gw, hidden))
     # Learned: starts from the sin-cos table of the init grid (a better start
     # than noise); other grids are bilinear resizes of the stored table.
-    def init(_, shape, dtype):
-      return jnp.asarray(
-          layers.sincos_2d(shape[0], shape[1], shape[2]), dtype)
-    table = self.param(
-        "pos_embed",
-        nn.with_logical_partitioning(init, (None, None, "embed")),
-        (gh, gw, hidden), self.param_dtype)
+    # self.variable, not self.param: param() insists the stored shape equal
+    # the shape the init would give for *this* input.
+    boxed = nn.with_logical_partitioning(
+        lambda: jnp.asarray(layers.sincos_2d(gh, gw, hidden).reshape(
+            gh, gw, hidden), self.param_dtype), (None, None, "embed"))
+    table = self.variable("params", "pos_embed", boxed).value
     if table.shape[:2] != (gh, gw):
       table = jax.image.resize(table, (gh, gw, hidden), "bilinear")
     return table.reshape(gh * gw, hidden)

@@ -171,8 +171,10 @@ class UNet(nn.Module):
     pdt = self.param_dtype
     res_cls = (nn.remat(ResBlock, static_argnums=(3,)) if self.remat
                else ResBlock)
-    res = lambda c: res_cls(c, groups, self.dropout, dt, pdt)
-    att = lambda c: AttnBlock(max(1, c // self.head_channels), groups, dt, pdt)
+    # Explicit names keep the parameter tree the same with and without remat.
+    res = lambda c, n: res_cls(c, groups, self.dropout, dt, pdt, name=n)
+    att = lambda c, n: AttnBlock(max(1, c // self.head_channels), groups, dt,
+                                 pdt, name=n)
 
     emb = layers.TimestepEmbedder(4 * ch, freq_dim=ch,
                                   time_scale=self.time_scale, dtype=dt,
@@ -185,29 +187,29 @@ class UNet(nn.Module):
     h = _conv(ch, 3, dt, pdt, name="conv_in")(x.astype(dt))
     skips = [h]
     for level, m in enumerate(mult):
-      for _ in range(nres):
-        h = res(ch * m)(h, emb, train)
+      for i in range(nres):
+        h = res(ch * m, f"down_{level}_{i}")(h, emb, train)
         if level in attn:
-          h = att(ch * m)(h)
+          h = att(ch * m, f"down_{level}_{i}_attn")(h)
         skips.append(h)
       if level != len(mult) - 1:
-        h = _conv(ch * m, 3, dt, pdt, strides=2)(h)
+        h = _conv(ch * m, 3, dt, pdt, strides=2, name=f"downsample_{level}")(h)
         skips.append(h)
 
-    h = res(h.shape[-1])(h, emb, train)
-    h = att(h.shape[-1])(h)
-    h = res(h.shape[-1])(h, emb, train)
+    h = res(h.shape[-1], "mid_0")(h, emb, train)
+    h = att(h.shape[-1], "mid_attn")(h)
+    h = res(h.shape[-1], "mid_1")(h, emb, train)
 
     for level, m in reversed(list(enumerate(mult))):
       for i in range(nres + 1):
         h = jnp.concatenate([h, skips.pop()], axis=-1)
-        h = res(ch * m)(h, emb, train)
+        h = res(ch * m, f"up_{level}_{i}")(h, emb, train)
         if level in attn:
-          h = att(ch * m)(h)
+          h = att(ch * m, f"up_{level}_{i}_attn")(h)
         if level and i == nres:
           b, hh, ww, c = h.shape
           h = jax.image.resize(h, (b, 2 * hh, 2 * ww, c), "nearest")
-          h = _conv(c, 3, dt, pdt)(h)
+          h = _conv(c, 3, dt, pdt, name=f"upsample_{level}")(h)
 
     h = nn.silu(_norm(groups, dt, name="norm_out")(h))
     out = _conv(x.shape[-1], 3, dt, pdt, zero=True, name="conv_out")(h)
