@@ -249,6 +249,10 @@ class StopSignal:
   def install(self):
     if threading.current_thread() is not threading.main_thread():
       return self
+    if jax.process_count() > 1:
+      # JAX's coordination service owns SIGTERM in multi-process runs (its
+      # preemption notifier feeds reached_preemption); don't replace it.
+      return self
     self._previous = signal.signal(signal.SIGTERM, self._handle)
     return self
 
