@@ -159,3 +159,19 @@ def test_wrong_input_shape_errors():
     t.forward(np.zeros((2, 8, 8, 4), np.float32))
   with pytest.raises(ValueError, match="inverse expects"):
     t.inverse(np.zeros((2, 8, 8, 3), np.float32))
+
+
+def test_benchmark_quick_mode_runs():
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
+  path = os.path.join(os.path.dirname(os.path.dirname(__file__)),
+                      "benchmarks", "transforms.py")
+  spec = importlib.util.spec_from_file_location("bench_transforms", path)
+  bench = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(bench)
+  rows = bench.main(["--quick", "--wavelet=haar", "--repeats=1"])
+  names = {r[1] for r in rows}
+  assert {"fourier", "dct", "ratio jaxwt/ours", "ratio pywt/ours"} <= names
+  for _, name, value, err in rows:
+    assert value > 0, name
+    assert err is None or err < 1e-5, (name, err)
