@@ -44,7 +44,7 @@ def bare_step(config, devices=None):
   init, state_sh, _ = train.make_state_init(exp, tx, decays, mesh,
                                             config.seed)
   step_fn = train.make_train_step(
-      experiment.make_per_example_loss(exp, config), tx, schedule, mesh,
+      experiment.make_loss(exp, config), tx, schedule, mesh,
       decays, state_sh)
   it = input_pipeline.create(config.input,
                              global_batch_size=int(config.batch_size),

@@ -149,26 +149,54 @@ def init_variables(exp: Experiment, rng):
   return exp.model.init(rng, x, t, y, train=False)
 
 
-def make_per_example_loss(exp: Experiment, config) -> Callable:
-  """(params, example, key) -> (loss, aux) for sharding's vmap."""
+_T_SAMPLING_KEYS = ("band_weights", "logit_mean", "logit_std")
+
+
+def make_loss(exp: Experiment, config) -> Callable:
+  """(params, batch, keys) -> (loss, aux) on a local batch (see sharding).
+
+  Each example's noise x0, time t and label drop come from its own key, so
+  the loss does not depend on how the batch is split over devices; the
+  model then runs once on the whole local batch.
+  """
   opts = _kwargs(config.loss, drop=())
+  method = opts.pop("t_sampling", "uniform")
+  t_opts = {k: opts.pop(k) for k in _T_SAMPLING_KEYS if k in opts}
   p_drop = float(config.get("label_dropout", 0.0))
-  model, ncls = exp.model, exp.num_classes
+  model, ncls, path = exp.model, exp.num_classes, exp.path
+
+  def loss_fn(params, batch, keys):
+    x1 = batch["image"]
+
+    def draw(key):
+      k_loss, k_drop = jax.random.split(key)
+      # The same split as losses.kflow_loss makes for its own draws.
+      r_noise, r_t = jax.random.split(k_loss)
+      x0 = jax.random.normal(r_noise, x1.shape[1:], jnp.float32)
+      t = paths.sample_t(r_t, 1, path, method, **t_opts)[0]
+      return x0, t, k_drop
+    x0, t, k_drop = jax.vmap(draw)(keys)
+    y = None
+    if ncls:
+      y = batch["label"].astype(jnp.int32)
+      if p_drop > 0:
+        y = jax.vmap(lambda k, yy: models.drop_labels(
+            k, yy[None], p_drop, ncls)[0])(k_drop, y)
+
+    def velocity_fn(x, tt, yy):
+      return model.apply({"params": params}, x, tt, yy, train=True)
+    return losses.kflow_loss(velocity_fn, path, x1, keys[0], y=y, x0=x0,
+                             t=t, **opts)
+  return loss_fn
+
+
+def make_per_example_loss(exp: Experiment, config) -> Callable:
+  """(params, example, key) -> (loss, aux): `make_loss` on one example."""
+  local = make_loss(exp, config)
 
   def loss_fn(params, example, key):
-    x1 = example["image"][None]
-    y = None
-    k_loss, k_drop = jax.random.split(key)
-    if ncls:
-      y = example["label"][None].astype(jnp.int32)
-      if p_drop > 0:
-        y = models.drop_labels(k_drop, y, p_drop, ncls)
-
-    def velocity_fn(x, t, yy):
-      return model.apply({"params": params}, x, t, yy, train=True)
-    loss, aux = losses.kflow_loss(velocity_fn, exp.path, x1, k_loss, y=y,
-                                  **opts)
-    return loss, aux
+    batch = jax.tree.map(lambda v: v[None], example)
+    return local(params, batch, key[None])
   return loss_fn
 
 

@@ -8,10 +8,10 @@ axis rules when config.mesh.fsdp > 1. The loss and gradient run under
 written out rather than left to the partitioner.
 
 Device-count invariance: every example gets its own rng key (split from the
-step key over the *global* batch), and the loss is vmapped over examples.
-The noise an example sees therefore does not depend on which device holds
-it, so 1 device and 8 devices (or 2 processes) give the same loss up to
-float summation order.
+step key over the *global* batch) and the loss draws that example's noise
+and time from it. The noise an example sees therefore does not depend on
+which device holds it, so 1 device and 8 devices (or 2 processes) give the
+same loss up to float summation order.
 """
 from typing import Callable
 
@@ -105,45 +105,52 @@ def state_shardings(mesh, abstract_state, shard_fn=None):
 
 
 def _reduce_aux(aux, axes):
-  """Sums leaves named *_sum / *_count over examples and devices (so
-  ratios can be formed after the psum); averages everything else."""
-  out = {}
-  for key, value in aux.items():
-    if key.endswith("_sum") or key.endswith("_count"):
-      out[key] = lax.psum(jnp.sum(value, axis=0), axes)
-    else:
-      out[key] = lax.pmean(jnp.mean(value, axis=0), axes)
-  return out
+  """Sums leaves named *_sum / *_count over devices (so ratios can be
+  formed after the psum); averages everything else."""
+  return {k: (lax.psum(v, axes) if k.endswith(("_sum", "_count"))
+              else lax.pmean(v, axes)) for k, v in aux.items()}
 
 
-def sharded_loss_and_grad(per_example_loss: Callable, mesh,
+def per_example(per_example_loss: Callable) -> Callable:
+  """Turns (params, example, key) -> (loss, aux) into a local-batch loss
+  (params, batch, keys) -> (mean loss, aux) by vmap: *_sum / *_count aux
+  leaves are summed over examples, the rest averaged. Handy when each
+  example needs its own weight (e.g. padding masks at evaluation)."""
+  def local_loss(params, batch, keys):
+    losses, aux = jax.vmap(lambda ex, k: per_example_loss(params, ex, k))(
+        batch, keys)
+    aux = {k: (jnp.sum(v, axis=0) if k.endswith(("_sum", "_count"))
+               else jnp.mean(v, axis=0)) for k, v in aux.items()}
+    return jnp.mean(losses), aux
+  return local_loss
+
+
+def sharded_loss_and_grad(local_loss: Callable, mesh,
                           with_grad: bool = True):
   """Mean loss and gradient over a global batch, data parallel.
 
   Args:
-    per_example_loss: (params, example, key) -> (loss scalar, aux dict),
-      where `example` is one example (leaves without the batch axis) and
-      `key` a raw uint32[2] rng key. It is vmapped over the local batch.
+    local_loss: (params, batch, keys) -> (loss scalar, aux dict) on one
+      device's slice of the batch: the mean over its examples. `keys` [b, 2]
+      holds one raw rng key per example; draw each example's randomness
+      from its own key so results do not depend on the device count.
     mesh: from `make_mesh`.
     with_grad: False for evaluation (returns grads=None).
 
   Returns:
     fn(params, batch, keys) -> (loss, aux, grads), all replicated; `batch`
-    leaves and `keys` [B, 2] are batch-sharded global arrays.
+    leaves and `keys` [B, 2] are batch-sharded global arrays. aux leaves
+    named *_sum / *_count are summed over devices, others averaged.
   """
   def local(params, batch, keys):
-    def mean_loss(p):
-      losses, aux = jax.vmap(lambda ex, k: per_example_loss(p, ex, k))(
-          batch, keys)
-      return jnp.mean(losses), aux
     if with_grad:
-      (loss, aux), grads = jax.value_and_grad(mean_loss, has_aux=True)(
-          params)
+      (loss, aux), grads = jax.value_and_grad(local_loss, has_aux=True)(
+          params, batch, keys)
       # Equal local batch sizes, so the mean of device means is the global
       # mean, and likewise for the gradient.
       grads = lax.pmean(grads, BATCH_AXES)
     else:
-      (loss, aux), grads = mean_loss(params), None
+      (loss, aux), grads = local_loss(params, batch, keys), None
     loss = lax.pmean(loss, BATCH_AXES)
     return loss, _reduce_aux(aux, BATCH_AXES), grads
 

@@ -36,10 +36,13 @@ class NonFiniteLossError(FloatingPointError):
   checkpoint was saved."""
 
 
-def make_train_step(per_example_loss, tx, schedule, mesh, ema_decays,
+def make_train_step(local_loss, tx, schedule, mesh, ema_decays,
                     state_shardings):
-  """Jitted (state, batch) -> (state, metrics); the state is donated."""
-  grad_fn = sharding.sharded_loss_and_grad(per_example_loss, mesh)
+  """Jitted (state, batch) -> (state, metrics); the state is donated.
+
+  local_loss(params, batch, keys) -> (loss, aux) as in sharding.py.
+  """
+  grad_fn = sharding.sharded_loss_and_grad(local_loss, mesh)
   bsh = sharding.batch_sharding(mesh)
 
   def step(state, batch):
@@ -257,7 +260,7 @@ def train_and_evaluate(config, workdir: str, *,
     logging.info("Resuming from the checkpoint at step %d in %s.", start,
                  workdir)
   total = int(config.total_steps)
-  step_fn = make_train_step(experiment.make_per_example_loss(exp, config),
+  step_fn = make_train_step(experiment.make_loss(exp, config),
                             tx, schedule, mesh, decays, state_sh)
   sampler = jax.jit(experiment.make_sampler(exp, config.sample),
                     static_argnames=("t_start", "t_end", "num_steps"))
@@ -403,7 +406,8 @@ def evaluate(config, workdir: str, *, allow_config_change: bool = False):
         out[k] = aux[k] * w
     return loss, out
 
-  loss_fn = sharding.sharded_loss_and_grad(masked, mesh, with_grad=False)
+  loss_fn = sharding.sharded_loss_and_grad(sharding.per_example(masked),
+                                           mesh, with_grad=False)
   bs = int(config.batch_size)
 
   @jax.jit

@@ -24,7 +24,8 @@ def _run(devices):
            "y": rng.normal(size=(16,)).astype(np.float32)}
   batch = sharding.global_batch(mesh, local)
   keys = jax.random.split(jax.random.PRNGKey(1), 16)
-  fn = jax.jit(sharding.sharded_loss_and_grad(_per_example, mesh))
+  fn = jax.jit(sharding.sharded_loss_and_grad(
+      sharding.per_example(_per_example), mesh))
   loss, aux, grads = fn(params, batch, keys)
   return jax.device_get((loss, aux, grads)), (params, local, keys)
 
