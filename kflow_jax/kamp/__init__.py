@@ -4,6 +4,15 @@
 Every transform is a NamedTuple of pure functions (optax style), so it can be
 closed over by jitted code and carries no state.
 
+Transforms (one module each, registered by name):
+  identity  kappa 0 everywhere (plain flow matching).
+  fourier   rfft2(norm="ortho") per channel, coefficients [B, C, H, W//2+1].
+  dct       orthonormal DCT-II per channel, coefficients [B, C, H, W].
+  wavelet   periodized multi-level DWT by lifting (wavelet="db6", levels=3),
+            packed Mallat layout [B, H, W, C], equal to PyWavelets.
+  pca       U^T x from a fitted basis (basis="file.npz", patch=None|p),
+            coefficients [B, D] or [B, H/p, W/p, p*p*C].
+
 Band machinery (DESIGN.md section 2) lives in `kflow_jax.kamp.bands` and is
 re-exported here: `band_index`, `band_energy`, `even_cutoffs`,
 `validate_cutoffs`.
