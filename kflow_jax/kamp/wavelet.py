@@ -2,7 +2,7 @@
 
 Why lifting and not a filter bank (jaxwt): a periodized DWT level is, per
 axis, a few lifting steps on the even/odd halves, each a sum of a couple of
-circular shifts (jnp.roll) that XLA fuses into one elementwise pass. That is
+circular shifts (static slices of one wrap-padded copy) that XLA fuses. That is
 O(N) per level with no padding, no redundant boundary coefficients and no
 convolution kernels, and it is exactly invertible by running the steps
 backwards. The factorization of each PyWavelets wavelet into lifting steps
