@@ -3,7 +3,7 @@
 Why lifting and not a filter bank (jaxwt): a periodized DWT level is, per
 axis, a few lifting steps on the even/odd halves, each a sum of a couple of
 circular shifts (static slices of one wrap-padded copy) that XLA fuses. That is
-O(N) per level with no padding, no redundant boundary coefficients and no
+O(N) per level with no redundant boundary coefficients (output = input size), no
 convolution kernels, and it is exactly invertible by running the steps
 backwards. The factorization of each PyWavelets wavelet into lifting steps
 is computed once in float64 (`kamp.lifting.factorize`) and cached.
