@@ -22,7 +22,10 @@ Configs hold data only. Keys (all overridable with --config.<key>=value):
   sample.*           --mode=sample and the sample grids: num_samples,
                      batch_size, solver, num_steps, guidance, project (band
                      projection), use_ema, ema_decay (None: the first), seed,
-                     at_end (write samples.png and band_strip.png at the end)
+                     at_end (write samples.png and band_strip.png at the end);
+                     steering: guidance_bands (CFG only in these bands),
+                     class_drop_t (label only while t < it; -1 = off),
+                     shared_bands (noise of these bands shared by the batch)
 """
 import os
 import sys
@@ -66,7 +69,8 @@ def base() -> ml_collections.ConfigDict:
   c.sample = ml_collections.ConfigDict(dict(
       num_samples=64, batch_size=64, solver="euler", num_steps=40,
       guidance=1.0, project=False, use_ema=True,
-      ema_decay=config_dict.placeholder(float), seed=1, at_end=True))
+      ema_decay=config_dict.placeholder(float), seed=1, at_end=True,
+      guidance_bands=(), class_drop_t=-1.0, shared_bands=()))
   return c
 
 

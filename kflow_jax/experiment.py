@@ -21,6 +21,7 @@ from kflow_jax import losses
 from kflow_jax import models
 from kflow_jax import paths
 from kflow_jax import sampling
+from kflow_jax import steering
 
 ENERGY_FILE = "band_energy.json"
 PCA_FILE = "pca_basis.npz"
@@ -201,25 +202,50 @@ def make_per_example_loss(exp: Experiment, config) -> Callable:
 
 
 def make_sampler(exp: Experiment, scfg) -> Callable:
-  """fn(params, x0, y) -> samples, with the config's solver and guidance."""
-  model, ncls = exp.model, exp.num_classes
+  """fn(params, x0, y) -> samples, with the config's solver, guidance and
+  steering (config.sample: guidance, guidance_bands, class_drop_t)."""
+  model, ncls, path = exp.model, exp.num_classes, exp.path
+  guidance = float(scfg.guidance)
+  bands = tuple(scfg.get("guidance_bands", ()) or ())
+  if bands:
+    # Guidance only in the chosen bands, plain conditional elsewhere.
+    guidance = steering.band_guidance(path, guidance, bands)
+  t_drop = float(scfg.get("class_drop_t", -1.0))
+  if t_drop >= 0 and not ncls:
+    raise ValueError("config.sample.class_drop_t needs a class-conditional "
+                     "model (config.conditional=True).")
+  extra = (t_drop,) if t_drop >= 0 else ()
 
   def apply_fn(params):
     return lambda x, t, y: model.apply({"params": params}, x, t, y,
                                        train=False)
 
   def run(params, x0, y, t_start=0.0, t_end=1.0, num_steps=None):
-    if ncls:
-      vfn = sampling.cfg_velocity(apply_fn(params), exp.path, y,
-                                  num_classes=ncls, guidance=scfg.guidance)
+    if ncls and t_drop >= 0:
+      vfn = steering.class_drop_velocity(
+          apply_fn(params), path, y, num_classes=ncls, t_drop=t_drop,
+          guidance=float(scfg.guidance))
+    elif ncls:
+      vfn = sampling.cfg_velocity(apply_fn(params), path, y,
+                                  num_classes=ncls, guidance=guidance)
     else:
       vfn = lambda x, t: apply_fn(params)(x, t, None)
-    out = sampling.sample(vfn, exp.path, x0, solver=scfg.solver,
+    out = sampling.sample(vfn, path, x0, solver=scfg.solver,
                           num_steps=int(num_steps or scfg.num_steps),
                           project=bool(scfg.project), t_start=t_start,
-                          t_end=t_end)
+                          t_end=t_end, extra_times=extra)
     return out[0] if isinstance(out, tuple) else out
   return run
+
+
+def initial_noise(exp: Experiment, scfg, rng, batch: int):
+  """x0 for sampling; config.sample.shared_bands shares those bands' noise
+  across the batch (the paper's fix-some-bands steering experiment)."""
+  shared = tuple(scfg.get("shared_bands", ()) or ())
+  if shared:
+    return steering.shared_band_noise(rng, exp.path, batch, shared)
+  return jax.random.normal(rng, (batch,) + tuple(exp.info.shape),
+                           jnp.float32)
 
 
 def band_strip_states(exp: Experiment, sampler, params, x0, y,

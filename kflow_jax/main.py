@@ -58,9 +58,9 @@ def _init_jax():
   multi = _NUM_PROCESSES.value > 1
   if _CPU_DEVICES.value > 0:
     jax.config.update("jax_num_cpu_devices", _CPU_DEVICES.value)
-  if multi and os.environ.get("JAX_PLATFORMS", "") == "cpu":
+  if multi:
     # XLA's default CPU collectives are in-process only; gloo runs them
-    # across processes (environment.md).
+    # across processes (environment.md). Only the CPU backend reads it.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
   if multi:
     if not _COORDINATOR.value:

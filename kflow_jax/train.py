@@ -199,7 +199,7 @@ def write_samples(config, exp, sampler, params, workdir, step, writer,
   scfg = config.sample
   n = int(scfg.num_samples)
   rng = jax.random.PRNGKey(int(scfg.seed))
-  x0 = jax.random.normal(rng, (n,) + tuple(exp.info.shape), jnp.float32)
+  x0 = experiment.initial_noise(exp, scfg, rng, n)
   y = jnp.arange(n, dtype=jnp.int32) % max(exp.num_classes, 1)
   x = _decode(decoder, sampler(params, x0, y))
   if jax.process_index() != 0:
@@ -367,8 +367,8 @@ def sample(config, workdir: str, *, allow_config_change: bool = False):
   out, labels, latents = [], [], []
   for i in range(0, n, bs):
     m = min(bs, n - i)
-    x0 = jax.random.normal(jax.random.fold_in(rng, i // bs),
-                           (m,) + tuple(exp.info.shape), jnp.float32)
+    x0 = experiment.initial_noise(exp, scfg, jax.random.fold_in(rng, i // bs),
+                                  m)
     y = (jnp.arange(i, i + m, dtype=jnp.int32) % max(exp.num_classes, 1))
     x = sampler(params, x0, y)
     if decoder is not None:

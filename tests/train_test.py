@@ -33,7 +33,11 @@ def test_one_and_eight_devices_same_loss_and_outputs(tmp_path):
   w1, w8 = str(tmp_path / "d1"), str(tmp_path / "d8")
   s1 = train.train_and_evaluate(_cfg(**{"sample.at_end": False}), w1,
                                 devices=jax.devices()[:1])
-  s8 = train.train_and_evaluate(_cfg(), w8, devices=jax.devices()[:8])
+  # 8 devices as data 4 x fsdp 2: params sharded by the logical rules.
+  s8 = train.train_and_evaluate(_cfg(**{"mesh.fsdp": 2}), w8,
+                                devices=jax.devices()[:8])
+  specs = [x.sharding.spec for x in jax.tree.leaves(s8.params)]
+  assert any("fsdp" in str(s) for s in specs), specs
   m1, m8 = _metrics(w1), _metrics(w8)
   assert [m["step"] for m in m1] == [2, 4, 6] == [m["step"] for m in m8]
   for a, b in zip(m1, m8):
@@ -56,17 +60,19 @@ def test_one_and_eight_devices_same_loss_and_outputs(tmp_path):
   assert ck.all_steps() == [2, 4, 6]
   ck.close()
   # A finished run relaunched is a no-op that keeps its state.
-  again = train.train_and_evaluate(_cfg(), w8, devices=jax.devices()[:8])
+  again = train.train_and_evaluate(_cfg(**{"mesh.fsdp": 2}), w8,
+                                   devices=jax.devices()[:8])
   for a, b in zip(jax.tree.leaves(again.params), jax.tree.leaves(s8.params)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   assert len(_metrics(w8)) == 3
   # --mode=sample and --mode=eval on the trained run.
-  images = train.sample(_cfg(**{"sample.num_samples": 4}), w8)
+  images = train.sample(_cfg(**{"sample.num_samples": 4, "mesh.fsdp": 2,
+                                "sample.shared_bands": (1,)}), w8)
   assert images.shape == (4, 16, 16, 1) and np.all(np.isfinite(images))
   out = os.listdir(os.path.join(w8, "sample_mode"))
   assert any(f.endswith(".npz") for f in out) and any(
       f.endswith(".png") for f in out)
-  result = train.evaluate(_cfg(), w8)
+  result = train.evaluate(_cfg(**{"mesh.fsdp": 2}), w8)
   assert np.isfinite(result["eval_loss"]) and result["eval_examples"] == 32
 
 
