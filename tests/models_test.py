@@ -63,6 +63,12 @@ def built(name, c=3, num_classes=5, **extra):
   return model, random_like(abstract), x, t, y
 
 
+@functools.lru_cache(maxsize=None)
+def jitted(model):
+  """One jitted apply per module config, so tests share its compile."""
+  return jax.jit(model.apply)
+
+
 def real_init(name, **extra):
   model = models.get(name, num_classes=5, **TINY[name], **extra)
   x, t, y = inputs()
@@ -75,7 +81,7 @@ def real_init(name, **extra):
 @pytest.mark.parametrize("name", sorted(TINY))
 def test_tiny_forward_shape(name):
   model, variables, x, t, y = built(name)
-  out = jax.jit(model.apply)(variables, x, t, y)
+  out = jitted(model)(variables, x, t, y)
   assert out.shape == x.shape and out.dtype == jnp.float32
   assert np.all(np.isfinite(out)) and np.abs(out).max() > 0
 
@@ -105,8 +111,8 @@ def test_mlp_takes_flat_2d_points():
   model = models.get("mlp", size="mu")
   x = jax.random.normal(key(), (16, 2))
   t = jnp.linspace(0, 1, 16)
-  v = model.init(key(), x, t, None)
-  assert model.apply(v, x, t, None).shape == (16, 2)
+  v = jax.jit(model.init)(key(), x, t, None)
+  assert jitted(model)(v, x, t, None).shape == (16, 2)
 
 
 def test_resolution_agnostic_dit_and_unet():
@@ -116,7 +122,7 @@ def test_resolution_agnostic_dit_and_unet():
     if extra:  # Stored for the init grid (4x4 tokens), resized per input.
       assert variables["params"]["pos_embed"].shape == (4, 4, 32)
     x, t, y = inputs(h=16, w=8)
-    out = jax.jit(model.apply)(variables, x, t, y)
+    out = jitted(model)(variables, x, t, y)
     assert out.shape == x.shape and np.all(np.isfinite(out))
 
 
@@ -126,7 +132,7 @@ def test_resolution_agnostic_dit_and_unet():
 @pytest.mark.parametrize("name", ["dit", "moe_dit", "unet"])
 def test_zero_output_at_init(name):
   model, variables, x, t, y = real_init(name)
-  np.testing.assert_array_equal(jax.jit(model.apply)(variables, x, t, y), 0.0)
+  np.testing.assert_array_equal(jitted(model)(variables, x, t, y), 0.0)
 
 
 @pytest.mark.parametrize("name", sorted(TINY))
@@ -134,9 +140,9 @@ def test_null_class_is_y_none_and_differs_from_labels(name):
   model, variables, x, t, y = built(name)
   v = variables
   null = jnp.full_like(y, 5)
-  out_none = model.apply(v, x, t, None)
-  out_null = model.apply(v, x, t, null)
-  out_y = model.apply(v, x, t, y)
+  out_none = jitted(model)(v, x, t, None)
+  out_null = jitted(model)(v, x, t, null)
+  out_y = jitted(model)(v, x, t, y)
   assert out_none.shape == out_null.shape == out_y.shape == x.shape
   np.testing.assert_allclose(out_none, out_null, atol=1e-6)
   assert np.abs(out_y - out_null).max() > 1e-4
@@ -225,12 +231,12 @@ def test_moe_routes_each_band_to_its_expert(expert):
   model, variables, x, t, y = built("moe_dit")
   bands = np.asarray([0, 2, 1, 2])  # of t = 0.1, 0.6, 0.3, 0.9 under TAU
   v = variables
-  out = model.apply(v, x, t, y)
+  out = jitted(model)(v, x, t, y)
   moe_p = v["params"]["blocks_0"]["moe"]
   changed = jax.tree.map(lambda a: a, v)
   changed["params"]["blocks_0"]["moe"] = {
       k: a.at[expert].add(0.5) for k, a in moe_p.items()}
-  diff = np.abs(model.apply(changed, x, t, y) - out).reshape(4, -1).max(1)
+  diff = np.abs(jitted(model)(changed, x, t, y) - out).reshape(4, -1).max(1)
   assert np.all(diff[bands == expert] > 1e-3), diff
   np.testing.assert_array_equal(diff[bands != expert], 0.0)
 
@@ -253,10 +259,18 @@ def test_moe_hard_routing_matches_dense_reference():
 
 
 def test_moe_soft_router_learns_and_fewer_experts_share():
-  model, variables, x, t, y = built("moe_dit", routing="soft")
-  grads = jax.grad(lambda v: jnp.sum(model.apply(v, x, t, y) ** 2))(
-      variables)
-  assert np.abs(grads["params"]["blocks_0"]["moe"]["router"]).max() > 0
+  from kflow_jax.models import moe
+  mlp = moe.ExpertMlp(32, 64, 3, 3, "soft")
+  h = jax.random.normal(key(4), (4, 5, 32))
+  band = jnp.array([2, 0, 2, 1])
+  p = mlp.init(key(), h, band)["params"]
+  # Starts near the hard assignment: softmax(4 * one-hot).
+  gate = jax.nn.softmax(nn.meta.unbox(p["router"]), -1)
+  np.testing.assert_allclose(np.diag(gate), np.exp(4) / (np.exp(4) + 2),
+                             rtol=1e-5)
+  grads = jax.grad(lambda p: jnp.sum(mlp.apply({"params": p}, h, band) ** 2))(
+      nn.meta.unbox(p))
+  assert np.abs(grads["router"]).max() > 0
   model, variables, x, t, y = built("moe_dit", num_experts=2)
   assert variables["params"]["blocks_0"]["moe"]["w1"].shape[0] == 2
 
@@ -280,7 +294,7 @@ def test_bf16_compute_finite_outputs_and_grads(name):
   assert sum(float(jnp.abs(g).sum()) for g in leaves) > 0
   # bf16 really is used: the result differs from the fp32 model's.
   fp32 = built(name)[0]
-  assert np.abs(out - fp32.apply(variables, x, t, y)).max() > 0
+  assert np.abs(out - jitted(fp32)(variables, x, t, y)).max() > 0
 
 
 def test_remat_same_values_and_grads():
@@ -327,7 +341,7 @@ def test_fsdp_mesh_shardings_init_and_apply(name):
   qkv = params["params"]["blocks_0"]["attn"]["qkv"]["kernel"]
   assert qkv.sharding.spec == jax.sharding.PartitionSpec("fsdp", None)
   assert qkv.addressable_shards[0].data.shape == (8, 96)
-  ref = jax.jit(model.apply)(jax.device_get(params), x, t, y)
+  ref = jitted(model)(jax.device_get(params), x, t, y)
   np.testing.assert_allclose(out, ref, atol=1e-5)
 
 

@@ -19,7 +19,7 @@ from kflow_jax.models import layers
 
 # name -> (channels, channel_mult, num_res_blocks, attention_levels, groups).
 SIZES = {
-    "mu": (16, (1, 2), 1, (1,), 8),
+    "mu": (16, (1, 2), 1, (), 8),  # attention only in the middle block
     "ti": (32, (1, 2), 1, (1,), 8),
     # DDPM/ADM CIFAR-10 (32x32): attention at 16x16.
     "cifar": (128, (1, 2, 2, 2), 2, (1,), 32),
