@@ -410,7 +410,8 @@ def test_errors_say_what_works():
 
 def test_input_errors_at_trace_time():
   x, t, y = inputs(h=10, w=10)
-  with pytest.raises(ValueError, match=r"patch_size in \[1, 2\] or pad .*12x12"):
+  with pytest.raises(ValueError,
+                     match=r"patch_size in \[1, 2\] or pad .*12x12"):
     models.get("dit", size="mu", patch_size=4).init(key(), x, t, y)
   with pytest.raises(ValueError, match="divisible by 4"):
     models.get("unet", size="mu", channel_mult=(1, 1, 2)).init(

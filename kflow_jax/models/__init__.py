@@ -28,7 +28,8 @@ from kflow_jax.models import dit
 from kflow_jax.models import mlp
 from kflow_jax.models import moe
 from kflow_jax.models import unet
-from kflow_jax.models.partitioning import LOGICAL_RULES, param_shardings  # noqa: F401
+from kflow_jax.models.partitioning import LOGICAL_RULES  # noqa: F401
+from kflow_jax.models.partitioning import param_shardings  # noqa: F401
 
 _REGISTRY = {
     "dit": dit.DiT,

@@ -113,9 +113,10 @@ class DiT(nn.Module):
     hidden, _, heads = self.dims
     layers.check_positive_ints("hidden/depth/num_heads", self.dims)
     if hidden % heads:
+      fits = max(d for d in range(1, heads + 1) if hidden % d == 0)
       raise ValueError(
           f"hidden ({hidden}) must be divisible by num_heads ({heads}); e.g. "
-          f"num_heads={max(d for d in range(1, heads + 1) if hidden % d == 0)}.")
+          f"num_heads={fits}.")
     if self.pos_embed == "sincos" and hidden % 4:
       raise ValueError(
           f"pos_embed='sincos' needs hidden divisible by 4, got {hidden}.")

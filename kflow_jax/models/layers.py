@@ -125,6 +125,9 @@ class LabelEmbedder(nn.Module):
 
   y=None means "no label" and uses the null row for every example. Label
   dropout is not done here: the training step calls `models.drop_labels`.
+  Labels cannot be range-checked under jit: y > num_classes gives NaN (a
+  loud NaN loss, never a silent wrong row); y = -1 picks the null row, like
+  numpy's negative index.
   """
   num_classes: int
   hidden: int
@@ -166,10 +169,11 @@ def check_xt(x, t, min_ndim=4):
 
 
 class Attention(nn.Module):
-  """Multi-head self-attention on tokens [B, L, D] (jax.nn.dot_product_attention).
+  """Multi-head self-attention on tokens [B, L, D].
 
-  The XLA implementation is used everywhere; on GPU it fuses, and the cuDNN
-  flash kernel can be picked by `implementation` where shapes allow.
+  Uses jax.nn.dot_product_attention rather than a hand-written softmax:
+  implementation=None lets jax pick (XLA on CPU); "cudnn" asks for the
+  fused flash kernel on GPU where dtype and shapes allow.
   """
   num_heads: int
   dtype: Dtype = jnp.float32

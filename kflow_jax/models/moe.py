@@ -42,7 +42,8 @@ def validate_tau(tau) -> tuple:
   try:
     tau = tuple(float(v) for v in np.asarray(tau).reshape(-1))
   except (TypeError, ValueError):
-    raise ValueError(f"tau must be a sequence of floats, got {tau!r}.") from None
+    raise ValueError(
+        f"tau must be a sequence of floats, got {tau!r}.") from None
   if len(tau) < 2 or tau[0] != 0.0 or tau[-1] != 1.0:
     raise ValueError(
         f"tau must run from 0.0 to 1.0 with S+1 edges, e.g. (0.0, 0.5, 1.0); "
