@@ -87,6 +87,7 @@ def test_tiny_forward_shape(name):
 
 
 SHAPES = ([(n, dict(TINY[n], num_classes=10)) for n in sorted(TINY)]
+          + [(n, dict(TINY[n], size="ti")) for n in sorted(TINY)]
           + [("dit", dict(size=s, patch_size=2, num_classes=1000))
              for s in ("S", "B", "L", "XL")]
           + [("dit", dict(size="S", patch_size=p)) for p in (4, 8)]
@@ -146,6 +147,16 @@ def test_null_class_is_y_none_and_differs_from_labels(name):
   assert out_none.shape == out_null.shape == out_y.shape == x.shape
   np.testing.assert_allclose(out_none, out_null, atol=1e-6)
   assert np.abs(out_y - out_null).max() > 1e-4
+
+
+def test_unconditional_model_ignores_y_and_tau_from_numpy():
+  model, variables, x, t, _ = built("mlp", num_classes=0)
+  assert "y_embedder" not in variables["params"]
+  np.testing.assert_array_equal(
+      jitted(model)(variables, x, t, None),
+      jitted(model)(variables, x, t, jnp.array([3, 1, 4, 1], jnp.int32)))
+  moe = models.get("moe_dit", size="mu", tau=np.array([0.0, 0.3, 1.0]))
+  assert moe.tau == (0.0, 0.3, 1.0) and moe.experts == 2
 
 
 def test_drop_labels_rate_and_edge_cases():
