@@ -1,6 +1,6 @@
 r"""Whole training loop vs the bare jitted step, same model, same process.
 
-  python benchmarks/loop.py                      # tiny digits model (CPU)
+  python benchmarks/loop.py                      # digits U-Net-mu (CPU)
   python benchmarks/loop.py --dit_s --steps=6    # DiT-S/2, batch 64, 32x32
   python benchmarks/loop.py --quick              # smoke run
 
@@ -94,13 +94,15 @@ def main():
   if args.dit_s:
     config = load_config("patches_fourier")
     config.input.image_size = 32
-    config.model.size, config.model.patch_size = "S", 2
+    config.model = type(config.model)(dict(name="dit", size="S",
+                                           patch_size=2, dtype="float32"))
     config.batch_size = 64
     config.path.gamma = 0.0
   steps, log_every = args.steps, args.log_every
   if args.quick:
     steps, log_every = 12, 3
-    config.model.size = "mu"
+    config.model = type(config.model)(dict(name="dit", size="mu",
+                                           patch_size=2, dtype="float32"))
   if args.dit_s and not args.quick:
     log_every = max(1, min(log_every, steps // 3))
   config.total_steps = steps

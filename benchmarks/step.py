@@ -41,7 +41,8 @@ def main():
   for name in names:
     config = loop.load_config(args.config)
     if args.quick:
-      config.model.size = "mu"
+      config.model = type(config.model)(dict(name="dit", size="mu",
+                                             patch_size=2, dtype="float32"))
     config.transform.name = name
     for k, v in TRANSFORM_OPTIONS.get(name, {}).items():
       config.transform[k] = v

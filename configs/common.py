@@ -56,15 +56,17 @@ def base() -> ml_collections.ConfigDict:
       num_scales=1, cutoffs=config_dict.placeholder(tuple), gamma=0.0,
       blend="linear", overlap=0.0, energy_examples=1024))
   c.loss = ml_collections.ConfigDict(dict(t_sampling="uniform"))
-  c.model = ml_collections.ConfigDict(dict(
-      name="dit", size="ti", patch_size=2, dtype="float32"))
+  # U-Net "mu": on 16x16 data it reaches recognisable digits in 2000 CPU
+  # steps where a DiT of the same step time (ti/2) is still blurry.
+  c.model = ml_collections.ConfigDict(dict(name="unet", size="mu",
+                                           dtype="float32"))
   c.optim = optim.default_config()
   c.ema_decays = (0.999,)
   c.mesh = ml_collections.ConfigDict(dict(fsdp=1))
   c.log_every_steps = 50
   c.checkpoint_every_steps = 500
   c.keep_checkpoints = 3
-  c.sample_every_steps = 1000
+  c.sample_every_steps = 500
   c.eval_steps = 0
   c.sample = ml_collections.ConfigDict(dict(
       num_samples=64, batch_size=64, solver="euler", num_steps=40,
@@ -95,7 +97,10 @@ def runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.pca_examples = 256
   c.path.energy_examples = 64
   c.optim.warmup_steps = 2
-  c.model.size = "mu"
+  # The smallest, fastest-compiling backbone: tests compile it many times.
+  c.model = ml_collections.ConfigDict(dict(
+      name="dit", size="mu", patch_size=2, dtype=c.model.get(
+          "dtype", "float32")))
   c.ema_decays = (0.9,)
   c.sample.num_samples = 8
   c.sample.batch_size = 8
@@ -115,12 +120,10 @@ def digits(transform: str, arg, **transform_kwargs):
   c.transform = ml_collections.ConfigDict(dict(name=transform,
                                                **transform_kwargs))
   c.path.num_scales = 1 if transform == "identity" else 2
-  c.total_steps = 3000
+  c.total_steps = 2000
   c.batch_size = 64
   c.optim.learning_rate = 1e-3
   c.optim.warmup_steps = 200
-  c.model.size = "ti"
-  c.model.patch_size = 2
   return runlocal(c) if parse_arg(arg) else c
 
 
@@ -135,10 +138,8 @@ def patches(transform: str, arg, **transform_kwargs):
   # Natural images have a 1/f spectrum: give the energetic coarse bands
   # more time (DESIGN.md energy-aware scaling).
   c.path.gamma = 0.0 if transform == "identity" else 0.5
-  c.total_steps = 4000
+  c.total_steps = 3000
   c.batch_size = 64
   c.optim.learning_rate = 1e-3
   c.optim.warmup_steps = 200
-  c.model.size = "ti"
-  c.model.patch_size = 2
   return runlocal(c) if parse_arg(arg) else c

@@ -37,6 +37,8 @@ Without the encoded latents this stops at once with the data-set error.
 import os
 import sys
 
+import ml_collections
+
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from configs import common  # noqa: E402
 
@@ -52,10 +54,8 @@ def get_config(arg=None):
   c.transform.name = "fourier"
   c.path.num_scales = 2
   c.path.gamma = 0.0
-  c.model.name = "dit"
-  c.model.size = "L"
-  c.model.patch_size = 2
-  c.model.dtype = "bfloat16"
+  c.model = ml_collections.ConfigDict(dict(
+      name="dit", size="L", patch_size=2, dtype="bfloat16"))
   c.total_steps = 875_000
   c.batch_size = 1280
   c.optim.learning_rate = 1e-4
@@ -75,6 +75,6 @@ def get_config(arg=None):
   c.sample.batch_size = 250
   if local:
     c = common.runlocal(c)
-    c.model.dtype = "float32"
+    c.model.dtype = "float32"  # bf16 matmuls are slow on the CPU
     c.input.num_workers = 0
   return c
