@@ -118,8 +118,7 @@ def main():
   bare2, _ = time_bare(step_fn, state, batch, block, bare_steps)
   bare = 0.5 * (bare1 + bare2)
   print(json.dumps({
-      "model": f"{config.model.name}-{config.model.size}/"
-               f"{config.model.patch_size}",
+      "model": config.model.to_dict(),
       "data": config.input.name, "batch": int(config.batch_size),
       "devices": jax.device_count(), "bare_steps_per_s": round(bare, 3),
       "bare_runs": [round(bare1, 3), round(bare2, 3)],
