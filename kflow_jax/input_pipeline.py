@@ -134,8 +134,10 @@ def create(config_input, *, global_batch_size: int, seed: int,
       process_count. Each process yields global_batch_size // process_count.
     seed: drives shuffling and per-example randomness (flips, latent noise).
     process_index: this process (jax.process_index()).
-    process_count: number of processes (jax.process_count()); process i
-      reads examples i, i + P, i + 2P, ... of the split.
+    process_count: number of processes (jax.process_count()). In training
+      mode process i yields its slice of every global batch of one global
+      order, so the global batches do not depend on the process count; in
+      finite mode process i reads examples i, i + P, i + 2P, ...
     split: "train" (config.input.split), "eval" (config.input.eval_split) or
       a split name of the data set.
     finite: None: training mode for split="train", finite mode otherwise.
@@ -174,14 +176,19 @@ def create(config_input, *, global_batch_size: int, seed: int,
 
   if train:
     ds = grain.MapDataset.source(prepared.source)
-    ds = ds[process_index::process_count]
     if config_input.get("shuffle", True):
       # Shuffle before repeat: grain reseeds every epoch (seed + epoch), so
       # each epoch has its own order, deterministic from the seed.
       ds = ds.shuffle(seed=shuffle_seed)
     ds = ds.repeat(None)
+    # Per-example randomness is keyed by the global example index, and the
+    # stream is cut into local-size chunks of which process i takes chunks
+    # i, i + P, ...: global batch b is chunks bP .. bP + P - 1 in process
+    # order, i.e. examples bG .. bG + G - 1 of one global order. So the
+    # global batches, and hence the run, do not depend on the process count.
     ds = ds.random_map(prepared.transform, seed=map_seed)
     ds = ds.batch(local_batch, drop_remainder=True)
+    ds = ds[process_index::process_count]
   else:
     per_process = math.ceil(num_examples / process_count)
     length = math.ceil(per_process / local_batch) * local_batch

@@ -132,34 +132,6 @@ class Prefetcher:
     self._thread.join(timeout=10)
 
 
-class EmulatedHosts:
-  """One process reading the input of `count` hosts: each batch is the
-  concatenation of the hosts' local batches in process order, which is the
-  global batch a `count`-process run assembles. Lets a single process
-  reproduce a multi-host run exactly (tests, debugging)."""
-
-  def __init__(self, make_iterator, count: int):
-    self._its = [make_iterator(i, count) for i in range(int(count))]
-
-  def __iter__(self):
-    return self
-
-  def __next__(self):
-    parts = [next(it) for it in self._its]
-    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-
-  def get_state(self):
-    return {"hosts": [it.get_state() for it in self._its]}
-
-  def set_state(self, state):
-    if len(state.get("hosts", ())) != len(self._its):
-      raise ValueError(
-          "The checkpoint's data state was not written by a run emulating "
-          f"{len(self._its)} hosts; resume with the same emulate_processes.")
-    for it, s in zip(self._its, state["hosts"]):
-      it.set_state(s)
-
-
 def _summarize(window: list) -> dict:
   """Mean of scalar metrics over the log window; band losses from sums."""
   host = jax.device_get(window)
@@ -220,13 +192,13 @@ def write_samples(config, exp, sampler, params, workdir, step, writer,
 
 
 def train_and_evaluate(config, workdir: str, *,
-                       allow_config_change: bool = False, devices=None,
-                       emulate_processes: int = 0):
+                       allow_config_change: bool = False, devices=None):
   """Trains config.total_steps steps in `workdir`, resuming if possible.
 
   `devices` (default: all) restricts the mesh, e.g. for tests comparing
-  device counts in one process; `emulate_processes` > 1 feeds a single
-  process the global batches of that many hosts (see EmulatedHosts).
+  device counts in one process. The input pipeline yields the same global
+  batches for any process count, so a run's result does not depend on how
+  many hosts or devices it is spread over.
   Returns the final TrainState.
   """
   wd = checkpointing.check_workdir(workdir)
@@ -240,16 +212,10 @@ def train_and_evaluate(config, workdir: str, *,
   init, state_sh, abstract = make_state_init(exp, tx, decays, mesh,
                                              config.seed)
   ckpt = checkpointing.Checkpointer(wd, int(config.keep_checkpoints))
-  make_it = lambda i, n: input_pipeline.create(
+  data_it = input_pipeline.create(
       config.input, global_batch_size=int(config.batch_size),
-      seed=int(config.seed), process_index=i, process_count=n,
-      split="train")
-  if emulate_processes > 1:
-    if jax.process_count() > 1:
-      raise ValueError("emulate_processes is for single-process runs.")
-    data_it = EmulatedHosts(make_it, emulate_processes)
-  else:
-    data_it = make_it(jax.process_index(), jax.process_count())
+      seed=int(config.seed), process_index=jax.process_index(),
+      process_count=jax.process_count(), split="train")
   restored = ckpt.restore_latest(abstract)
   if restored is None:
     start, state = 0, init()

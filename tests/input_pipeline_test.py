@@ -101,24 +101,41 @@ def test_resume_restores_exact_next_batch():
     np.testing.assert_array_equal(want["label"], got["label"])
 
 
-def test_training_epochs_reshuffle_and_cover_the_shard():
+def test_training_epochs_reshuffle_and_cover_the_split():
   cfg = _cfg(name="digits", image_size=8)
-  it = input_pipeline.create(cfg, global_batch_size=100, seed=0,
-                             process_index=1, process_count=2)
-  labels = np.concatenate([b["label"] for b in _take(it, 30)])
-  # 750 examples per process: epoch 1 and epoch 2 are permutations of the
-  # same multiset, in different orders.
-  e1, e2 = labels[:750], labels[750:1500]
+  its = [input_pipeline.create(cfg, global_batch_size=100, seed=0,
+                               process_index=p, process_count=2)
+         for p in range(2)]
+  # Global batch b = process 0's batch b, then process 1's.
+  labels = np.concatenate([np.concatenate([next(it)["label"] for it in its])
+                           for _ in range(30)])
+  # 1500 training examples: epochs 1 and 2 are permutations of the same
+  # multiset, in different orders.
+  e1, e2 = labels[:1500], labels[1500:3000]
   np.testing.assert_array_equal(np.bincount(e1, minlength=10),
                                 np.bincount(e2, minlength=10))
   assert not np.array_equal(e1, e2)
   # Same seed, same stream; another seed, another order.
   again = next(input_pipeline.create(cfg, global_batch_size=100, seed=0,
                                      process_index=1, process_count=2))
-  np.testing.assert_array_equal(again["label"], labels[:50])
+  np.testing.assert_array_equal(again["label"], labels[50:100])
   other = next(input_pipeline.create(cfg, global_batch_size=100, seed=1,
                                      process_index=1, process_count=2))
-  assert not np.array_equal(other["label"], labels[:50])
+  assert not np.array_equal(other["label"], labels[50:100])
+
+
+def test_global_batches_do_not_depend_on_the_process_count():
+  cfg = _cfg(name="digits", image_size=8, random_flip=True)
+  one = input_pipeline.create(cfg, global_batch_size=12, seed=5)
+  three = [input_pipeline.create(cfg, global_batch_size=12, seed=5,
+                                 process_index=p, process_count=3)
+           for p in range(3)]
+  for _ in range(140):  # past an epoch boundary (1500 / 12 = 125)
+    want = next(one)
+    parts = [next(it) for it in three]
+    for k in ("image", "label"):
+      np.testing.assert_array_equal(
+          want[k], np.concatenate([part[k] for part in parts]))
 
 
 def test_processes_read_disjoint_slices_in_finite_mode():

@@ -144,12 +144,12 @@ def test_two_processes_match_one_process(tmp_path, cache_dir):
   outs = [p.communicate(timeout=400)[0] for p in procs]
   for p, out in zip(procs, outs):
     assert p.returncode == 0, out[-3000:]
-  # Reference: one process, 4 devices, fed the two hosts' batches.
+  # Reference: the plain single-process run of the same config on as many
+  # devices (2 processes x 2 devices).
   w1 = str(tmp_path / "one")
   c = digits_fourier.get_config("runlocal")
   c.sample.at_end = False
-  state = train.train_and_evaluate(c, w1, devices=jax.devices()[:4],
-                                   emulate_processes=2)
+  state = train.train_and_evaluate(c, w1, devices=jax.devices()[:4])
   with open(os.path.join(w1, "metrics.jsonl")) as f1, open(
       os.path.join(w2, "metrics.jsonl")) as f2:
     m1 = [json.loads(x) for x in f1]
