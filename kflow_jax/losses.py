@@ -68,8 +68,8 @@ def kflow_loss(velocity_fn: Callable, path: paths_lib.Path, x1: jax.Array,
                            band_weights=band_weights, logit_mean=logit_mean,
                            logit_std=logit_std)
   t = paths_lib.check_t(t, batch)
-  x_t = paths_lib.interpolate(path, x0, x1, t)
-  u_t = paths_lib.target_velocity(path, x0, x1, t)
+  # One forward and one inverse transform for both (see paths).
+  x_t, u_t = paths_lib.interpolate_and_target(path, x0, x1, t)
   v = velocity_fn(x_t, t, y)
   if v.shape != u_t.shape:
     raise ValueError(

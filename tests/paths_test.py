@@ -66,6 +66,20 @@ def test_endpoints_and_target_is_time_derivative(name, blend, overlap):
   u = paths.target_velocity(path, x0, x1, t)
   np.testing.assert_allclose(u, dxdt, rtol=1e-4, atol=1e-4)
   assert float(jnp.max(jnp.abs(u))) > 0.1  # not trivially zero
+  # The fused (x_t, u_t) the loss uses: same values, same end points, and
+  # its u_t is the time derivative of its own x_t.
+  xt_f, u_f = paths.interpolate_and_target(path, x0, x1, t)
+  np.testing.assert_allclose(xt_f, paths.interpolate(path, x0, x1, t),
+                             rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(u_f, u, rtol=1e-6, atol=1e-6)
+  (_, dxdt_f) = jax.jvp(
+      lambda s: paths.interpolate_and_target(path, x0, x1, s)[0], (t,),
+      (ones,))
+  np.testing.assert_allclose(u_f, dxdt_f, rtol=1e-4, atol=1e-4)
+  x_start, _ = paths.interpolate_and_target(path, x0, x1, 0 * ones)
+  x_end, _ = paths.interpolate_and_target(path, x0, x1, ones)
+  np.testing.assert_array_equal(x_start, x0)
+  np.testing.assert_allclose(x_end, x1, atol=2e-5)
 
 
 @pytest.mark.parametrize("name", ["identity", "fourier"])
@@ -78,6 +92,9 @@ def test_one_band_is_rectified_flow(name):
                              tb * x1 + (1 - tb) * x0, atol=1e-5)
   np.testing.assert_allclose(paths.target_velocity(path, x0, x1, t), x1 - x0,
                              atol=1e-5)
+  x_t, u_t = paths.interpolate_and_target(path, x0, x1, t)
+  np.testing.assert_allclose(x_t, tb * x1 + (1 - tb) * x0, atol=1e-5)
+  np.testing.assert_allclose(u_t, x1 - x0, atol=1e-5)
 
 
 def test_bands_flow_in_order_without_overlap():
