@@ -72,6 +72,15 @@ def check_input(x, shape, name):
         "or reshape the input.")
 
 
+def radial_kappa(r, channels: int) -> np.ndarray:
+  """kappa from a per-pixel radius grid: r / max(r), the same for every
+  channel, float32 [channels, *r.shape] (a 1x1 grid has kappa 0)."""
+  r = np.asarray(r, np.float64)
+  rmax = r.max()
+  kappa = (r / rmax if rmax > 0 else np.zeros_like(r)).astype(np.float32)
+  return np.broadcast_to(kappa, (int(channels),) + kappa.shape).copy()
+
+
 # Registry: name -> builder(shape, **kwargs) -> KTransform. Builders are
 # imported lazily by the modules below registering themselves here.
 _REGISTRY: dict = {}

@@ -47,10 +47,7 @@ def build(shape, **kwargs):
     raise ValueError(
         f"kamp 'dct' takes no options, got {sorted(kwargs)}.")
   h, w, c = shape
-  r = radial_index(h, w)
-  rmax = r.max()
-  kappa = (r / rmax if rmax > 0 else np.zeros_like(r)).astype(np.float32)
-  kappa = np.broadcast_to(kappa, (c, h, w)).copy()
+  kappa = kamp.radial_kappa(radial_index(h, w), c)
 
   use_matmul = max(h, w) <= MAX_MATMUL_SIDE
   mh = jnp.asarray(dct_matrix(h), jnp.float32)

@@ -38,10 +38,7 @@ def build(shape, **kwargs):
     raise ValueError(
         f"kamp 'fourier' takes no options, got {sorted(kwargs)}.")
   h, w, c = shape
-  r = radial_frequency(h, w)
-  rmax = r.max()
-  kappa = (r / rmax if rmax > 0 else np.zeros_like(r)).astype(np.float32)
-  kappa = np.broadcast_to(kappa, (c,) + kappa.shape).copy()
+  kappa = kamp.radial_kappa(radial_frequency(h, w), c)
   weight = np.broadcast_to(rfft_weight(h, w), kappa.shape).copy()
 
   def forward(x):
