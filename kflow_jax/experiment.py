@@ -201,30 +201,66 @@ def make_per_example_loss(exp: Experiment, config) -> Callable:
   return loss_fn
 
 
-def make_sampler(exp: Experiment, scfg) -> Callable:
-  """fn(params, x0, y) -> samples, with the config's solver, guidance and
-  steering (config.sample: guidance, guidance_bands, class_drop_t)."""
-  model, ncls, path = exp.model, exp.num_classes, exp.path
+def _steering(exp: Experiment, scfg):
+  """(guidance, t_drop, extra_times) from config.sample, validated."""
+  ncls, path = exp.num_classes, exp.path
   guidance = float(scfg.guidance)
   bands = tuple(scfg.get("guidance_bands", ()) or ())
+  t_drop = float(scfg.get("class_drop_t", -1.0))
+  if not ncls:
+    # Without labels these options would be silently ignored.
+    used = [k for k, on in (("guidance", guidance != 1.0),
+                            ("guidance_bands", bool(bands)),
+                            ("class_drop_t", t_drop >= 0)) if on]
+    if used:
+      raise ValueError(
+          f"config.sample.{', '.join(used)} need a class-conditional model "
+          "(config.conditional=True, trained with config.label_dropout > 0 "
+          "for guidance); reset them (guidance=1.0, guidance_bands=(), "
+          "class_drop_t=-1) for an unconditional config.")
+  if t_drop > 1.0:
+    raise ValueError(f"config.sample.class_drop_t={t_drop} must lie in "
+                     "[0, 1], or be negative (-1) for no class drop.")
   if bands:
     # Guidance only in the chosen bands, plain conditional elsewhere.
     guidance = steering.band_guidance(path, guidance, bands)
-  t_drop = float(scfg.get("class_drop_t", -1.0))
-  if t_drop >= 0 and not ncls:
-    raise ValueError("config.sample.class_drop_t needs a class-conditional "
-                     "model (config.conditional=True).")
   extra = (t_drop,) if t_drop >= 0 else ()
+  return guidance, (t_drop if t_drop >= 0 else None), extra
+
+
+def sampler_extra_times(exp: Experiment, scfg) -> tuple:
+  """Times where the configured sampling field switches besides the band
+  edges (the class-drop time), for sampling.time_grid(extra_times=...)."""
+  return _steering(exp, scfg)[2]
+
+
+def make_sampler(exp: Experiment, scfg) -> Callable:
+  """fn(params, x0, y) -> samples, with the config's solver, guidance and
+  steering (config.sample: guidance, guidance_bands, class_drop_t).
+
+  The velocity is v_u + w(t) (v_c - v_u): w = guidance (1: plain
+  conditional), per band with guidance_bands, and 0 from class_drop_t on
+  (the null label only). y is ignored by unconditional models.
+  """
+  model, ncls, path = exp.model, exp.num_classes, exp.path
+  guidance, t_drop, extra = _steering(exp, scfg)
 
   def apply_fn(params):
     return lambda x, t, y: model.apply({"params": params}, x, t, y,
                                        train=False)
 
   def run(params, x0, y, t_start=0.0, t_end=1.0, num_steps=None):
-    if ncls and t_drop >= 0:
+    if ncls and t_drop is not None and np.ndim(guidance) == 0:
       vfn = steering.class_drop_velocity(
           apply_fn(params), path, y, num_classes=ncls, t_drop=t_drop,
-          guidance=float(scfg.guidance))
+          guidance=guidance)
+    elif ncls and t_drop is not None:
+      # Per-band guidance while the label is kept, the null label after.
+      def w(t):
+        return jnp.where(t < t_drop,
+                         sampling.guidance_weights(path, guidance, t), 0.0)
+      vfn = sampling.cfg_velocity(apply_fn(params), path, y,
+                                  num_classes=ncls, guidance=w)
     elif ncls:
       vfn = sampling.cfg_velocity(apply_fn(params), path, y,
                                   num_classes=ncls, guidance=guidance)
@@ -238,26 +274,56 @@ def make_sampler(exp: Experiment, scfg) -> Callable:
   return run
 
 
-def initial_noise(exp: Experiment, scfg, rng, batch: int):
+def sample_labels(exp: Experiment, start: int, count: int) -> jax.Array:
+  """Labels of samples start..start+count-1: 0..K-1 repeated (sample i has
+  class i % K), so any run of K samples holds every class once and the
+  class-row grid has one column per repeat. Zeros for unconditional models
+  (which ignore them)."""
+  return (jnp.arange(start, start + count, dtype=jnp.int32)
+          % max(exp.num_classes, 1))
+
+
+def initial_noise(exp: Experiment, scfg, rng, batch: int,
+                  batch_index: Optional[int] = None):
   """x0 for sampling; config.sample.shared_bands shares those bands' noise
-  across the batch (the paper's fix-some-bands steering experiment)."""
+  across the samples (the paper's fix-some-bands steering experiment).
+
+  batch_index: for a sample set drawn in several batches: the noise of
+  batch i is drawn from fold_in(rng, i), except the shared bands, which
+  come from rng itself, so they are shared by every batch, not only
+  within one.
+  """
   shared = tuple(scfg.get("shared_bands", ()) or ())
-  if shared:
+  key = rng if batch_index is None else jax.random.fold_in(rng, batch_index)
+  shape = (batch,) + tuple(exp.info.shape)
+  if not shared:
+    return jax.random.normal(key, shape, jnp.float32)
+  if batch_index is None:
     return steering.shared_band_noise(rng, exp.path, batch, shared)
-  return jax.random.normal(rng, (batch,) + tuple(exp.info.shape),
-                           jnp.float32)
+  ref = steering.shared_band_noise(rng, exp.path, 1, shared)
+  chosen = {int(b) for b in shared}
+  sources = [0 if s in chosen else 1 for s in range(exp.path.num_bands)]
+  return steering.mix_noise(exp.path,
+                            [ref, jax.random.normal(key, shape, jnp.float32)],
+                            sources)
 
 
 def band_strip_states(exp: Experiment, sampler, params, x0, y,
-                      num_steps: int):
+                      num_steps: int, extra_times=()):
   """States at every band boundary tau_0..tau_S, integrating band by band
-  with the same solver: [S+1, B, H, W, C] (index 0 is the noise)."""
+  with the same solver: [S+1, B, H, W, C] (index 0 is the noise).
+
+  extra_times: the sampler's other switch times (sampler_extra_times),
+  each of which needs its own step inside a band.
+  """
   tau = [float(v) for v in exp.path.tau]
   states = [x0]
   x = x0
   for a, b in zip(tau[:-1], tau[1:]):
-    # The band's share of the step budget, at least one step.
-    n = max(1, round(num_steps * (b - a)))
+    # The band's share of the step budget, at least one step per segment
+    # between switch times (window edges with overlap, a class-drop time).
+    segments = 1 + len(sampling.switch_times(exp.path, a, b, extra_times))
+    n = max(segments, round(num_steps * (b - a)))
     x = sampler(params, x, y, t_start=a, t_end=b, num_steps=n)
     states.append(x)
   return jnp.stack(states)

@@ -165,6 +165,13 @@ def _decode(decoder, x):
   return np.asarray(jax.device_get(decoder(x)))
 
 
+def _grid_layout(exp, labels) -> dict:
+  """save_grid keywords: one class per row for class-conditional runs."""
+  if not exp.num_classes:
+    return {}
+  return {"labels": np.asarray(labels), "num_classes": exp.num_classes}
+
+
 def write_samples(config, exp, sampler, params, workdir, step, writer,
                   final=False, decoder=None):
   """Sample grid (and, at the end, the band strip) as PNG."""
@@ -172,18 +179,22 @@ def write_samples(config, exp, sampler, params, workdir, step, writer,
   n = int(scfg.num_samples)
   rng = jax.random.PRNGKey(int(scfg.seed))
   x0 = experiment.initial_noise(exp, scfg, rng, n)
-  y = jnp.arange(n, dtype=jnp.int32) % max(exp.num_classes, 1)
+  y = experiment.sample_labels(exp, 0, n)
   x = _decode(decoder, sampler(params, x0, y))
   if jax.process_index() != 0:
     return
   name = "samples.png" if final else os.path.join(
       "samples", f"step_{step:08d}.png")
-  samples_lib.save_grid(os.path.join(workdir, name), x)
-  writer.write_image(step, "samples", samples_lib.grid(x))
+  layout = _grid_layout(exp, y)
+  samples_lib.save_grid(os.path.join(workdir, name), x, **layout)
+  writer.write_image(step, "samples", (
+      samples_lib.class_grid(x, **layout) if layout else
+      samples_lib.grid(x)))
   if final:
     k = min(4, n)
     states = experiment.band_strip_states(
-        exp, sampler, params, x0[:k], y[:k], int(scfg.num_steps))
+        exp, sampler, params, x0[:k], y[:k], int(scfg.num_steps),
+        extra_times=experiment.sampler_extra_times(exp, scfg))
     states = np.stack([_decode(decoder, s) for s in states])  # [S+1,k,H,W,C]
     samples_lib.save_band_strip(
         os.path.join(workdir, "band_strip.png"),
@@ -317,6 +328,23 @@ def restore_for_inference(config, workdir: str, *,
   return exp, mesh, state, step
 
 
+def sample_tag(scfg, step: int) -> str:
+  """File name stem of --mode=sample outputs: step, solver, steps and any
+  guidance / steering option, so that the runs of one experiment (e.g.
+  with and without class drop) do not overwrite each other."""
+  tag = f"step_{step:08d}_{scfg.solver}_{int(scfg.num_steps)}"
+  join = lambda v: "-".join(str(int(b)) for b in v)
+  if float(scfg.guidance) != 1.0:
+    tag += f"_cfg{float(scfg.guidance):g}"
+  if scfg.get("guidance_bands", ()):
+    tag += f"_gbands{join(scfg.guidance_bands)}"
+  if float(scfg.get("class_drop_t", -1.0)) >= 0:
+    tag += f"_drop{float(scfg.class_drop_t):g}"
+  if scfg.get("shared_bands", ()):
+    tag += f"_shared{join(scfg.shared_bands)}"
+  return tag
+
+
 def sample(config, workdir: str, *, allow_config_change: bool = False):
   """--mode=sample: N samples from the newest checkpoint, as PNG and .npz."""
   exp, _, state, step = restore_for_inference(
@@ -327,15 +355,19 @@ def sample(config, workdir: str, *, allow_config_change: bool = False):
             else state.params)
   sampler = jax.jit(experiment.make_sampler(exp, scfg),
                     static_argnames=("t_start", "t_end", "num_steps"))
+  if exp.num_classes and not float(config.get("label_dropout", 0.0)) and (
+      float(scfg.guidance) != 1.0 or float(scfg.class_drop_t) >= 0):
+    logging.warning("Guidance / class drop use the null class, which this "
+                    "run never trained (config.label_dropout=0).")
   n, bs = int(scfg.num_samples), int(scfg.batch_size)
   rng = jax.random.PRNGKey(int(scfg.seed))
   decoder = input_pipeline.latent_decoder(config.input)
   out, labels, latents = [], [], []
   for i in range(0, n, bs):
     m = min(bs, n - i)
-    x0 = experiment.initial_noise(exp, scfg, jax.random.fold_in(rng, i // bs),
-                                  m)
-    y = (jnp.arange(i, i + m, dtype=jnp.int32) % max(exp.num_classes, 1))
+    # Shared bands (steering) come from rng itself: shared by all batches.
+    x0 = experiment.initial_noise(exp, scfg, rng, m, batch_index=i // bs)
+    y = experiment.sample_labels(exp, i, m)
     x = sampler(params, x0, y)
     if decoder is not None:
       latents.append(np.asarray(jax.device_get(x)))
@@ -343,12 +375,15 @@ def sample(config, workdir: str, *, allow_config_change: bool = False):
     labels.append(np.asarray(y))
   images, labels = np.concatenate(out), np.concatenate(labels)
   extra = {"latents": np.concatenate(latents)} if latents else {}
+  if exp.num_classes:
+    # Class i % K for sample i; unconditional runs have no labels to store.
+    extra["labels"] = labels
   outdir = os.path.join(os.fspath(workdir), "sample_mode")
   if jax.process_index() == 0:
-    tag = f"step_{step:08d}_{scfg.solver}_{int(scfg.num_steps)}"
-    samples_lib.save_npz(os.path.join(outdir, tag + ".npz"), images,
-                         labels=labels, **extra)
-    samples_lib.save_grid(os.path.join(outdir, tag + ".png"), images[:256])
+    tag = sample_tag(scfg, step)
+    samples_lib.save_npz(os.path.join(outdir, tag + ".npz"), images, **extra)
+    samples_lib.save_grid(os.path.join(outdir, tag + ".png"), images[:256],
+                          **_grid_layout(exp, labels[:256]))
     logging.info("Wrote %d samples of step %d to %s/%s.{png,npz}", n, step,
                  outdir, tag)
   return images

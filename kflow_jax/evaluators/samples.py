@@ -55,6 +55,55 @@ def grid(images, ncol: Optional[int] = None, pad: int = 1,
   return out
 
 
+def class_positions(labels, num_classes: int) -> np.ndarray:
+  """(row, col) int [N, 2] of each sample in a one-class-per-row grid.
+
+  Row = label; col = how many earlier samples had the same label, so the
+  order inside a row is the sample order (labels 0..K-1 repeated give
+  column j = repeat j).
+  """
+  y = np.asarray(labels)
+  if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+    raise ValueError(f"labels must be a 1-D int array, got {y.dtype} "
+                     f"{y.shape}.")
+  if int(num_classes) < 1 or (y.size and (y.min() < 0 or
+                                          y.max() >= int(num_classes))):
+    raise ValueError(
+        f"labels must lie in [0, num_classes={num_classes}); got range "
+        f"[{y.min() if y.size else '-'}, {y.max() if y.size else '-'}]. "
+        "The null class is not a row of the grid.")
+  cols = np.zeros(y.shape, np.int64)
+  seen = np.zeros(int(num_classes), np.int64)
+  for i, label in enumerate(y):
+    cols[i] = seen[label]
+    seen[label] += 1
+  return np.stack([y.astype(np.int64), cols], axis=1)
+
+
+def class_grid(images, labels, num_classes: int, pad: int = 1,
+               scale: int = 1) -> np.ndarray:
+  """Tiles images into uint8 [K*(H+pad)+pad, ncol*(W+pad)+pad, C] with
+  row k holding the samples of class k (see class_positions); classes
+  with fewer samples leave white tiles."""
+  x = to_uint8(images)
+  n, h, w, c = x.shape
+  if n == 0:
+    raise ValueError("class_grid needs at least one image.")
+  if len(labels) != n:
+    raise ValueError(f"{n} images but {len(labels)} labels; one label per "
+                     "image.")
+  pos = class_positions(labels, num_classes)
+  nrow, ncol = int(num_classes), int(pos[:, 1].max()) + 1
+  out = np.full((nrow * (h + pad) + pad, ncol * (w + pad) + pad, c), 255,
+                np.uint8)
+  for i, (r, col) in enumerate(pos):
+    y0, x0 = pad + r * (h + pad), pad + col * (w + pad)
+    out[y0:y0 + h, x0:x0 + w] = x[i]
+  if scale > 1:
+    out = np.repeat(np.repeat(out, scale, axis=0), scale, axis=1)
+  return out
+
+
 def _auto_scale(h: int) -> int:
   # Tiny images (8x8 digits) are unreadable at 1:1; upscale to ~64 px.
   return max(1, 64 // max(h, 1))
@@ -75,10 +124,20 @@ def _write_png(path: str, array: np.ndarray) -> str:
 
 
 def save_grid(path: str, images, ncol: Optional[int] = None,
-              scale: Optional[int] = None) -> str:
-  """Writes images [N, H, W, C] in [-1, 1] as one PNG grid."""
+              scale: Optional[int] = None, labels=None,
+              num_classes: Optional[int] = None) -> str:
+  """Writes images [N, H, W, C] in [-1, 1] as one PNG grid; with labels
+  and num_classes, one class per row (class_grid) instead of ncol columns."""
   x = np.asarray(images)
   scale = _auto_scale(x.shape[1]) if scale is None else int(scale)
+  if (labels is None) != (num_classes is None):
+    raise ValueError("pass both labels and num_classes for a class-row grid, "
+                     "or neither.")
+  if labels is not None:
+    if ncol is not None:
+      raise ValueError("ncol is set by the class counts in a class-row grid; "
+                       "drop ncol or the labels.")
+    return _write_png(path, class_grid(x, labels, num_classes, scale=scale))
   return _write_png(path, grid(x, ncol=ncol, scale=scale))
 
 
