@@ -222,7 +222,9 @@ def build(shape, basis=None, patch=None, **kwargs):
       raise ValueError(
           f"kamp 'pca' inverse expects coefficients [B, {coef_shape}], got "
           f"{tuple(coef.shape)}.")
-    vec = jnp.matmul(coef.astype(jnp.float32), u.T, precision=hi)
+    # Contract with U's second axis directly (no transposed copy of U).
+    vec = jnp.einsum("...k,dk->...d", coef.astype(jnp.float32), u,
+                     precision=hi)
     if not patch:
       return vec.reshape(-1, h, w, c)
     p = patch
