@@ -35,8 +35,11 @@ def load_config(name: str, arg: str = ""):
   return importlib.import_module(f"configs.{name}").get_config(arg)
 
 
-def bare_step(config, devices=None):
-  """(step_fn, state, batch, block): the train step on a resident batch."""
+def bare_step(config, devices=None, return_experiment=False):
+  """(step_fn, state, batch, block): the train step on a resident batch.
+
+  With return_experiment=True the experiment.Experiment is appended.
+  """
   mesh = sharding.make_mesh(config.mesh.fsdp, devices)
   exp = experiment.build(config, tempfile.mkdtemp(prefix="kflow_bench_"))
   tx, schedule = optim.make_optimizer(config.optim, int(config.total_steps))
@@ -52,7 +55,8 @@ def bare_step(config, devices=None):
   local = next(it)
   batch = sharding.global_batch(mesh, {k: local[k] for k in ("image",
                                                              "label")})
-  return step_fn, init(), batch, sharding.must_block(mesh)
+  out = (step_fn, init(), batch, sharding.must_block(mesh))
+  return out + (exp,) if return_experiment else out
 
 
 def time_bare(step_fn, state, batch, block, steps: int):
