@@ -1,4 +1,4 @@
-"""Digits, class-conditional Fourier K-Flow with classifier-free guidance.
+r"""Digits, class-conditional Fourier K-Flow with classifier-free guidance.
 
 Same data, bands and U-Net-mu as digits_fourier (a few minutes on this
 CPU), plus labels: 10% of the training labels become the null class so one
@@ -6,12 +6,15 @@ model gives both v_c and v_u, and samples use the paper's CFG scale 1.5.
 Sample grids hold one class per row (labels 0..9 repeated; the .npz of
 --mode=sample stores them).
 
-  python -m kflow_jax.main --config=configs/digits_fourier_cfg.py --workdir=/tmp/digits_cfg
-  # The paper's steering experiments on the trained run:
-  python -m kflow_jax.main --config=configs/digits_fourier_cfg.py --workdir=/tmp/digits_cfg \
-      --mode=sample --config.sample.class_drop_t=0.3      # label only while t < 0.3
-  ... --mode=sample --config.sample.guidance_bands=0      # CFG only in band 0
-  ... --mode=sample --config.sample.shared_bands=1        # one fine-band noise for all
+  python -m kflow_jax.main --config=configs/digits_fourier_cfg.py \
+      --workdir=/tmp/digits_cfg
+  # The paper's steering experiments on the trained run (each writes its
+  # own sample_mode/step_..._<options>.{png,npz}):
+  python -m kflow_jax.main --config=configs/digits_fourier_cfg.py \
+      --workdir=/tmp/digits_cfg --mode=sample \
+      --config.sample.class_drop_t=0.3   # label only while t < 0.3
+  # likewise --config.sample.guidance_bands=0 (CFG only in band 0) and
+  # --config.sample.shared_bands=1 (one fine-band noise for all samples).
 """
 import os
 import sys

@@ -38,6 +38,7 @@ LR = 3e-2
 def _cfg(base=digits_fourier_cfg, **overrides):
   c = base.get_config("runlocal")
   c.optim.learning_rate = LR
+  c.checkpoint_every_steps = 0  # the final checkpoint only: faster
   for k, v in overrides.items():
     node = c
     *path, last = k.split(".")
@@ -101,40 +102,47 @@ def test_training_writes_class_row_grid(run):
   assert grid.shape == (4 * (K * 17 + 1), 4 * (2 * 17 + 1)), grid.shape
 
 
-@pytest.mark.parametrize("variant,tag", [
-    ({}, "_cfg1.5"),
-    ({"sample.class_drop_t": 0.3}, "_cfg1.5_drop0.3"),
-    ({"sample.guidance_bands": (0,)}, "_cfg1.5_gbands0"),
-    ({"sample.shared_bands": (1,)}, "_cfg1.5_shared1"),
-])
-def test_sample_mode_variants(run, variant, tag):
+VARIANTS = {
+    # name: (config.sample overrides, file name suffix of --mode=sample)
+    "plain": ({"guidance": 1.0}, "_euler_4"),
+    "cfg": ({}, "_cfg1.5"),                       # (a) the config: CFG 1.5
+    "drop": ({"class_drop_t": 0.3}, "_cfg1.5_drop0.3"),           # (b)
+    "band0": ({"guidance_bands": (0,)}, "_cfg1.5_gbands0"),        # (c)
+    "shared": ({"shared_bands": (1,)}, "_cfg1.5_shared1"),         # (d)
+    "shared_all": ({"shared_bands": (0, 1)}, "_cfg1.5_shared0-1"),
+}
+
+
+@pytest.fixture(scope="module")
+def sampled(run):
+  """--mode=sample (train.sample) of every variant on the trained run."""
   wd = run[0]
-  images = train.sample(_cfg(**variant), wd)
+  return {name: train.sample(_cfg(**{f"sample.{k}": v
+                                     for k, v in over.items()}), wd)
+          for name, (over, _) in VARIANTS.items()}
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_sample_mode_outputs(run, sampled, name):
+  images = sampled[name]
   assert images.shape == (N, 16, 16, 1) and np.all(np.isfinite(images))
-  data, png = _read_npz(wd, tag)
+  data, png = _read_npz(run[0], VARIANTS[name][1])
   np.testing.assert_array_equal(data["images"], images)
   labels = data["labels"]
   np.testing.assert_array_equal(labels, np.arange(N) % K)
   _check_class_grid(png, images, labels)
 
 
-def test_variants_differ_and_shared_noise_spans_batches(run):
-  wd = run[0]
-  plain = train.sample(_cfg(**{"sample.guidance": 1.0}), wd)
-  outs = {k: train.sample(_cfg(**{k: v}), wd) for k, v in (
-      ("sample.guidance", 1.5), ("sample.class_drop_t", 0.3),
-      ("sample.guidance_bands", (0,)), ("sample.shared_bands", (1,)))}
-  names = list(outs)
-  for a in range(len(names)):
-    assert np.abs(outs[names[a]] - plain).max() > 1e-3, names[a]
-    for b in range(a + 1, len(names)):
-      assert np.abs(outs[names[a]] - outs[names[b]]).max() > 1e-3, (
-          names[a], names[b])
+def test_variants_differ_and_shared_noise_spans_batches(sampled):
+  names = ["plain", "cfg", "drop", "band0", "shared"]
+  for i, a in enumerate(names):
+    for b in names[i + 1:]:
+      assert np.abs(sampled[a] - sampled[b]).max() > 1e-3, (a, b)
   # All bands shared: samples i and i + 10 (same class, other batch) start
   # from the same noise, so they are the same sample.
-  both = train.sample(_cfg(**{"sample.shared_bands": (0, 1)}), wd)
+  both = sampled["shared_all"]
   np.testing.assert_allclose(both[:BS], both[BS:], atol=1e-5)
-  assert np.abs(both[:BS] - plain[:BS]).max() > 1e-3
+  assert np.abs(both[:BS] - sampled["cfg"][:BS]).max() > 1e-3
 
 
 def test_shared_band_noise_across_batches(run):
