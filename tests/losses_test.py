@@ -34,6 +34,28 @@ def test_exact_velocity_has_zero_loss():
   assert float(loss0) > 0.1
 
 
+@pytest.mark.parametrize("name", ["fourier", "wavelet", "dct"])
+def test_model_sees_the_path_state(name):
+  # The loss computes x_t and u_t fused (one forward, one stacked inverse);
+  # the model must get exactly paths.interpolate's x_t and be scored against
+  # target_velocity's u_t: this field is exact only at that x_t.
+  path = paths.make_path(kamp.get(name, shape=SHAPE), num_scales=2)
+  k0, k1 = jax.random.split(jax.random.key(3))
+  x0, x1 = (jax.random.normal(k, (4,) + SHAPE) for k in (k0, k1))
+  t = jnp.asarray([0.1, 0.4, 0.6, 0.9])
+
+  def field(x, tt, y):
+    del y
+    x_t = paths.interpolate(path, x0, x1, tt)
+    return 10.0 * (x - x_t) + paths.target_velocity(path, x0, x1, tt)
+  loss, _ = losses.kflow_loss(field, path, x1, jax.random.key(1), t=t, x0=x0)
+  assert float(loss) < 1e-9
+  shifted = lambda x, tt, y: field(x + 0.01, tt, y)
+  loss_s, _ = losses.kflow_loss(shifted, path, x1, jax.random.key(1), t=t,
+                                x0=x0)
+  assert float(loss_s) > 0.005
+
+
 def test_per_band_sums_and_weights():
   path, x0, x1 = setup()
   t = jnp.asarray([0.1, 0.2, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9])
