@@ -80,9 +80,9 @@ def dwt2(x, lift, levels):
 
   Each level's output already sits in the packed layout; only the coarse
   quarter is transformed again and written back. (Splitting every level
-  into its three detail blocks and re-assembling them cost 3 slices and 3
-  concatenations per level under jit; this needs 2 of each per level but
-  the last, none at all for levels=1.)
+  into its three detail blocks and re-assembling them cost 4 slices and 3
+  concatenations per level under jit; this needs 3 slices and 2
+  concatenations per level but the last, none at all for levels=1.)
   """
   out = _lift2(x, lift)
   if levels > 1:
