@@ -39,12 +39,7 @@ def _cfg(base=digits_fourier_cfg, **overrides):
   c = base.get_config("runlocal")
   c.optim.learning_rate = LR
   c.checkpoint_every_steps = 0  # the final checkpoint only: faster
-  for k, v in overrides.items():
-    node = c
-    *path, last = k.split(".")
-    for p in path:
-      node = node[p]
-    node[last] = v
+  c.update_from_flattened_dict(overrides)
   return c
 
 

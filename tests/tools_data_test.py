@@ -20,17 +20,20 @@ def _cfg(**kw):
   return cfg
 
 
+def _build_dataset(src, out, *flags):
+  """Runs the build_dataset CLI as a user would."""
+  proc = subprocess.run(
+      [sys.executable, "-m", "kflow_jax.tools.build_dataset", f"--src={src}",
+       f"--out={out}", "--name=toy", *flags], capture_output=True, text=True,
+      env=dict(os.environ, PYTHONPATH=_REPO), timeout=120, check=False)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+
+
 def test_build_dataset_cli_and_read_through_create(tmp_path):
   src = folder.make_test_folder(str(tmp_path / "src"), num_classes=3,
                                 per_class=4)
   out = str(tmp_path / "ds")
-  env = dict(os.environ, PYTHONPATH=_REPO)
-  proc = subprocess.run(
-      [sys.executable, "-m", "kflow_jax.tools.build_dataset", f"--src={src}",
-       f"--out={out}", "--image_size=16", "--eval_fraction=0.25",
-       "--name=toy"], capture_output=True, text=True, env=env, timeout=120,
-      check=False)
-  assert proc.returncode == 0, proc.stderr[-2000:]
+  _build_dataset(src, out, "--image_size=16", "--eval_fraction=0.25")
   meta = json.load(open(os.path.join(out, "dataset_info.json")))
   assert meta["splits"]["train"]["num_examples"] == 9
   assert meta["splits"]["test"]["num_examples"] == 3
@@ -196,12 +199,7 @@ def test_image_folder_trains_for_a_few_steps(tmp_path):
   src = folder.make_test_folder(str(tmp_path / "src"), num_classes=2,
                                 per_class=8)
   out = str(tmp_path / "ds")
-  env = dict(os.environ, PYTHONPATH=_REPO)
-  proc = subprocess.run(
-      [sys.executable, "-m", "kflow_jax.tools.build_dataset", f"--src={src}",
-       f"--out={out}", "--image_size=8", "--name=toy"],
-      capture_output=True, text=True, env=env, timeout=120, check=False)
-  assert proc.returncode == 0, proc.stderr[-2000:]
+  _build_dataset(src, out, "--image_size=8")
   c = digits_fourier.get_config("runlocal")
   c.input.name = "folder"
   c.input.path = out

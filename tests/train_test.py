@@ -20,12 +20,7 @@ def _metrics(workdir):
 
 def _cfg(**overrides):
   c = digits_fourier.get_config("runlocal")
-  for k, v in overrides.items():
-    node = c
-    *path, last = k.split(".")
-    for p in path:
-      node = node[p]
-    node[last] = v
+  c.update_from_flattened_dict(overrides)
   return c
 
 
