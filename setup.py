@@ -2,7 +2,7 @@
 from setuptools import find_packages, setup
 
 # Pinned: the set measured to resolve and work together (see
-# ../shared/reference/environment.md). Bump together, then run the tests.
+# docs/environment.md#versions). Bump together, then run the tests.
 INSTALL_REQUIRES = [
     "jax==0.10.2",
     "jaxlib==0.10.2",

@@ -1,8 +1,8 @@
 r"""Whole training loop vs the bare jitted step, same model, same process.
 
-  python benchmarks/loop.py                      # digits U-Net-mu (CPU)
-  python benchmarks/loop.py --dit_s --steps=6    # DiT-S/2, batch 64, 32x32
-  python benchmarks/loop.py --quick              # smoke run
+  python -m benchmarks.loop                      # digits U-Net-mu (CPU)
+  python -m benchmarks.loop --dit_s --steps=6    # DiT-S/2, batch 64, 32x32
+  python -m benchmarks.loop --quick              # smoke run
 
 The loop is `train.train_and_evaluate` (input pipeline on a prefetch thread,
 global batch assembly, EMA, non-finite check, logging, async checkpoints at
@@ -12,51 +12,43 @@ train step run back to back on one batch already on the device. Prints the
 ratio loop / bare; the goal is >= 0.9.
 """
 import argparse
+import importlib
 import json
 import os
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import jax
 
-import jax  # noqa: E402
-
-from kflow_jax import experiment  # noqa: E402
-from kflow_jax import input_pipeline  # noqa: E402
-from kflow_jax import optim  # noqa: E402
-from kflow_jax import sharding  # noqa: E402
-from kflow_jax import train  # noqa: E402
-from kflow_jax import train_state  # noqa: E402
+from kflow_jax import experiment
+from kflow_jax import input_pipeline
+from kflow_jax import sharding
+from kflow_jax import train
 
 
 def load_config(name: str, arg: str = ""):
-  import importlib  # pylint: disable=g-import-not-at-top
+  """configs/<name>.py with its config arguments, e.g. ("digits",
+  "transform=identity")."""
   return importlib.import_module(f"configs.{name}").get_config(arg)
 
 
-def bare_step(config, devices=None, return_experiment=False):
-  """(step_fn, state, batch, block): the train step on a resident batch.
+def bare_step(config, devices=None, return_run=False):
+  """(step_fn, state, batch, block): the train step on a resident batch,
+  built by the same `experiment.setup` as training.
 
-  With return_experiment=True the experiment.Experiment is appended.
+  With return_run=True the experiment.Run is appended.
   """
-  mesh = sharding.make_mesh(config.mesh.fsdp, devices)
-  exp = experiment.build(config, tempfile.mkdtemp(prefix="kflow_bench_"))
-  tx, schedule = optim.make_optimizer(config.optim, int(config.total_steps))
-  decays = train_state.validate_ema_decays(config.ema_decays)
-  init, state_sh, _ = train.make_state_init(exp, tx, decays, mesh,
-                                            config.seed)
-  step_fn = train.make_train_step(
-      experiment.make_loss(exp, config), tx, schedule, mesh,
-      decays, state_sh)
+  run = experiment.setup(config, tempfile.mkdtemp(prefix="kflow_bench_"),
+                         "tool", devices=devices)
+  step_fn = train.make_run_step(run)
   it = input_pipeline.create(config.input,
                              global_batch_size=int(config.batch_size),
                              seed=0)
   local = next(it)
-  batch = sharding.global_batch(mesh, {k: local[k] for k in ("image",
-                                                             "label")})
-  out = (step_fn, init(), batch, sharding.must_block(mesh))
-  return out + (exp,) if return_experiment else out
+  batch = sharding.global_batch(run.mesh, {k: local[k] for k in ("image",
+                                                                 "label")})
+  out = (step_fn, run.init_state(), batch, sharding.must_block(run.mesh))
+  return out + (run,) if return_run else out
 
 
 def time_bare(step_fn, state, batch, block, steps: int):
@@ -72,42 +64,18 @@ def time_bare(step_fn, state, batch, block, steps: int):
   return steps / (time.perf_counter() - t), state
 
 
-class _InputWaits:
-  """Times how long the training thread waits for the prefetched batches
-  (train.Prefetcher.__next__) during one loop: the input pipeline's share
-  of the loop/bare gap. The rest is the host work between steps (EMA is
-  in the step; logging, finite checks, checkpoints are not)."""
-
-  def __init__(self):
-    self.waits = []
-
-  def __enter__(self):
-    self._orig = train.Prefetcher.__next__
-    orig, waits = self._orig, self.waits
-
-    def timed_next(prefetcher):
-      start = time.perf_counter()
-      try:
-        return orig(prefetcher)
-      finally:
-        waits.append(time.perf_counter() - start)
-    train.Prefetcher.__next__ = timed_next
-    return self
-
-  def __exit__(self, *exc):
-    train.Prefetcher.__next__ = self._orig
-
-
 def time_loop(config, workdir, devices=None, waits=None):
   """Steps per second of the full loop, excluding the first log window.
 
   If `waits` is a list, the seconds the loop waited for each batch (after
   the first log window) are appended to it.
   """
-  with _InputWaits() as recorder:
-    train.train_and_evaluate(config, workdir, devices=devices)
+  recorded = []
+  train.train_and_evaluate(
+      config, workdir, devices=devices,
+      on_step=lambda step, timing: recorded.append(timing["input_wait_s"]))
   if waits is not None:
-    waits.extend(recorder.waits[int(config.log_every_steps):])
+    waits.extend(recorded[int(config.log_every_steps):])
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     rows = [json.loads(line) for line in f]
   # Window i covers steps (step_{i-1}, step_i]; the first one compiles.
@@ -118,8 +86,9 @@ def time_loop(config, workdir, devices=None, waits=None):
 
 def main():
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  p.add_argument("--config", default="digits_fourier",
-                 help="config module in configs/ (default digits_fourier)")
+  p.add_argument("--config", default="digits",
+                 help="config in configs/ with optional arguments, e.g. "
+                 "digits or digits:transform=wavelet")
   p.add_argument("--dit_s", action="store_true",
                  help="DiT-S/2 at batch 64 on 32x32 natural patches")
   p.add_argument("--steps", type=int, default=200)
@@ -127,9 +96,9 @@ def main():
   p.add_argument("--checkpoint_every", type=int, default=100)
   p.add_argument("--quick", action="store_true", help="smoke run")
   args = p.parse_args()
-  config = load_config(args.config)
+  config = load_config(*args.config.split(":", 1))
   if args.dit_s:
-    config = load_config("patches_fourier")
+    config = load_config("patches")
     config.input.image_size = 32
     config.model = type(config.model)(dict(name="dit", size="S",
                                            patch_size=2, dtype="float32"))

@@ -1,7 +1,7 @@
 r"""K-Flow train-step time per transform against plain flow matching.
 
-  python benchmarks/step.py            # digits model, every transform
-  python benchmarks/step.py --quick    # smoke run
+  python -m benchmarks.step            # digits model, every transform
+  python -m benchmarks.step --quick    # smoke run
 
 Same model, batch and data for all; only the transform (and its bands)
 differs. Two measurements:
@@ -19,22 +19,19 @@ differs. Two measurements:
 """
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import jax
+import jax.numpy as jnp
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-
-import loop  # noqa: E402  (benchmarks/loop.py: shared setup)
-from kflow_jax import kamp  # noqa: E402
-from kflow_jax import paths  # noqa: E402
+from benchmarks import loop
+from kflow_jax import kamp
+from kflow_jax import paths
 
 # Options for transforms that need them; pca fits its basis into a temp
-# workdir on first use (experiment.build_transform).
+# workdir on first use (experiment.setup).
 TRANSFORM_OPTIONS = {"wavelet": dict(wavelet="haar", levels=1)}
 
 
@@ -55,7 +52,7 @@ def path_time_us(path, x1, repeats: int = 200) -> float:
 
 def main():
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  p.add_argument("--config", default="digits_fm")
+  p.add_argument("--config", default="digits")
   p.add_argument("--rounds", type=int, default=40)
   p.add_argument("--steps", type=int, default=2, help="steps per timing")
   p.add_argument("--quick", action="store_true", help="smoke run")
@@ -67,7 +64,7 @@ def main():
   names = ["identity"] + [n for n in kamp.names() if n != "identity"]
   runs, path_us = {}, {}
   for name in names:
-    config = loop.load_config(args.config)
+    config = loop.load_config(*args.config.split(":", 1))
     if args.quick:
       config.model = type(config.model)(dict(name="dit", size="mu",
                                              patch_size=2, dtype="float32"))
@@ -77,7 +74,7 @@ def main():
     config.path.num_scales = 1 if name == "identity" else 2
     try:
       step_fn, state, batch, block, exp = loop.bare_step(
-          config, return_experiment=True)
+          config, return_run=True)
       _, state = loop.time_bare(step_fn, state, batch, block, 1)  # compile
     except (ValueError, ImportError) as e:
       print(f"skipping {name}: {e}", file=sys.stderr)

@@ -4,10 +4,11 @@ The paper's setting (K-Flow, arXiv 2504.19353, Table 2): latents of
 stabilityai/sd-vae-ft-mse (f8, 4 channels, scale 0.18215; 32x32x4 at 256 px),
 radial-frequency (Fourier) bands, DiT-L/2 ("a MoE version of DiT-L/2" in the
 paper; its routing is not described, so the default is the plain DiT-L/2 and
---config.model.name=moe_dit selects the band-routed MoE), CFG 1.5.
+the argument `moe` (--config=configs/imagenet_fourier.py:moe) selects the
+band-routed MoE, one MLP expert per band), CFG 1.5.
 
 Where the paper is silent we follow the LFM recipe it compares against
-(paper_notes.md section 4.1, VinAIResearch/LFM ImageNet script): AdamW
+(VinAIResearch/LFM's ImageNet training script): AdamW
 (0.9, 0.999), weight decay 0, lr 1e-4 constant (no decay, no warmup, no
 clipping), label dropout 0.1, global batch 8 x 160 = 1280, 875 epochs
 (~875k steps), sampling with adaptive dopri5 at atol = rtol = 1e-5. Also
@@ -34,18 +35,14 @@ Steps:
 
 Without the encoded latents this stops at once with the data-set error.
 """
-import os
-import sys
-
 import ml_collections
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from configs import common  # noqa: E402
+from kflow_jax import config_lib
 
 
 def get_config(arg=None):
-  local = common.parse_arg(arg)
-  c = common.base()
+  a = config_lib.parse_args(arg, runlocal=False, moe=False)
+  c = config_lib.base()
   c.input.name = "latents"
   c.input.path = "/data/imagenet256_sdvae_latents"
   c.input.num_workers = 8
@@ -73,8 +70,14 @@ def get_config(arg=None):
   c.sample.guidance = 1.5
   c.sample.num_samples = 64
   c.sample.batch_size = 250
-  if local:
-    c = common.runlocal(c)
+  if a.moe:
+    # The band-routed MoE: one MLP expert per band, band times from the
+    # run's path (the paper's "MoE version of DiT-L/2").
+    c.model.name = "moe_dit"
+  if a.runlocal:
+    moe = c.model.name
+    c = config_lib.runlocal(c)
+    c.model.name = "moe_dit" if moe == "moe_dit" else c.model.name
     c.model.dtype = "float32"  # bf16 matmuls are slow on the CPU
     c.input.num_workers = 0
   return c

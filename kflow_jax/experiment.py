@@ -1,38 +1,158 @@
-"""From a config to the pieces of a run: data info, transform, path, model,
-loss and sampler.
+"""One setup for every run: from a config to the pieces of a run.
 
-Run artifacts that are measured on data once (the PCA basis, the band
-energies behind energy-aware band times) are written into the workdir at
-the first start and read back on resume and at sampling, so a resumed run
-and `--mode=sample` use exactly the path the model was trained on.
+`setup(config, workdir, mode)` builds, once and in one order, everything
+train, sample, eval, the tools and the benchmarks need: mesh, data info,
+transform (fitted on data first when it must be: PCA), path with its
+measured band energies, model (run-owned options such as the MoE's band
+times come from the path), optimizer, EMA decays, state init and
+shardings, and the generation spec. Each config section is read here (or
+in the module `setup` hands it to), nowhere else.
+
+Run artifacts measured on data once (the PCA basis, the band energies
+behind energy-aware band times) and the path they give (path.json: band
+edges and times) are written into the workdir at the first start and read
+back, or checked, on resume and at sampling, so a resumed run and
+`--mode=sample` use exactly the path the model was trained on.
 """
 import json
 import os
 from typing import Any, Callable, NamedTuple, Optional
 
 from absl import logging
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from kflow_jax import checkpointing
+from kflow_jax import generate
 from kflow_jax import input_pipeline
 from kflow_jax import kamp
 from kflow_jax import losses
 from kflow_jax import models
+from kflow_jax import optim
 from kflow_jax import paths
-from kflow_jax import sampling
-from kflow_jax import steering
+from kflow_jax import sharding
+from kflow_jax import train_state
 
 ENERGY_FILE = "band_energy.json"
 PCA_FILE = "pca_basis.npz"
+PATH_FILE = "path.json"
+MODES = ("train", "sample", "eval", "tool")
 
 
-class Experiment(NamedTuple):
-  info: Any             # input_pipeline.DatasetInfo of the train split
+class Run(NamedTuple):
+  """Everything a run is made of (see `setup`)."""
+  config: Any
+  workdir: Optional[str]
+  mode: str
+  mesh: Any               # jax.sharding.Mesh
+  info: Any               # input_pipeline.DatasetInfo of the train split
   transform: kamp.KTransform
   path: paths.Path
-  model: Any            # flax.linen.Module
-  num_classes: int      # 0: unconditional
+  model: Any              # flax.linen.Module
+  num_classes: int        # 0: unconditional
+  tx: Any                 # optax.GradientTransformation
+  schedule: Callable      # step -> learning rate
+  ema_decays: tuple
+  init_state: Callable    # () -> sharded TrainState
+  state_shardings: Any
+  abstract_state: Any     # ShapeDtypeStructs with shardings
+  spec: generate.Spec
+  decoder: Optional[Callable]  # latents -> pixels (latent configs)
+
+
+def setup(config, workdir: Optional[str], mode: str = "train", *,
+          devices=None, allow_config_change: bool = False) -> Run:
+  """Builds the run of `config` in `workdir` for `mode` (see MODES).
+
+  train writes config.json (or checks it against the saved one) and the
+  data-measured artifacts; sample and eval only read and check them.
+  `devices` (default: all) restricts the mesh, e.g. to compare device
+  counts in one process. workdir=None (tools, benchmarks) measures
+  everything afresh and writes nothing.
+  """
+  if mode not in MODES:
+    raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
+  if workdir is not None:
+    wd = checkpointing.check_workdir(workdir)
+    if mode != "tool":
+      checkpointing.check_config(wd, config, allow_config_change,
+                                 write=mode == "train")
+    workdir = os.fspath(wd)
+  mesh = sharding.make_mesh(config.mesh.fsdp, devices)
+  if mode == "train":
+    sharding.check_batch_size(int(config.batch_size), mesh,
+                              jax.process_count())
+  info = input_pipeline.get_info(config.input, "train")
+  ncls = num_classes_of(config, info)
+  transform = build_transform(config, tuple(info.shape), workdir)
+  path = build_path(config, transform, workdir, write=mode == "train")
+  model = build_model(config, ncls, path)
+  tx, schedule = optim.make_optimizer(config.optim, int(config.total_steps))
+  decays = train_state.validate_ema_decays(config.ema_decays)
+  init, shardings, abstract = make_state_init(model, info, ncls, tx, decays,
+                                              mesh, int(config.seed))
+  spec = generate.parse_spec(config.sample, ncls, path.num_bands)
+  if mode == "sample" and ncls and not float(config.label_dropout) and (
+      spec.guidance != 1.0 or spec.class_drop_t is not None):
+    logging.warning("Guidance / class drop use the null class, which this "
+                    "run never trained (config.label_dropout=0).")
+  return Run(config=config, workdir=workdir, mode=mode, mesh=mesh, info=info,
+             transform=transform, path=path, model=model, num_classes=ncls,
+             tx=tx, schedule=schedule, ema_decays=decays, init_state=init,
+             state_shardings=shardings, abstract_state=abstract, spec=spec,
+             decoder=input_pipeline.latent_decoder(config.input))
+
+
+def make_state_init(model, info, num_classes, tx, ema_decays, mesh,
+                    seed: int):
+  """Returns (init_fn() -> sharded state, shardings, abstract state)."""
+  rng = jax.random.PRNGKey(int(seed))
+  r_init, r_train = jax.random.split(rng)
+
+  def boxed():
+    x = jnp.zeros((1,) + tuple(info.shape), jnp.float32)
+    t = jnp.zeros((1,), jnp.float32)
+    y = jnp.zeros((1,), jnp.int32) if num_classes else None
+    variables = model.init(r_init, x, t, y, train=False)
+    return train_state.create(variables["params"], tx, r_train, ema_decays)
+
+  abstract_boxed = jax.eval_shape(boxed)
+  shardings = sharding.state_shardings(mesh, abstract_boxed,
+                                       models.param_shardings)
+  abstract = jax.tree.map(
+      lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+      nn.meta.unbox(abstract_boxed), shardings)
+  init = jax.jit(lambda: nn.meta.unbox(boxed()), out_shardings=shardings)
+  return init, shardings, abstract
+
+
+def restore(run: Run, with_data: bool = False):
+  """(step, state, data_state) of the newest readable checkpoint of the
+  run's workdir; a WorkdirError when there is none."""
+  ckpt = checkpointing.Checkpointer(run.workdir,
+                                    int(run.config.keep_checkpoints))
+  try:
+    restored = ckpt.restore_latest(run.abstract_state, with_data=with_data)
+  finally:
+    ckpt.close()
+  if restored is None:
+    raise checkpointing.WorkdirError(
+        f"No checkpoint in {run.workdir}; train first with --mode=train.")
+  return restored
+
+
+def inference_params(run: Run, state, decay=None):
+  """The params sampling and evaluation use: an EMA (the spec's decay, or
+  the first) when spec.use_ema, else the raw params."""
+  if not run.spec.use_ema:
+    return state.params
+  return train_state.ema_by_decay(state, run.ema_decays,
+                                  run.spec.ema_decay if decay is None
+                                  else decay)
+
+
 
 
 def _kwargs(cfg, drop=("name",)) -> dict:
@@ -60,29 +180,28 @@ def _write_json(path: str, obj) -> None:
 
 
 def build_transform(config, shape, workdir: Optional[str]) -> kamp.KTransform:
-  """kamp.get(config.transform.name, shape, **rest); fits the PCA basis into
-  the workdir first when the transform needs one."""
+  """The config's transform, fitted on training data first when it must be
+  (the registry's `prepare` hook: the PCA basis, into the workdir)."""
   name = config.transform.name
-  kwargs = _kwargs(config.transform)
-  if name == "pca" and not kwargs.get("basis"):
+  options = _kwargs(config.transform)
+  if kamp.needs_preparation(name, options):
     if workdir is None:
-      raise ValueError("the pca transform needs a workdir to hold its basis, "
-                       "or config.transform.basis=<path to .npz>.")
-    basis = os.path.join(workdir, PCA_FILE)
-    if not os.path.exists(basis):
-      from kflow_jax.tools import fit_pca  # pylint: disable=g-import-not-at-top
-      n = int(config.get("pca_examples", 2048))
-      if jax.process_index() != 0:
-        # The fit is deterministic: other processes fit their own copy
-        # rather than wait for process 0's file.
-        basis = basis + f".p{jax.process_index()}"
-      logging.info("Fitting the PCA basis on up to %d training examples -> "
-                   "%s", n, basis)
-      fit_pca.fit_and_save(
-          fit_pca.config_batches(config, seed=int(config.seed)), basis,
-          patch=kwargs.get("patch"), max_examples=n)
-    kwargs["basis"] = basis
-  return kamp.get(name, shape=shape, **kwargs)
+      raise ValueError(
+          f"the {name} transform is fitted on data and needs a workdir to "
+          "hold the fit, or config.transform.basis=<path to .npz>.")
+    # The fit is deterministic: every process fits its own copy rather
+    # than wait for process 0's file.
+    out = os.path.join(workdir, PCA_FILE)
+    if jax.process_index() != 0:
+      out += f".p{jax.process_index()}"
+    n = int(config.pca_examples)
+    if not os.path.exists(out):
+      logging.info("Fitting the %s transform on up to %d training examples "
+                   "-> %s", name, n, out)
+    options = kamp.prepare(name, options, out=out, batches=lambda: (
+        input_pipeline.epoch_images(config.input, seed=int(config.seed))),
+                           max_examples=n)
+  return kamp.get(name, shape=shape, **options)
 
 
 def _band_energies(config, transform, cutoffs, workdir):
@@ -109,7 +228,10 @@ def _band_energies(config, transform, cutoffs, workdir):
   return energies
 
 
-def build_path(config, transform, workdir: Optional[str]) -> paths.Path:
+def build_path(config, transform, workdir: Optional[str],
+               write: bool = True) -> paths.Path:
+  """The config's path; its record (path.json) is written at the first
+  start and must match on every later start."""
   p = config.path
   cutoffs = p.cutoffs
   if cutoffs is None:
@@ -118,53 +240,70 @@ def build_path(config, transform, workdir: Optional[str]) -> paths.Path:
   energies = None
   if float(p.gamma) != 0.0:
     energies = _band_energies(config, transform, cutoffs, workdir)
-  return paths.make_path(transform, cutoffs=cutoffs, energies=energies,
+  path = paths.make_path(transform, cutoffs=cutoffs, energies=energies,
                          gamma=float(p.gamma), blend=p.blend,
                          overlap=float(p.overlap))
+  if workdir is not None:
+    _check_path_record(os.path.join(workdir, PATH_FILE), path, write)
+  return path
 
 
-def build_model(config, num_classes: int):
+def _check_path_record(f: str, path: paths.Path, write: bool) -> None:
+  record = dict(paths.to_config(path), transform=path.transform.name)
+  if os.path.exists(f):
+    with open(f) as fh:
+      saved = json.load(fh)
+    same = (saved.get("transform") == record["transform"] and np.allclose(
+        saved["tau"], record["tau"], atol=1e-6) and np.allclose(
+            saved["cutoffs"], record["cutoffs"], atol=1e-9))
+    if not same:
+      raise ValueError(
+          f"{f} records the path this run was trained with (transform "
+          f"{saved.get('transform')}, cutoffs {saved['cutoffs']}, tau "
+          f"{saved['tau']}), but the config now gives transform "
+          f"{record['transform']}, cutoffs {record['cutoffs']}, tau "
+          f"{record['tau']}; use a new workdir for another path.")
+  elif write:
+    _write_json(f, record)
+
+
+def build_model(config, num_classes: int, path: paths.Path):
+  """The config's backbone; run-owned options come from the run."""
+  name = config.model.name
   kwargs = _kwargs(config.model)
+  owned = models.run_options(name)
+  set_by_config = [k for k in owned if kwargs.get(k) is not None]
+  if set_by_config:
+    raise ValueError(
+        f"config.model.{set_by_config[0]} is set by the run (model {name!r} "
+        "takes it from the path's band times); remove it from the config.")
+  run_values = {"tau": tuple(float(v) for v in path.tau)}
+  kwargs.update({k: run_values[k] for k in owned})
   if num_classes and "num_classes" not in kwargs:
     kwargs["num_classes"] = num_classes
-  return models.get(config.model.name, **kwargs)
+  return models.get(name, **kwargs)
 
 
 def num_classes_of(config, info) -> int:
-  return int(info.num_classes) if config.get("conditional", False) else 0
-
-
-def build(config, workdir: Optional[str]) -> Experiment:
-  info = input_pipeline.get_info(config.input, "train")
-  transform = build_transform(config, tuple(info.shape), workdir)
-  path = build_path(config, transform, workdir)
-  ncls = num_classes_of(config, info)
-  return Experiment(info, transform, path, build_model(config, ncls), ncls)
-
-
-def init_variables(exp: Experiment, rng):
-  """Model variables (boxed with logical axis names) for one dummy batch."""
-  x = jnp.zeros((1,) + tuple(exp.info.shape), jnp.float32)
-  t = jnp.zeros((1,), jnp.float32)
-  y = jnp.zeros((1,), jnp.int32) if exp.num_classes else None
-  return exp.model.init(rng, x, t, y, train=False)
+  return int(info.num_classes) if config.conditional else 0
 
 
 _T_SAMPLING_KEYS = ("band_weights", "logit_mean", "logit_std")
 
 
-def make_loss(exp: Experiment, config) -> Callable:
+def make_loss(run: Run) -> Callable:
   """(params, batch, keys) -> (loss, aux) on a local batch (see sharding).
 
   Each example's noise x0, time t and label drop come from its own key, so
   the loss does not depend on how the batch is split over devices; the
   model then runs once on the whole local batch.
   """
+  config = run.config
   opts = _kwargs(config.loss, drop=())
   method = opts.pop("t_sampling", "uniform")
   t_opts = {k: opts.pop(k) for k in _T_SAMPLING_KEYS if k in opts}
-  p_drop = float(config.get("label_dropout", 0.0))
-  model, ncls, path = exp.model, exp.num_classes, exp.path
+  p_drop = float(config.label_dropout)
+  model, ncls, path = run.model, run.num_classes, run.path
 
   def loss_fn(params, batch, keys):
     x1 = batch["image"]
@@ -187,143 +326,5 @@ def make_loss(exp: Experiment, config) -> Callable:
     def velocity_fn(x, tt, yy):
       return model.apply({"params": params}, x, tt, yy, train=True)
     return losses.kflow_loss(velocity_fn, path, x1, keys[0], y=y, x0=x0,
-                             t=t, **opts)
+                             t=t, mask=batch.get("mask"), **opts)
   return loss_fn
-
-
-def make_per_example_loss(exp: Experiment, config) -> Callable:
-  """(params, example, key) -> (loss, aux): `make_loss` on one example."""
-  local = make_loss(exp, config)
-
-  def loss_fn(params, example, key):
-    batch = jax.tree.map(lambda v: v[None], example)
-    return local(params, batch, key[None])
-  return loss_fn
-
-
-def _steering(exp: Experiment, scfg):
-  """(guidance, t_drop, extra_times) from config.sample, validated."""
-  ncls, path = exp.num_classes, exp.path
-  guidance = float(scfg.guidance)
-  bands = tuple(scfg.get("guidance_bands", ()) or ())
-  t_drop = float(scfg.get("class_drop_t", -1.0))
-  if not ncls:
-    # Without labels these options would be silently ignored.
-    used = [k for k, on in (("guidance", guidance != 1.0),
-                            ("guidance_bands", bool(bands)),
-                            ("class_drop_t", t_drop >= 0)) if on]
-    if used:
-      raise ValueError(
-          f"config.sample.{', '.join(used)} need a class-conditional model "
-          "(config.conditional=True, trained with config.label_dropout > 0 "
-          "for guidance); reset them (guidance=1.0, guidance_bands=(), "
-          "class_drop_t=-1) for an unconditional config.")
-  if t_drop > 1.0:
-    raise ValueError(f"config.sample.class_drop_t={t_drop} must lie in "
-                     "[0, 1], or be negative (-1) for no class drop.")
-  if bands:
-    # Guidance only in the chosen bands, plain conditional elsewhere.
-    guidance = steering.band_guidance(path, guidance, bands)
-  extra = (t_drop,) if t_drop >= 0 else ()
-  return guidance, (t_drop if t_drop >= 0 else None), extra
-
-
-def sampler_extra_times(exp: Experiment, scfg) -> tuple:
-  """Times where the configured sampling field switches besides the band
-  edges (the class-drop time), for sampling.time_grid(extra_times=...)."""
-  return _steering(exp, scfg)[2]
-
-
-def make_sampler(exp: Experiment, scfg) -> Callable:
-  """fn(params, x0, y) -> samples, with the config's solver, guidance and
-  steering (config.sample: guidance, guidance_bands, class_drop_t).
-
-  The velocity is v_u + w(t) (v_c - v_u): w = guidance (1: plain
-  conditional), per band with guidance_bands, and 0 from class_drop_t on
-  (the null label only). y is ignored by unconditional models.
-  """
-  model, ncls, path = exp.model, exp.num_classes, exp.path
-  guidance, t_drop, extra = _steering(exp, scfg)
-
-  def apply_fn(params):
-    return lambda x, t, y: model.apply({"params": params}, x, t, y,
-                                       train=False)
-
-  def run(params, x0, y, t_start=0.0, t_end=1.0, num_steps=None):
-    if ncls and t_drop is not None and np.ndim(guidance) == 0:
-      vfn = steering.class_drop_velocity(
-          apply_fn(params), path, y, num_classes=ncls, t_drop=t_drop,
-          guidance=guidance)
-    elif ncls and t_drop is not None:
-      # Per-band guidance while the label is kept, the null label after.
-      def w(t):
-        return jnp.where(t < t_drop,
-                         sampling.guidance_weights(path, guidance, t), 0.0)
-      vfn = sampling.cfg_velocity(apply_fn(params), path, y,
-                                  num_classes=ncls, guidance=w)
-    elif ncls:
-      vfn = sampling.cfg_velocity(apply_fn(params), path, y,
-                                  num_classes=ncls, guidance=guidance)
-    else:
-      vfn = lambda x, t: apply_fn(params)(x, t, None)
-    out = sampling.sample(vfn, path, x0, solver=scfg.solver,
-                          num_steps=int(num_steps or scfg.num_steps),
-                          project=bool(scfg.project), t_start=t_start,
-                          t_end=t_end, extra_times=extra)
-    return out[0] if isinstance(out, tuple) else out
-  return run
-
-
-def sample_labels(exp: Experiment, start: int, count: int) -> jax.Array:
-  """Labels of samples start..start+count-1: 0..K-1 repeated (sample i has
-  class i % K), so any run of K samples holds every class once and the
-  class-row grid has one column per repeat. Zeros for unconditional models
-  (which ignore them)."""
-  return (jnp.arange(start, start + count, dtype=jnp.int32)
-          % max(exp.num_classes, 1))
-
-
-def initial_noise(exp: Experiment, scfg, rng, batch: int,
-                  batch_index: Optional[int] = None):
-  """x0 for sampling; config.sample.shared_bands shares those bands' noise
-  across the samples (the paper's fix-some-bands steering experiment).
-
-  batch_index: for a sample set drawn in several batches: the noise of
-  batch i is drawn from fold_in(rng, i), except the shared bands, which
-  come from rng itself, so they are shared by every batch, not only
-  within one.
-  """
-  shared = tuple(scfg.get("shared_bands", ()) or ())
-  key = rng if batch_index is None else jax.random.fold_in(rng, batch_index)
-  shape = (batch,) + tuple(exp.info.shape)
-  if not shared:
-    return jax.random.normal(key, shape, jnp.float32)
-  if batch_index is None:
-    return steering.shared_band_noise(rng, exp.path, batch, shared)
-  ref = steering.shared_band_noise(rng, exp.path, 1, shared)
-  chosen = {int(b) for b in shared}
-  sources = [0 if s in chosen else 1 for s in range(exp.path.num_bands)]
-  return steering.mix_noise(exp.path,
-                            [ref, jax.random.normal(key, shape, jnp.float32)],
-                            sources)
-
-
-def band_strip_states(exp: Experiment, sampler, params, x0, y,
-                      num_steps: int, extra_times=()):
-  """States at every band boundary tau_0..tau_S, integrating band by band
-  with the same solver: [S+1, B, H, W, C] (index 0 is the noise).
-
-  extra_times: the sampler's other switch times (sampler_extra_times),
-  each of which needs its own step inside a band.
-  """
-  tau = [float(v) for v in exp.path.tau]
-  states = [x0]
-  x = x0
-  for a, b in zip(tau[:-1], tau[1:]):
-    # The band's share of the step budget, at least one step per segment
-    # between switch times (window edges with overlap, a class-drop time).
-    segments = 1 + len(sampling.switch_times(exp.path, a, b, extra_times))
-    n = max(segments, round(num_steps * (b - a)))
-    x = sampler(params, x, y, t_start=a, t_end=b, num_steps=n)
-    states.append(x)
-  return jnp.stack(states)

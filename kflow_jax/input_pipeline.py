@@ -32,7 +32,7 @@ from kflow_jax.data.base import DatasetInfo
 from kflow_jax.data.base import PaddedSource
 
 __all__ = ["DatasetInfo", "create", "default_config", "get_info",
-           "latent_decoder", "to_global"]
+           "latent_decoder", "epoch_images"]
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -219,16 +219,17 @@ def create(config_input, *, global_batch_size: int, seed: int,
   return iter(it_ds)
 
 
-def to_global(batch: dict, mesh: jax.sharding.Mesh, batch_axes="data"):
-  """Per-process batch -> global jax.Arrays sharded on the leading axis.
-
-  Every leaf's axis 0 is split over `batch_axes` of `mesh` (the global batch
-  is the concatenation of the processes' local batches, in process order).
-  """
-  sharding = jax.sharding.NamedSharding(
-      mesh, jax.sharding.PartitionSpec(batch_axes))
-  return jax.tree.map(
-      lambda x: jax.make_array_from_process_local_data(sharding, x), batch)
+def epoch_images(config_input, *, batch_size: int = 256, seed: int = 0):
+  """Yields the training split once as image batches [B, H, W, C], padding
+  removed: one streaming pass for statistics fitted on data (the PCA
+  basis), identical on every process."""
+  it = create(config_input, global_batch_size=batch_size, seed=seed,
+              process_index=0, process_count=1, split="train", finite=True)
+  for batch in it:
+    images = np.asarray(batch["image"])
+    if "mask" in batch:
+      images = images[np.asarray(batch["mask"], bool)]
+    yield images
 
 
 def latent_decoder(config_input):

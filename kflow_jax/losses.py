@@ -1,6 +1,6 @@
 """The K-Flow training loss with per-band diagnostics.
 
-DESIGN.md section 2:  L = E_t E_{x0, x1} w(band(t)) || v(x_t, t, y) - u_t ||^2
+docs/method.md#loss:  L = E_t E_{x0, x1} w(band(t)) || v(x_t, t, y) - u_t ||^2
 with x_t, u_t from `paths`. The per-example error is the mean over all
 elements (for an orthonormal T it equals the coefficient-space error by
 Parseval, so the loss is the same in either domain).
@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from kflow_jax import kamp
 from kflow_jax import paths as paths_lib
 
 
@@ -36,7 +37,8 @@ def kflow_loss(velocity_fn: Callable, path: paths_lib.Path, x1: jax.Array,
                band_loss_weights: Optional[Sequence[float]] = None,
                logit_mean: float = 0.0, logit_std: float = 1.0,
                t: Optional[jax.Array] = None,
-               x0: Optional[jax.Array] = None):
+               x0: Optional[jax.Array] = None,
+               mask: Optional[jax.Array] = None):
   """K-Flow flow-matching loss.
 
   Args:
@@ -79,18 +81,27 @@ def kflow_loss(velocity_fn: Callable, path: paths_lib.Path, x1: jax.Array,
                  axis=tuple(range(1, u_t.ndim)))
   band = paths_lib.active_band(path, t)
   w = _band_weights(path, band_loss_weights)
-  loss = jnp.mean(err if w is None else w[band] * err)
+  werr = err if w is None else w[band] * err
   onehot = jax.nn.one_hot(band, path.num_bands, dtype=jnp.float32)
+  if mask is None:
+    loss = jnp.mean(werr)
+  else:
+    # Padding examples (finite evaluation) weigh nothing; the sums below
+    # let shards be added up before the mean is taken.
+    mask = mask.astype(jnp.float32)
+    onehot = onehot * mask[:, None]
+    loss = jnp.sum(werr * mask) / jnp.maximum(jnp.sum(mask), 1.0)
   aux = {
       "loss": loss,
       "band_loss_sum": jnp.einsum("b,bs->s", err, onehot),
       "band_count": jnp.sum(onehot, axis=0),
   }
+  if mask is not None:
+    aux["loss_sum"] = jnp.sum(werr * mask)
+    aux["mask_count"] = jnp.sum(mask)
   return loss, aux
 
 
 def band_losses(aux) -> jax.Array:
   """Per-band mean loss from (possibly psummed) aux; NaN for empty bands."""
-  count = aux["band_count"]
-  return jnp.where(count > 0, aux["band_loss_sum"] / jnp.maximum(count, 1),
-                   jnp.nan)
+  return kamp.band_mean(aux["band_loss_sum"], aux["band_count"])

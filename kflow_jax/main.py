@@ -1,9 +1,9 @@
 r"""Entry point: train, sample or evaluate one experiment.
 
-  python -m kflow_jax.main --config=configs/digits_fourier.py --workdir=DIR
-  python -m kflow_jax.main --config=configs/digits_fourier.py:runlocal \
+  python -m kflow_jax.main --config=configs/digits.py --workdir=DIR
+  python -m kflow_jax.main --config=configs/digits.py:runlocal \
       --workdir=DIR --config.total_steps=20
-  python -m kflow_jax.main --config=configs/digits_fourier.py --workdir=DIR \
+  python -m kflow_jax.main --config=configs/digits.py --workdir=DIR \
       --mode=sample --config.sample.num_samples=256
 
 Several hosts: every host runs the same command with --num_processes,
@@ -23,8 +23,8 @@ from absl import logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Experiment config file, e.g. configs/digits_fm.py or "
-    "configs/digits_fm.py:runlocal.", lock_config=True)
+    "config", None, "Experiment config file, e.g. configs/digits.py:transform=identity or "
+    "configs/digits.py:transform=identity:runlocal.", lock_config=True)
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Directory for checkpoints, metrics and samples.")
 _MODE = flags.DEFINE_enum("mode", "train", ["train", "sample", "eval"],
@@ -60,7 +60,7 @@ def _init_jax():
     jax.config.update("jax_num_cpu_devices", _CPU_DEVICES.value)
   if multi:
     # XLA's default CPU collectives are in-process only; gloo runs them
-    # across processes (environment.md). Only the CPU backend reads it.
+    # across processes (docs/environment.md#multi-process-cpu). Only the CPU backend reads it.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
   if multi:
     if not _COORDINATOR.value:
@@ -91,10 +91,25 @@ def run(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   if _CONFIG.value is None or not _WORKDIR.value:
     raise app.UsageError("--config and --workdir are required.")
+  try:
+    _CONFIG.value.keys()
+  except OSError as e:
+    # ml_collections reports a config file it cannot load as an OSError
+    # with the attempts on several lines.
+    detail = " ".join(str(e).split())
+    raise ValueError(
+        f"could not load the --config file ({detail}). Give the path of a "
+        "file in configs/ relative to the current directory (run from the "
+        "repository root), e.g. --config=configs/digits.py.") from None
   logging.get_absl_handler().addFilter(_QuietLibraries())
   jax = _init_jax()
   # Imported after jax is configured: they touch devices at import time.
-  from kflow_jax import train  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  from kflow_jax import evaluate
+  from kflow_jax import experiment
+  from kflow_jax import generate
+  from kflow_jax import train
+  # pylint: enable=g-import-not-at-top
   config = _CONFIG.value
   logging.info("JAX %s, process %d of %d, %d local / %d global devices: %s",
                jax.__version__, jax.process_index(), jax.process_count(),
@@ -102,13 +117,21 @@ def run(argv):
                jax.devices()[:8])
   logging.info("Mode %s, workdir %s, config:\n%s", _MODE.value,
                _WORKDIR.value, config)
-  kwargs = dict(allow_config_change=_ALLOW_CONFIG_CHANGE.value)
+  allow = _ALLOW_CONFIG_CHANGE.value
   if _MODE.value == "train":
-    train.train_and_evaluate(config, _WORKDIR.value, **kwargs)
-  elif _MODE.value == "sample":
-    train.sample(config, _WORKDIR.value, **kwargs)
+    train.train_and_evaluate(config, _WORKDIR.value,
+                             allow_config_change=allow)
+    return
+  run_ = experiment.setup(config, _WORKDIR.value, _MODE.value,
+                          allow_config_change=allow)
+  step, state, _ = experiment.restore(run_)
+  params = experiment.inference_params(run_, state)
+  if _MODE.value == "sample":
+    generate.sample(run_, params, step)
   else:
-    train.evaluate(config, _WORKDIR.value, **kwargs)
+    result = evaluate.eval_loss(run_, params, step)
+    logging.info("Eval at step %d: loss %.5f on %d examples", step,
+                 result["eval_loss"], int(result["eval_examples"]))
 
 
 def main(argv):

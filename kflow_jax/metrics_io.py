@@ -18,9 +18,17 @@ import numpy as np
 METRICS_FILE = "metrics.jsonl"
 
 
+def _number(e):
+  # Strict JSON has no NaN: a band no example fell into is null.
+  e = float(e)
+  return e if math.isfinite(e) else None
+
+
 def _scalar(v):
+  """A 0-d value -> float; any array (a per-band vector, even of one band)
+  -> list, so a metric keeps its kind whatever the number of bands."""
   v = np.asarray(v)
-  return float(v) if v.size == 1 else [float(e) for e in v.reshape(-1)]
+  return _number(v) if v.ndim == 0 else [_number(e) for e in v.reshape(-1)]
 
 
 class MetricWriter:
@@ -72,8 +80,9 @@ class MetricWriter:
         continue
       if isinstance(v, list):
         for i, e in enumerate(v):
-          self._tb.add_scalar(f"{k}/{i}", e, step)
-      elif math.isfinite(v):
+          if e is not None:
+            self._tb.add_scalar(f"{k}/{i}", e, step)
+      elif v is not None:
         self._tb.add_scalar(k, v, step)
 
   def write_image(self, step: int, name: str, image_uint8: np.ndarray):

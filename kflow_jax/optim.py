@@ -7,7 +7,7 @@ config.optim keys (see `default_config`):
   learning_rate: peak learning rate.
   warmup_steps: linear warmup from 0 to the peak.
   schedule: "cosine" (decay to end_lr_factor * peak at total_steps) or
-    "constant" (the LFM recipe, paper_notes 4.1).
+    "constant" (the LFM recipe, docs/method.md#paper-gaps).
   end_lr_factor: final learning rate as a fraction of the peak (cosine).
   b1, b2, eps, weight_decay: AdamW.
   grad_clip_norm: clip by global norm; 0 disables clipping.

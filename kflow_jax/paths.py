@@ -1,6 +1,6 @@
 """K-Flow probability paths: bands, band times, blends, x_t and u_t.
 
-DESIGN.md section 2. Every coefficient j of c = T(x) belongs to a band s
+docs/method.md#path-and-target. Every coefficient j of c = T(x) belongs to a band s
 (by its scale kappa_j and the cut-offs) and flows on the window of its band,
 [start_j, end_j) = [tau_s, tau_{s+1}) widened by `overlap`. With the blend a:
 
@@ -26,8 +26,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from kflow_jax import kamp
+from kflow_jax import registry
 
-BLENDS = ("linear", "smoothstep", "cosine")
+# Blends a(u) on u in [0, 1] with a(0) = 0, a(1) = 1: fn(u) -> (a, a').
+BLENDS = registry.Registry("blend", "config.path.blend")
+BLENDS.register("linear", lambda u: (u, jnp.ones_like(u)))
+BLENDS.register("smoothstep",
+                lambda u: (u * u * (3.0 - 2.0 * u), 6.0 * u * (1.0 - u)))
+BLENDS.register("cosine", lambda u: (0.5 - 0.5 * jnp.cos(jnp.pi * u),
+                                     0.5 * jnp.pi * jnp.sin(jnp.pi * u)))
 T_SAMPLING = ("uniform", "logit_normal", "band")
 
 
@@ -70,14 +77,10 @@ class Path(NamedTuple):
 
 
 def _validate_tau(tau, num_bands) -> tuple:
-  t = tuple(float(v) for v in tau)
+  t = kamp.validate_edges(tau, "tau")
   if len(t) != num_bands + 1:
     raise ValueError(
         f"tau must hold S + 1 = {num_bands + 1} band time edges, got {len(t)}.")
-  if t[0] != 0.0 or t[-1] != 1.0 or any(b <= a for a, b in zip(t, t[1:])):
-    raise ValueError(
-        f"tau must strictly increase from 0.0 to 1.0, e.g. (0.0, 0.4, 1.0); "
-        f"got {t}.")
   return t
 
 
@@ -126,8 +129,7 @@ def make_path(transform: kamp.KTransform, *, num_scales: Optional[int] = None,
   energy-aware from `energies` ** `gamma` (gamma = 0: uniform). Store the
   energies with the run and pass them again on resume and at sampling.
   """
-  if blend not in BLENDS:
-    raise ValueError(f"Unknown blend {blend!r}; valid blends: {BLENDS}.")
+  BLENDS.get(blend)  # a clear error for an unknown name
   if not 0.0 <= float(overlap) <= 1.0:
     raise ValueError(f"overlap must be in [0, 1], got {overlap}.")
   if cutoffs is None:
@@ -228,14 +230,6 @@ def check_t(t, batch: Optional[int] = None) -> jax.Array:
   return t
 
 
-def _blend(name, u):
-  if name == "linear":
-    return u, jnp.ones_like(u)
-  if name == "smoothstep":
-    return u * u * (3.0 - 2.0 * u), 6.0 * u * (1.0 - u)
-  return 0.5 - 0.5 * jnp.cos(jnp.pi * u), 0.5 * jnp.pi * jnp.sin(jnp.pi * u)
-
-
 def _expand(path, t):
   return t.reshape((-1,) + (1,) * path.start.ndim)
 
@@ -244,7 +238,7 @@ def active_mask(path: Path, t) -> jax.Array:
   """bool [B, *coef_shape]: coefficients whose window holds t.
 
   A window is [start, end), or [start, 1] when it ends at 1. This is
-  1[alpha'(t) > 0] of DESIGN.md, except that a window's own start counts as
+  1[alpha'(t) > 0] (docs/method.md#band-projection), except that a window's own start counts as
   active even where a'(0) = 0 (smoothstep, cosine), so projection never
   freezes a band that is just starting.
   """
@@ -262,15 +256,13 @@ def alpha(path: Path, t) -> tuple:
   """(alpha(t), alpha'(t)), float32 [B, *coef_shape]."""
   tb = _expand(path, check_t(t))
   u = jnp.clip((tb - path.start) / path.length, 0.0, 1.0)
-  a, da = _blend(path.blend, u)
+  a, da = BLENDS.get(path.blend)(u)
   return a, jnp.where(_inside(path, tb), da / path.length, 0.0)
 
 
 def active_band(path: Path, t) -> jax.Array:
   """int32 [B]: the band s with tau_s <= t < tau_{s+1} (t = 1 -> last band)."""
-  t = check_t(t)
-  inner = jnp.asarray(path.tau[1:-1], jnp.float32)
-  return jnp.searchsorted(inner, t, side="right").astype(jnp.int32)
+  return kamp.band_of_time(check_t(t), path.tau)
 
 
 def band_masks(path: Path) -> np.ndarray:

@@ -12,7 +12,7 @@ widened edges with overlap), so
   (diffrax 0.7.2: PIDController(jump_ts=...) builds a ClipStepSizeController)
   and report their number of function evaluations (NFE).
 
-Band projection (project=True, DESIGN.md: v <- T^-1(1[active] * T(v))):
+Band projection (project=True, docs/method.md#band-projection: v <- T^-1(1[active] * T(v))):
 fixed-step solvers then carry the state in coefficient space, c = T(x), and
 add dt * where(active, T(v), 0). A coefficient whose band is not active is
 updated by adding exact zeros, so bands not yet reached keep their noise
@@ -32,10 +32,62 @@ import jax.numpy as jnp
 import numpy as np
 
 from kflow_jax import paths as paths_lib
+from kflow_jax import registry
 
-FIXED_SOLVERS = {"euler": 1, "midpoint": 2, "heun": 2, "rk4": 4}  # stages
-ADAPTIVE_SOLVERS = {"dopri5": diffrax.Dopri5, "tsit5": diffrax.Tsit5}
-SOLVERS = tuple(FIXED_SOLVERS) + tuple(ADAPTIVE_SOLVERS)
+# Solvers by name. Fixed-step entries are one step (f, y, t0, t1, t1m) -> y
+# with hook `stages` (network calls per step); adaptive entries are diffrax
+# solver classes with hook `adaptive=True`.
+SOLVERS = registry.Registry("solver", "config.sample.solver")
+
+
+def _axpy(a, k, z):
+  return jax.tree.map(lambda zi, ki: zi + a * ki, z, k)
+
+
+@SOLVERS.register("euler", stages=1)
+def _euler(f, y, t0, t1, t1m):
+  del t1m
+  return _axpy(t1 - t0, f(y, t0), y)
+
+
+@SOLVERS.register("midpoint", stages=2)
+def _midpoint(f, y, t0, t1, t1m):
+  del t1m
+  h = t1 - t0
+  return _axpy(h, f(_axpy(0.5 * h, f(y, t0), y), t0 + 0.5 * h), y)
+
+
+@SOLVERS.register("heun", stages=2)
+def _heun(f, y, t0, t1, t1m):
+  h = t1 - t0
+  k1 = f(y, t0)
+  k2 = f(_axpy(h, k1, y), t1m)
+  return _axpy(0.5 * h, jax.tree.map(jnp.add, k1, k2), y)
+
+
+@SOLVERS.register("rk4", stages=4)
+def _rk4(f, y, t0, t1, t1m):
+  h = t1 - t0
+  tm = t0 + 0.5 * h
+  k1 = f(y, t0)
+  k2 = f(_axpy(0.5 * h, k1, y), tm)
+  k3 = f(_axpy(0.5 * h, k2, y), tm)
+  k4 = f(_axpy(h, k3, y), t1m)
+  ks = jax.tree.map(lambda a, b, c, d: a + 2.0 * b + 2.0 * c + d,
+                    k1, k2, k3, k4)
+  return _axpy(h / 6.0, ks, y)
+
+
+SOLVERS.register("dopri5", diffrax.Dopri5, adaptive=True)
+SOLVERS.register("tsit5", diffrax.Tsit5, adaptive=True)
+
+
+def is_adaptive(solver: str) -> bool:
+  return bool(SOLVERS.hook(solver, "adaptive"))
+
+
+FIXED_SOLVERS = tuple(n for n in SOLVERS.names() if not is_adaptive(n))
+ADAPTIVE_SOLVERS = tuple(n for n in SOLVERS.names() if is_adaptive(n))
 
 
 class Grid(NamedTuple):
@@ -140,29 +192,6 @@ def make_grid(edges) -> Grid:
 # Fixed-step integration.
 
 
-def _rk_step(f, y, t0, t1, t1m, solver):
-  """One step of a classic explicit RK scheme; f(y, t_scalar)."""
-  h = t1 - t0
-  axpy = lambda a, k, z: jax.tree.map(lambda zi, ki: zi + a * ki, z, k)
-  if solver == "euler":
-    return axpy(h, f(y, t0), y)
-  if solver == "midpoint":
-    k1 = f(y, t0)
-    return axpy(h, f(axpy(0.5 * h, k1, y), t0 + 0.5 * h), y)
-  if solver == "heun":
-    k1 = f(y, t0)
-    k2 = f(axpy(h, k1, y), t1m)
-    return axpy(0.5 * h, jax.tree.map(jnp.add, k1, k2), y)
-  tm = t0 + 0.5 * h
-  k1 = f(y, t0)
-  k2 = f(axpy(0.5 * h, k1, y), tm)
-  k3 = f(axpy(0.5 * h, k2, y), tm)
-  k4 = f(axpy(h, k3, y), t1m)
-  ks = jax.tree.map(lambda a, b, c, d: a + 2.0 * b + 2.0 * c + d,
-                    k1, k2, k3, k4)
-  return axpy(h / 6.0, ks, y)
-
-
 def integrate(field: Callable, y0, edges, solver: str = "euler",
               post_step: Optional[Callable] = None):
   """Integrates dy/dt = field(y, t_scalar) over static `edges` with lax.scan.
@@ -170,14 +199,16 @@ def integrate(field: Callable, y0, edges, solver: str = "euler",
   post_step(y, t1) -> y, if given, runs after each step (e.g. re-imposing
   observed bands in restoration).
   """
-  if solver not in FIXED_SOLVERS:
+  if is_adaptive(solver):
     raise ValueError(
-        f"Unknown fixed-step solver {solver!r}; valid: {tuple(FIXED_SOLVERS)}.")
+        f"integrate needs a fixed-step solver, got {solver!r}; valid: "
+        f"{FIXED_SOLVERS}.")
+  step = SOLVERS.get(solver)
   grid = make_grid(edges)
 
   def body(y, ts):
     t0, t1, t1m = ts
-    y = _rk_step(field, y, t0, t1, t1m, solver)
+    y = step(field, y, t0, t1, t1m)
     if post_step is not None:
       y = post_step(y, t1)
     return y, None
@@ -242,19 +273,18 @@ def sample(velocity_fn: Callable, path: paths_lib.Path, x0: jax.Array, *,
     x (or coefficients) for fixed-step solvers, (x, stats) for adaptive ones
     or when return_stats. stats: {"nfe", "num_steps", ...}.
   """
-  if solver not in SOLVERS:
-    raise ValueError(f"Unknown solver {solver!r}; valid: {SOLVERS}.")
+  SOLVERS.get(solver)  # a clear error for an unknown name
   _check_span(t_start, t_end)
   if (init_in_coefficients or return_coefficients) and not project:
     raise ValueError(
         "init_in_coefficients / return_coefficients need project=True (the "
         "coefficient-space state is used only with band projection).")
   batch = x0.shape[0]
-  if solver in ADAPTIVE_SOLVERS:
+  if is_adaptive(solver):
     if post_step is not None or init_in_coefficients or return_coefficients:
       raise ValueError(
           "post_step and coefficient-space state are for fixed-step solvers; "
-          f"use one of {tuple(FIXED_SOLVERS)} or drop them.")
+          f"use one of {FIXED_SOLVERS} or drop them.")
     return _sample_adaptive(velocity_fn, path, x0, solver, project, t_start,
                             t_end, rtol, atol, dt0, max_steps, record_steps,
                             extra_times)
@@ -272,7 +302,7 @@ def sample(velocity_fn: Callable, path: paths_lib.Path, x0: jax.Array, *,
   if not return_stats:
     return out
   n = len(edges) - 1
-  return out, {"nfe": n * FIXED_SOLVERS[solver], "num_steps": n}
+  return out, {"nfe": n * SOLVERS.hook(solver, "stages"), "num_steps": n}
 
 
 def _sample_adaptive(velocity_fn, path, x0, solver, project, t_start, t_end,
@@ -304,7 +334,7 @@ def _sample_adaptive(velocity_fn, path, x0, solver, project, t_start, t_end,
   if record_steps:
     subs.append(diffrax.SubSaveAt(steps=True, fn=lambda t, y, args: t))
   sol = diffrax.diffeqsolve(
-      diffrax.ODETerm(vf), ADAPTIVE_SOLVERS[solver](), float(t_start),
+      diffrax.ODETerm(vf), SOLVERS.get(solver)(), float(t_start),
       float(t_end), 1.0 / 64 if dt0 is None else float(dt0),
       x0.astype(jnp.float32), stepsize_controller=controller,
       saveat=diffrax.SaveAt(subs=subs), max_steps=int(max_steps))

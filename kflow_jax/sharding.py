@@ -1,6 +1,6 @@
 """Mesh, shardings, global batches and the shard_map'd loss and gradient.
 
-The mesh has two named axes, `data` and `fsdp` (DESIGN.md section 4). The
+The mesh has two named axes, `data` and `fsdp` (docs/environment.md#parallelism). The
 batch is split over both (every device holds batch / num_devices examples);
 parameters are replicated, or sharded over `fsdp` by the models' logical
 axis rules when config.mesh.fsdp > 1. The loss and gradient run under
@@ -36,7 +36,7 @@ def make_mesh(fsdp: int = 1, devices=None) -> jax.sharding.Mesh:
     raise ValueError(
         f"config.mesh.fsdp={fsdp} must be >= 1 and divide the number of "
         f"devices ({n}); use fsdp=1 for pure data parallelism.")
-  # Auto axes: the model and optimizer are plain jit code (environment.md:
+  # Auto axes: the model and optimizer are plain jit code (docs/environment.md#jax-notes:
   # the Explicit default raises ShardingTypeError on such code).
   return jax.make_mesh(
       (n // fsdp, fsdp), BATCH_AXES,
@@ -71,7 +71,7 @@ def check_batch_size(global_batch_size: int, mesh,
 def must_block(mesh) -> bool:
   """Whether the host must wait on every step: XLA's CPU collectives can
   deadlock when steps with all-reduces are queued back to back on a CPU
-  with several devices (environment.md). Accelerators don't need this."""
+  with several devices (docs/environment.md#cpu-collectives). Accelerators don't need this."""
   return jax.default_backend() == "cpu" and mesh.size > 1
 
 

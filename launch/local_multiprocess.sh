@@ -2,7 +2,7 @@
 # Several processes on this machine as a multi-host run (CPU, gloo
 # collectives): the same code path as a pod, for testing and debugging.
 #
-#   launch/local_multiprocess.sh 2 --config=configs/digits_fourier.py:runlocal \
+#   launch/local_multiprocess.sh 2 --config=configs/digits.py:runlocal \
 #       --workdir=/tmp/kflow_mp
 #
 # NUM_PROCS processes with CPU_DEVICES (default 2) CPU devices each; process

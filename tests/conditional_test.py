@@ -1,6 +1,6 @@
 """Class-conditional K-Flow end to end: train the digits CFG config, then
 sample with CFG, class drop, band guidance and shared fine-band noise
-through train.sample and the command line.
+through --mode=sample (generate.sample) and the command line.
 
 The sampler checks compare against velocities built here from the model
 directly, so they fail if an option is ignored or misapplied.
@@ -16,9 +16,9 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from configs import digits_fourier
-from configs import digits_fourier_cfg
+from configs import digits
 from kflow_jax import experiment
+from kflow_jax import generate
 from kflow_jax import sampling
 from kflow_jax import train
 from kflow_jax import train_state
@@ -35,8 +35,8 @@ N, BS, K = 20, 10, 10  # runlocal: 20 samples in 2 batches, 10 classes
 LR = 3e-2
 
 
-def _cfg(base=digits_fourier_cfg, **overrides):
-  c = base.get_config("runlocal")
+def _cfg(arg="cond,runlocal", **overrides):
+  c = digits.get_config(arg)
   c.optim.learning_rate = LR
   c.checkpoint_every_steps = 0  # the final checkpoint only: faster
   c.update_from_flattened_dict(overrides)
@@ -49,7 +49,7 @@ def run(tmp_path_factory):
   params for the sampler checks)."""
   wd = str(tmp_path_factory.mktemp("cfg_run"))
   state = train.train_and_evaluate(_cfg(), wd, devices=jax.devices()[:1])
-  exp = experiment.build(_cfg(), wd)
+  exp = experiment.setup(_cfg(), wd, "sample")
   params = train_state.ema_by_decay(state, (0.9,))
   # The direct sampler checks get a fixed random perturbation on top, so
   # v_c, v_u and their mixes differ by a wide margin over float round-off.
@@ -112,9 +112,20 @@ VARIANTS = {
 def sampled(run):
   """--mode=sample (train.sample) of every variant on the trained run."""
   wd = run[0]
-  return {name: train.sample(_cfg(**{f"sample.{k}": v
-                                     for k, v in over.items()}), wd)
+  return {name: _sample_mode(_cfg(**{f"sample.{k}": v
+                                      for k, v in over.items()}), wd)
           for name, (over, _) in VARIANTS.items()}
+
+
+def _sample_mode(config, wd):
+  r = experiment.setup(config, wd, "sample")
+  step, state, _ = experiment.restore(r)
+  return generate.sample(r, experiment.inference_params(r, state), step)
+
+
+def _spec(exp, config):
+  return generate.parse_spec(config.sample, exp.num_classes,
+                             exp.path.num_bands)
 
 
 @pytest.mark.parametrize("name", list(VARIANTS))
@@ -142,10 +153,10 @@ def test_variants_differ_and_shared_noise_spans_batches(sampled):
 
 def test_shared_band_noise_across_batches(run):
   _, exp, _ = run
-  scfg = _cfg(**{"sample.shared_bands": (1,)}).sample
+  spec = _spec(exp, _cfg(**{"sample.shared_bands": (1,)}))
   rng = jax.random.PRNGKey(0)
-  x = jnp.concatenate([experiment.initial_noise(exp, scfg, rng, 3,
-                                                batch_index=i)
+  x = jnp.concatenate([generate.initial_noise(exp.path, exp.info.shape,
+                                              spec, rng, 3, batch_index=i)
                        for i in range(2)])
   c = exp.transform.forward(x)
   band = np.broadcast_to(exp.path.band, c.shape[1:])
@@ -154,17 +165,19 @@ def test_shared_band_noise_across_batches(run):
                              atol=1e-5)
   assert np.abs(coarse[1:] - coarse[:1]).min() > 0
   # The unshared path keeps the per-batch noise of before (fold_in).
-  plain = experiment.initial_noise(exp, _cfg().sample, rng, 3, batch_index=1)
+  plain = generate.initial_noise(exp.path, exp.info.shape,
+                                 _spec(exp, _cfg()), rng, 3, batch_index=1)
   np.testing.assert_array_equal(
       plain, jax.random.normal(jax.random.fold_in(rng, 1), (3, 16, 16, 1)))
 
 
 def _sample(run, y, **sample_overrides):
   _, exp, params = run
-  scfg = _cfg(**{f"sample.{k}": v for k, v in sample_overrides.items()}
-              ).sample
+  spec = _spec(exp, _cfg(**{f"sample.{k}": v
+                             for k, v in sample_overrides.items()}))
   x0 = jax.random.normal(jax.random.PRNGKey(7), (len(y), 16, 16, 1))
-  return np.asarray(experiment.make_sampler(exp, scfg)(params, x0, y)), x0
+  sampler = generate.make_sampler(exp.model, exp.path, K, spec)
+  return np.asarray(sampler(params, x0, y)[0]), x0
 
 
 def _reference(run, x0, velocity_fn, extra_times=()):
@@ -235,31 +248,29 @@ def test_sampler_matches_reference_velocities(run):
 
 def test_band_strip_with_class_drop_inside_a_band(run):
   _, exp, params = run
-  scfg = _cfg(**{"sample.class_drop_t": 0.3}).sample
-  sampler = experiment.make_sampler(exp, scfg)
+  spec = _spec(exp, _cfg(**{"sample.class_drop_t": 0.3}))
+  sampler = generate.make_sampler(exp.model, exp.path, K, spec)
   x0 = jax.random.normal(jax.random.PRNGKey(1), (2, 16, 16, 1))
   y = jnp.asarray([1, 2], jnp.int32)
   # 2 steps over 2 bands: band 0 needs 2 (0..0.3, 0.3..0.5).
-  states = experiment.band_strip_states(
-      exp, sampler, params, x0, y, 2,
-      extra_times=experiment.sampler_extra_times(exp, scfg))
+  states = generate.band_strip_states(exp.path, sampler, params, x0, y,
+                                      spec._replace(num_steps=2))
   assert states.shape == (3, 2, 16, 16, 1)
   assert np.all(np.isfinite(np.asarray(states)))
 
 
 def test_bad_steering_options_are_clear_errors(run):
   _, exp, _ = run
-  unc = experiment.build(_cfg(digits_fourier), None)
   for key, value in (("guidance", 1.5), ("class_drop_t", 0.3),
                      ("guidance_bands", (0,))):
     with pytest.raises(ValueError, match="class-conditional"):
-      experiment.make_sampler(unc, _cfg(digits_fourier, **{
-          f"sample.{key}": value}).sample)
+      generate.parse_spec(_cfg("runlocal", **{
+          f"sample.{key}": value}).sample, 0, 2)
   with pytest.raises(ValueError, match="class_drop_t"):
-    experiment.make_sampler(exp, _cfg(**{"sample.class_drop_t": 1.5}).sample)
-  with pytest.raises(ValueError, match="outside the configured bands"):
-    experiment.make_sampler(exp, _cfg(**{"sample.guidance_bands": (2,)}
-                                      ).sample)
+    _spec(exp, _cfg(**{"sample.class_drop_t": 1.5}))
+  for key in ("guidance_bands", "shared_bands"):
+    with pytest.raises(ValueError, match="the path has 2 band"):
+      _spec(exp, _cfg(**{f"sample.{key}": (2,)}))
   with pytest.raises(ValueError, match="labels must lie"):
     samples_lib.class_grid(np.zeros((2, 4, 4, 1)), np.array([0, 10]), 10)
 
@@ -270,7 +281,7 @@ def test_command_line_class_drop_and_band_guidance(run, tmp_path):
              XLA_FLAGS="--xla_force_host_platform_device_count=1")
   p = subprocess.run(
       [sys.executable, "-m", "kflow_jax.main",
-       "--config=configs/digits_fourier_cfg.py:runlocal", f"--workdir={wd}",
+       "--config=configs/digits.py:cond,runlocal", f"--workdir={wd}",
        "--mode=sample", f"--config.optim.learning_rate={LR}",
        "--config.sample.class_drop_t=0.3",
        "--config.sample.guidance_bands=(0,)"],

@@ -112,7 +112,7 @@ def test_cli_on_digits_config(tmp_path):
   env.pop("XLA_FLAGS", None)
   proc = subprocess.run(
       [sys.executable, "-m", "kflow_jax.tools.fit_pca",
-       f"--config={ROOT}/configs/digits_pca.py", f"--out={out}",
+       f"--config={ROOT}/configs/digits.py:transform=pca", f"--out={out}",
        "--max_examples=300", "--batch_size=128"],
       cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
   assert proc.returncode == 0, proc.stderr[-2000:]

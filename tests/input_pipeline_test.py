@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from kflow_jax import input_pipeline
+from kflow_jax import sharding
 
 
 def _cfg(**kw):
@@ -210,7 +211,7 @@ def test_global_arrays_on_8_devices():
                        axis_types=(jax.sharding.AxisType.Auto,))
   cfg = _cfg(name="digits", image_size=8)
   batch = next(input_pipeline.create(cfg, global_batch_size=16, seed=0))
-  arrays = input_pipeline.to_global(batch, mesh)
+  arrays = sharding.global_batch(mesh, batch)
   assert arrays["image"].shape == (16, 8, 8, 1)
   assert len(arrays["image"].addressable_shards) == 8
   assert arrays["image"].addressable_shards[0].data.shape == (2, 8, 8, 1)
@@ -259,7 +260,7 @@ def test_tfds_mock_pipelines(tmp_path, name, tfds_name, shape, classes):
       assert 0 <= b["label"].min() and b["label"].max() < classes
     assert not np.array_equal(local[0]["image"], local[1]["image"])
     batch = next(input_pipeline.create(cfg, global_batch_size=8, seed=0))
-    arrays = input_pipeline.to_global(batch, mesh)
+    arrays = sharding.global_batch(mesh, batch)
     assert arrays["image"].shape == (8,) + shape
     assert {s.data.shape for s in arrays["image"].addressable_shards} == {
         (1,) + shape}

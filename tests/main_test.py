@@ -17,11 +17,11 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from configs import digits_fourier
+from configs import digits
 from kflow_jax import train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIG = "--config=configs/digits_fourier.py:runlocal"
+CONFIG = "--config=configs/digits.py:runlocal"
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +147,7 @@ def test_two_processes_match_one_process(tmp_path, cache_dir):
   # Reference: the plain single-process run of the same config on as many
   # devices (2 processes x 2 devices).
   w1 = str(tmp_path / "one")
-  c = digits_fourier.get_config("runlocal")
+  c = digits.get_config("runlocal")
   c.sample.at_end = False
   state = train.train_and_evaluate(c, w1, devices=jax.devices()[:4])
   with open(os.path.join(w1, "metrics.jsonl")) as f1, open(
@@ -183,13 +183,13 @@ def test_cli_errors_are_clear(tmp_path, cache_dir):
 
 
 @pytest.mark.parametrize("key,value,msg", [
-    ("transform.name", "wavelett", "Unknown K-amplitude transform"),
-    ("model.name", "ditt", "Unknown model"),
+    ("transform.name", "wavelett", "unknown K-amplitude transform"),
+    ("model.name", "ditt", "unknown model"),
     ("input.name", "mnistt", "unknown data set"),
     ("batch_size", 12, "not divisible by the number of devices"),
 ])
 def test_bad_config_values(tmp_path, key, value, msg):
-  c = digits_fourier.get_config("runlocal")
+  c = digits.get_config("runlocal")
   node = c
   *path, last = key.split(".")
   for k in path:
@@ -200,7 +200,7 @@ def test_bad_config_values(tmp_path, key, value, msg):
 
 
 def test_unwritable_workdir_and_other_run(tmp_path):
-  c = digits_fourier.get_config("runlocal")
+  c = digits.get_config("runlocal")
   with pytest.raises(ValueError, match="Cannot write to workdir"):
     train.train_and_evaluate(c, "/sys/kflow_jax_test", devices=jax.devices()[:1])
   (tmp_path / "config.json").write_text(json.dumps({"seed": 123}))

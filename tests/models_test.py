@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from kflow_jax import kamp
 from kflow_jax import models
 
 TAU = (0.0, 0.25, 0.5, 1.0)
@@ -234,7 +235,7 @@ def test_moe_active_and_total_params():
 def test_moe_band_of_time():
   from kflow_jax.models import moe
   t = jnp.array([0.0, 0.1, 0.25, 0.4, 0.5, 0.99, 1.0])
-  np.testing.assert_array_equal(moe.band_of(t, TAU), [0, 0, 1, 1, 2, 2, 2])
+  np.testing.assert_array_equal(kamp.band_of_time(t, TAU), [0, 0, 1, 1, 2, 2, 2])
 
 
 @pytest.mark.parametrize("expert", [0, 1, 2])

@@ -47,7 +47,7 @@ def away_from_edges(path, t):
 
 
 @pytest.mark.parametrize("name", kamp.names())
-@pytest.mark.parametrize("blend", paths.BLENDS)
+@pytest.mark.parametrize("blend", paths.BLENDS.names())
 @pytest.mark.parametrize("overlap", [0.0, 0.3, 1.0])
 def test_endpoints_and_target_is_time_derivative(name, blend, overlap):
   path = build_path(name, blend=blend, overlap=overlap)
@@ -186,7 +186,7 @@ def test_under_jit_t_saturates():
     (dict(cutoffs=(0.0, 0.6, 0.4, 1.0)), "strictly increasing"),
     (dict(cutoffs=(0.0, 0.5)), "from 0 to 1"),
     (dict(num_scales=2, cutoffs=(0.0, 0.3, 0.6, 1.0)), "disagrees"),
-    (dict(num_scales=2, blend="cubic"), "Unknown blend"),
+    (dict(num_scales=2, blend="cubic"), "unknown blend"),
     (dict(num_scales=2, overlap=1.5), "overlap"),
     (dict(num_scales=2, gamma=1.0), "needs band energies"),
     (dict(num_scales=2, energies=[1.0, 2.0, 3.0], gamma=1.0), "2 bands"),

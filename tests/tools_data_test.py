@@ -200,7 +200,7 @@ def test_image_folder_trains_for_a_few_steps(tmp_path):
                                 per_class=8)
   out = str(tmp_path / "ds")
   _build_dataset(src, out, "--image_size=8")
-  c = digits_fourier.get_config("runlocal")
+  c = digits.get_config("runlocal")
   c.input.name = "folder"
   c.input.path = out
   c.input.eval_split = "train"

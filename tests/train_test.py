@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from configs import digits_fourier
+from configs import digits
 from kflow_jax import checkpointing
 from kflow_jax import train
 from kflow_jax import train_state
@@ -19,7 +19,7 @@ def _metrics(workdir):
 
 
 def _cfg(**overrides):
-  c = digits_fourier.get_config("runlocal")
+  c = digits.get_config("runlocal")
   c.update_from_flattened_dict(overrides)
   return c
 

@@ -9,43 +9,36 @@ lists the valid names.
 """
 import importlib
 
+from kflow_jax import registry
 from kflow_jax.data.base import ArraySource
 from kflow_jax.data.base import DatasetInfo
 from kflow_jax.data.base import Family
 from kflow_jax.data.base import Prepared
 
-# name -> (module, attribute, key or None). Modules load lazily so that
-# importing the pipeline does not import tfds (slow) unless a TFDS data set
-# is used. To add a family: write a module with a base.Family and list its
-# name here.
+# name -> (module, attribute, key or None) of its base.Family. Modules load
+# lazily so that importing the pipeline does not import tfds (slow) unless
+# a TFDS data set is used. To add a family: write a module with a
+# base.Family and register its name here.
 _TFDS = "kflow_jax.data.tfds_sources"
-_FAMILIES = {
-    "digits": ("kflow_jax.data.embedded", "DIGITS", None),
-    "natural_patches": ("kflow_jax.data.embedded", "PATCHES", None),
-    "cifar10": (_TFDS, "FAMILIES", "cifar10"),
-    "mnist": (_TFDS, "FAMILIES", "mnist"),
-    "celeb_a": (_TFDS, "FAMILIES", "celeb_a"),
-    "celeb_a_hq": (_TFDS, "FAMILIES", "celeb_a_hq"),
-    "imagenet2012": (_TFDS, "FAMILIES", "imagenet2012"),
-    "lsun/church_outdoor": (_TFDS, "FAMILIES", "lsun/church_outdoor"),
-    "tfds": (_TFDS, "FAMILIES", "tfds"),
-    "folder": ("kflow_jax.data.folder", "FOLDER", None),
-    "latents": ("kflow_jax.data.latents", "LATENTS", None),
-}
+DATASETS = registry.Registry("data set", "config.input")
+DATASETS.register("digits", ("kflow_jax.data.embedded", "DIGITS", None))
+DATASETS.register("natural_patches",
+                  ("kflow_jax.data.embedded", "PATCHES", None))
+for _name in ("cifar10", "mnist", "celeb_a", "celeb_a_hq", "imagenet2012",
+              "lsun/church_outdoor", "tfds"):
+  DATASETS.register(_name, (_TFDS, "FAMILIES", _name))
+DATASETS.register("folder", ("kflow_jax.data.folder", "FOLDER", None))
+DATASETS.register("latents", ("kflow_jax.data.latents", "LATENTS", None))
 
 
 def names() -> list:
   """Valid values of config.input.name."""
-  return sorted(_FAMILIES)
+  return DATASETS.names()
 
 
 def get(name: str) -> Family:
   """The Family for config.input.name; ValueError listing valid names."""
-  if name not in _FAMILIES:
-    raise ValueError(
-        f"unknown data set config.input.name={name!r}; valid names: "
-        f"{names()}.")
-  module, attr, key = _FAMILIES[name]
+  module, attr, key = DATASETS.get(name)
   family = getattr(importlib.import_module(module), attr)
   return family if key is None else family[key]
 

@@ -13,14 +13,16 @@ Transforms (one module each, registered by name):
   pca       U^T x from a fitted basis (basis="file.npz", patch=None|p),
             coefficients [B, D] or [B, H/p, W/p, p*p*C].
 
-Band machinery (DESIGN.md section 2) lives in `kflow_jax.kamp.bands` and is
-re-exported here: `band_index`, `band_energy`, `even_cutoffs`,
-`validate_cutoffs`.
+Band machinery (docs/method.md#bands) lives in `kflow_jax.kamp.bands` and
+is re-exported here: `validate_edges`, `validate_cutoffs`, `even_cutoffs`,
+`band_index`, `band_of_time`, `band_mean`, `band_energy`.
 """
 from typing import Callable, NamedTuple
 
 import jax
 import numpy as np
+
+from kflow_jax import registry
 
 
 class KTransform(NamedTuple):
@@ -81,28 +83,54 @@ def radial_kappa(r, channels: int) -> np.ndarray:
   return np.broadcast_to(kappa, (int(channels),) + kappa.shape).copy()
 
 
-# Registry: name -> builder(shape, **kwargs) -> KTransform. Builders are
-# imported lazily by the modules below registering themselves here.
-_REGISTRY: dict = {}
+# name -> builder(shape, **options) -> KTransform. The transform modules
+# below register themselves on import. A transform that must be fitted on
+# data first registers a `prepare` hook (see `prepare`).
+TRANSFORMS = registry.Registry("K-amplitude transform", "config.transform",
+                               positional=("shape",))
 
 
-def register(name: str):
-  def deco(fn):
-    _REGISTRY[name] = fn
-    return fn
-  return deco
+def register(name: str, **hooks):
+  """Decorator registering a builder(shape, **options) -> KTransform."""
+  return TRANSFORMS.register(name, **hooks)
 
 
 def names() -> list:
-  return sorted(_REGISTRY)
+  return TRANSFORMS.names()
+
+
+def options(name: str) -> list:
+  """The keyword options of transform `name` (config.transform.*)."""
+  return TRANSFORMS.options(name)
 
 
 def get(name: str, shape=(32, 32, 3), **kwargs) -> KTransform:
   """Builds the transform `name` for inputs of shape [B, *shape]."""
-  if name not in _REGISTRY:
-    raise ValueError(
-        f"Unknown K-amplitude transform {name!r}; valid names: {names()}.")
-  return _REGISTRY[name](check_shape(shape), **kwargs)
+  return TRANSFORMS.build(name, check_shape(shape), **kwargs)
+
+
+def prepare(name: str, options: dict, *, batches, out: str,
+            **fit_options) -> dict:
+  """Options with everything fitted on data filled in.
+
+  A transform like PCA needs a basis fitted on training data before it can
+  be built; its `prepare(options, batches=..., out=...)` hook fits it into
+  the file `out` (unless options already name one) and returns the options
+  to build with. Transforms without the hook get their options back.
+  `batches` is a zero-argument callable returning an iterable of image
+  batches, called only when a fit is needed; fit_options go to the hook
+  (e.g. max_examples).
+  """
+  hook = TRANSFORMS.hook(name, "prepare")
+  if hook is None:
+    return dict(options)
+  return hook(dict(options), batches=batches, out=out, **fit_options)
+
+
+def needs_preparation(name: str, options: dict) -> bool:
+  """True when `prepare` would fit something on data for these options."""
+  hook = TRANSFORMS.hook(name, "needs_preparation")
+  return bool(hook and hook(dict(options)))
 
 
 # Importing the transform modules registers them.
@@ -111,4 +139,4 @@ from kflow_jax.kamp import fourier as _fourier  # noqa: E402,F401
 from kflow_jax.kamp import wavelet as _wavelet  # noqa: E402,F401
 from kflow_jax.kamp import dct as _dct  # noqa: E402,F401
 from kflow_jax.kamp import pca as _pca  # noqa: E402,F401
-from kflow_jax.kamp.bands import band_energy, band_index, even_cutoffs, validate_cutoffs  # noqa: E402,F401
+from kflow_jax.kamp.bands import band_energy, band_index, band_mean, band_of_time, even_cutoffs, validate_cutoffs, validate_edges  # noqa: E402,F401

@@ -42,10 +42,7 @@ def dct_matrix(n):
 
 
 @kamp.register("dct")
-def build(shape, **kwargs):
-  if kwargs:
-    raise ValueError(
-        f"kamp 'dct' takes no options, got {sorted(kwargs)}.")
+def build(shape):
   h, w, c = shape
   kappa = kamp.radial_kappa(radial_index(h, w), c)
 

@@ -1,7 +1,7 @@
 """Fourier transform: orthonormal rfft2 over H, W per channel.
 
 Coefficients are laid out [B, C, H, W//2+1] because FFTs over the last two
-axes are 2-4x faster than over axes (1, 2) on CPU (environment.md) and are
+axes are 2-4x faster than over axes (1, 2) on CPU (docs/environment.md#jax-notes) and are
 the native layout on TPU/GPU too. kappa is the radial frequency |f| (in
 FFT-index units) over its maximum; a mask that depends on kappa only is
 Hermitian-symmetric, so irfft2 of the masked spectrum is the exact real
@@ -33,10 +33,7 @@ def rfft_weight(h, w):
 
 
 @kamp.register("fourier")
-def build(shape, **kwargs):
-  if kwargs:
-    raise ValueError(
-        f"kamp 'fourier' takes no options, got {sorted(kwargs)}.")
+def build(shape):
   h, w, c = shape
   kappa = kamp.radial_kappa(radial_frequency(h, w), c)
   weight = np.broadcast_to(rfft_weight(h, w), kappa.shape).copy()

@@ -192,12 +192,30 @@ def _check_fit_shape(record, shape, patch, dim):
         "eigenvector matrix from kamp.pca.fit_basis.")
 
 
-@kamp.register("pca")
-def build(shape, basis=None, patch=None, **kwargs):
-  if kwargs:
-    raise ValueError(
-        f"kamp 'pca' got unknown options {sorted(kwargs)}; valid options: "
-        "['basis', 'patch'].")
+def needs_fit(options: dict) -> bool:
+  """True when the options name no basis, so one must be fitted first."""
+  return not options.get("basis")
+
+
+def prepare(options: dict, *, batches, out: str,
+            max_examples: int = 2048) -> dict:
+  """The registry's `prepare` hook: fits a basis on `batches()` into `out`
+  unless options name one (or `out` already holds the fit), and returns
+  the options with `basis` set. The fit is deterministic, so every process
+  of a multi-host run may fit its own copy instead of waiting for a file.
+  """
+  options = dict(options)
+  if not needs_fit(options):
+    return options
+  if not os.path.exists(out):
+    save_basis(out, fit_basis(batches(), patch=options.get("patch"),
+                              max_examples=max_examples))
+  options["basis"] = out
+  return options
+
+
+@kamp.register("pca", prepare=prepare, needs_preparation=needs_fit)
+def build(shape, basis=None, patch=None):
   record = _as_record(basis, patch)
   patch = _check_patch(record["patch"], shape)
   dim = _dim(shape, patch)

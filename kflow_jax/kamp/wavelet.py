@@ -26,8 +26,6 @@ import pywt
 from kflow_jax import kamp
 from kflow_jax.kamp import lifting
 
-_OPTIONS = ("wavelet", "levels")
-
 
 def _lift_axis(x, lift, axis):
   """One forward DWT level along `axis`: returns concat([approx, detail])."""
@@ -139,11 +137,7 @@ def _check_levels(levels, shape):
 
 
 @kamp.register("wavelet")
-def build(shape, wavelet="db6", levels=3, **kwargs):
-  if kwargs:
-    raise ValueError(
-        f"kamp 'wavelet' got unknown options {sorted(kwargs)}; valid options: "
-        f"{list(_OPTIONS)} (e.g. wavelet='db6', levels=3).")
+def build(shape, wavelet="db6", levels=3):
   _check_wavelet(wavelet)
   levels = _check_levels(levels, shape)
   lift = lifting.factorize(wavelet)

@@ -14,9 +14,8 @@ free guidance; `drop_labels` is the training-time label dropout.
 
 Adding a backbone: write a module in this package with the call signature
 above, validate its attributes in `__post_init__` (ValueError saying what
-works), and add it to `_REGISTRY` (or call `register(name, cls)`).
+works), and call `register(name, cls)` (see MODELS below).
 """
-import dataclasses
 from typing import NamedTuple, Optional
 
 import flax.linen as nn
@@ -24,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from kflow_jax import registry
 from kflow_jax.models import dit
 from kflow_jax.models import mlp
 from kflow_jax.models import moe
@@ -31,42 +31,42 @@ from kflow_jax.models import unet
 from kflow_jax.models.partitioning import LOGICAL_RULES  # noqa: F401
 from kflow_jax.models.partitioning import param_shardings  # noqa: F401
 
-_REGISTRY = {
-    "dit": dit.DiT,
-    "moe_dit": moe.MoEDiT,
-    "unet": unet.UNet,
-    "mlp": mlp.MLP,
-}
+MODELS = registry.Registry("model", "config.model")
+MODELS.register("dit", dit.DiT)
+MODELS.register("moe_dit", moe.MoEDiT, run_options=("tau",))
+MODELS.register("unet", unet.UNet)
+MODELS.register("mlp", mlp.MLP)
 
 
-def register(name: str, cls):
-  """Adds a backbone class under `name` (a flax Module with the contract)."""
+def register(name: str, cls, **hooks):
+  """Adds a backbone class under `name` (a flax Module with the contract).
+
+  hooks: run_options=(names...) lists attributes the run fills in from its
+  own pieces (e.g. the MoE's band times `tau` from the path), which a
+  config must not set.
+  """
   if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
     raise ValueError(f"register needs a flax.linen.Module class, got {cls!r}.")
-  _REGISTRY[name] = cls
+  MODELS.register(name, cls, **hooks)
 
 
 def names() -> list:
-  return sorted(_REGISTRY)
+  return MODELS.names()
 
 
 def fields(name: str) -> list:
   """The keyword arguments `get(name, ...)` accepts."""
-  cls = _REGISTRY[name]
-  return [f.name for f in dataclasses.fields(cls)
-          if f.name not in ("parent", "name")]
+  return MODELS.options(name)
+
+
+def run_options(name: str) -> tuple:
+  """Attributes of model `name` that come from the run, not the config."""
+  return tuple(MODELS.hook(name, "run_options") or ())
 
 
 def get(name: str, **kwargs) -> nn.Module:
   """Builds the backbone `name`, e.g. get("dit", size="S", patch_size=2)."""
-  if name not in _REGISTRY:
-    raise ValueError(f"Unknown model {name!r}; valid names: {names()}.")
-  bad = sorted(set(kwargs) - set(fields(name)))
-  if bad:
-    raise ValueError(
-        f"Model {name!r} has no option(s) {bad}; valid options: "
-        f"{fields(name)}.")
-  return _REGISTRY[name](**kwargs)
+  return MODELS.build(name, **kwargs)
 
 
 def drop_labels(rng, y, p, num_classes: int):

@@ -1,9 +1,9 @@
 """Band-routed mixture-of-experts DiT: one MLP expert per K-Flow band.
 
-K-Flow runs one network over every band (DESIGN.md property 5); the paper's
+K-Flow runs one network over every band (docs/method.md#moe-dit); the paper's
 backbone is "a MoE version of DiT-L/2". Here attention is shared and the MLP
 of every block is a stack of experts. The router is not learned from tokens:
-it reads the active band at time t, band = searchsorted(tau, t), where `tau`
+it reads the active band at time t, kamp.band_of_time(t, tau), where `tau`
 (len S+1, the band time edges of the path) is a static attribute, so each
 scale gets its own MLP capacity at no extra FLOPs.
 
@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from kflow_jax import kamp
 from kflow_jax.models import dit
 from kflow_jax.models import layers
 
@@ -37,27 +38,10 @@ def validate_tau(tau) -> tuple:
   """Band time edges 0 = tau_0 < ... < tau_S = 1 as a tuple of floats."""
   if tau is None:
     raise ValueError(
-        "moe_dit needs tau, the band time edges of the path (len S+1, from 0 "
-        "to 1), e.g. tau=path.tau or tau=(0.0, 0.5, 1.0).")
-  try:
-    tau = tuple(float(v) for v in np.asarray(tau).reshape(-1))
-  except (TypeError, ValueError):
-    raise ValueError(
-        f"tau must be a sequence of floats, got {tau!r}.") from None
-  if len(tau) < 2 or tau[0] != 0.0 or tau[-1] != 1.0:
-    raise ValueError(
-        f"tau must run from 0.0 to 1.0 with S+1 edges, e.g. (0.0, 0.5, 1.0); "
-        f"got {tau}.")
-  if any(b <= a for a, b in zip(tau[:-1], tau[1:])):
-    raise ValueError(f"tau must be strictly increasing, got {tau}.")
-  return tau
-
-
-def band_of(t, tau):
-  """Active band of each time: tau_s <= t < tau_{s+1} (t = 1 -> S - 1)."""
-  inner = jnp.asarray(tau[1:-1], jnp.float32)
-  band = jnp.searchsorted(inner, t.astype(jnp.float32), side="right")
-  return jnp.clip(band, 0, len(tau) - 2).astype(jnp.int32)
+        "moe_dit needs tau, the band time edges of the run's path (len S+1, "
+        "from 0 to 1). `experiment.setup` passes the path's own tau; when "
+        "building the model by hand use models.get('moe_dit', tau=path.tau).")
+  return kamp.validate_edges(tau, "tau")
 
 
 class ExpertMlp(nn.Module):
@@ -166,7 +150,7 @@ class MoEDiT(dit.DiT):
     return int(self.num_experts or len(self.tau) - 1)
 
   def route(self, t):
-    return band_of(t, self.tau)
+    return kamp.band_of_time(t, self.tau)
 
   def block(self, i):
     hidden, _, heads = self.dims

@@ -9,7 +9,7 @@ the array and its logical names. `nn.get_partition_spec` reads the names,
 `nn.meta.unbox(variables)` strips the boxes (do that before handing params
 to optax or to `apply` under plain jit).
 
-Typical use (GSPMD jit; axis types must be Auto, see environment.md):
+Typical use (GSPMD jit; axis types must be Auto, see docs/environment.md#jax-notes):
 
   mesh = jax.make_mesh((2, 4), ("data", "fsdp"),
                        axis_types=(jax.sharding.AxisType.Auto,) * 2)

@@ -26,6 +26,7 @@ import numpy as np
 
 from kflow_jax import autoencoder
 from kflow_jax import input_pipeline
+from kflow_jax import sharding
 from kflow_jax.data import records
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.")
@@ -72,11 +73,9 @@ def encode_dataset(config_input, out: str, *, model, params,
     raise ValueError(
         f"the VAE needs {model.in_channels}-channel images with sides "
         f"divisible by {f}; data set {config_input.name!r} gives {info.shape}.")
-  mesh = jax.make_mesh((jax.device_count(),), ("data",),
-                       axis_types=(jax.sharding.AxisType.Auto,))
-  spec = jax.sharding.PartitionSpec("data")
-  data_sharding = jax.sharding.NamedSharding(mesh, spec)
-  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  mesh = sharding.make_mesh()
+  data_sharding = sharding.batch_sharding(mesh)
+  replicated = sharding.replicated(mesh)
   # Round the batch up to a multiple of the device count.
   batch_size = -(-batch_size // jax.device_count()) * jax.device_count()
   params = jax.device_put(params, replicated)
@@ -103,7 +102,7 @@ def encode_dataset(config_input, out: str, *, model, params,
     start, done = time.time(), 0
     try:
       for batch in it:
-        x = input_pipeline.to_global({"image": batch["image"]}, mesh)["image"]
+        x = sharding.global_batch(mesh, {"image": batch["image"]})["image"]
         moments = jax.tree.map(lambda a: _local_rows(a, store_dtype),
                                encode(params, x))
         latent_shape = moments[0][0].shape[1:]

@@ -1,6 +1,6 @@
 """Fits the PCA basis of the `pca` K-amplitude transform from a data set.
 
-  python -m kflow_jax.tools.fit_pca --config=configs/patches_pca.py \
+  python -m kflow_jax.tools.fit_pca --config=configs/patches.py:transform=pca \
       --out=/tmp/basis.npz [--patch=8] [--max_examples=10000]
 
 One streaming pass over the training split (finite mode of the input
@@ -13,8 +13,10 @@ basis=path)` checks them on load.
 from absl import app
 from absl import flags
 from absl import logging
+from ml_collections import config_flags
 import numpy as np
 
+from kflow_jax import input_pipeline
 from kflow_jax.kamp import pca
 
 def array_batches(images, batch_size=256):
@@ -25,19 +27,6 @@ def array_batches(images, batch_size=256):
         f"images must be [N, H, W, C], got shape {images.shape}.")
   for start in range(0, images.shape[0], batch_size):
     yield images[start:start + batch_size]
-
-
-def config_batches(config, *, batch_size=256, seed=0):
-  """Yields the training split once as image batches, padding removed."""
-  from kflow_jax import input_pipeline  # pylint: disable=g-import-not-at-top
-  it = input_pipeline.create(
-      config.input, global_batch_size=batch_size, seed=seed,
-      process_index=0, process_count=1, split="train", finite=True)
-  for batch in it:
-    images = np.asarray(batch["image"])
-    if "mask" in batch:
-      images = images[np.asarray(batch["mask"], bool)]
-    yield images
 
 
 def fit_and_save(data, out, *, patch=None, max_examples=None,
@@ -51,21 +40,16 @@ def fit_and_save(data, out, *, patch=None, max_examples=None,
   return fitted
 
 
-def _define_flags():
-  """Flags exist only when run as a tool: experiment.py imports this module
-  inside the trainer, whose own flags (e.g. --config) must not clash."""
-  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
-  config_flags.DEFINE_config_file("config", None, "Experiment config file.")
-  flags.DEFINE_string("out", None, "Output .npz path.")
-  flags.DEFINE_integer(
-      "patch", None, "Patch size p for patch PCA; default: "
-      "config.transform.patch if set, else full PCA.")
-  flags.DEFINE_integer("batch_size", 256, "Examples per batch read.")
-  flags.DEFINE_integer(
-      "max_examples", None, "Stop after this many examples (default: the "
-      "whole training split, one pass).")
-  flags.DEFINE_integer("seed", 0, "Seed of the input pipeline.")
-  flags.mark_flags_as_required(["config", "out"])
+config_flags.DEFINE_config_file("config", None, "Experiment config file.")
+flags.DEFINE_string("out", None, "Output .npz path.")
+flags.DEFINE_integer(
+    "patch", None, "Patch size p for patch PCA; default: "
+    "config.transform.patch if set, else full PCA.")
+flags.DEFINE_integer("batch_size", 256, "Examples per batch read.")
+flags.DEFINE_integer(
+    "max_examples", None, "Stop after this many examples (default: the "
+    "whole training split, one pass).")
+flags.DEFINE_integer("seed", 0, "Seed of the input pipeline.")
 
 
 def main(argv):
@@ -76,7 +60,8 @@ def main(argv):
   if patch is None and "transform" in cfg:
     patch = cfg.transform.get("patch", None)
   fitted = fit_and_save(
-      config_batches(cfg, batch_size=f.batch_size, seed=f.seed),
+      input_pipeline.epoch_images(cfg.input, batch_size=f.batch_size,
+                                  seed=f.seed),
       f.out, patch=patch, max_examples=f.max_examples)
   ev = fitted["eigenvalues"]
   top = np.cumsum(ev) / max(ev.sum(), 1e-30)
@@ -90,5 +75,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  _define_flags()
+  flags.mark_flags_as_required(["config", "out"])
   app.run(main)
