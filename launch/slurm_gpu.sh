@@ -70,7 +70,9 @@ main() {
     exit 1
   fi
   local coord_host coord_port python=${PYTHON:-python}
-  coord_host=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
+  # sed, not head: head would exit early, scontrol get SIGPIPE and
+  # pipefail end the job (141) on large allocations.
+  coord_host=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | sed -n 1p)
   coord_port=${COORD_PORT:-$((20000 + SLURM_JOB_ID % 20000))}
   cd "$repo"
   echo "kflow slurm job $SLURM_JOB_ID (restart ${SLURM_RESTART_COUNT:-0})" \

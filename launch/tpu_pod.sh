@@ -320,7 +320,7 @@ stop_script() {
   s+="if [ \"\$pid\" -gt 0 ] && kill -0 \"\$pid\" 2>/dev/null; then "
   # The negative pid is setsid's process group: bash and python both.
   s+="kill -TERM -- -\"\$pid\"; echo \"\$(hostname): sent SIGTERM, waiting\"; "
-  s+="i=0; while kill -0 \"\$pid\" 2>/dev/null && [ \$i -lt 120 ]; do sleep 5; i=\$((i+1)); done; "
+  s+="i=0; while kill -0 \"\$pid\" 2>/dev/null && [ \$i -lt 600 ]; do sleep 1; i=\$((i+1)); done; "
   s+="if kill -0 \"\$pid\" 2>/dev/null; then echo \"\$(hostname): still running\" >&2; exit 1; fi; "
   s+="echo \"\$(hostname): stopped\"; else echo \"\$(hostname): no run\"; fi"
   printf '%s' "$s"
