@@ -364,7 +364,7 @@ def test_shared_workdir_check(shared_dir):
   # A node alone, or seeing only files this host wrote (a local disk where
   # it once was rank 0): it times out with the reason.
   wd = os.path.join(shared_dir, "alone")
-  p = _check(wd, 0, 2, host="h0")
+  p = _check(wd, 0, 2, host="h0", timeout=0)  # writes rank0, fails
   p.wait(timeout=10)
   p = _check(wd, 1, 2, host="h0")
   _, err = p.communicate(timeout=10)
