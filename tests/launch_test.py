@@ -13,9 +13,12 @@ import time
 
 import pytest
 
-from launch import sweep
-
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# launch/ is not an installed package (setup.py packages kflow_jax only):
+# import it from the checkout also when pytest runs from elsewhere.
+if REPO not in sys.path:
+  sys.path.insert(0, REPO)
+from launch import sweep  # pylint: disable=g-import-not-at-top,wrong-import-position
 LAUNCH = os.path.join(REPO, "launch")
 SCRIPTS = sorted(glob.glob(os.path.join(LAUNCH, "*.sh")))
 TPU = os.path.join(LAUNCH, "tpu_pod.sh")
