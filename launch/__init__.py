@@ -1,0 +1,1 @@
+"""Launchers: TPU pods, GPU clusters, sweeps (python -m launch.sweep)."""
