@@ -207,8 +207,7 @@ def test_natural_patches_split_by_photo():
 
 def test_global_arrays_on_8_devices():
   assert jax.device_count() == 8
-  mesh = jax.make_mesh((8,), ("data",),
-                       axis_types=(jax.sharding.AxisType.Auto,))
+  mesh = sharding.make_mesh()
   cfg = _cfg(name="digits", image_size=8)
   batch = next(input_pipeline.create(cfg, global_batch_size=16, seed=0))
   arrays = sharding.global_batch(mesh, batch)
@@ -242,8 +241,7 @@ def test_tfds_mock_pipelines(tmp_path, name, tfds_name, shape, classes):
   tfds = pytest.importorskip("tensorflow_datasets")
   cfg = _cfg(name=name, data_dir=str(tmp_path))
   _mark_prepared(tmp_path, tfds_name)
-  mesh = jax.make_mesh((8,), ("data",),
-                       axis_types=(jax.sharding.AxisType.Auto,))
+  mesh = sharding.make_mesh()
   with tfds.testing.mock_data(num_examples=20):
     info = input_pipeline.get_info(cfg)
     assert info == input_pipeline.DatasetInfo(shape, classes, 20)
