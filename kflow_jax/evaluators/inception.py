@@ -33,6 +33,7 @@ Users download the weights themselves; nothing is fetched here:
     variables = inception.load_pytorch_fid_weights(path)
     out = inception.InceptionV3().apply(variables, x)
 """
+import functools
 import hashlib
 import os
 from typing import Dict, Optional
@@ -223,11 +224,36 @@ class InceptionV3(nn.Module):
             "logits_unbiased": logits_unbiased}
 
 
-def variable_shapes(model: Optional[InceptionV3] = None, size: int = 299):
+def variable_shapes(size: int = 299):
   """{'params': ..., 'batch_stats': ...} of ShapeDtypeStructs (no compute)."""
-  model = model or InceptionV3()
-  return jax.eval_shape(model.init, jax.random.PRNGKey(0),
-                        jnp.zeros((1, size, size, 3), jnp.float32))
+  return _variable_shapes(size)
+
+
+@functools.lru_cache(maxsize=4)
+def _variable_shapes(size):
+  # Tracing the 94-conv model takes seconds; every import needs the shapes.
+  return jax.eval_shape(InceptionV3().init, jax.random.PRNGKey(0),
+                        jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32))
+
+
+def random_variables(seed: int = 0) -> dict:
+  """He-initialised weights and unit BatchNorm statistics (numpy), for tests
+  and benchmarks: model.init at 299 px runs op by op and takes a minute."""
+  rng = np.random.default_rng(seed)
+  flat = flax.traverse_util.flatten_dict(
+      flax.core.unfreeze(variable_shapes()))
+  out = {}
+  for path, spec in flat.items():
+    leaf = path[-1]
+    if leaf == "kernel":
+      fan_in = int(np.prod(spec.shape[:-1]))
+      value = rng.normal(0, np.sqrt(2.0 / fan_in), spec.shape)
+    elif leaf in ("scale", "var"):
+      value = np.ones(spec.shape)
+    else:  # bias, mean
+      value = np.zeros(spec.shape)
+    out[path] = value.astype(np.float32)
+  return flax.traverse_util.unflatten_dict(out)
 
 
 # ---------------------------------------------------------------------------
@@ -285,22 +311,19 @@ def convert_pytorch_fid_state_dict(state_dict: Dict[str, np.ndarray]) -> dict:
   """
   targets = flax.traverse_util.flatten_dict(
       flax.core.unfreeze(variable_shapes()))
-  out, unexpected = {}, []
-  for name, value in state_dict.items():
-    path = torch_to_flax_path(name)
-    if path is None:
-      continue
-    if path not in targets:
-      unexpected.append(name)
-      continue
-    out[path] = _convert(value, targets[path].shape, name)
-  missing = sorted(flax_to_torch_name(p) for p in targets if p not in out)
+  paths = {name: torch_to_flax_path(name) for name in state_dict}
+  paths = {name: p for name, p in paths.items() if p is not None}
+  unexpected = sorted(name for name, p in paths.items() if p not in targets)
+  found = set(paths.values())
+  missing = sorted(flax_to_torch_name(p) for p in targets if p not in found)
   if missing or unexpected:
     raise ValueError(
         "weights do not match the FID Inception: "
         f"missing {len(missing)} {missing[:20]}; unexpected "
-        f"{len(unexpected)} {sorted(unexpected)[:20]}. Use pytorch-fid's "
+        f"{len(unexpected)} {unexpected[:20]}. Use pytorch-fid's "
         f"{WEIGHTS_FILENAME} ({WEIGHTS_URL}).")
+  out = {p: _convert(state_dict[name], targets[p].shape, name)
+         for name, p in paths.items()}
   return flax.traverse_util.unflatten_dict(out)
 
 

@@ -187,12 +187,14 @@ def _load_legacy(path) -> dict:
 def load_state_dict(path) -> Dict[str, np.ndarray]:
   """`torch.load(path)` of a state dict, as {name: numpy array}, no torch."""
   path = str(path)
-  if zipfile.is_zipfile(path):
-    return _check_state_dict(_load_zip(path), path)
-  with open(path, "rb") as f:
-    head = f.read(2)
-  if head[:1] != b"\x80":  # every torch.save pickle starts with PROTO
-    raise ValueError(f"{path} is not a torch.save file (neither a zip "
-                     "archive nor a pickle).")
-  return _check_state_dict(_load_legacy(path), path)
-
+  try:
+    if zipfile.is_zipfile(path):
+      return _check_state_dict(_load_zip(path), path)
+    with open(path, "rb") as f:
+      head = f.read(2)
+    if head[:1] != b"\x80":  # every torch.save pickle starts with PROTO
+      raise ValueError(f"{path} is not a torch.save file (neither a zip "
+                       "archive nor a pickle).")
+    return _check_state_dict(_load_legacy(path), path)
+  except (pickle.UnpicklingError, EOFError, KeyError) as e:
+    raise ValueError(f"cannot read {path} as a torch state dict: {e}") from e
