@@ -5,8 +5,8 @@ itself on seeded random weights (no download: the FID Inception modules are
 built like pytorch_fid.inception.fid_inception_v3 does, minus the weight
 loading); they skip when torch / pytorch-fid are not installed:
 
-    pip install torch==2.13.0 && \\
-      pip install --no-deps torchvision==0.28.0 pytorch-fid==0.3.0
+    pip install torch==2.13.0 torchvision==0.28.0 pytorch-fid==0.3.0 \\
+      torch-fidelity==0.4.0
     python -m pytest tests/inception_test.py tests/fid_test.py -m parity
 """
 import os
@@ -343,3 +343,46 @@ def test_fid_matches_pytorch_fid(parity_setup):
           f"{abs(mine - ref) / ref:.2e})")
     assert abs(same - ref) <= 1e-6 * ref
     assert abs(mine - ref) <= 1e-3 * ref
+
+
+@pytest.mark.parity
+def test_resizes_match_torch_and_torch_fidelity():
+  torch, _ = import_pytorch_fid()
+  x = np.random.default_rng(3).random((2, 3, 37, 53)).astype(np.float32)
+  nhwc = x.transpose(0, 2, 3, 1)
+  for size in (299, 16):
+    want = torch.nn.functional.interpolate(
+        torch.from_numpy(x), size=(size, size), mode="bilinear",
+        align_corners=False).numpy().transpose(0, 2, 3, 1)
+    got = preprocess.resize_bilinear(nhwc, size, half_pixel=True)
+    np.testing.assert_allclose(got, want, atol=2e-6)
+  tf1 = pytest.importorskip("torch_fidelity.interpolate_compat_tensorflow")
+  for size in (299, 16):
+    want = tf1.interpolate_bilinear_2d_like_tensorflow1x(
+        torch.from_numpy(x * 255), size=(size, size),
+        align_corners=False).numpy().transpose(0, 2, 3, 1)
+    got = preprocess.resize_bilinear(nhwc * 255, size, half_pixel=False)
+    np.testing.assert_allclose(got, want, atol=2e-4)  # 0..255 scale
+
+
+@pytest.mark.parity
+def test_adm_protocol_matches_torch_fidelity(parity_setup):
+  """torch-fidelity's TF-exact Inception (TF1 resize, (x-128)/128, same
+  state dict names) stands in for the ADM evaluator's TF graph."""
+  torch, _ = import_pytorch_fid()
+  tfid = pytest.importorskip("torch_fidelity.feature_extractor_inceptionv3")
+  _, variables, _, path = parity_setup
+  model = tfid.FeatureExtractorInceptionV3(
+      "inception-v3-compat", ["2048", "logits_unbiased"],
+      feature_extractor_weights_path=path)
+  x = np.random.default_rng(11).integers(0, 256, (2, 64, 64, 3),
+                                         dtype=np.uint8)
+  with torch.no_grad():
+    pool, logits = model(torch.from_numpy(x).permute(0, 3, 1, 2))
+  out = jax.device_get(fid.feature_fn(variables, "adm")(x))
+  errs = {"pool": _rel_err(out["pool"], pool.numpy()),
+          "logits_unbiased": _rel_err(out["logits_unbiased"],
+                                      logits.numpy())}
+  print(f"adm protocol, 64 px: max |jax - torch| / max |torch| = {errs}")
+  for k, e in errs.items():
+    assert e < 1e-4, (k, e)
