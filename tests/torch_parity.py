@@ -30,7 +30,7 @@ def import_pytorch_fid():
       lib.define(f"{op}(Tensor dets, Tensor scores, float iou_threshold) "
                  "-> Tensor")
     _TORCHVISION_SHIM.append(lib)
-    import torchvision  # pylint: disable=g-import-not-at-top,unused-import,redefined-outer-name
+    import torchvision  # pylint: disable=g-import-not-at-top,unused-import
   pytorch_fid_inception = pytest.importorskip("pytorch_fid.inception")
   return torch, pytorch_fid_inception
 
