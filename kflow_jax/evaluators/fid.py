@@ -19,6 +19,13 @@ sigma_s), so ADM's VIRTUAL_*.npz reference batches (which add the 10k
 reference images as arr_0) load directly, and our own files work with the
 ADM evaluator. Statistics and distances are float64 numpy on the host;
 features and k-NN distances are computed with JAX.
+
+    variables = inception.load_pytorch_fid_weights()   # no torch needed
+    fn = fid.feature_fn(variables, "adm")              # or "pytorch_fid"
+    feats = fid.extract_features(fn, fid.load_sample_batch(samples_npz))
+    ref = fid.load_reference(ref_npz, load_images=True)
+    ref_pool = fid.extract_features(fn, ref.images)["pool"]
+    metrics = fid.evaluate(feats, ref.stats, ref_pool)
 """
 import functools
 import os
