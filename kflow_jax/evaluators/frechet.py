@@ -44,7 +44,9 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
         f"{s1.shape} vs {s2.shape}; both sets need features of the same "
         "extractor and dimension.")
   diff = mu1 - mu2
-  covmean, _ = linalg.sqrtm(s1.dot(s2), disp=False)
+  # No disp=False: scipy deprecated it in 1.16 and drops it in 1.18; the
+  # default returns the same matrix on every version.
+  covmean = linalg.sqrtm(s1.dot(s2))
   if not np.isfinite(covmean).all():
     offset = np.eye(s1.shape[0]) * eps
     covmean = linalg.sqrtm((s1 + offset).dot(s2 + offset))
