@@ -161,7 +161,8 @@ def frechet_distance(clf: Classifier, images_a, images_b) -> float:
 # ----------------------------------------------------------------- training
 
 
-def _shift(images, rng, max_shift: int):
+def _shift(images: np.ndarray, rng: np.random.Generator,
+           max_shift: int) -> np.ndarray:
   """Random integer translations by up to max_shift pixels (edge padded).
 
   Generated samples are rarely centred exactly like the data; a classifier
@@ -172,13 +173,33 @@ def _shift(images, rng, max_shift: int):
     return images
   n, h, w, _ = images.shape
   p = max_shift
-  padded = jnp.pad(images, ((0, 0), (p, p), (p, p), (0, 0)), mode="edge")
-  offsets = jax.random.randint(rng, (n, 2), 0, 2 * p + 1)
+  padded = np.pad(images, ((0, 0), (p, p), (p, p), (0, 0)), mode="edge")
+  dy, dx = rng.integers(0, 2 * p + 1, size=(2, n))
+  rows = dy[:, None] + np.arange(h)[None]  # [n, h]
+  cols = dx[:, None] + np.arange(w)[None]  # [n, w]
+  return padded[np.arange(n)[:, None, None], rows[:, :, None],
+                cols[:, None, :]]
 
-  def crop(im, off):
-    return jax.lax.dynamic_slice(im, (off[0], off[1], 0), (h, w, im.shape[-1]))
 
-  return jax.vmap(crop)(padded, offsets)
+def init_params(module: CNN, image_shape, rng: np.random.Generator) -> dict:
+  """He-normal kernels, zero biases, drawn on the host with numpy.
+
+  Shapes come from jax.eval_shape (tracing only): flax's own init compiles
+  a threefry program per run, which cost more CPU time than the whole
+  training here, and numpy's PCG64 stream does not depend on the jax
+  version.
+  """
+  shapes = jax.eval_shape(module.init, jax.random.key(0),
+                          jnp.zeros((1,) + tuple(image_shape)))["params"]
+
+  def leaf(path, s):
+    if path[-1].key == "bias":
+      return np.zeros(s.shape, np.float32)
+    fan_in = int(np.prod(s.shape[:-1]))
+    return (rng.standard_normal(s.shape) * np.sqrt(2.0 / fan_in)).astype(
+        np.float32)
+
+  return jax.tree_util.tree_map_with_path(leaf, shapes)
 
 
 def train(train_images, train_labels, *, num_classes: int, steps: int = 1000,
@@ -187,8 +208,8 @@ def train(train_images, train_labels, *, num_classes: int, steps: int = 1000,
           widths: Sequence[int] = (16, 32), feature_dim: int = 64) -> dict:
   """Trains CNN params with AdamW (cosine-decayed); returns the params.
 
-  Deterministic given the arguments: init, batch order and shifts all come
-  from jax.random.key(seed).
+  Deterministic given the arguments: init, batch draws (with replacement)
+  and shifts all come from np.random.default_rng(seed).
   """
   x = validate.images(train_images, "train_images", min_count=batch_size)
   y = np.asarray(train_labels, np.int32)
@@ -198,32 +219,29 @@ def train(train_images, train_labels, *, num_classes: int, steps: int = 1000,
   if int(steps) < 1:
     raise ValueError(f"steps must be >= 1, got {steps}.")
   module = CNN(int(num_classes), tuple(widths), int(feature_dim))
-  init_rng, data_rng = jax.random.split(jax.random.key(int(seed)))
-  params = module.init(init_rng, jnp.zeros((1,) + x.shape[1:]))["params"]
+  rng = np.random.default_rng(int(seed))
+  params = init_params(module, x.shape[1:], rng)
   schedule = optax.cosine_decay_schedule(learning_rate, int(steps))
   tx = optax.adamw(schedule, weight_decay=weight_decay)
   opt_state = tx.init(params)
-  x, y = jnp.asarray(x), jnp.asarray(y)
 
-  # A Python loop over one jitted step: XLA:CPU runs convolutions inside a
+  # A Python loop over one jitted step: XLA:CPU ran convolutions inside a
   # lax.scan body far slower (measured ~10x) than as a top-level program.
   @jax.jit
-  def step(params, opt_state, rng):
-    idx_rng, shift_rng = jax.random.split(rng)
-    idx = jax.random.randint(idx_rng, (batch_size,), 0, x.shape[0])
-    xb = _shift(x[idx], shift_rng, max_shift)
-
+  def step(params, opt_state, xb, yb):
     def loss_fn(p):
       logits, _ = module.apply({"params": p}, xb)
       return optax.softmax_cross_entropy_with_integer_labels(
-          logits, y[idx]).mean()
+          logits, yb).mean()
 
     grads = jax.grad(loss_fn)(params)
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state
 
-  for rng in jax.random.split(data_rng, int(steps)):
-    params, opt_state = step(params, opt_state, rng)
+  for _ in range(int(steps)):
+    idx = rng.integers(0, x.shape[0], size=batch_size)
+    params, opt_state = step(params, opt_state,
+                             _shift(x[idx], rng, max_shift), y[idx])
   return {"params": jax.tree.map(np.asarray, params)}
 
 
