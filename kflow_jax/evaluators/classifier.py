@@ -246,8 +246,16 @@ def train(train_images, train_labels, *, num_classes: int, steps: int = 1000,
 
 
 def fit(dataset: str, *, image_size: Optional[int] = None, steps: int = 1000,
-        seed: int = 0, **train_kwargs) -> Classifier:
-  """Trains on the data set's train split, scores its held-out split."""
+        seed: int = 0, widths: Sequence[int] = (16, 32),
+        feature_dim: int = 64, **train_kwargs) -> Classifier:
+  """Trains on the data set's train split, scores its held-out split.
+
+  Args:
+    dataset: config.input.name of a labelled data set with a held-out split
+      of the same classes (digits; mnist/cifar10 where prepared).
+    image_size: config.input.image_size; None: the data set's default.
+    steps, seed, widths, feature_dim, **train_kwargs: see `train`.
+  """
   from kflow_jax.evaluators import reference  # pylint: disable=g-import-not-at-top
   if dataset == "natural_patches":
     raise ValueError(
@@ -260,14 +268,14 @@ def fit(dataset: str, *, image_size: Optional[int] = None, steps: int = 1000,
                                         image_size=image_size)
   num_classes = int(max(y_train.max(), y_test.max())) + 1
   params = train(x_train, y_train, num_classes=num_classes, steps=steps,
-                 seed=seed, **train_kwargs)
-  arch = {k: train_kwargs[k] for k in ("widths", "feature_dim")
-          if k in train_kwargs}
+                 seed=seed, widths=widths, feature_dim=feature_dim,
+                 **train_kwargs)
   clf = Classifier(params=params, dataset=dataset,
                    image_shape=tuple(int(v) for v in x_train.shape[1:]),
-                   num_classes=num_classes, steps=int(steps), seed=int(seed),
-                   **{k: tuple(v) if k == "widths" else int(v)
-                      for k, v in arch.items()})
+                   num_classes=num_classes,
+                   widths=tuple(int(w) for w in widths),
+                   feature_dim=int(feature_dim), steps=int(steps),
+                   seed=int(seed))
   acc = float(np.mean(clf.predict(x_test) == y_test))
   return dataclasses.replace(clf, accuracy=acc)
 
