@@ -24,6 +24,9 @@ INSTALL_REQUIRES = [
     "safetensors==0.8.0",    # reads the SD-VAE weights without torch
     "pillow==13.0.0",        # PNG sample grids
     "tensorboardX==2.6.5",   # TensorBoard events without TensorFlow
+    "dm-pix==0.4.5",         # PSNR / SSIM (evaluators.image_quality)
+    "chex==0.1.92",          # required by dm-pix
+    "toolz==1.2.0",          # required by chex
 ]
 
 setup(
@@ -31,7 +34,7 @@ setup(
     version="0.1.0",
     description="K-Flow: flow matching along the K-amplitude, in JAX/Flax",
     packages=find_packages(include=["kflow_jax", "kflow_jax.*"]),
-    python_requires=">=3.10",
+    python_requires=">=3.11",  # dm-pix needs 3.11
     install_requires=INSTALL_REQUIRES,
     extras_require={"test": ["pytest==9.2.0", "pytest-xdist==3.8.0",
                              # the launch scripts are linted in the tests
