@@ -322,8 +322,8 @@ def build(shape, wavelet="db6", levels=3, **kwargs):
 
   # The transform runs on [B*C, H, W]: with C (often 3) innermost, every
   # stencil pass would vectorize over 3 lanes; with W innermost it
-  # vectorizes over whole rows (a [H, W, B*C] layout, both axes non-minor,
-  # measured 2x slower at 256x256 because of its transposes).
+  # vectorizes over whole rows (a [H, W, B*C] layout, with both axes
+  # non-minor, measured 2x slower at 256x256).
   def to_planes(x):
     return jnp.transpose(x, (0, 3, 1, 2)).reshape(-1, h, w)
 
