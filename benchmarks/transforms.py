@@ -1,13 +1,15 @@
 """K-amplitude transforms: forward + inverse time under jit, side by side.
 
-  python benchmarks/transforms.py            # the three issue sizes
-  python benchmarks/transforms.py --quick    # smoke run (seconds), for tests
+  python -m benchmarks.transforms            # the three issue sizes
+  python -m benchmarks.transforms --quick    # smoke run (seconds), for tests
 
-For every transform and size, the median time of jit(inverse(forward(x)));
-for the wavelet, in the same run, jaxwt wavedec2/waverec2 (same wavelet and
-levels; jaxwt has no periodization, so its default padding) and PyWavelets
-wavedec2/waverec2 (mode="periodization", float32), with the ratios
-jaxwt / ours and pywt / ours (> 1: ours is faster).
+For every transform and size, the median time of jit(inverse(forward(x))).
+For the wavelet (haar, db2 and db6 by default), in the same run and
+interleaved call by call so that load on a shared machine hits all three
+alike: ours, PyWavelets wavedec2/waverec2 (mode="periodization", float32,
+same wavelet and levels) and jaxwt wavedec2/waverec2 (jaxwt has no
+periodization, so its default padding), with the time ratios pywt/ours and
+jaxwt/ours (> 1: ours is faster) and our XLA compile time.
 """
 import argparse
 import os
@@ -30,13 +32,27 @@ QUICK_SIZES = [(2, 16, 16, 3)]
 
 def _time(fn, x, repeats):
   """Median wall time in ms of fn(x) after one warm-up (compile) call."""
-  jax.block_until_ready(fn(x))
-  times = []
+  return _time_interleaved({"fn": fn}, x, repeats)["fn"]
+
+
+def _time_interleaved(fns, x, repeats):
+  """{name: median ms} with the calls of all fns interleaved per round.
+
+  One warm-up (compile) call each; then every round calls each fn once, so
+  a burst of load from other jobs slows all of them, not just one.
+  """
+  inputs = {}
+  for name, (fn, arg) in ((k, v if isinstance(v, tuple) else (v, x))
+                          for k, v in fns.items()):
+    inputs[name] = (fn, arg)
+    jax.block_until_ready(fn(arg))
+  times = {name: [] for name in fns}
   for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn(x))
-    times.append(1e3 * (time.perf_counter() - start))
-  return statistics.median(times)
+    for name, (fn, arg) in inputs.items():
+      start = time.perf_counter()
+      jax.block_until_ready(fn(arg))
+      times[name].append(1e3 * (time.perf_counter() - start))
+  return {name: statistics.median(t) for name, t in times.items()}
 
 
 def _random_orthogonal(dim, seed=0):
@@ -44,12 +60,10 @@ def _random_orthogonal(dim, seed=0):
   return q.astype(np.float32)
 
 
-def _transforms(shape, wavelet, levels):
+def _transforms(shape):
   h, w, c = shape
   out = {name: kamp.get(name, shape) for name in ("identity", "fourier",
                                                    "dct")}
-  out[f"wavelet {wavelet} L{levels}"] = kamp.get(
-      "wavelet", shape, wavelet=wavelet, levels=levels)
   if h * w * c <= 4096:
     out["pca"] = kamp.get("pca", shape, basis=_random_orthogonal(h * w * c))
   patch = 8 if h % 8 == 0 and w % 8 == 0 else 2
@@ -76,30 +90,57 @@ def _pywt_fn(wavelet, levels):
   return fn
 
 
-def run(sizes, wavelet, levels, repeats):
-  rows = []
+def _wavelet_rows(size, x, wavelet, levels, repeats):
+  """Ours vs PyWavelets vs jaxwt for one wavelet, interleaved."""
+  t = kamp.get("wavelet", size[1:], wavelet=wavelet, levels=levels)
+  start = time.perf_counter()
+  ours = jax.jit(lambda v: t.inverse(t.forward(v))).lower(x).compile()
+  compile_s = time.perf_counter() - start
+  err = float(jnp.abs(ours(x) - x).max())
+  with warnings.catch_warnings():  # pywt: levels above its boundary max
+    warnings.simplefilter("ignore")
+    ms = _time_interleaved(
+        {"ours": ours, "pywt": _pywt_fn(wavelet, levels),
+         "jaxwt": (_jaxwt_fn(wavelet, levels),
+                   np.ascontiguousarray(x.transpose(0, 3, 1, 2)))},
+        x, repeats)
+  name = f"wavelet {wavelet} L{levels}"
+  print(f"{str(size):18s} {name:22s} {ms['ours']:9.3f} ms  (max round-trip "
+        f"error {err:.1e}, compile {compile_s:.2f} s)", flush=True)
+  print(f"{'':18s} {'  PyWavelets':22s} {ms['pywt']:9.3f} ms  "
+        f"ratio pywt/ours = {ms['pywt'] / ms['ours']:.2f}", flush=True)
+  print(f"{'':18s} {'  jaxwt (no period.)':22s} {ms['jaxwt']:9.3f} ms  "
+        f"ratio jaxwt/ours = {ms['jaxwt'] / ms['ours']:.2f}", flush=True)
+  return [(size, name, ms["ours"], err),
+          (size, f"ratio pywt/ours {wavelet}", ms["pywt"] / ms["ours"], None),
+          (size, f"ratio jaxwt/ours {wavelet}", ms["jaxwt"] / ms["ours"],
+           None)], (size, wavelet, ms, compile_s)
+
+
+def run(sizes, wavelets, levels, repeats):
+  rows, table = [], []
   for size in sizes:
     x = np.random.default_rng(0).standard_normal(size).astype(np.float32)
-    for name, t in _transforms(size[1:], wavelet, levels).items():
+    for name, t in _transforms(size[1:]).items():
       fn = jax.jit(lambda v, t=t: t.inverse(t.forward(v)))
       ms = _time(fn, x, repeats)
       err = float(jnp.abs(fn(x) - x).max())
       rows.append((size, name, ms, err))
       print(f"{str(size):18s} {name:22s} {ms:9.3f} ms  (max round-trip "
             f"error {err:.1e})", flush=True)
-      if name.startswith("wavelet"):
-        ours = ms
-        with warnings.catch_warnings():
-          warnings.simplefilter("ignore")
-          jw = _time(_jaxwt_fn(wavelet, levels),
-                     np.ascontiguousarray(x.transpose(0, 3, 1, 2)), repeats)
-          pw = _time(_pywt_fn(wavelet, levels), x, repeats)
-        print(f"{'':18s} {'  jaxwt (no period.)':22s} {jw:9.3f} ms  "
-              f"ratio jaxwt/ours = {jw / ours:.2f}", flush=True)
-        print(f"{'':18s} {'  PyWavelets':22s} {pw:9.3f} ms  "
-              f"ratio pywt/ours = {pw / ours:.2f}", flush=True)
-        rows.append((size, "ratio jaxwt/ours", jw / ours, None))
-        rows.append((size, "ratio pywt/ours", pw / ours, None))
+    for wavelet in wavelets:
+      new_rows, line = _wavelet_rows(size, x, wavelet, levels, repeats)
+      rows += new_rows
+      table.append(line)
+  print(f"\nwavelet L{levels}, jit(inverse(forward(x))), median ms "
+        "(interleaved); ratios > 1: ours is faster")
+  print(f"{'size':18s} {'wavelet':8s} {'ours':>9s} {'pywt':>9s} "
+        f"{'jaxwt':>9s} {'pywt/ours':>10s} {'jaxwt/ours':>11s} "
+        f"{'compile s':>10s}")
+  for size, wavelet, ms, compile_s in table:
+    print(f"{str(size):18s} {wavelet:8s} {ms['ours']:9.3f} {ms['pywt']:9.3f} "
+          f"{ms['jaxwt']:9.3f} {ms['pywt'] / ms['ours']:10.2f} "
+          f"{ms['jaxwt'] / ms['ours']:11.2f} {compile_s:10.2f}", flush=True)
   return rows
 
 
@@ -107,16 +148,17 @@ def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--quick", action="store_true",
                       help="one tiny size, few repeats (smoke test)")
-  parser.add_argument("--wavelet", default="db6")
+  parser.add_argument("--wavelet", default="haar,db2,db6",
+                      help="comma-separated PyWavelets names")
   parser.add_argument("--levels", type=int, default=3)
   parser.add_argument("--repeats", type=int, default=None)
   args = parser.parse_args(argv)
   sizes = QUICK_SIZES if args.quick else SIZES
   levels = min(args.levels, 2) if args.quick else args.levels
-  repeats = args.repeats or (2 if args.quick else 10)
+  repeats = args.repeats or (2 if args.quick else 21)
   print(f"jax {jax.__version__} on {jax.devices()[0].platform}; "
         f"jit(inverse(forward(x))), median of {repeats}")
-  return run(sizes, args.wavelet, levels, repeats)
+  return run(sizes, args.wavelet.split(","), levels, repeats)
 
 
 if __name__ == "__main__":

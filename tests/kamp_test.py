@@ -177,7 +177,8 @@ def test_benchmark_quick_mode_runs():
   spec.loader.exec_module(bench)
   rows = bench.main(["--quick", "--wavelet=haar", "--repeats=1"])
   names = {r[1] for r in rows}
-  assert {"fourier", "dct", "ratio jaxwt/ours", "ratio pywt/ours"} <= names
+  assert {"fourier", "dct", "wavelet haar L2", "ratio jaxwt/ours haar",
+          "ratio pywt/ours haar"} <= names
   for _, name, value, err in rows:
     assert value > 0, name
     assert err is None or err < 1e-5, (name, err)

@@ -122,5 +122,53 @@ def test_bad_wavelet_options():
     kamp.get("wavelet", (16, 16, 3), levels=0)
   with pytest.raises(ValueError, match=r"use levels <= 2.*\(16, 24, 3\)"):
     kamp.get("wavelet", (12, 20, 3), wavelet="haar", levels=3)
-  with pytest.raises(ValueError, match="no numerically exact lifting"):
+  with pytest.raises(ValueError, match="not an exact perfect-reconstruction"):
     kamp.get("wavelet", (16, 16, 3), wavelet="dmey")
+
+
+@pytest.mark.parametrize("name", ["haar", "db6", "bior4.4"])
+def test_stencil_path_equals_pywt(monkeypatch, name):
+  # Axes above _MATMUL_MAX use the periodic stencils; force them at a small
+  # shape so that every level, including lengths shorter than the filter
+  # (taps wrapping several times), goes through them.
+  monkeypatch.setattr(wavelet_lib, "_MATMUL_MAX", 0)
+  shape = (16, 24, 3)
+  x = np.random.default_rng(5).standard_normal((2,) + shape)
+  t = kamp.get("wavelet", shape, wavelet=name, levels=3)
+  c = np.asarray(t.forward(x.astype(np.float32)))
+  ref = _pywt_packed(x, name, 3)
+  assert np.abs(c - ref).max() / np.abs(ref).max() < 1e-5
+  np.testing.assert_allclose(t.inverse(c), x, atol=1e-5)
+
+
+def test_both_paths_under_jit_at_a_large_size():
+  # 128 > _MATMUL_MAX: level 1 uses stencils, levels 2-3 the matrices.
+  shape = (128, 128, 1)
+  x = np.random.default_rng(6).standard_normal((2,) + shape).astype(
+      np.float32)
+  t = kamp.get("wavelet", shape, wavelet="db6", levels=3)
+  c = jax.jit(t.forward)(x)
+  ref = _pywt_packed(x, "db6", 3)
+  assert np.abs(c - ref).max() / np.abs(ref).max() < 1e-5
+  np.testing.assert_allclose(jax.jit(t.inverse)(c), x, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["db6", "bior4.4", "db20"])
+def test_filter_bank_taps_are_the_pywt_filters(name):
+  bank = wavelet_lib.filter_bank(name)
+  w = pywt.Wavelet(name)
+  g, h = ([c for _, c in taps] for taps in bank.analysis)
+  nonzero = [c for c in w.dec_lo if abs(c) > 1e-13]
+  np.testing.assert_allclose(g, nonzero[::-1], rtol=1e-12)
+  assert len(h) == len([c for c in w.dec_hi if abs(c) > 1e-13])
+
+
+def test_long_filters_are_supported():
+  # No Euclidean factorization needed: db20 (40 taps) matches PyWavelets.
+  shape = (16, 16, 1)
+  x = np.random.default_rng(7).standard_normal((1,) + shape)
+  t = kamp.get("wavelet", shape, wavelet="db20", levels=2)
+  c = np.asarray(t.forward(x.astype(np.float32)))
+  ref = _pywt_packed(x, "db20", 2)
+  assert np.abs(c - ref).max() / np.abs(ref).max() < 1e-5
+  np.testing.assert_allclose(t.inverse(c), x, atol=1e-5)

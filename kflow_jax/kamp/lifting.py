@@ -15,6 +15,12 @@ of any PyWavelets wavelet becomes a handful of fused elementwise passes.
 Everything here is float64 numpy run once per wavelet and cached; the
 resulting `Lifting` holds plain Python floats and ints (static under jit).
 
+`kamp.wavelet` no longer runs these steps: under XLA:CPU every step became
+its own materialized pass (or was re-computed inside each consumer), so the
+transform now applies PyWavelets' filters as one stencil pass per axis (see
+kflow_jax/kamp/wavelet.py). The factorization stays as a tested, exact
+reference (e.g. for a future in-place or GPU lifting kernel).
+
 Laurent convention: a polynomial is (coeffs, lo) standing for
 sum_i coeffs[i] z^(lo + i), and multiplying a signal by z^p means delaying it
 by -p samples, i.e. jnp.roll(x, -p). So (p * x)[n] = sum_i c_i x[n + lo + i].

@@ -1,12 +1,24 @@
-"""Wavelet transform: multi-level periodized 2-D DWT by lifting, in jnp.
+"""Wavelet transform: multi-level periodized 2-D DWT, in jnp.
 
-Why lifting and not a filter bank (jaxwt): a periodized DWT level is, per
-axis, a few lifting steps on the even/odd halves, each a sum of a couple of
-circular shifts (static slices of one wrap-padded copy) that XLA fuses. That is
-O(N) per level with no redundant boundary coefficients (output = input size), no
-convolution kernels, and it is exactly invertible by running the steps
-backwards. The factorization of each PyWavelets wavelet into lifting steps
-is computed once in float64 (`kamp.lifting.factorize`) and cached.
+Each level is, per axis, the periodized two-channel filter bank of
+PyWavelets written as static stencils: approximation and detail are
+  a[i] = sum_k g_k x[2i + k],  d[i] = sum_k h_k x[2i + k]   (indices mod n),
+and the inverse is the same with the synthesis taps on (a, d). The taps are
+read off PyWavelets' own periodized transform (`filter_bank`), so they are
+dec_lo/dec_hi/rec_lo/rec_hi exactly, in float64, cast once to float32.
+
+Why stencils and not the lifting factorization (`kamp.lifting`): under
+XLA:CPU each lifting step needs the previous step's output at shifted
+positions, so XLA either materializes every step (a wrap-padded copy per
+step) or re-computes the whole chain inside every consumer; db6 at 3 levels
+became ~100 fusions and 3.8k HLO ops, with ~4x redundant arithmetic and a
+~5-25 s compile. A stencil pass reads its input once and writes its output
+once (one fusion per axis), which is what bounds the speed on CPU.
+
+Along an axis of length <= `_MATMUL_MAX` the level is one matmul with the
+dense periodized matrix (again PyWavelets' float64 values): at these sizes
+it is as fast as the stencil, compiles in a fraction of the time and covers
+tiny lengths where a long filter wraps around several times.
 
 Coefficients use the packed (Mallat) layout of `pywt.coeffs_to_array`:
 same shape [B, H, W, C] as x; the final approximation is the top-left
@@ -19,51 +31,212 @@ kappa: 0 for the final approximation; the detail of level l (l = L is the
 coarsest, l = 1 the finest) gets (L - l + 1) / L, so the L detail levels
 from coarse to fine are 1/L, 2/L, ..., 1.
 """
+import functools
+from typing import NamedTuple
+
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pywt
 
 from kflow_jax import kamp
-from kflow_jax.kamp import lifting
+
+# Axes up to this length use the dense matrix (measured on XLA:CPU: at 32
+# both forms run in the same time but the matmul compiles ~5x faster; at
+# 256 the O(n) stencil is ~4x faster than the O(n^2) matmul).
+_MATMUL_MAX = 64
+# Filter-bank entries below this are exact zeros up to float64 round-off.
+_ZERO_TOL = 1e-13
+# A filter bank whose periodized synthesis misses the inverse of its
+# analysis by more than this is not perfect-reconstruction ('dmey').
+_PR_TOL = 1e-9
 
 
-def _lift_axis(x, lift, axis):
-  """One forward DWT level along `axis`: returns concat([approx, detail])."""
-  a, d = lifting.analysis(_strided(x, 0, axis), _strided(x, 1, axis), lift,
-                          axis=axis, xp=jnp)
-  return jnp.concatenate([a, d], axis=axis)
+class FilterBank(NamedTuple):
+  """Periodized DWT of one wavelet as stencils (see module docstring).
+
+  analysis: (g, h), each a tuple of (k, tap): a[i] = sum g_k x[2i + k].
+  synthesis: ((ua0, ud0), (ua1, ud1)): x[2i + p] = sum ua_pk a[i + k]
+    + ud_pk d[i + k].
+  """
+  name: str
+  analysis: tuple
+  synthesis: tuple
+  orthogonal: bool
 
 
-def _unlift_axis(c, lift, axis):
-  """Inverse of `_lift_axis`."""
-  half = c.shape[axis] // 2
-  even, odd = lifting.synthesis(_slice(c, 0, half, axis),
-                                _slice(c, half, 2 * half, axis), lift,
-                                axis=axis, xp=jnp)
+@functools.lru_cache(maxsize=None)
+def _matrices(name, n):
+  """float64 (A, S) with [a, d] = x @ A and x = [a, d] @ S (PyWavelets)."""
+  wavelet = pywt.Wavelet(name)
+  half = n // 2
+  a, d = pywt.dwt(np.eye(n), wavelet, mode="periodization", axis=-1)
+  zero = np.zeros((half, half))
+  synth = [pywt.idwt(np.eye(half), zero, wavelet, mode="periodization",
+                     axis=-1),
+           pywt.idwt(zero, np.eye(half), wavelet, mode="periodization",
+                     axis=-1)]
+  return np.concatenate([a, d], axis=1), np.concatenate(synth, axis=0)
+
+
+def _row_taps(row, center, period):
+  """{k: row[center + k]} over the nonzeros, k taken in (-period/2, period/2]."""
+  taps = {}
+  for m in np.nonzero(np.abs(row) > _ZERO_TOL)[0]:
+    k = (int(m) - center + period // 2) % period - period // 2
+    taps[k] = float(row[m])
+  return tuple(sorted(taps.items()))
+
+
+@functools.lru_cache(maxsize=None)
+def filter_bank(name: str) -> FilterBank:
+  """Stencils of PyWavelets' periodized DWT for wavelet `name` (cached).
+
+  Read off the dense float64 matrices at a length where no tap wraps, then
+  checked: the stencils rebuild both matrices at that length and at a
+  second one, and synthesis inverts analysis (else ValueError).
+  """
+  wavelet = pywt.Wavelet(name)
+  size = len(wavelet.dec_lo)
+  n = 4 * size + 8  # even, and every stencil fits well inside
+  a_mat, s_mat = _matrices(name, n)
+  half, i = n // 2, n // 4
+  analysis = tuple(_row_taps(a_mat[:, col], 2 * i, n)
+                   for col in (i, half + i))
+  synthesis = tuple(
+      tuple(_row_taps(s_mat[rows, 2 * i + p], i, half)
+            for rows in (slice(0, half), slice(half, n)))
+      for p in (0, 1))
+  bank = FilterBank(name, analysis, synthesis, bool(wavelet.orthogonal))
+  for m in (n, n + 2):
+    a_mat, s_mat = _matrices(name, m)
+    if (np.abs(_dense(bank, m)[0] - a_mat).max() > _PR_TOL
+        or np.abs(_dense(bank, m)[1] - s_mat).max() > _PR_TOL
+        or np.abs(a_mat @ s_mat - np.eye(m)).max() > _PR_TOL):
+      raise ValueError(
+          f"wavelet {name!r} is not an exact perfect-reconstruction FIR "
+          "filter bank under periodization (its inverse would not undo the "
+          "forward transform, e.g. 'dmey'); use an orthogonal (haar, dbN, "
+          "symN, coifN) or biorthogonal (biorX.Y, rbioX.Y) wavelet.")
+  return bank
+
+
+def _dense(bank, n):
+  """(A, S) rebuilt from the stencils at length n (taps wrap mod n)."""
+  half = n // 2
+  a_mat, s_mat = np.zeros((n, n)), np.zeros((n, n))
+  for out, taps in enumerate(bank.analysis):
+    for i in range(half):
+      for k, c in taps:
+        a_mat[(2 * i + k) % n, out * half + i] += c
+  for p, pair in enumerate(bank.synthesis):
+    for src, taps in enumerate(pair):
+      for i in range(half):
+        for k, c in taps:
+          s_mat[src * half + (i + k) % half, 2 * i + p] += c
+  return a_mat, s_mat
+
+
+def _slice(x, start, stop, axis, step=1):
+  index = [slice(None)] * x.ndim
+  index[axis] = slice(start, stop, step)
+  return x[tuple(index)]
+
+
+def _window(x, start, stop, axis):
+  """x[start:stop] along `axis` read periodically (any number of wraps)."""
+  n = x.shape[axis]
+  parts, pos = [], start
+  while pos < stop:
+    r = pos % n
+    take = min(n - r, stop - pos)
+    parts.append(_slice(x, r, r + take, axis))
+    pos += take
+  return parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis)
+
+
+def _correlate(srcs, taps, count, stride, axis):
+  """outs[o][i] = sum_s sum_(k, c) in taps[o][s] c * srcs[s][stride i + k].
+
+  Periodic in the sources' length, for i < count. The interior outputs read
+  plain strided slices of the sources, so XLA fuses the whole pass into one
+  loop that reads each source once; only the few outputs at each end whose
+  taps wrap read a small periodic window. (One wrap-padded copy of the
+  source instead costs a full extra read and write per axis and level.)
+  """
+  n = srcs[0].shape[axis]
+  ks = [k for out in taps for src in out for k, _ in src]
+  kmin, kmax = min(ks), max(ks)
+  i0 = min(count, max(0, -(kmin // stride)))  # first i with no wrap
+  i1 = min(count, max(i0, (n - 1 - kmax) // stride + 1))  # last + 1
+  cast = np.dtype(srcs[0].dtype).type
+
+  def band(pieces, base, first, num):
+    outs = []
+    for out in taps:
+      acc = None
+      for piece, src in zip(pieces, out):
+        for k, c in src:
+          start = stride * first + k - base
+          term = cast(c) * _slice(piece, start,
+                                  start + stride * (num - 1) + 1, axis, stride)
+          acc = term if acc is None else acc + term
+      outs.append(acc)
+    return outs
+
+  segments = []
+  for first, num, wraps in ((0, i0, True), (i0, i1 - i0, False),
+                            (i1, count - i1, True)):
+    if num <= 0:
+      continue
+    if not wraps:
+      segments.append(band(srcs, 0, first, num))
+    else:
+      start = stride * first + kmin
+      stop = stride * (first + num - 1) + kmax + 1
+      segments.append(band([_window(s, start, stop, axis) for s in srcs],
+                           start, first, num))
+  return [seg[0] if len(seg) == 1 else jnp.concatenate(seg, axis)
+          for seg in zip(*segments)]
+
+
+def _matmul(x, mat, axis):
+  # HIGHEST: on GPU the default f32 matmul may round to TF32 (1e-3 error).
+  if axis == x.ndim - 1:
+    return jnp.matmul(x, mat, precision=jax.lax.Precision.HIGHEST)
+  return jnp.einsum("bhw,hk->bkw", x, mat,
+                    precision=jax.lax.Precision.HIGHEST)
+
+
+def analysis_axis(x, bank, axis):
+  """One periodized DWT level along `axis` of [N, H, W]: concat([a, d])."""
+  n = x.shape[axis]
+  if n <= _MATMUL_MAX:
+    return _matmul(x, _matrices(bank.name, n)[0].astype(np.float32), axis)
+  a, d = _correlate([x], [[g] for g in bank.analysis], n // 2, 2, axis)
+  return jnp.concatenate([a, d], axis)
+
+
+def synthesis_axis(c, bank, axis):
+  """Inverse of `analysis_axis`."""
+  n = c.shape[axis]
+  if n <= _MATMUL_MAX:
+    return _matmul(c, _matrices(bank.name, n)[1].astype(np.float32), axis)
+  half = n // 2
+  even, odd = _correlate([_slice(c, 0, half, axis), _slice(c, half, n, axis)],
+                         bank.synthesis, half, 1, axis)
   # Interleave even/odd samples back: stack on a new axis after `axis`.
   return jnp.stack([even, odd], axis=axis + 1).reshape(c.shape)
 
 
-def _strided(x, start, axis):
-  index = [slice(None)] * x.ndim
-  index[axis] = slice(start, None, 2)
-  return x[tuple(index)]
-
-
-def _slice(x, start, stop, axis):
-  index = [slice(None)] * x.ndim
-  index[axis] = slice(start, stop)
-  return x[tuple(index)]
-
-
-def _lift2(x, lift):
+def _dwt_level(x, bank):
   """One 2-D level on [N, H, W]: packed [[aa, ad], [da, dd]], same shape."""
-  return _lift_axis(_lift_axis(x, lift, 1), lift, 2)
+  return analysis_axis(analysis_axis(x, bank, 1), bank, 2)
 
 
-def _unlift2(c, lift):
-  """Inverse of `_lift2`."""
-  return _unlift_axis(_unlift_axis(c, lift, 2), lift, 1)
+def _idwt_level(c, bank):
+  """Inverse of `_dwt_level`."""
+  return synthesis_axis(synthesis_axis(c, bank, 2), bank, 1)
 
 
 def _with_top_left(c, block):
@@ -73,28 +246,25 @@ def _with_top_left(c, block):
                           c[:, h:]], axis=1)
 
 
-def dwt2(x, lift, levels):
+def dwt2(x, bank, levels):
   """Packed multi-level periodized DWT of x [N, H, W] (float32).
 
   Each level's output already sits in the packed layout; only the coarse
-  quarter is transformed again and written back. (Splitting every level
-  into its three detail blocks and re-assembling them cost 4 slices and 3
-  concatenations per level under jit; this needs 3 slices and 2
-  concatenations per level but the last, none at all for levels=1.)
+  quarter is transformed again and written back.
   """
-  out = _lift2(x, lift)
+  out = _dwt_level(x, bank)
   if levels > 1:
     h, w = x.shape[1] // 2, x.shape[2] // 2
-    out = _with_top_left(out, dwt2(out[:, :h, :w], lift, levels - 1))
+    out = _with_top_left(out, dwt2(out[:, :h, :w], bank, levels - 1))
   return out
 
 
-def idwt2(c, lift, levels):
+def idwt2(c, bank, levels):
   """Inverse of `dwt2`."""
   if levels > 1:
     h, w = c.shape[1] // 2, c.shape[2] // 2
-    c = _with_top_left(c, idwt2(c[:, :h, :w], lift, levels - 1))
-  return _unlift2(c, lift)
+    c = _with_top_left(c, idwt2(c[:, :h, :w], bank, levels - 1))
+  return _idwt_level(c, bank)
 
 
 def packed_kappa(h, w, levels):
@@ -140,14 +310,14 @@ def _check_levels(levels, shape):
 def build(shape, wavelet="db6", levels=3):
   _check_wavelet(wavelet)
   levels = _check_levels(levels, shape)
-  lift = lifting.factorize(wavelet)
+  bank = filter_bank(wavelet)
   h, w, c = shape
   kappa = np.repeat(packed_kappa(h, w, levels)[:, :, None], c, axis=2)
 
-  # The lifting runs on [B*C, H, W]: with C (often 3) innermost, every
-  # elementwise pass would vectorize over 3 lanes; with W innermost it
-  # vectorizes over whole rows, measured 1.5-2.5x faster on CPU even with
-  # the two transposes.
+  # The transform runs on [B*C, H, W]: with C (often 3) innermost, every
+  # stencil pass would vectorize over 3 lanes; with W innermost it
+  # vectorizes over whole rows (a [H, W, B*C] layout, with both axes
+  # non-minor, measured 2x slower at 256x256).
   def to_planes(x):
     return jnp.transpose(x, (0, 3, 1, 2)).reshape(-1, h, w)
 
@@ -156,14 +326,14 @@ def build(shape, wavelet="db6", levels=3):
 
   def forward(x):
     kamp.check_input(x, shape, "wavelet")
-    return from_planes(dwt2(to_planes(x.astype(jnp.float32)), lift, levels))
+    return from_planes(dwt2(to_planes(x.astype(jnp.float32)), bank, levels))
 
   def inverse(coef):
     kamp.check_input(coef, shape, "wavelet")
     return from_planes(
-        idwt2(to_planes(coef.astype(jnp.float32)), lift, levels))
+        idwt2(to_planes(coef.astype(jnp.float32)), bank, levels))
 
   return kamp.KTransform(
       forward=forward, inverse=inverse, kappa=kappa,
       weight=np.ones(shape, np.float32), name="wavelet", shape=shape,
-      orthonormal=lift.orthogonal)
+      orthonormal=bank.orthogonal)
