@@ -14,6 +14,7 @@ never listed; a corrupt complete one is skipped with a warning and the
 previous one is used.
 """
 import dataclasses
+import hashlib
 import json
 import os
 import signal
@@ -76,6 +77,16 @@ def config_diff(old: dict, new: dict) -> list:
       diffs.append(f"{key}: {a.get(key, '<missing>')!r} -> "
                    f"{b.get(key, '<missing>')!r}")
   return diffs
+
+
+def config_hash(config) -> str:
+  """sha256 (16 hex digits) of what the config computes: every key but
+  RUN_CONTROL_KEYS, so outputs of one model share it."""
+  flat = _flatten(json.loads(config.to_json_best_effort(sort_keys=True)))
+  kept = {k: v for k, v in flat.items()
+          if k.split(".")[0] not in RUN_CONTROL_KEYS}
+  blob = json.dumps(kept, sort_keys=True, default=str).encode()
+  return hashlib.sha256(blob).hexdigest()[:16]
 
 
 def check_config(workdir: epath.Path, config, allow_change: bool = False,

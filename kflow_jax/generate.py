@@ -10,17 +10,22 @@ spec's solver and steering (docs/method.md#sampling, #guidance, #steering):
   w = guidance (1: plain conditional), per band with guidance_bands, and 0
   from class_drop_t on (the null label only).
 """
+import json
 import os
 from typing import Callable, NamedTuple, Optional
 
 from absl import logging
 import jax
+from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import ml_collections
 from ml_collections import config_dict
 import numpy as np
 
+from kflow_jax import checkpointing
+from kflow_jax import metrics_io
 from kflow_jax import sampling
+from kflow_jax import sharding
 from kflow_jax import steering
 from kflow_jax.evaluators import samples as samples_lib
 
@@ -41,6 +46,7 @@ def default_config() -> ml_collections.ConfigDict:
       shared_bands=(),          # noise of these bands shared by all samples
       use_ema=True, ema_decay=config_dict.placeholder(float),  # None: first
       seed=1,
+      save_latents=False,       # latent configs: keep latents in the chunks
       at_end=True))             # samples.png and band_strip.png at the end
 
 
@@ -60,6 +66,7 @@ class Spec(NamedTuple):
   use_ema: bool
   ema_decay: Optional[float]
   seed: int
+  save_latents: bool
   at_end: bool
 
   @property
@@ -110,7 +117,9 @@ def parse_spec(scfg, num_classes: int, num_bands: int) -> Spec:
       class_drop_t=t_drop if t_drop >= 0 else None, shared_bands=shared,
       use_ema=bool(scfg.use_ema),
       ema_decay=None if scfg.ema_decay is None else float(scfg.ema_decay),
-      seed=int(scfg.seed), at_end=bool(scfg.at_end))
+      seed=int(scfg.seed), save_latents=bool(scfg.get("save_latents",
+                                                       False)),
+      at_end=bool(scfg.at_end))
 
 
 def velocity_fn(model, params, path, num_classes: int, spec: Spec,
@@ -167,37 +176,31 @@ def jit_sampler(sampler) -> Callable:
   return jax.jit(sampler, static_argnames=("t_start", "t_end", "num_steps"))
 
 
-def sample_labels(num_classes: int, start: int, count: int) -> jax.Array:
-  """Labels of samples start..start+count-1: 0..K-1 repeated (sample i has
-  class i % K), so any run of K samples holds every class once and the
-  class-row grid has one column per repeat. Zeros for unconditional models
-  (which ignore them)."""
-  return (jnp.arange(start, start + count, dtype=jnp.int32)
+def sample_labels(num_classes: int, indices) -> jax.Array:
+  """Label of each sample index: i % K, so any run of K consecutive samples
+  holds every class once (a set of N = m K samples is class-balanced) and
+  the class-row grid has one column per repeat. Zeros for unconditional
+  models (which ignore them)."""
+  return (jnp.asarray(indices).astype(jnp.int32)
           % max(int(num_classes), 1))
 
 
-def initial_noise(path, shape, spec: Spec, rng, batch: int,
-                  batch_index: Optional[int] = None):
-  """x0 for sampling; spec.shared_bands shares those bands' noise across
-  the samples (the paper's fix-some-bands steering experiment).
-
-  batch_index: for a sample set drawn in several batches: the noise of
-  batch i is drawn from fold_in(rng, i), except the shared bands, which
-  come from rng itself, so they are shared by every batch, not only
-  within one.
-  """
-  shared = spec.shared_bands
-  key = rng if batch_index is None else jax.random.fold_in(rng, batch_index)
-  full = (batch,) + tuple(shape)
-  if not shared:
-    return jax.random.normal(key, full, jnp.float32)
-  if batch_index is None:
-    return steering.shared_band_noise(rng, path, batch, shared)
-  ref = steering.shared_band_noise(rng, path, 1, shared)
-  sources = [0 if s in shared else 1 for s in range(path.num_bands)]
-  return steering.mix_noise(path,
-                            [ref, jax.random.normal(key, full, jnp.float32)],
-                            sources)
+def initial_noise(path, shape, spec: Spec, rng, indices):
+  """x0 of the samples with global indices `indices` [B]: sample i's noise
+  is drawn from fold_in(rng, i), so a sample set does not depend on how it
+  is split into chunks, devices or hosts. spec.shared_bands take their
+  noise from rng itself, shared by every sample of the set (the paper's
+  fix-some-bands steering experiment)."""
+  idx = jnp.asarray(indices, jnp.int32)
+  draw = lambda i: jax.random.normal(jax.random.fold_in(rng, i),
+                                     tuple(shape), jnp.float32)
+  x0 = jax.vmap(draw)(idx)
+  if not spec.shared_bands:
+    return x0
+  ref = steering.shared_band_noise(rng, path, 1, spec.shared_bands)
+  sources = [0 if s in spec.shared_bands else 1
+             for s in range(path.num_bands)]
+  return steering.mix_noise(path, [ref, x0], sources)
 
 
 def band_strip_states(path, sampler, params, x0, y, spec: Spec):
@@ -254,8 +257,8 @@ def write_grid(run, sampler, params, step: int, writer=None,
   spec, path = run.spec, run.path
   n = spec.num_samples
   rng = jax.random.PRNGKey(spec.seed)
-  x0 = initial_noise(path, run.info.shape, spec, rng, n)
-  y = sample_labels(run.num_classes, 0, n)
+  x0 = initial_noise(path, run.info.shape, spec, rng, jnp.arange(n))
+  y = sample_labels(run.num_classes, jnp.arange(n))
   x = decode(run.decoder, sampler(params, x0, y)[0])
   if jax.process_index() != 0:
     return
@@ -277,39 +280,190 @@ def write_grid(run, sampler, params, step: int, writer=None,
   logging.info("Wrote samples for step %d to %s", step, run.workdir)
 
 
-def sample(run, params, step: int) -> np.ndarray:
-  """--mode=sample: spec.num_samples samples as PNG and .npz in
-  <workdir>/sample_mode/<tag>.{png,npz}; returns the images."""
+SET_FILE = "samples.json"
+
+
+def sample_set_dir(run, step: int) -> str:
+  """Where --mode=sample writes the set of checkpoint `step`."""
+  return os.path.join(run.workdir, "sample_mode", sample_tag(run.spec, step))
+
+
+def chunk_size(spec: Spec, num_devices: int) -> int:
+  """Samples per chunk: spec.batch_size rounded up to a multiple of the
+  device count, so every device gets the same share of each chunk."""
+  return -(-spec.batch_size // num_devices) * num_devices
+
+
+def _chunk_file(directory: str, c: int) -> str:
+  return os.path.join(directory, f"chunk_{c:06d}.npz")
+
+
+def _set_record(run, step: int, chunk: int) -> dict:
+  """What identifies a sample set: a relaunch must match it to resume."""
   spec = run.spec
-  sampler = jit_sampler(make_sampler(run.model, run.path, run.num_classes,
-                                     spec))
-  n, bs = spec.num_samples, spec.batch_size
+  decay = None
+  if spec.use_ema:
+    decay = float(spec.ema_decay if spec.ema_decay is not None
+                  else run.ema_decays[0])
+  return {
+      "checkpoint_step": int(step), "ema_decay": decay,
+      "spec": {k: (list(v) if isinstance(v, tuple) else v)
+               for k, v in spec._asdict().items() if k != "at_end"},
+      "num_samples": spec.num_samples, "chunk_size": int(chunk),
+      "shape": list(run.info.shape), "num_classes": run.num_classes,
+      "labels": "i % num_classes" if run.num_classes else None,
+      "transform": run.transform.name,
+      "cutoffs": list(run.path.cutoffs), "tau": list(run.path.tau),
+      "config_hash": checkpointing.config_hash(run.config),
+      "images": "uint8 [n, H, W, C], decoded" if run.decoder else
+                "uint8 [n, H, W, C]",
+  }
+
+
+def _start_chunk(directory: str, record: dict, num_chunks: int) -> int:
+  """First chunk to write: 0 for a new set; after a relaunch, the first
+  missing chunk of the same set (any other set in the directory is an
+  error, never overwritten)."""
+  f = os.path.join(directory, SET_FILE)
+  if not os.path.exists(f):
+    return 0
+  with open(f) as fh:
+    saved = json.load(fh)
+  diffs = [k for k in record if saved.get(k) != record[k]]
+  if diffs:
+    raise ValueError(
+        f"{directory} holds another sample set (it differs in {diffs}); "
+        "move it away, or sample into another workdir, to keep both.")
+  for c in range(num_chunks):
+    if not os.path.exists(_chunk_file(directory, c)):
+      return c
+  return num_chunks
+
+
+def _write_json(path: str, obj) -> None:
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(obj, f, indent=2)
+  os.replace(tmp, path)
+
+
+def _host_array(x) -> np.ndarray:
+  """A global (possibly multi-host) array as one numpy array."""
+  if jax.process_count() > 1:
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+  return np.asarray(jax.device_get(x))
+
+
+def make_chunk_fn(run):
+  """Jitted (params, start) -> (samples, labels, nfe) for the chunk of
+  global indices start..start+C-1, sharded over every device of the mesh
+  (noise, labels and the ODE alike)."""
+  spec, path, mesh = run.spec, run.path, run.mesh
+  chunk = chunk_size(spec, mesh.size)
+  sampler = make_sampler(run.model, path, run.num_classes, spec)
+  bsh = sharding.batch_sharding(mesh)
   rng = jax.random.PRNGKey(spec.seed)
-  out, labels, latents, nfe = [], [], [], []
-  for i in range(0, n, bs):
-    m = min(bs, n - i)
-    # Shared bands (steering) come from rng itself: shared by all batches.
-    x0 = initial_noise(run.path, run.info.shape, spec, rng, m,
-                       batch_index=i // bs)
-    y = sample_labels(run.num_classes, i, m)
+
+  def fn(params, start):
+    idx = jax.lax.with_sharding_constraint(
+        start + jnp.arange(chunk, dtype=jnp.int32), bsh)
+    x0 = initial_noise(path, run.info.shape, spec, rng, idx)
+    y = sample_labels(run.num_classes, idx)
     x, stats = sampler(params, x0, y)
-    nfe.append(int(stats["nfe"]))
-    if run.decoder is not None:
-      latents.append(np.asarray(jax.device_get(x)))
-    out.append(decode(run.decoder, x))
-    labels.append(np.asarray(y))
-  images, labels = np.concatenate(out), np.concatenate(labels)
-  extra = {"latents": np.concatenate(latents)} if latents else {}
-  if run.num_classes:
-    # Class i % K for sample i; unconditional runs have no labels to store.
-    extra["labels"] = labels
-  outdir = os.path.join(run.workdir, "sample_mode")
-  if jax.process_index() == 0:
-    tag = sample_tag(spec, step)
-    samples_lib.save_npz(os.path.join(outdir, tag + ".npz"), images, **extra)
-    samples_lib.save_grid(os.path.join(outdir, tag + ".png"), images[:256],
-                          **grid_layout(run.num_classes, labels[:256]))
-    logging.info("Wrote %d samples of step %d to %s/%s.{png,npz} (solver "
-                 "%s, NFE per batch: mean %.1f, max %d)", n, step, outdir,
-                 tag, spec.solver, float(np.mean(nfe)), max(nfe))
-  return images
+    if run.decoder is not None and not spec.save_latents:
+      x = run.decoder(x)
+    return x, y, jnp.asarray(stats["nfe"], jnp.int32)
+
+  # The params keep the shardings they were restored with (replicated or
+  # fsdp); the chunk's batch axis is split over every device.
+  return jax.jit(fn, out_shardings=(bsh, bsh, sharding.replicated(mesh))
+                 ), chunk
+
+
+def sample(run, params, step: int) -> str:
+  """--mode=sample: spec.num_samples samples of checkpoint `step`, streamed
+  to <workdir>/sample_mode/<tag>/chunk_*.npz (uint8 images, labels, global
+  indices; latents too with sample.save_latents) with samples.json
+  beside them (how the set was made, NFE per chunk). Sharded over every
+  device and host; a relaunch resumes at the first missing chunk. Host
+  memory holds one chunk at a time. Returns the set's directory."""
+  spec = run.spec
+  directory = sample_set_dir(run, step)
+  fn, chunk = make_chunk_fn(run)
+  n = spec.num_samples
+  num_chunks = -(-n // chunk)
+  record = _set_record(run, step, chunk)
+  lead = jax.process_index() == 0
+  if lead:
+    os.makedirs(directory, exist_ok=True)
+  start = _start_chunk(directory, record, num_chunks)
+  if jax.process_count() > 1:
+    # Every host must start at the same chunk: process 0's view decides.
+    start = int(multihost_utils.broadcast_one_to_all(np.int32(start)))
+  meta = dict(record, complete=False, chunks={})
+  if start and os.path.exists(os.path.join(directory, SET_FILE)):
+    with open(os.path.join(directory, SET_FILE)) as fh:
+      meta["chunks"] = json.load(fh).get("chunks", {})
+  if lead:
+    _write_json(os.path.join(directory, SET_FILE), meta)
+  if start:
+    logging.info("Resuming the sample set in %s at chunk %d of %d.",
+                 directory, start, num_chunks)
+  progress = metrics_io.Progress(start, num_chunks)
+  for c in range(start, num_chunks):
+    x, y, nfe = fn(params, np.int32(c * chunk))
+    keep = min(chunk, n - c * chunk)
+    x, y = _host_array(x)[:keep], _host_array(y)[:keep]
+    nfe = int(jax.device_get(nfe))
+    if lead:
+      arrays = {"labels": y.astype(np.int32),
+                "indices": np.arange(c * chunk, c * chunk + keep)}
+      if spec.save_latents and run.decoder is not None:
+        arrays["latents"] = x.astype(np.float32)
+        x = decode(run.decoder, x)
+      arrays["images"] = samples_lib.to_uint8(x)
+      f = _chunk_file(directory, c)
+      with open(f + ".tmp", "wb") as fh:
+        np.savez(fh, **arrays)
+      os.replace(f + ".tmp", f)  # a chunk exists only when complete
+      meta["chunks"][str(c)] = {"nfe": nfe}
+      _write_json(os.path.join(directory, SET_FILE), meta)
+    timing = progress.update(c + 1)
+    logging.info("Sample chunk %d/%d (%d samples) NFE %d | %.2f chunks/s | "
+                 "ETA %ds", c + 1, num_chunks, keep, nfe,
+                 timing["steps_per_s"], int(timing["eta_s"]))
+  if lead:
+    nfes = [v["nfe"] for v in meta["chunks"].values()]
+    meta.update(complete=True, nfe_mean=float(np.mean(nfes)),
+                nfe_max=int(np.max(nfes)))
+    _write_json(os.path.join(directory, SET_FILE), meta)
+    first = load_samples(directory, limit=256)
+    samples_lib.save_grid(os.path.join(directory, "grid.png"),
+                          first["images"],
+                          **grid_layout(run.num_classes, first["labels"]))
+    logging.info("Wrote %d samples of step %d to %s (solver %s, NFE per "
+                 "chunk: mean %.1f, max %d)", n, step, directory,
+                 spec.solver, meta["nfe_mean"], meta["nfe_max"])
+  return directory
+
+
+def load_samples(directory: str, limit: Optional[int] = None) -> dict:
+  """The arrays of a sample set written by `sample`, in index order:
+  images uint8, labels, indices (and latents if saved); `limit` reads
+  only the first chunks."""
+  with open(os.path.join(directory, SET_FILE)) as fh:
+    meta = json.load(fh)
+  num_chunks = -(-meta["num_samples"] // meta["chunk_size"])
+  parts = []
+  for c in range(num_chunks):
+    f = _chunk_file(directory, c)
+    if not os.path.exists(f):
+      raise ValueError(
+          f"{directory} lacks {os.path.basename(f)}: the sample set is "
+          "incomplete; relaunch --mode=sample to finish it.")
+    with np.load(f) as d:
+      parts.append({k: d[k] for k in d.files})
+    if limit is not None and sum(len(p["indices"]) for p in parts) >= limit:
+      break
+  out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+  return {k: v[:limit] for k, v in out.items()} if limit else out

@@ -80,7 +80,8 @@ def test_config_runs_through_main(index, tmp_path, cache_dir):
     return
   p = _main(common + list(STEPS) + ["--mode=sample"], cache_dir)
   assert p.returncode == 0, p.stderr[-3000:]
-  assert glob.glob(os.path.join(wd, "sample_mode", "step_00000004_*.npz"))
+  assert glob.glob(os.path.join(wd, "sample_mode", "step_00000004_*",
+                             "chunk_000000.npz"))
   p = _main(common + list(STEPS) + ["--mode=eval"], cache_dir)
   assert p.returncode == 0, p.stderr[-3000:]
   with open(os.path.join(wd, "metrics.jsonl")) as f:

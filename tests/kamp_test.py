@@ -182,3 +182,19 @@ def test_benchmark_quick_mode_runs():
   for _, name, value, err in rows:
     assert value > 0, name
     assert err is None or err < 1e-5, (name, err)
+
+
+def test_band_membership_at_cutoffs_equal_to_level_kappas():
+  # Six wavelet levels and six even bands: every cut-off j/6 equals a
+  # level's float32 kappa, which must start band j (half-open bands), not
+  # fall below it by float32 rounding (5/6 rounds down in float32).
+  tr = kamp.get("wavelet", (64, 64, 1), wavelet="haar", levels=6)
+  levels = np.unique(tr.kappa)
+  np.testing.assert_array_equal(
+      kamp.band_index(levels, kamp.even_cutoffs(6)), [0, 1, 2, 3, 4, 5, 5])
+  # Band times are compared in float32 both ways, so t = tau_s is band s.
+  tau = (0.0, 1 / 3, 5 / 6, 1.0)
+  t = np.asarray([0.0, np.float32(1 / 3), np.float32(5 / 6), 1.0])
+  np.testing.assert_array_equal(kamp.band_of_time(t, tau), [0, 1, 2, 2])
+  np.testing.assert_array_equal(
+      kamp.band_mean(np.array([2.0, 0.0]), np.array([4, 0])), [0.5, np.nan])

@@ -9,6 +9,9 @@ import pytest
 
 from configs import digits
 from kflow_jax import checkpointing
+from kflow_jax import evaluate
+from kflow_jax import experiment
+from kflow_jax import generate
 from kflow_jax import train
 from kflow_jax import train_state
 
@@ -61,13 +64,19 @@ def test_one_and_eight_devices_same_loss_and_outputs(tmp_path):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   assert len(_metrics(w8)) == 3
   # --mode=sample and --mode=eval on the trained run.
-  images = train.sample(_cfg(**{"sample.num_samples": 4, "mesh.fsdp": 2,
-                                "sample.shared_bands": (1,)}), w8)
-  assert images.shape == (4, 16, 16, 1) and np.all(np.isfinite(images))
+  run = experiment.setup(_cfg(**{"sample.num_samples": 4, "mesh.fsdp": 2,
+                                  "sample.shared_bands": (1,)}), w8,
+                         "sample", devices=jax.devices()[:8])
+  step, state, _ = experiment.restore(run)
+  params = experiment.inference_params(run, state)
+  images = generate.load_samples(generate.sample(run, params, step))["images"]
+  assert images.shape == (4, 16, 16, 1) and images.dtype == np.uint8
   out = os.listdir(os.path.join(w8, "sample_mode"))
-  assert any(f.endswith(".npz") for f in out) and any(
-      f.endswith(".png") for f in out)
-  result = train.evaluate(_cfg(**{"mesh.fsdp": 2}), w8)
+  assert os.path.exists(os.path.join(w8, "sample_mode", out[0], "grid.png"))
+  run = experiment.setup(_cfg(**{"mesh.fsdp": 2}), w8, "eval",
+                         devices=jax.devices()[:8])
+  result = evaluate.eval_loss(run, experiment.inference_params(run, state),
+                              step)
   assert np.isfinite(result["eval_loss"]) and result["eval_examples"] == 32
 
 

@@ -15,20 +15,24 @@ from PIL import Image
 
 
 def to_uint8(images) -> np.ndarray:
-  """[-1, 1] floats -> uint8 [N, H, W, C] with C in {1, 3}."""
-  x = np.asarray(images, np.float32)
+  """[-1, 1] floats (or uint8, kept) -> uint8 [N, H, W, C], C in {1, 3}."""
+  x = np.asarray(images)
+  if x.dtype != np.uint8:
+    x = x.astype(np.float32)
   if x.ndim == 3:
     x = x[..., None]
   if x.ndim != 4:
     raise ValueError(
         f"images must be [N, H, W, C] (or [N, H, W]), got shape {x.shape}.")
-  if not np.all(np.isfinite(x)):
+  if x.dtype != np.uint8 and not np.all(np.isfinite(x)):
     raise ValueError("images contain NaN or inf; the sampler diverged.")
   if x.shape[-1] not in (1, 3):
     # Latents or other channel counts: one grey tile per channel, side by
     # side, so the PNG still shows what the model produced.
     n, h, w, c = x.shape
     x = np.transpose(x, (0, 1, 3, 2)).reshape(n, h, w * c, 1)
+  if x.dtype == np.uint8:
+    return x
   x = np.clip((x + 1.0) * 127.5 + 0.5, 0, 255)
   return x.astype(np.uint8)
 

@@ -8,7 +8,8 @@ Transforms (one module each, registered by name):
   identity  kappa 0 everywhere (plain flow matching).
   fourier   rfft2(norm="ortho") per channel, coefficients [B, C, H, W//2+1].
   dct       orthonormal DCT-II per channel, coefficients [B, C, H, W].
-  wavelet   periodized multi-level DWT by lifting (wavelet="db6", levels=3),
+  wavelet   periodized multi-level DWT (PyWavelets filter-bank stencils;
+            wavelet="db6", levels=3),
             packed Mallat layout [B, H, W, C], equal to PyWavelets.
   pca       U^T x from a fitted basis (basis="file.npz", patch=None|p),
             coefficients [B, D] or [B, H/p, W/p, p*p*C].
