@@ -28,6 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from kflow_jax import torch_layout
+
 # z_model = SCALE_FACTOR * z_vae gives latents of about unit variance.
 SCALE_FACTOR = 0.18215
 # Parameter count of stabilityai/sd-vae-ft-mse (diffusers AutoencoderKL).
@@ -229,19 +231,9 @@ def diffusers_to_flax_path(name: str) -> tuple:
 
 
 def _convert(value: np.ndarray, target_shape: tuple, name: str):
-  value = np.asarray(value, np.float32)
-  if value.ndim == 4:  # conv OIHW -> HWIO; 1x1 attention convs of old files
-    value = np.transpose(value, (2, 3, 1, 0))
-    if len(target_shape) == 2:
-      value = value.reshape(value.shape[2:])
-  elif value.ndim == 2:  # linear [out, in] -> [in, out]
-    value = value.T
-  if tuple(value.shape) != tuple(target_shape):
-    raise ValueError(
-        f"weight {name!r} has shape {tuple(value.shape)} after conversion "
-        f"but the model expects {tuple(target_shape)}; is this the SD-VAE "
-        "(block_out_channels (128, 256, 512, 512), 4 latent channels)?")
-  return value
+  return torch_layout.to_flax(
+      value, target_shape, name, "is this the SD-VAE (block_out_channels "
+      "(128, 256, 512, 512), 4 latent channels)?")
 
 
 def convert_diffusers_state_dict(state_dict: dict,
@@ -303,13 +295,4 @@ def flax_to_diffusers_name(path: tuple) -> str:
 
 def to_diffusers_state_dict(params) -> dict:
   """flax params -> diffusers-named numpy tensors (OIHW convs, [out, in])."""
-  out = {}
-  for path, value in flax.traverse_util.flatten_dict(
-      flax.core.unfreeze(params)).items():
-    value = np.asarray(value, np.float32)
-    if value.ndim == 4:
-      value = value.transpose(3, 2, 0, 1)
-    elif value.ndim == 2:
-      value = value.T
-    out[flax_to_diffusers_name(path)] = np.ascontiguousarray(value)
-  return out
+  return torch_layout.to_torch_state_dict(params, flax_to_diffusers_name)

@@ -44,6 +44,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from kflow_jax import torch_layout
 from kflow_jax.evaluators import torch_pickle
 
 WEIGHTS_FILENAME = "pt_inception-2015-12-05-6726825d.pth"
@@ -290,17 +291,9 @@ def flax_to_torch_name(path: tuple) -> str:
 
 
 def _convert(value: np.ndarray, target_shape: tuple, name: str):
-  value = np.asarray(value, np.float32)
-  if value.ndim == 4:  # conv OIHW -> HWIO
-    value = value.transpose(2, 3, 1, 0)
-  elif value.ndim == 2:  # linear [out, in] -> [in, out]
-    value = value.T
-  if tuple(value.shape) != tuple(target_shape):
-    raise ValueError(
-        f"tensor {name!r} has shape {tuple(value.shape)} after conversion "
-        f"but the FID Inception expects {tuple(target_shape)}; the file is "
-        f"not pytorch-fid's {WEIGHTS_FILENAME}.")
-  return value
+  return torch_layout.to_flax(
+      value, target_shape, name,
+      f"the file is not pytorch-fid's {WEIGHTS_FILENAME}.")
 
 
 def convert_pytorch_fid_state_dict(state_dict: Dict[str, np.ndarray]) -> dict:
@@ -329,16 +322,7 @@ def convert_pytorch_fid_state_dict(state_dict: Dict[str, np.ndarray]) -> dict:
 
 def to_pytorch_fid_state_dict(variables) -> Dict[str, np.ndarray]:
   """flax variables -> pytorch-fid-named numpy tensors (OIHW, [out, in])."""
-  out = {}
-  for path, value in flax.traverse_util.flatten_dict(
-      flax.core.unfreeze(variables)).items():
-    value = np.asarray(value, np.float32)
-    if value.ndim == 4:
-      value = value.transpose(3, 2, 0, 1)
-    elif value.ndim == 2:
-      value = value.T
-    out[flax_to_torch_name(path)] = np.ascontiguousarray(value)
-  return out
+  return torch_layout.to_torch_state_dict(variables, flax_to_torch_name)
 
 
 def _missing_weights_message(path: str) -> str:

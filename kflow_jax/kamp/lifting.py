@@ -172,19 +172,20 @@ def _divide_state(state, bottom):
   the inverses, so the recorded step adds +q (not -q).
   """
   a, b, c, d, steps = state
-  if a[0].size >= b[0].size:
-    res = _divide(a, b, bottom)
-    if res is None:
-      return None
-    q, a = res
-    c = _sub(c, _mul(q, d))
-    return a, b, c, d, steps + (Step(1, _floats(q[0]), q[1]),)  # o += q e
-  res = _divide(b, a, bottom)
+  # Reduce the longer entry of the first row by the shorter one; the same
+  # column operation updates the second row. `first` says which column
+  # (0: a/c reduced, 1: b/d reduced) so one code path serves both.
+  first = 0 if a[0].size >= b[0].size else 1
+  cols = [[a, c], [b, d]]
+  num, other = cols[first], cols[1 - first]
+  res = _divide(num[0], other[0], bottom)
   if res is None:
     return None
-  q, b = res
-  d = _sub(d, _mul(q, c))
-  return a, b, c, d, steps + (Step(0, _floats(q[0]), q[1]),)  # e += q o
+  q, num[0] = res
+  num[1] = _sub(num[1], _mul(q, other[1]))
+  (a, c), (b, d) = cols
+  # first 0: o += q e (step on channel 1); first 1: e += q o (channel 0).
+  return a, b, c, d, steps + (Step(1 - first, _floats(q[0]), q[1]),)
 
 
 def _finish(state):
