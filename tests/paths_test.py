@@ -192,7 +192,7 @@ def test_under_jit_t_saturates():
     (dict(num_scales=2, energies=[1.0, 2.0, 3.0], gamma=1.0), "2 bands"),
     (dict(num_scales=2, energies=[1.0, 0.0], gamma=1.0), "> 0"),
     (dict(num_scales=2, tau=(0.0, 1.0)), "S \\+ 1"),
-    (dict(num_scales=2, tau=(0.0, 0.0, 1.0)), "strictly increase"),
+    (dict(num_scales=2, tau=(0.0, 0.0, 1.0)), "strictly increasing"),
     (dict(num_scales=500), "hold no coefficients"),
 ])
 def test_make_path_errors(kwargs, match):
