@@ -194,7 +194,7 @@ def test_encode_latents_cli_then_train_and_decode(tmp_path):
 def test_image_folder_trains_for_a_few_steps(tmp_path):
   """A user's folder of PNGs -> build_dataset -> a K-Flow run on it."""
   import jax  # pylint: disable=g-import-not-at-top
-  from configs import digits_fourier  # pylint: disable=g-import-not-at-top
+  from configs import digits  # pylint: disable=g-import-not-at-top
   from kflow_jax import train  # pylint: disable=g-import-not-at-top
   src = folder.make_test_folder(str(tmp_path / "src"), num_classes=2,
                                 per_class=8)
