@@ -55,6 +55,7 @@ OPERATORS = ("lowres:N", "blur:SIGMA", "noise:SIGMA", "inpaint:X0,Y0,X1,Y1")
 # 1/g, without bound at high frequencies.
 BLUR_LAMBDA = 1e-2
 NUM_PROBES = 32
+EXACT_DIM = 1024
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -218,9 +219,11 @@ def determined_fractions(path: paths_lib.Path, op: Operator,
                          y=None, sigma: Optional[float] = None) -> list:
   """Per band s, the share of the band that the observation fixes.
 
-  Linear operators: E<P_s z, C P_s z> / E||P_s z||^2 over white probes z
-  (NUM_PROBES, a fixed key): 1 when band s lies in the observed subspace, 0
-  when the observation says nothing about it. Noise: the Wiener gain of the
+  Linear operators: tr(P_s^T C P_s) / tr(P_s^T P_s), i.e. E<P_s z, C P_s z>
+  / E||P_s z||^2 for white z: 1 when band s lies in the observed subspace,
+  0 when the observation says nothing about it. Exact (z runs over the
+  pixel basis) for images of up to EXACT_DIM values, else estimated with
+  NUM_PROBES white probes of a fixed key. Noise: the Wiener gain of the
   band, 1 - sigma^2 / (mean |c|^2 of the band of y), from the observation y
   (each coefficient of an orthonormal transform carries noise power
   sigma^2).
@@ -234,7 +237,11 @@ def determined_fractions(path: paths_lib.Path, op: Operator,
       band = power[:, path.band == s].mean()
       out.append(float(max(0.0, 1.0 - sigma ** 2 / max(band, 1e-12))))
     return out
-  z = jax.random.normal(jax.random.key(0), (NUM_PROBES,) + tr.shape)
+  dim = int(np.prod(tr.shape))
+  if dim <= EXACT_DIM:
+    z = jnp.eye(dim, dtype=jnp.float32).reshape((dim,) + tuple(tr.shape))
+  else:
+    z = jax.random.normal(jax.random.key(0), (NUM_PROBES,) + tr.shape)
   out = []
   for s in range(path.num_bands):
     q = band_part(path, z, [s])
