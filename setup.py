@@ -24,6 +24,7 @@ INSTALL_REQUIRES = [
     "safetensors==0.8.0",    # reads the SD-VAE weights without torch
     "pillow==13.0.0",        # PNG sample grids
     "tensorboardX==2.6.5",   # TensorBoard events without TensorFlow
+    "dm-pix==0.4.5",         # PSNR / SSIM of --mode=restore
 ]
 
 setup(

@@ -496,8 +496,9 @@ def restore_mode(run, params, step: int) -> dict:
   fractions = determined_fractions(path, op, y_obs, sigma)
   m = auto_keep(fractions, float(rcfg.determined)) if keep is None else keep
   t_start = float(path.tau[m + 1])
-  observed = op.observed if bool(rcfg.consistency) and op.kind != "noise" \
-      else None
+  # noise:sigma has no consistency step (its C is 0; see the module doc).
+  observed = (op.observed if bool(rcfg.consistency) and op.kind != "noise"
+              else None)
   y_all = _labels(run, labels, n, rcfg)
 
   @jax.jit
@@ -528,8 +529,8 @@ def restore_mode(run, params, step: int) -> dict:
       "solver": spec.solver,
       "num_steps": _num_steps(path, spec, t_start, int(rcfg.num_steps)),
       "per_image": metrics,
-      "mean": {name: {k: float(np.mean(v)) for k, v in m_.items()}
-               for name, m_ in metrics.items()}}
+      "mean": {name: {k: float(np.mean(v)) for k, v in per.items()}
+               for name, per in metrics.items()}}
   if op.kind == "lowres":
     f = int(rcfg.degradation.split(":")[1])
     err = np.abs(np.asarray(steering.area_downsample(jnp.asarray(restored), f))
