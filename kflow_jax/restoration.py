@@ -77,6 +77,9 @@ def default_config() -> ml_collections.ConfigDict:
       # edit: comma-separated bands to keep ("auto": "0").
       keep_bands="auto",
       determined=0.5,
+      # Training images the determined fractions are measured on (0: white
+      # noise instead, a data-free but pessimistic measure).
+      prior_examples=256,
       consistency=True,        # restore: data-consistency step after each step
       num_steps=0,             # 0: the spec's num_steps times (1 - t_start)
       num_edits=4,             # edit: variations per image
@@ -216,14 +219,19 @@ def band_part(path: paths_lib.Path, x, bands) -> jax.Array:
 
 
 def determined_fractions(path: paths_lib.Path, op: Operator,
-                         y=None, sigma: Optional[float] = None) -> list:
+                         y=None, sigma: Optional[float] = None,
+                         prior=None) -> list:
   """Per band s, the share of the band that the observation fixes.
 
-  Linear operators: tr(P_s^T C P_s) / tr(P_s^T P_s), i.e. E<P_s z, C P_s z>
-  / E||P_s z||^2 for white z: 1 when band s lies in the observed subspace,
-  0 when the observation says nothing about it. Exact (z runs over the
-  pixel basis) for images of up to EXACT_DIM values, else estimated with
-  NUM_PROBES white probes of a fixed key. Noise: the Wiener gain of the
+  Linear operators: E<P_s z, C P_s z> / E||P_s z||^2, 1 when band s lies in
+  the observed subspace, 0 when the observation says nothing about it.
+  With `prior` (example images of the data, e.g. training images) z runs
+  over them: the share of the band's energy *in the data* that is observed.
+  Natural images put most of a band's energy at its low end, where area
+  averaging passes most, so this is larger than the white-noise share.
+  Without it z is white: tr(P_s^T C P_s) / tr(P_s^T P_s), exact (z over
+  the pixel basis) up to EXACT_DIM values, else NUM_PROBES white probes of
+  a fixed key. Noise: the Wiener gain of the
   band, 1 - sigma^2 / (mean |c|^2 of the band of y), from the observation y
   (each coefficient of an orthonormal transform carries noise power
   sigma^2).
@@ -238,14 +246,18 @@ def determined_fractions(path: paths_lib.Path, op: Operator,
       out.append(float(max(0.0, 1.0 - sigma ** 2 / max(band, 1e-12))))
     return out
   dim = int(np.prod(tr.shape))
-  if dim <= EXACT_DIM:
+  if prior is not None:
+    z = jnp.asarray(prior, jnp.float32)
+  elif dim <= EXACT_DIM:
     z = jnp.eye(dim, dtype=jnp.float32).reshape((dim,) + tuple(tr.shape))
   else:
     z = jax.random.normal(jax.random.key(0), (NUM_PROBES,) + tr.shape)
   out = []
   for s in range(path.num_bands):
     q = band_part(path, z, [s])
-    out.append(float(jnp.sum(q * op.observed(q)) / jnp.sum(q * q)))
+    num, den = float(jnp.sum(q * op.observed(q))), float(jnp.sum(q * q))
+    # A band the prior never uses (den = 0) has nothing to generate.
+    out.append(num / den if den > 1e-12 * q.size else 1.0)
   return out
 
 
@@ -438,6 +450,15 @@ def load_images(run, rcfg):
   return np.stack(out), None
 
 
+def _prior_images(run, count: int, seed: int):
+  """`count` training images (one batch of the train split), or None."""
+  if count <= 0:
+    return None
+  it = input_pipeline.create(run.config.input, global_batch_size=count,
+                             seed=seed, split="train")
+  return np.asarray(next(iter(it))["image"], np.float32)
+
+
 def _labels(run, labels, count: int, rcfg):
   if not run.num_classes:
     return None
@@ -493,7 +514,8 @@ def restore_mode(run, params, step: int) -> dict:
   x_true = jnp.asarray(images)
   y_obs = op.apply(x_true, r_obs)
   sigma = float(rcfg.degradation.split(":")[1]) if op.kind == "noise" else None
-  fractions = determined_fractions(path, op, y_obs, sigma)
+  prior = _prior_images(run, int(rcfg.prior_examples), int(rcfg.seed))
+  fractions = determined_fractions(path, op, y_obs, sigma, prior)
   m = auto_keep(fractions, float(rcfg.determined)) if keep is None else keep
   t_start = float(path.tau[m + 1])
   # noise:sigma has no consistency step (its C is 0; see the module doc).
@@ -525,6 +547,8 @@ def restore_mode(run, params, step: int) -> dict:
       "keep_bands_chosen": "auto" if keep is None else "config",
       "determined_fractions": fractions,
       "determined_threshold": float(rcfg.determined),
+      "determined_on": (f"{prior.shape[0]} training images"
+                        if prior is not None else "white noise"),
       "consistency": observed is not None,
       "solver": spec.solver,
       "num_steps": _num_steps(path, spec, t_start, int(rcfg.num_steps)),
@@ -538,7 +562,9 @@ def restore_mode(run, params, step: int) -> dict:
     result["consistency_error"] = float(err)
   if jax.process_index() == 0:
     base = os.path.join(_outdir(run, "restore"),
-                        _tag(step, op.text) + f"_keep{m}")
+                        _tag(step, op.text) + f"_keep{m}" +
+                        ("" if observed is not None or op.kind == "noise"
+                         else "_nocons"))
     cols = list(columns) + ["original"]
     grid = np.stack([columns[c] for c in columns] + [images], axis=1)
     samples_lib.save_labelled_grid(base + ".png", grid[:64], cols,
