@@ -73,7 +73,8 @@ def default_config() -> ml_collections.ConfigDict:
       degradation="lowres:2",
       # restore: "auto" keeps bands 0..m, m the last of the leading bands of
       # which the observation determines at least `determined` (a fraction,
-      # determined_fractions); or an int m >= -1 (-1: generate every band).
+      # determined_fractions; inpaint: -1); or an int m >= -1 (-1: generate
+      # every band).
       # edit: comma-separated bands to keep ("auto": "0").
       keep_bands="auto",
       determined=0.5,
@@ -516,7 +517,16 @@ def restore_mode(run, params, step: int) -> dict:
   sigma = float(rcfg.degradation.split(":")[1]) if op.kind == "noise" else None
   prior = _prior_images(run, int(rcfg.prior_examples), int(rcfg.seed))
   fractions = determined_fractions(path, op, y_obs, sigma, prior)
-  m = auto_keep(fractions, float(rcfg.determined)) if keep is None else keep
+  if keep is not None:
+    m = keep
+  elif op.kind == "inpaint":
+    # A hole leaves every band unknown inside it: the band-wise share only
+    # counts the known area (0.75 for a quarter hole), and keeping the
+    # filled estimate's coarse band freezes a flat patch into the hole
+    # (digits, 8x8 hole: PSNR 13.5 kept vs 15.2 generated from t = 0).
+    m = -1
+  else:
+    m = auto_keep(fractions, float(rcfg.determined))
   t_start = float(path.tau[m + 1])
   # noise:sigma has no consistency step (its C is 0; see the module doc).
   observed = (op.observed if bool(rcfg.consistency) and op.kind != "noise"
