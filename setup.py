@@ -24,7 +24,7 @@ INSTALL_REQUIRES = [
     "safetensors==0.8.0",    # reads the SD-VAE weights without torch
     "pillow==13.0.0",        # PNG sample grids
     "tensorboardX==2.6.5",   # TensorBoard events without TensorFlow
-    "dm-pix==0.4.5",         # PSNR / SSIM (evaluators.image_quality)
+    "dm-pix==0.4.5",         # PSNR / SSIM (evaluators, --mode=restore)
     "chex==0.1.92",          # required by dm-pix
     "toolz==1.2.0",          # required by chex
 ]

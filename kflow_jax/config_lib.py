@@ -28,6 +28,8 @@ data only; `experiment.setup` is the one reader of the training sections,
   sample_every_steps, eval_steps (0 = whole eval split)
   sample.*           generate.default_config(): solver, steps, guidance,
                      steering, sample counts (see kflow_jax/generate.py)
+  restore.*          restoration.default_config(): --mode=restore / edit /
+                     mix (source images, degradation, kept bands, grid)
 
 Config arguments: `--config=configs/digits.py:transform=wavelet,runlocal`
 passes `transform="wavelet", runlocal=True` to the file's `get_config`
@@ -39,6 +41,7 @@ from ml_collections import config_dict
 from kflow_jax import generate
 from kflow_jax import input_pipeline
 from kflow_jax import optim
+from kflow_jax import restoration
 
 
 def base() -> ml_collections.ConfigDict:
@@ -73,6 +76,7 @@ def base() -> ml_collections.ConfigDict:
   c.sample_every_steps = 500
   c.eval_steps = 0
   c.sample = generate.default_config()
+  c.restore = restoration.default_config()
   return c
 
 

@@ -27,8 +27,10 @@ _CONFIG = config_flags.DEFINE_config_file(
     "configs/digits.py:transform=identity:runlocal.", lock_config=True)
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Directory for checkpoints, metrics and samples.")
-_MODE = flags.DEFINE_enum("mode", "train", ["train", "sample", "eval"],
-                          "What to do.")
+_MODE = flags.DEFINE_enum(
+    "mode", "train", ["train", "sample", "eval", "restore", "edit", "mix"],
+    "What to do: restore / edit / mix read config.restore "
+    "(kflow_jax/restoration.py).")
 _ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
     "allow_config_change", False,
     "Continue a run in --workdir although the config differs from the saved "
@@ -108,6 +110,7 @@ def run(argv):
   from kflow_jax import evaluate
   from kflow_jax import experiment
   from kflow_jax import generate
+  from kflow_jax import restoration
   from kflow_jax import train
   # pylint: enable=g-import-not-at-top
   config = _CONFIG.value
@@ -122,11 +125,16 @@ def run(argv):
     train.train_and_evaluate(config, _WORKDIR.value,
                              allow_config_change=allow)
     return
-  run_ = experiment.setup(config, _WORKDIR.value, _MODE.value,
+  # restore / edit / mix read a trained run exactly as sampling does.
+  steer = _MODE.value in restoration.MODES
+  run_ = experiment.setup(config, _WORKDIR.value,
+                          "sample" if steer else _MODE.value,
                           allow_config_change=allow)
   step, state, _ = experiment.restore(run_)
   params = experiment.inference_params(run_, state)
-  if _MODE.value == "sample":
+  if steer:
+    restoration.main(run_, params, step, _MODE.value)
+  elif _MODE.value == "sample":
     generate.sample(run_, params, step)
   else:
     result = evaluate.eval_loss(run_, params, step)

@@ -12,12 +12,18 @@ band's share of the image. This module turns that into tools:
 
 Restoration time convention (used throughout): keeping bands 0..m means the
 integration starts at t_start = tau_{m+1}, the time at which bands 0..m have
-finished flowing when there is no overlap. The start state is the path point
-at t_start between the noise x0 and x1_hat = (kept bands of the observation,
-other bands of x0):  x_start = x0 + T^-1(alpha(t_start) * T(x1_hat - x0)).
-Without overlap that is exactly "kept bands = observation, other bands =
-noise"; with overlap, band m is still partly noise and band m+1 has started
-from its noise, which is what the model saw in training at t_start.
+finished flowing when there is no overlap (m = -1 keeps nothing: t_start = 0).
+The start state is the path point at t_start between the noise x0 and the
+estimate x1_hat of the data (the observation, or the best image-space
+estimate a degradation gives):  x_start = paths.interpolate(path, x0, x1_hat,
+t_start) = x0 + T^-1(alpha(t_start) * T(x1_hat - x0)). Without overlap that
+is exactly "kept bands = x1_hat, other bands = noise"; with overlap, band m is
+still partly noise and band m+1 is already partly formed from x1_hat's band
+m+1, which is the state the model saw in training at t_start.
+
+Noise mixing assumes an orthonormal transform: the band parts
+P_s = T^-1 1_s T of a white noise are independent and white only when the
+P_s are orthogonal projections (docs/method.md#noise-mixing).
 """
 from typing import Callable, Optional, Sequence
 
@@ -48,6 +54,32 @@ def bands_mask(path: paths_lib.Path, bands) -> np.ndarray:
 # Noise mixing.
 
 
+# Transforms whose band projections are orthogonal, for the error message.
+ORTHONORMAL_ALTERNATIVES = (
+    "fourier, dct, pca, or an orthogonal wavelet (haar, db*, sym*, coif*)")
+
+
+def check_mixable(path: paths_lib.Path, sources: Sequence[int]) -> None:
+  """Refuses to mix noises band by band under a non-orthonormal transform.
+
+  x0 = sum_s P_s n_src(s) with P_s = T^-1 1_s T has covariance
+  sum_g P_g P_g^T over the groups of bands that share a source. That is the
+  identity for every grouping only when each P_g is an orthogonal
+  projection (P_g = P_g^T), i.e. when T is orthonormal. For a biorthogonal
+  wavelet (bior2.2: |P - P^T| ~ 0.05, covariance off by ~0.09 on 8x8) the
+  mixed noise would not be N(0, I), the distribution the model was trained
+  from, so it is refused rather than silently mis-sampled. One source (no
+  mixing) is always fine.
+  """
+  if len(set(int(s) for s in sources)) > 1 and not path.transform.orthonormal:
+    raise ValueError(
+        f"band-wise noise mixing (shared_bands, --mode=mix) needs an "
+        f"orthonormal transform: with {path.transform.name!r} "
+        f"(orthonormal=False, e.g. a biorthogonal wavelet) the band parts "
+        f"T^-1 1_s T of white noise are not orthogonal, so the mixed x0 "
+        f"would not be N(0, I). Use {ORTHONORMAL_ALTERNATIVES}.")
+
+
 def mix_noise(path: paths_lib.Path, noises: Sequence[jax.Array],
               sources: Sequence[int], *, in_coefficients: bool = False):
   """Initial noise whose band s is taken from noises[sources[s]].
@@ -63,6 +95,7 @@ def mix_noise(path: paths_lib.Path, noises: Sequence[jax.Array],
     raise ValueError(
         f"sources must give, for each of the {path.num_bands} bands, an index "
         f"into the {len(noises)} noises; got {list(sources)}.")
+  check_mixable(path, src)
   batch = max(int(n.shape[0]) for n in noises)
   tr = path.transform
   coefs = [tr.forward(n) for n in noises]
@@ -143,8 +176,19 @@ def class_drop_velocity(apply_fn: Callable, path: paths_lib.Path,
 
 def restoration_start(path: paths_lib.Path, x_obs: jax.Array,
                       noise: jax.Array, keep_bands: int):
-  """(t_start, x_start) for keeping bands 0..keep_bands of x_obs."""
-  (m,) = _check_bands(path, [keep_bands], "keep_bands")
+  """(t_start, x_start) for keeping bands 0..keep_bands of x_obs.
+
+  x_start = paths.interpolate(path, noise, x_obs, tau_{m+1}): the path's own
+  state at t_start with x_obs standing in for the data. Without overlap the
+  bands above m are pure noise there; with overlap band m+1 is already
+  alpha_{m+1}(t_start) of the way to x_obs's band m+1 (the observation's
+  estimate of it), as on the path the model was trained on. keep_bands=-1
+  keeps nothing (t_start = 0, x_start = noise).
+  """
+  if int(keep_bands) == -1:
+    m = -1
+  else:
+    (m,) = _check_bands(path, [keep_bands], "keep_bands")
   if m >= path.num_bands - 1:
     raise ValueError(
         f"keep_bands={m} keeps every band of the {path.num_bands}; nothing is "
@@ -154,10 +198,8 @@ def restoration_start(path: paths_lib.Path, x_obs: jax.Array,
         f"x_obs and noise must have the same shape, got {x_obs.shape} and "
         f"{noise.shape}.")
   t_start = float(path.tau[m + 1])
-  x1_hat = mix_noise(path, [noise, x_obs],
-                     [1 if s <= m else 0 for s in range(path.num_bands)])
   t = jnp.full((x_obs.shape[0],), t_start, jnp.float32)
-  return t_start, paths_lib.interpolate(path, noise, x1_hat, t)
+  return t_start, paths_lib.interpolate(path, noise, x_obs, t)
 
 
 def _reimpose_fn(path, x_obs, noise, m, project):
@@ -217,24 +259,45 @@ def edit(velocity_fn: Callable, path: paths_lib.Path, image: jax.Array,
                  **kwargs)
 
 
+def area_downsample(x: jax.Array, factor: int) -> jax.Array:
+  """Exact mean over factor x factor blocks: [B, H, W, C] -> [B, H/f, W/f, C]."""
+  b, h, w, c = x.shape
+  f = int(factor)
+  if f < 1 or h % f or w % f:
+    raise ValueError(
+        f"lowres factor must be a positive int dividing H={h} and W={w}, "
+        f"got {factor}.")
+  return x.reshape(b, h // f, f, w // f, f, c).mean(axis=(2, 4))
+
+
+def box_upsample(small: jax.Array, factor: int) -> jax.Array:
+  """Nearest (box) upsampling, each pixel repeated factor x factor times.
+
+  It is the pseudo-inverse of area_downsample (area_downsample(box_upsample(y))
+  == y, and box_upsample(area_downsample(.)) is the orthogonal projection on
+  block-constant images), so it keeps everything the small image determines
+  exactly, unlike bilinear upsampling, which low-passes it again.
+  """
+  f = int(factor)
+  return jnp.repeat(jnp.repeat(small, f, axis=1), f, axis=2)
+
+
 def degrade(x: jax.Array, kind: str, factor: float) -> jax.Array:
   """Degraded observations for restoration tests and demos.
 
-  lowres: downsample by `factor` (area average) and upsample back
-    (bilinear), the super-resolution setting.
+  lowres: exact area downsampling by `factor`, then box (nearest)
+    upsampling back: the orthogonal projection of x on factor x factor
+    block-constant images, so area_downsample(result) == area_downsample(x)
+    exactly (bilinear upsampling would attenuate the observed low band).
   blur: Gaussian blur with sigma = factor pixels (periodic borders).
   """
   if x.ndim != 4:
     raise ValueError(f"x must be [B, H, W, C], got shape {x.shape}.")
-  b, h, w, c = x.shape
+  _, h, w, _ = x.shape
   if kind == "lowres":
-    f = int(factor)
-    if f < 1 or h % f or w % f:
-      raise ValueError(
-          f"lowres factor must be a positive int dividing H={h} and W={w}, "
-          f"got {factor}.")
-    small = x.reshape(b, h // f, f, w // f, f, c).mean(axis=(2, 4))
-    return jax.image.resize(small, x.shape, "linear")
+    if float(factor) != int(factor):
+      raise ValueError(f"lowres factor must be an integer, got {factor}.")
+    return box_upsample(area_downsample(x, int(factor)), int(factor))
   if kind == "blur":
     if not float(factor) > 0:
       raise ValueError(f"blur sigma must be > 0, got {factor}.")

@@ -12,6 +12,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 from PIL import Image
+from PIL import ImageDraw
+from PIL import ImageFont
 
 
 def to_uint8(images) -> np.ndarray:
@@ -109,8 +111,9 @@ def class_grid(images, labels, num_classes: int, pad: int = 1,
 
 
 def _auto_scale(h: int) -> int:
-  # Tiny images (8x8 digits) are unreadable at 1:1; upscale to ~64 px.
-  return max(1, 64 // max(h, 1))
+  # Tiny images (8x8 digits) are unreadable at 1:1; upscale (nearest) to at
+  # least 64 px.
+  return max(1, -(-64 // max(h, 1)))
 
 
 def _write_png(path: str, array: np.ndarray) -> str:
@@ -145,9 +148,86 @@ def save_grid(path: str, images, ncol: Optional[int] = None,
   return _write_png(path, grid(x, ncol=ncol, scale=scale))
 
 
+def _text_size(draw, text, font):
+  left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+  return right - left, bottom - top
+
+
+def label_grid(array: np.ndarray, tile_w: int, tile_h: int, pad: int,
+               col_labels: Sequence[str] = (),
+               row_labels: Sequence[str] = ()) -> np.ndarray:
+  """Adds column labels above and row labels left of a uint8 grid.
+
+  array: [rows*(tile_h+pad)+pad, cols*(tile_w+pad)+pad, C] as `grid` makes
+  it (already scaled: tile_w, tile_h, pad in output pixels). Labels may
+  hold newlines. PIL's default font, black on white.
+  """
+  font = ImageFont.load_default()
+  probe = ImageDraw.Draw(Image.new("L", (1, 1)))
+  size = lambda t: _text_size(probe, t, font) if t else (0, 0)
+  line_h = max(size("Ag")[1], 8) + 3
+  n_lines = max([len(str(t).split("\n")) for t in col_labels] or [0])
+  top = n_lines * line_h + 4 if col_labels else 0
+  left = (max(size(str(t))[0] for t in row_labels) + 8) if row_labels else 0
+  h, w, c = array.shape
+  mode = "L" if c == 1 else "RGB"
+  canvas = Image.new(mode, (w + left, h + top), 255 if c == 1 else
+                     (255, 255, 255))
+  canvas.paste(Image.fromarray(array[..., 0] if c == 1 else array, mode),
+               (left, top))
+  draw = ImageDraw.Draw(canvas)
+  ink = 0 if c == 1 else (0, 0, 0)
+  for j, text in enumerate(col_labels):
+    for k, line in enumerate(str(text).split("\n")):
+      lw = size(line)[0]
+      x = left + pad + j * (tile_w + pad) + (tile_w - lw) // 2
+      draw.text((x, 2 + k * line_h), line, fill=ink, font=font)
+  for i, text in enumerate(row_labels):
+    y = top + pad + i * (tile_h + pad) + (tile_h - size(str(text))[1]) // 2
+    draw.text((4, y), str(text), fill=ink, font=font)
+  out = np.asarray(canvas)
+  return out[..., None] if out.ndim == 2 else out
+
+
+def save_labelled_grid(path: str, images, col_labels: Sequence[str] = (),
+                       row_labels: Sequence[str] = (),
+                       scale: Optional[int] = None, pad: int = 1) -> str:
+  """Writes images [R, K, H, W, C] in [-1, 1] as an R x K PNG grid with a
+  label above each column and left of each row (either may be empty)."""
+  x = np.asarray(images)
+  if x.ndim != 5:
+    raise ValueError(f"images must be [rows, cols, H, W, C], got {x.shape}.")
+  r, k, h, w = x.shape[:4]
+  for what, labels, n in (("col_labels", col_labels, k),
+                          ("row_labels", row_labels, r)):
+    if labels and len(labels) != n:
+      raise ValueError(f"{what} has {len(labels)} entries for {n} "
+                       f"{what[:3]}s; give one per {what[:3]} or none.")
+  scale = _auto_scale(min(h, w)) if scale is None else int(scale)
+  g = grid(x.reshape((r * k,) + x.shape[2:]), ncol=k, pad=pad, scale=scale)
+  return _write_png(path, label_grid(g, w * scale, h * scale, pad * scale,
+                                     col_labels, row_labels))
+
+
+def band_strip_labels(tau: Sequence[float]) -> list:
+  """Column labels of the band strip: the time and which band is done.
+
+  Column s is the state at t = tau_s, when bands 0..s-1 have finished
+  flowing (no overlap); column 0 is the noise.
+  """
+  out = []
+  for s, t in enumerate(tau):
+    done = "noise" if s == 0 else (f"band {s - 1} done" if s < len(tau) - 1
+                                   else f"all {s} done")
+    out.append(f"t={t:.2f}\n{done}")
+  return out
+
+
 def save_band_strip(path: str, rows: Sequence, tau: Sequence[float],
-                    scale: Optional[int] = None) -> str:
-  """Writes the band strip: one column per band boundary tau_s.
+                    scale: Optional[int] = None,
+                    row_labels: Sequence[str] = ()) -> str:
+  """Writes the band strip: one column per band boundary tau_s, labelled
+  with t and the band finished there (band_strip_labels).
 
   Args:
     path: PNG file to write.
@@ -155,7 +235,9 @@ def save_band_strip(path: str, rows: Sequence, tau: Sequence[float],
       state x(tau_s), and its band-limited clean part), columns ordered
       coarse to fine (tau_0 = 0 ... tau_S = 1).
     tau: the S+1 band time edges, to check the column count.
-    scale: integer upscaling (default: to about 64 px per image).
+    scale: integer upscaling (default: to at least 64 px per image, nearest,
+      so small images stay readable next to the labels).
+    row_labels: optional text left of each row.
   """
   tau = [float(v) for v in tau]
   rows = [np.asarray(r) for r in rows]
@@ -166,9 +248,8 @@ def save_band_strip(path: str, rows: Sequence, tau: Sequence[float],
       raise ValueError(
           f"each band-strip row needs one image per tau edge ({len(tau)}), "
           f"got {r.shape[0]}.")
-  stacked = np.concatenate(rows, axis=0)
-  scale = _auto_scale(stacked.shape[1]) if scale is None else int(scale)
-  return _write_png(path, grid(stacked, ncol=len(tau), scale=scale))
+  return save_labelled_grid(path, np.stack(rows), band_strip_labels(tau),
+                            row_labels, scale=scale)
 
 
 def save_npz(path: str, images, **extra) -> str:

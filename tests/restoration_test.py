@@ -1,0 +1,277 @@
+"""--mode=restore / edit / mix (kflow_jax/restoration.py) and the steering
+pieces they rest on: the overlap start state, exact lowres consistency,
+band-wise noise mixing (white for orthonormal transforms, refused
+otherwise), and the three modes through the command line on a trained
+runlocal digits run."""
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from PIL import Image
+import pytest
+
+from configs import digits
+from kflow_jax import generate
+from kflow_jax import kamp
+from kflow_jax import paths
+from kflow_jax import restoration
+from kflow_jax import steering
+from kflow_jax import train
+from kflow_jax.evaluators import samples as samples_lib
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHAPE = (8, 8, 1)
+
+
+def _normal(seed, shape):
+  return jax.random.normal(jax.random.key(seed), shape, jnp.float32)
+
+
+def _spec(num_bands, **overrides):
+  c = generate.default_config()
+  c.num_steps = 6
+  c.update(overrides)
+  return generate.parse_spec(c, 0, num_bands)
+
+
+# ----------------------------------------------------------------------------
+# Pure pieces.
+
+
+def test_overlap_start_is_the_path_point_toward_the_observation():
+  """With overlap, band m+1 is already partly formed at tau_{m+1}; the start
+  state is exactly paths.interpolate(path, x0, x1_hat, t_start)."""
+  path = paths.make_path(kamp.get("fourier", shape=SHAPE), num_scales=3,
+                         overlap=0.5)
+  x_obs, x0 = _normal(0, (3,) + SHAPE), _normal(1, (3,) + SHAPE)
+  for m in (-1, 0, 1):
+    t_start, xs = steering.restoration_start(path, x_obs, x0, m)
+    assert t_start == float(path.tau[m + 1])
+    ref = paths.interpolate(path, x0, x_obs, jnp.full((3,), t_start))
+    np.testing.assert_array_equal(np.asarray(xs), np.asarray(ref))
+  # Band m+1 = 1 sits strictly between its noise and the observation.
+  _, xs = steering.restoration_start(path, x_obs, x0, 0)
+  tr = path.transform
+  c, c0, c1 = (np.asarray(tr.forward(v))[:, path.band == 1]
+               for v in (xs, x0, x_obs))
+  frac = np.real((c - c0) / (c1 - c0))
+  a = float(np.asarray(paths.alpha(path, jnp.full((1,), path.tau[1]))[0])
+            [0][path.band == 1][0])
+  assert 0.0 < a < 1.0
+  np.testing.assert_allclose(frac, a, atol=1e-4)
+
+
+@pytest.mark.parametrize("f", [2, 4])
+def test_lowres_degradation_keeps_the_observed_low_band_exactly(f):
+  x = _normal(2, (3, 16, 16, 2))
+  obs = steering.degrade(x, "lowres", f)
+  np.testing.assert_allclose(steering.area_downsample(obs, f),
+                             steering.area_downsample(x, f), atol=1e-6)
+  # Bilinear up-sampling (the old degrade) loses part of it: the reason
+  # for box up-sampling.
+  small = steering.area_downsample(x, f)
+  bil = jax.image.resize(small, x.shape, "linear")
+  assert np.abs(steering.area_downsample(bil, f) - small).max() > 1e-2
+
+
+def test_operators_parse_and_refuse_bad_strings():
+  for text in ("lowres:2", "blur:1.5", "noise:0.1", "inpaint:2,2,6,6"):
+    op = restoration.parse_operator(text, SHAPE)
+    assert op.kind == text.split(":")[0]
+  for bad, match in (("lowres:3", "dividing"), ("lowres", "expected 1"),
+                     ("blur:-1", "> 0"), ("inpaint:4,4,2,9", "X0 < X1"),
+                     ("zoom:2", "unknown degradation")):
+    with pytest.raises(ValueError, match=match):
+      restoration.parse_operator(bad, SHAPE)
+  with pytest.raises(ValueError, match="-1..0"):
+    restoration.parse_keep("3", 2, "restore")
+  assert restoration.parse_keep("auto", 3, "edit") == (0,)
+  assert restoration.parse_keep("2,0", 3, "edit") == (0, 2)
+  with pytest.raises(ValueError, match="not all of them"):
+    restoration.parse_keep("0,1", 2, "edit")
+
+
+def test_determined_fractions_match_what_lowres_fixes():
+  """Haar, one level: lowres:2 determines the approximation band exactly
+  and says nothing about the details; the automatic start keeps band 0."""
+  path = paths.make_path(kamp.get("wavelet", shape=SHAPE, wavelet="haar",
+                                  levels=1), num_scales=2)
+  op = restoration.parse_operator("lowres:2", SHAPE)
+  fr = restoration.determined_fractions(path, op)
+  np.testing.assert_allclose(fr, [1.0, 0.0], atol=1e-5)
+  assert restoration.auto_keep(fr, 0.5) == 0
+  # lowres:4 fixes a quarter of the approximation: nothing is kept.
+  fr4 = restoration.determined_fractions(
+      path, restoration.parse_operator("lowres:4", SHAPE))
+  np.testing.assert_allclose(fr4, [0.25, 0.0], atol=1e-5)
+  assert restoration.auto_keep(fr4, 0.5) == -1
+  # Measured on data that is constant on 2x2 blocks (a prior), lowres:2
+  # observes everything.
+  smooth = steering.degrade(_normal(9, (16,) + SHAPE), "lowres", 2)
+  frp = restoration.determined_fractions(path, op, prior=smooth)
+  np.testing.assert_allclose(frp[0], 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("text", ["lowres:2", "inpaint:1,2,5,7"])
+def test_consistency_step_makes_the_result_agree_with_the_observation(text):
+  """Whatever the field (here an arbitrary one), the final consistency step
+  gives area_downsample(x) == y (lowres) / the known pixels (inpaint)."""
+  path = paths.make_path(kamp.get("fourier", shape=SHAPE), num_scales=2,
+                         overlap=0.3)
+  op = restoration.parse_operator(text, SHAPE)
+  x = jnp.tanh(_normal(3, (4,) + SHAPE))
+  y = op.apply(x)
+  v = lambda z, t: jnp.sin(3.0 * z) + t[:, None, None, None]
+  for project in (False, True):
+    out = restoration.run_flow(v, path, _spec(2, project=project),
+                               _normal(4, x.shape), op.estimate(y),
+                               float(path.tau[1]), op.observed)
+    np.testing.assert_allclose(op.apply(out), y, atol=1e-5)
+  # Without the step the field drifts away from the observation.
+  out = restoration.run_flow(v, path, _spec(2), _normal(4, x.shape),
+                             op.estimate(y), float(path.tau[1]), None)
+  assert np.abs(op.apply(out) - y).max() > 1e-2
+
+
+def test_mixed_noise_is_white_for_orthonormal_and_refused_otherwise():
+  """x0 = sum_s P_s n_src(s): identity covariance within sampling error for
+  an orthonormal transform; for bior2.2 the P_s are oblique, the covariance
+  would be off (checked exactly), and mixing is refused."""
+  n = 16384
+  path = paths.make_path(kamp.get("fourier", shape=SHAPE), num_scales=2)
+  # Independent draws of one mixed noise (the samples of a grid share
+  # noises, so they are not independent draws).
+  x0 = steering.mix_noise(path, [_normal(5, (n,) + SHAPE),
+                                 _normal(6, (n,) + SHAPE)], [0, 1])
+  flat = np.asarray(x0, np.float64).reshape(n, -1)
+  cov = flat.T @ flat / n
+  # Entries of a sample covariance have std ~ sqrt(2/n) ~ 0.011.
+  assert np.abs(cov - np.eye(64)).max() < 0.06, np.abs(cov - np.eye(64)).max()
+  # In a grid, rows share the coarse noise and columns the fine noise.
+  grid = restoration.mix_noise_grid(path, jax.random.key(5), 2, 2, 1)
+  coarse = np.asarray(restoration.band_part(path, grid, [0]))
+  fine = np.asarray(restoration.band_part(path, grid, [1]))
+  np.testing.assert_allclose(coarse[0], coarse[1], atol=1e-5)
+  np.testing.assert_allclose(fine[0], fine[2], atol=1e-5)
+  assert np.abs(coarse[0] - coarse[2]).max() > 0.1
+
+  bior = paths.make_path(kamp.get("wavelet", shape=SHAPE, wavelet="bior2.2",
+                                  levels=1), num_scales=2)
+  eye = jnp.eye(64).reshape((64,) + SHAPE)
+  p0 = np.asarray(restoration.band_part(bior, eye, [0])).reshape(64, 64).T
+  p1 = np.eye(64) - p0
+  off = np.abs(p0 @ p0.T + p1 @ p1.T - np.eye(64)).max()
+  assert off > 0.05, off
+  for call in (lambda: restoration.mix_noise_grid(bior, jax.random.key(0),
+                                                  2, 2, 1),
+               lambda: steering.shared_band_noise(jax.random.key(0), bior, 2,
+                                                  [1])):
+    with pytest.raises(ValueError, match="orthonormal transform.*haar"):
+      call()
+  # One source only (no mixing) stays allowed.
+  steering.mix_noise(bior, [eye[:1]], [0, 0])
+
+
+def test_band_strip_is_labelled_and_scaled(tmp_path):
+  rows = [np.zeros((3, 8, 8, 1)), np.ones((3, 8, 8, 1))]
+  f = samples_lib.save_band_strip(str(tmp_path / "s.png"), rows,
+                                  [0.0, 0.5, 1.0])
+  img = np.asarray(Image.open(f))
+  # 3 tiles of 64 px (8 px scaled by 8) plus padding, and a label band on
+  # top holding dark text pixels.
+  assert img.shape[1] == 3 * 64 + 4 * 8
+  top = img.shape[0] - (2 * 64 + 3 * 8)
+  assert top > 10 and (img[:top] < 128).any()
+  assert samples_lib.band_strip_labels([0.0, 0.5, 1.0]) == [
+      "t=0.00\nnoise", "t=0.50\nband 0 done", "t=1.00\nall 2 done"]
+
+
+# ----------------------------------------------------------------------------
+# The modes through the command line, on one trained runlocal run.
+
+
+def _cfg():
+  c = digits.get_config("runlocal")
+  c.checkpoint_every_steps = 0
+  c.sample.at_end = False
+  return c
+
+
+def _main(args, cache):
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=REPO,
+             XLA_FLAGS="--xla_force_host_platform_device_count=1",
+             JAX_COMPILATION_CACHE_DIR=cache,
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+  p = subprocess.run(
+      [sys.executable, "-m", "kflow_jax.main",
+       "--config=configs/digits.py:runlocal", *args], cwd=REPO, env=env,
+      capture_output=True, text=True, timeout=600)
+  assert p.returncode == 0, p.stderr[-3000:]
+  return p
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+  wd = str(tmp_path_factory.mktemp("steer_run"))
+  train.train_and_evaluate(_cfg(), wd, devices=jax.devices()[:1])
+  return wd, str(tmp_path_factory.mktemp("jax_cache"))
+
+
+def _one(pattern):
+  files = glob.glob(pattern)
+  assert len(files) == 1, (pattern, files)
+  return files[0]
+
+
+def test_restore_mode_from_the_command_line(trained):
+  wd, cache = trained
+  _main([f"--workdir={wd}", "--mode=restore", "--config.restore.num_images=3",
+         "--config.restore.degradation=lowres:2"], cache)
+  res = json.load(open(_one(os.path.join(wd, "restore_mode", "*.json"))))
+  assert res["degradation"] == "lowres:2" and res["num_images"] == 3
+  assert res["keep_bands"] in (-1, 0)
+  for name in ("input", "restored", "bicubic"):
+    for k in ("psnr", "ssim"):
+      vals = res["per_image"][name][k] + [res["mean"][name][k]]
+      assert len(vals) == 4 and np.all(np.isfinite(vals)), (name, k, vals)
+  # Data consistency: area-downsample(restored) == observation.
+  assert res["consistency_error"] < 1e-5
+  png = _one(os.path.join(wd, "restore_mode", "*.png"))
+  assert Image.open(png).size[0] > 4 * 64
+
+
+def test_edit_and_mix_modes_from_the_command_line(trained):
+  wd, cache = trained
+  _main([f"--workdir={wd}", "--mode=edit", "--config.restore.num_images=2",
+         "--config.restore.num_edits=2", "--config.restore.keep_bands=0"],
+        cache)
+  assert os.path.exists(_one(os.path.join(wd, "edit_mode", "*keep0.png")))
+  _main([f"--workdir={wd}", "--mode=mix", "--config.restore.rows=3",
+         "--config.restore.cols=3"], cache)
+  assert os.path.exists(_one(os.path.join(wd, "mix_mode", "*.png")))
+  res = json.load(open(_one(os.path.join(wd, "mix_mode", "*.json"))))
+  corr = res["correlations"]
+  # Rows share the coarse noise: their coarse bands correlate far more
+  # within a row than across rows; columns likewise for the fine band.
+  assert corr["band_0"]["same_row"] > corr["band_0"]["other_row"] + 0.3, corr
+  # (A trained digits model makes the fine band follow the coarse content,
+  # so this margin shrinks with training; it is large for the 6-step run.)
+  assert corr["band_1"]["same_col"] > corr["band_1"]["other_col"] + 0.1, corr
+
+
+def test_mode_errors_are_one_line(trained):
+  wd, cache = trained
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=REPO,
+             JAX_COMPILATION_CACHE_DIR=cache)
+  p = subprocess.run(
+      [sys.executable, "-m", "kflow_jax.main",
+       "--config=configs/digits.py:runlocal", f"--workdir={wd}",
+       "--mode=restore", "--config.restore.degradation=zoom:2"], cwd=REPO,
+      env=env, capture_output=True, text=True, timeout=600)
+  assert p.returncode == 1
+  assert "kflow_jax: error: unknown degradation 'zoom:2'" in p.stderr
