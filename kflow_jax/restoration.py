@@ -45,6 +45,7 @@ from kflow_jax import input_pipeline
 from kflow_jax import paths as paths_lib
 from kflow_jax import sampling
 from kflow_jax import steering
+from kflow_jax.evaluators import image_quality
 from kflow_jax.evaluators import samples as samples_lib
 
 MODES = ("restore", "edit", "mix")
@@ -365,15 +366,9 @@ def run_flow(velocity_fn: Callable, path: paths_lib.Path, spec, x0, x1_ref,
 
 
 def image_metrics(images, reference) -> dict:
-  """PSNR and SSIM per image (dm-pix), on [0, 1] after clipping [-1, 1]."""
-  import dm_pix  # pylint: disable=g-import-not-at-top
-  a = jnp.clip((jnp.asarray(images) + 1.0) / 2.0, 0.0, 1.0)
-  b = jnp.clip((jnp.asarray(reference) + 1.0) / 2.0, 0.0, 1.0)
-  # SSIM's 11-tap window (Wang et al.) needs images of at least 11 px.
-  size = min(11, a.shape[1], a.shape[2])
-  size -= 1 - size % 2
-  return {"psnr": [float(v) for v in dm_pix.psnr(a, b)],
-          "ssim": [float(v) for v in dm_pix.ssim(a, b, filter_size=size)]}
+  """PSNR and SSIM per image (evaluators.image_quality: dm-pix on [0, 1])."""
+  return {"psnr": [float(v) for v in image_quality.psnr(images, reference)],
+          "ssim": [float(v) for v in image_quality.ssim(images, reference)]}
 
 
 def band_correlations(path: paths_lib.Path, grid) -> dict:

@@ -28,7 +28,10 @@ def _pair(a, b):
         f"PSNR/SSIM compare image pairs: shapes {x.shape} and {y.shape} "
         "differ; pass two arrays of the same [N, H, W, C], image i of one "
         "paired with image i of the other.")
-  return (jnp.asarray(x) + 1.0) / 2.0, (jnp.asarray(y) + 1.0) / 2.0
+  # Generated images may overshoot [-1, 1]; they are scored as they would
+  # be saved, saturated to the valid range.
+  to01 = lambda v: jnp.clip((jnp.asarray(v) + 1.0) / 2.0, 0.0, 1.0)
+  return to01(x), to01(y)
 
 
 def psnr(images_a, images_b) -> np.ndarray:
