@@ -28,6 +28,10 @@ data only; `experiment.setup` is the one reader of the training sections,
   sample_every_steps, eval_steps (0 = whole eval split)
   sample.*           generate.default_config(): solver, steps, guidance,
                      steering, sample counts (see kflow_jax/generate.py)
+  evals.*            evaluators/config.default_config(): --mode=eval
+                     metrics (loss, cheap, fid), sample set, reference,
+                     classifier, Inception weights, FID protocol, and the
+                     in-training evaluation every evals.every_steps
 
 Config arguments: `--config=configs/digits.py:transform=wavelet,runlocal`
 passes `transform="wavelet", runlocal=True` to the file's `get_config`
@@ -39,6 +43,7 @@ from ml_collections import config_dict
 from kflow_jax import generate
 from kflow_jax import input_pipeline
 from kflow_jax import optim
+from kflow_jax.evaluators import config as evals_config
 
 
 def base() -> ml_collections.ConfigDict:
@@ -73,6 +78,7 @@ def base() -> ml_collections.ConfigDict:
   c.sample_every_steps = 500
   c.eval_steps = 0
   c.sample = generate.default_config()
+  c.evals = evals_config.default_config()
   return c
 
 
