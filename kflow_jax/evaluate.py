@@ -58,27 +58,31 @@ CLASSIFIER_FILE = "classifier.npz"
 default_config = evals_config.default_config
 
 
-def _to_float(images_uint8) -> np.ndarray:
+def to_float(images_uint8) -> np.ndarray:
+  """uint8 images -> float32 in [-1, 1] (the data convention)."""
   return np.asarray(images_uint8, np.float32) / 127.5 - 1.0
 
 
-def reference_images(run, split: Optional[str] = None,
+def reference_images(config, split: Optional[str] = None,
                      num: Optional[int] = None):
-  """(uint8 images [N, H, W, C], labels [N]) of the reference split, read
-  once in order through the input pipeline (latents decoded to pixels),
-  quantised like the samples so both sides of every metric are uint8."""
-  ev = run.config.evals
+  """(uint8 images [N, H, W, C], labels [N]) of the reference split
+  (default config.evals.reference_split, first config.evals.num_reference
+  examples), read once in order through the input pipeline (latents
+  decoded to pixels), quantised like the samples so both sides of every
+  metric are uint8."""
+  ev = config.evals
   split = split or str(ev.reference_split)
   num = int(ev.num_reference) if num is None else int(num)
-  it = input_pipeline.create(run.config.input, global_batch_size=256,
-                             seed=int(run.config.seed), process_index=0,
+  decoder = input_pipeline.latent_decoder(config.input)
+  it = input_pipeline.create(config.input, global_batch_size=256,
+                             seed=int(config.seed), process_index=0,
                              process_count=1, split=split, finite=True)
   images, labels, count = [], [], 0
   for batch in it:
     keep = np.asarray(batch["mask"], bool)
     x = np.asarray(batch["image"])[keep]
-    if run.decoder is not None:
-      x = generate.decode(run.decoder, x)
+    if decoder is not None:
+      x = generate.decode(decoder, x)
     images.append(samples_lib.to_uint8(x))
     labels.append(np.asarray(batch["label"], np.int32)[keep])
     count += int(keep.sum())
@@ -131,7 +135,7 @@ def cheap_scores(run, images_uint8, reference_uint8, labels=None,
   """evaluators.cheap metrics of uint8 samples against a uint8 reference
   with the run's band cut-offs; class accuracy for conditional runs."""
   return cheap.cheap_metrics(
-      _to_float(images_uint8), _to_float(reference_uint8),
+      to_float(images_uint8), to_float(reference_uint8),
       dataset=str(run.config.input.name),
       labels=labels if (run.num_classes and classifier) else None,
       classifier=classifier, cutoffs=tuple(run.path.cutoffs))
@@ -203,7 +207,7 @@ def _jsonable(v):
   return v
 
 
-def _write_json(path: str, obj) -> None:
+def write_json(path: str, obj) -> None:
   if jax.process_index() != 0:
     return
   tmp = path + ".tmp"
@@ -255,7 +259,7 @@ def evaluate(run, step: int, params) -> dict:
     out.update(samples=directory, num_samples=int(len(s["images"])),
                sampler=sampler_provenance(directory))
     if "cheap" in wanted:
-      ref, _ = reference_images(run)
+      ref, _ = reference_images(run.config)
       clf = find_classifier(run)
       if clf is None:
         logging.warning(
@@ -278,9 +282,9 @@ def evaluate(run, step: int, params) -> dict:
   writer.write(step, {f"eval_{k}": v for k, v in out["metrics"].items()
                       if not k.startswith("eval_")})
   writer.close()
-  _write_json(os.path.join(run.workdir, EVAL_FILE), out)
+  write_json(os.path.join(run.workdir, EVAL_FILE), out)
   if directory is not None:
-    _write_json(os.path.join(directory, EVAL_FILE), out)
+    write_json(os.path.join(directory, EVAL_FILE), out)
   logging.info("Eval of step %d: %s", step,
                json.dumps(_jsonable(out["metrics"])))
   return out

@@ -25,7 +25,8 @@ from kflow_jax.evaluators import inception
 from kflow_jax.evaluators import preprocess
 
 
-def _host(x) -> np.ndarray:
+def host_array(x) -> np.ndarray:
+  """A global (possibly multi-host) array as one numpy array."""
   if jax.process_count() > 1:
     return np.asarray(multihost_utils.process_allgather(x, tiled=True))
   return np.asarray(jax.device_get(x))
@@ -54,7 +55,7 @@ def feature_fn(variables, protocol: str, mesh,
   def fn(images):
     x = np.asarray(images)
     arr = jax.make_array_from_callback(x.shape, bsh, lambda idx: x[idx])
-    return {k: _host(v) for k, v in apply(variables, arr).items()}
+    return {k: host_array(v) for k, v in apply(variables, arr).items()}
   return fn, b
 
 
