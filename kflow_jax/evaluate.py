@@ -250,7 +250,7 @@ def evaluate(run, step: int, params) -> dict:
       fid.load_reference(os.path.expanduser(str(ev.fid_reference)))
   out = {"checkpoint_step": int(step), "metrics": {}}
   if "loss" in wanted:
-    out["metrics"].update(eval_loss(run, params, step))
+    out["metrics"].update(eval_loss(run, params, step, write=False))
   directory = None
   if "cheap" in wanted or "fid" in wanted:
     directory = sample_set(run, params, step)
@@ -279,8 +279,9 @@ def evaluate(run, step: int, params) -> dict:
       out["metrics"].update(scores)
       out.update(record, protocol=str(ev.protocol))
   writer = metrics_io.MetricWriter(run.workdir)
-  writer.write(step, {f"eval_{k}": v for k, v in out["metrics"].items()
-                      if not k.startswith("eval_")})
+  # One metrics.jsonl line per evaluation (eval_loss keeps its name).
+  writer.write(step, {k if k.startswith("eval_") else f"eval_{k}": v
+                      for k, v in out["metrics"].items()})
   writer.close()
   write_json(os.path.join(run.workdir, EVAL_FILE), out)
   if directory is not None:
@@ -290,9 +291,9 @@ def evaluate(run, step: int, params) -> dict:
   return out
 
 
-def eval_loss(run, params, step: int) -> dict:
-  """{"eval_loss", "eval_examples", "eval_band_loss"} written to
-  metrics.jsonl at `step`."""
+def eval_loss(run, params, step: int, write: bool = True) -> dict:
+  """{"eval_loss", "eval_examples", "eval_band_loss"}, written to
+  metrics.jsonl at `step` when `write`."""
   config = run.config
   # The training loss on a local batch (the model runs once on it, which
   # a band-routed MoE needs), with padding masked out.
@@ -325,7 +326,8 @@ def eval_loss(run, params, step: int) -> dict:
   if "band_loss_sum" in totals:
     result["eval_band_loss"] = kamp.band_mean(totals["band_loss_sum"],
                                               totals["band_count"])
-  writer = metrics_io.MetricWriter(run.workdir)
-  writer.write(step, result)
-  writer.close()
+  if write:
+    writer = metrics_io.MetricWriter(run.workdir)
+    writer.write(step, result)
+    writer.close()
   return result
