@@ -30,6 +30,10 @@ data only; `experiment.setup` is the one reader of the training sections,
                      steering, sample counts (see kflow_jax/generate.py)
   restore.*          restoration.default_config(): --mode=restore / edit /
                      mix (source images, degradation, kept bands, grid)
+  evals.*            evaluators/config.default_config(): --mode=eval
+                     metrics (loss, cheap, fid), sample set, reference,
+                     classifier, Inception weights, FID protocol, and the
+                     in-training evaluation every evals.every_steps
 
 Config arguments: `--config=configs/digits.py:transform=wavelet,runlocal`
 passes `transform="wavelet", runlocal=True` to the file's `get_config`
@@ -42,6 +46,7 @@ from kflow_jax import generate
 from kflow_jax import input_pipeline
 from kflow_jax import optim
 from kflow_jax import restoration
+from kflow_jax.evaluators import config as evals_config
 
 
 def base() -> ml_collections.ConfigDict:
@@ -77,6 +82,7 @@ def base() -> ml_collections.ConfigDict:
   c.eval_steps = 0
   c.sample = generate.default_config()
   c.restore = restoration.default_config()
+  c.evals = evals_config.default_config()
   return c
 
 

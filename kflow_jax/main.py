@@ -137,9 +137,7 @@ def run(argv):
   elif _MODE.value == "sample":
     generate.sample(run_, params, step)
   else:
-    result = evaluate.eval_loss(run_, params, step)
-    logging.info("Eval at step %d: loss %.5f on %d examples", step,
-                 result["eval_loss"], int(result["eval_examples"]))
+    evaluate.evaluate(run_, step, params)  # config.evals: what is scored
 
 
 def main(argv):

@@ -25,6 +25,7 @@ from kflow_jax import generate
 from kflow_jax import input_pipeline
 from kflow_jax import kamp
 from kflow_jax import metrics_io
+from kflow_jax import periodic_eval
 from kflow_jax import sharding
 from kflow_jax import train_state
 
@@ -178,6 +179,7 @@ def train_and_evaluate(config, workdir: str, *,
   sampler = generate.jit_sampler(generate.make_sampler(
       run.model, run.path, run.num_classes, run.spec))
   writer = metrics_io.MetricWriter(workdir, resume_step=start or None)
+  evals = periodic_eval.PeriodicEval(run, writer)  # config.evals.every_steps
   progress = metrics_io.Progress(start, total)
   block = sharding.must_block(mesh)
   stop = checkpointing.StopSignal().install()
@@ -214,6 +216,7 @@ def train_and_evaluate(config, workdir: str, *,
         writer.write(step, summary)
         logging.info("%s", progress.line(step, summary["loss"], timing))
         window = []
+      evals.after_step(step, state)
       if sample_every > 0 and step % sample_every == 0 and step != total:
         generate.write_grid(run, sampler, experiment.inference_params(
             run, state), step, writer)

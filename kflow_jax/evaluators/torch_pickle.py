@@ -17,6 +17,7 @@ run code; anything else is refused with the name of the class it asked for.
 """
 import collections
 import io
+import os
 import pickle
 import struct
 import zipfile
@@ -198,3 +199,81 @@ def load_state_dict(path) -> Dict[str, np.ndarray]:
     return _check_state_dict(_load_legacy(path), path)
   except (pickle.UnpicklingError, EOFError, KeyError) as e:
     raise ValueError(f"cannot read {path} as a torch state dict: {e}") from e
+
+
+# ---------------------------------------------------------------------------
+# Writing: the zip format torch.load reads, for test fixtures (e.g. seeded
+# random Inception weights standing in for pytorch-fid's file) without torch.
+
+_STORAGE_NAMES = {np.dtype(v): k for k, v in _STORAGE_DTYPES.items()}
+
+
+def _pickle_state_dict(names_shapes_dtypes) -> bytes:
+  """Protocol-2 opcodes of OrderedDict{name: _rebuild_tensor_v2(storage
+  i, 0, shape, contiguous strides, False, OrderedDict())}, storages as
+  persistent ids ('storage', torch.<T>Storage, 'i', 'cpu', numel).
+
+  Written by hand because pickle.Pickler must import torch to name its
+  classes."""
+  out = io.BytesIO()
+  w = out.write
+
+  def text(s):  # SHORT_BINUNICODE / BINUNICODE
+    b = s.encode()
+    w(b"\x8c" + bytes([len(b)]) + b if len(b) < 256
+      else b"X" + struct.pack("<I", len(b)) + b)
+
+  def integer(n):  # BININT
+    w(b"J" + struct.pack("<i", int(n)))
+
+  def int_tuple(values):
+    w(b"(")
+    for v in values:
+      integer(v)
+    w(b"t")
+
+  w(b"\x80\x02")                                   # PROTO 2
+  w(b"ccollections\nOrderedDict\n)R")              # OrderedDict()
+  w(b"(")                                          # MARK for SETITEMS
+  for i, (name, shape, dtype) in enumerate(names_shapes_dtypes):
+    text(name)
+    w(b"ctorch._utils\n_rebuild_tensor_v2\n")
+    w(b"(")                                        # args MARK
+    w(b"(")                                        # persistent id MARK
+    text("storage")
+    w(f"ctorch\n{_STORAGE_NAMES[np.dtype(dtype)]}\n".encode())
+    text(str(i))
+    text("cpu")
+    integer(int(np.prod(shape, dtype=np.int64)))
+    w(b"tQ")                                       # TUPLE, BINPERSID
+    integer(0)
+    int_tuple(shape)
+    strides = [int(np.prod(shape[d + 1:], dtype=np.int64))
+               for d in range(len(shape))]
+    int_tuple(strides)
+    w(b"\x89")                                     # NEWFALSE
+    w(b"ccollections\nOrderedDict\n)R")
+    w(b"tR")                                       # TUPLE, REDUCE
+  w(b"u.")                                         # SETITEMS, STOP
+  return out.getvalue()
+
+
+def save_state_dict(path, state_dict: Dict[str, np.ndarray]) -> str:
+  """Writes {name: array} as a torch.save zip archive (torch >= 1.6
+  layout: archive/data.pkl, archive/data/<i>, archive/byteorder)."""
+  path = str(path)
+  arrays = [(k, np.asarray(v, order="C")) for k, v in state_dict.items()]
+  for k, v in arrays:
+    if v.dtype not in _STORAGE_NAMES:
+      raise ValueError(f"tensor {k!r} has dtype {v.dtype}; torch storages "
+                       f"hold {sorted(str(d) for d in _STORAGE_NAMES)}.")
+  pkl = _pickle_state_dict([(k, v.shape, v.dtype) for k, v in arrays])
+  tmp = path + ".tmp"
+  with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as zf:
+    zf.writestr("archive/data.pkl", pkl)
+    zf.writestr("archive/byteorder", "little")
+    for i, (_, v) in enumerate(arrays):
+      zf.writestr(f"archive/data/{i}", v.astype(v.dtype.newbyteorder("<"),
+                                                copy=False).tobytes())
+  os.replace(tmp, path)
+  return path
