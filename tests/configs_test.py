@@ -30,8 +30,8 @@ CASES = (
     # The band-routed MoE with energy-aware band times from the run's path.
     + [("digits.py:transform=wavelet,runlocal",
         ("--config.model.name=moe_dit", "--config.path.gamma=0.5"), "train")]
-    + [("imagenet_fourier.py:runlocal", (), "data"),
-       ("imagenet_fourier.py:moe,runlocal", (), "data")])
+    + [("imagenet.py:runlocal", (), "data"),
+       ("imagenet.py:moe,runlocal", (), "data")])
 ALL_MODES = {0, len(TRANSFORMS) * 2 + 1}  # the baseline and the MoE
 STEPS = ("--config.total_steps=4", "--config.log_every_steps=2")
 

@@ -4,7 +4,7 @@ The paper's setting (K-Flow, arXiv 2504.19353, Table 2): latents of
 stabilityai/sd-vae-ft-mse (f8, 4 channels, scale 0.18215; 32x32x4 at 256 px),
 radial-frequency (Fourier) bands, DiT-L/2 ("a MoE version of DiT-L/2" in the
 paper; its routing is not described, so the default is the plain DiT-L/2 and
-the argument `moe` (--config=configs/imagenet_fourier.py:moe) selects the
+the argument `moe` (--config=configs/imagenet.py:moe) selects the
 band-routed MoE, one MLP expert per band), CFG 1.5.
 
 Where the paper is silent we follow the LFM recipe it compares against
@@ -22,12 +22,12 @@ LFM DiT-L/2 2.78 (2.85 in the camera-ready table). Recall 0.45.
 Steps:
   1. Prepare ImageNet for TFDS (manual download) and encode the latents:
      python -m kflow_jax.tools.encode_latents \
-       --config=configs/imagenet_fourier.py --config.input.name=imagenet2012 \
+       --config=configs/imagenet.py --config.input.name=imagenet2012 \
        --config.input.image_size=256 --config.input.data_dir=gs://BUCKET/tfds \
        --vae_weights=/models/sd-vae-ft-mse/diffusion_pytorch_model.safetensors \
        --out=gs://BUCKET/imagenet256_latents --splits=train,eval --flip
   2. Train on a TPU v4-64 / v5p-64 (or 8+ A100/H100 nodes):
-     launch/tpu_pod.sh NAME ZONE --config=configs/imagenet_fourier.py \
+     launch/tpu_pod.sh NAME ZONE --config=configs/imagenet.py \
        --config.input.path=gs://BUCKET/imagenet256_latents \
        --workdir=gs://BUCKET/runs/imagenet_fourier
   3. Sample 50k images for FID (decoded by the VAE):
