@@ -1,7 +1,9 @@
 """Every shipped config, as a user types it: `python -m kflow_jax.main
 --config=configs/<file>.py:<args>,runlocal` trains past two log steps and
-writes samples (configs whose data cannot be shipped stop at once with the
-data-set error); the baseline and the band-MoE also sample and evaluate.
+writes samples; configs whose data cannot be shipped train on a tiny data
+set of the same kind that the test writes (SD-VAE-format latents, an image
+folder) and, without it, stop at once with the data-set error. The baseline
+and the band-MoE also sample and evaluate.
 Plus: config arguments, and run artifacts written once and reused."""
 import glob
 import importlib
