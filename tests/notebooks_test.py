@@ -20,7 +20,7 @@ _spec.loader.exec_module(execute)
 
 # name -> (tiny parameters, least number of pictures it must show)
 TINY = {
-    "quickstart": (dict(STEPS=4, BATCH=16, NUM_SAMPLES=8), 4),
+    "quickstart": (dict(STEPS=4, BATCH=16, NUM_SAMPLES=8), 3),
     "transforms": (dict(SIZE=16, SCALES=2, PCA_PATCH=4), 5),
 }
 
