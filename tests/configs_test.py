@@ -138,6 +138,9 @@ def test_config_runs_through_main(index, tmp_path, cache_dir, tiny_data):
     assert "dataset_info.json" in p.stderr  # names what to prepare
     return
   assert p.returncode == 0, p.stderr[-3000:]
+  assert "examples per device" in p.stderr
+  if "imagenet" in arg:  # a recipe for 8 devices, run on 2
+    assert "This recipe was run on 8 devices" in p.stderr
   with open(os.path.join(wd, "metrics.jsonl")) as f:
     rows = [json.loads(line) for line in f]
   logged = [r for r in rows if "loss" in r]
