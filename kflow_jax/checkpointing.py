@@ -31,7 +31,8 @@ import orbax.checkpoint as ocp
 RUN_CONTROL_KEYS = (
     "total_steps", "log_every_steps", "checkpoint_every_steps",
     "keep_checkpoints", "sample_every_steps", "eval_every_steps",
-    "eval_steps", "sample", "restore", "evals", "progress_every_steps")
+    "eval_steps", "sample", "restore", "evals", "progress_every_steps",
+    "recipe_devices")
 
 
 class WorkdirError(ValueError):

@@ -7,6 +7,8 @@ data only; `experiment.setup` is the one reader of the training sections,
 `generate.Spec` of `sample`. Keys (all overridable with --config.<key>=v):
 
   seed, total_steps, batch_size (global, divisible by the device count)
+  recipe_devices     device count of the published recipe (0 = none): the
+                     run logs the per-device batch and warns if it differs
   input.*            input_pipeline.default_config(): data set, size, ...
   conditional        class-conditional (labels from the data set)
   label_dropout      CFG training: P(label -> null class)
@@ -54,6 +56,9 @@ def base() -> ml_collections.ConfigDict:
   c.seed = 0
   c.total_steps = 3000
   c.batch_size = 64
+  # Devices the recipe was published with (0 = none): the run logs the
+  # per-device batch and warns when its device count differs.
+  c.recipe_devices = 0
   c.input = input_pipeline.default_config()
   c.conditional = False
   c.label_dropout = 0.0

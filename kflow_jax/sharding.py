@@ -68,6 +68,32 @@ def check_batch_size(global_batch_size: int, mesh,
   return global_batch_size // process_count
 
 
+def batch_report(global_batch_size: int, num_devices: int,
+                 recipe_devices: int = 0):
+  """(info line, warning or None) on the batch each device gets.
+
+  config.batch_size and config.optim.learning_rate are global, so a run on
+  another number of devices keeps the recipe's optimisation; what changes
+  is the per-device batch (memory, step time, and the statistics of
+  anything computed per device). recipe_devices (0 = unknown) is the device
+  count the recipe was published with; the warning says when this run
+  differs from it.
+  """
+  per_device = global_batch_size / max(int(num_devices), 1)
+  line = (f"Global batch {global_batch_size} over {num_devices} devices: "
+          f"{per_device:g} examples per device.")
+  recipe_devices = int(recipe_devices)
+  if recipe_devices <= 0 or recipe_devices == num_devices:
+    return line, None
+  warning = (
+      f"This recipe was run on {recipe_devices} devices "
+      f"({global_batch_size / recipe_devices:g} examples per device); on "
+      f"{num_devices} devices each gets {per_device:g}. The global batch and "
+      "learning rate are unchanged; check that the per-device batch fits in "
+      "memory (--config.mesh.fsdp shards the parameters).")
+  return line, warning
+
+
 def must_block(mesh) -> bool:
   """Whether the host must wait on every step: XLA's CPU collectives can
   deadlock when steps with all-reduces are queued back to back on a CPU

@@ -160,6 +160,11 @@ def train_and_evaluate(config, workdir: str, *,
   run = experiment.setup(config, workdir, "train", devices=devices,
                          allow_config_change=allow_config_change)
   workdir, mesh, decays = run.workdir, run.mesh, run.ema_decays
+  line, warning = sharding.batch_report(
+      int(config.batch_size), mesh.size, int(config.get("recipe_devices", 0)))
+  logging.info("%s", line)
+  if warning:
+    logging.warning("%s", warning)
   ckpt = checkpointing.Checkpointer(workdir, int(config.keep_checkpoints))
   data_it = input_pipeline.create(
       config.input, global_batch_size=int(config.batch_size),

@@ -6,7 +6,7 @@
 #   # on node0 (10.0.0.1), node1, ..., node3:
 #   launch/multinode_gpu.sh --node-rank=0 --num-nodes=4 \
 #       --coordinator=10.0.0.1:12345 --gpus-per-node=8 -- \
-#       --config=configs/imagenet_fourier.py \
+#       --config=configs/imagenet.py \
 #       --config.input.path=/shared/imagenet256_latents \
 #       --workdir=/shared/runs/imagenet_fourier
 #

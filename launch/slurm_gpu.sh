@@ -5,7 +5,7 @@
 #   cd /path/to/kflow_jax   # sbatch runs a copy of this script: the repo is
 #                           # found from the submit directory (or REPO_DIR)
 #   sbatch --nodes=4 --gpus-per-node=8 launch/slurm_gpu.sh \
-#       --config=configs/imagenet_fourier.py \
+#       --config=configs/imagenet.py \
 #       --config.input.path=/shared/imagenet256_latents \
 #       --workdir=/shared/runs/imagenet_fourier
 #

@@ -45,7 +45,7 @@
 #       --accelerator-type=v4-64 --spot
 #   launch/tpu_pod.sh install --name=kf --zone=us-central2-b
 #   launch/tpu_pod.sh run --name=kf --zone=us-central2-b -- \
-#       --config=configs/imagenet_fourier.py \
+#       --config=configs/imagenet.py \
 #       --config.input.path=gs://BUCKET/imagenet256_latents \
 #       --workdir=gs://BUCKET/runs/imagenet_fourier
 #   # preempted? the same options, subcommand relaunch:

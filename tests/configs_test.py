@@ -1,7 +1,9 @@
 """Every shipped config, as a user types it: `python -m kflow_jax.main
 --config=configs/<file>.py:<args>,runlocal` trains past two log steps and
-writes samples (configs whose data cannot be shipped stop at once with the
-data-set error); the baseline and the band-MoE also sample and evaluate.
+writes samples; configs whose data cannot be shipped train on a tiny data
+set of the same kind that the test writes (SD-VAE-format latents, an image
+folder) and, without it, stop at once with the data-set error. The baseline
+and the band-MoE also sample and evaluate.
 Plus: config arguments, and run artifacts written once and reused."""
 import glob
 import importlib
@@ -10,6 +12,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from kflow_jax import experiment
@@ -20,8 +23,9 @@ FILES = sorted(os.path.basename(p)[:-3]
                if not os.path.basename(p).startswith("_"))
 TRANSFORMS = ("identity", "fourier", "dct", "wavelet", "pca")
 
-# (config argument string, extra flags, expectation): "train" runs, "data"
-# stops with the missing-data error. Every file in configs/ must appear.
+# (config argument string, extra flags, expectation): "train" runs,
+# "latents" / "images" run on the `tiny_data` set of that kind, "data" stops
+# with the missing-data error. Every file in configs/ must appear.
 CASES = (
     [(f"digits.py:transform={t},runlocal", (), "train") for t in TRANSFORMS]
     + [("digits.py:cond,runlocal", (), "train")]
@@ -30,8 +34,17 @@ CASES = (
     # The band-routed MoE with energy-aware band times from the run's path.
     + [("digits.py:transform=wavelet,runlocal",
         ("--config.model.name=moe_dit", "--config.path.gamma=0.5"), "train")]
-    + [("imagenet_fourier.py:runlocal", (), "data"),
-       ("imagenet_fourier.py:moe,runlocal", (), "data")])
+    # The paper's experiments: each trains on a tiny data set the test
+    # writes ("latents": SD-VAE-format latents with a tiny VAE; "images":
+    # a 32x32 image folder) and stops at once without its real data.
+    + [("imagenet.py:runlocal", (), "latents"),
+       ("imagenet.py:moe,runlocal", (), "data"),
+       ("celebahq.py:runlocal", (), "latents"),
+       ("celebahq.py:transform=pca,runlocal", (), "data"),
+       ("lsun_church.py:runlocal", (), "latents"),
+       ("lsun_church.py:transform=identity,runlocal", (), "data"),
+       ("cifar10.py:runlocal", (), "images"),
+       ("cifar10.py:transform=identity,runlocal", (), "data")])
 ALL_MODES = {0, len(TRANSFORMS) * 2 + 1}  # the baseline and the MoE
 STEPS = ("--config.total_steps=4", "--config.log_every_steps=2")
 
@@ -46,6 +59,62 @@ def cache_dir(tmp_path_factory):
   return str(tmp_path_factory.mktemp("jax_cache"))
 
 
+def write_tiny_latents(out, *, num=(48, 16), shape=(16, 16, 4),
+                       num_classes=4, seed=0):
+  """A latents data set in the encode_latents format, with a tiny VAE.
+
+  The VAE (widths 32, 64: downsampling 2) is random and saved as diffusers
+  safetensors, so sample grids decode as they do for the real SD-VAE.
+  Returns out.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  from safetensors import numpy as st_numpy  # pylint: disable=g-import-not-at-top
+  from kflow_jax import autoencoder  # pylint: disable=g-import-not-at-top
+  from kflow_jax.data import records  # pylint: disable=g-import-not-at-top
+  os.makedirs(out, exist_ok=True)
+  model = autoencoder.AutoencoderKL(block_out_channels=(32, 64),
+                                    layers_per_block=1)
+  rng = np.random.default_rng(seed)
+  f = model.downsample_factor
+  params = jax.tree.map(
+      lambda s: (0.05 * rng.standard_normal(s.shape)).astype(np.float32),
+      autoencoder.param_shapes(model, shape[0] * f))
+  weights = os.path.join(out, "vae.safetensors")
+  st_numpy.save_file(autoencoder.to_diffusers_state_dict(params), weights)
+
+  def example(i):
+    mean = rng.standard_normal(shape).astype(np.float32) * 4
+    std = np.full(shape, 0.1, np.float32)
+    return {"mean": mean, "std": std, "mean_flip": mean[:, ::-1].copy(),
+            "std_flip": std, "label": i % num_classes}
+  splits = {}
+  for split, n in zip(("train", "test"), num):
+    splits[split] = records.write_split(out, split, map(example, range(n)),
+                                        n)
+  vae = {"weights": weights, "block_out_channels": [32, 64],
+         "layers_per_block": 1, "latent_channels": shape[-1],
+         "scale_factor": autoencoder.SCALE_FACTOR}
+  records.write_info(out, "latents", splits, latent_shape=list(shape),
+                     num_classes=num_classes, image_size=shape[0] * f,
+                     flipped=True, dtype="float32", vae=vae, source={})
+  return out
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+  """{"latents": flags, "images": flags} pointing at tiny data sets."""
+  from kflow_jax.data import folder  # pylint: disable=g-import-not-at-top
+  root = tmp_path_factory.mktemp("tiny_data")
+  latents = write_tiny_latents(str(root / "latents"))
+  src = folder.make_test_folder(str(root / "src"), num_classes=2,
+                                per_class=12, size=(32, 32))
+  images = str(root / "images")
+  folder.build(src, images, image_size=32, eval_fraction=0.25)
+  return {"latents": (f"--config.input.path={latents}",),
+          "images": ("--config.input.name=folder",
+                     f"--config.input.path={images}")}
+
+
 def _main(args, cache):
   env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=REPO,
              XLA_FLAGS="--xla_force_host_platform_device_count=2",
@@ -57,10 +126,11 @@ def _main(args, cache):
 
 
 @pytest.mark.parametrize("index", range(len(CASES)))
-def test_config_runs_through_main(index, tmp_path, cache_dir):
+def test_config_runs_through_main(index, tmp_path, cache_dir, tiny_data):
   arg, flags, expect = CASES[index]
   wd = str(tmp_path / "run")
-  common = [f"--config=configs/{arg}", f"--workdir={wd}", *flags]
+  common = [f"--config=configs/{arg}", f"--workdir={wd}", *flags,
+            *tiny_data.get(expect, ())]
   p = _main(common + list(STEPS), cache_dir)
   if expect == "data":
     assert p.returncode == 1, p.stderr[-2000:]
@@ -68,6 +138,9 @@ def test_config_runs_through_main(index, tmp_path, cache_dir):
     assert "dataset_info.json" in p.stderr  # names what to prepare
     return
   assert p.returncode == 0, p.stderr[-3000:]
+  assert "examples per device" in p.stderr
+  if "imagenet" in arg:  # a recipe for 8 devices, run on 2
+    assert "This recipe was run on 8 devices" in p.stderr
   with open(os.path.join(wd, "metrics.jsonl")) as f:
     rows = [json.loads(line) for line in f]
   logged = [r for r in rows if "loss" in r]

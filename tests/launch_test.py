@@ -66,7 +66,7 @@ def _tpu(fake_bin, *args, **env):
 
 
 NZ = ("--name=kf", "--zone=us-central2-b")
-MAIN = ("--", "--config=configs/imagenet_fourier.py",
+MAIN = ("--", "--config=configs/imagenet.py",
         "--workdir=gs://bkt/runs/imnet", "--config.seed=3")
 
 
@@ -204,7 +204,7 @@ def test_tpu_run(fake_bin):
   assert start[4] == "ssh" and "--worker=all" in start
   cmd = _command_of(start)
   inner = _started(cmd)
-  assert ("-m kflow_jax.main --distributed --config=configs/imagenet_fourier"
+  assert ("-m kflow_jax.main --distributed --config=configs/imagenet"
           ".py --workdir=gs://bkt/runs/imnet --config.seed=3") in inner
   assert "kflow_logs/kflow-" in cmd and "nohup setsid" in cmd
   assert "--worker=0" in stream and "tail -n +1 -F" in _command_of(stream)
@@ -273,7 +273,7 @@ def test_tpu_relaunch(fake_bin, state, subs):
     assert "--quiet" in lines[subs.index("delete")]
   if state == "READY":
     assert "kill -TERM" in _command_of(lines[1])
-  assert "--distributed --config=configs/imagenet_fourier.py" in \
+  assert "--distributed --config=configs/imagenet.py" in \
       _started(_command_of(lines[-2]))
 
 

@@ -175,7 +175,7 @@ def test_cli_errors_are_clear(tmp_path, cache_dir):
   err = _main_error([CONFIG, f"--workdir={w}", "--config.optim.lr=1"],
                     cache_dir, tmp_path)
   assert "lr" in err and "Traceback" not in err
-  err = _main_error(["--config=configs/imagenet_fourier.py",
+  err = _main_error(["--config=configs/imagenet.py",
                      f"--workdir={w}"], cache_dir, tmp_path)
   assert "kflow_jax: error:" in err and "imagenet" in err.lower()
   assert "Traceback" not in err

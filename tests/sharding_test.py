@@ -56,3 +56,13 @@ def test_mesh_and_batch_errors():
     sharding.make_mesh(3, jax.devices()[:8])
   assert sharding.must_block(mesh) == (jax.default_backend() == "cpu")
   assert not sharding.must_block(sharding.make_mesh(1, jax.devices()[:1]))
+
+
+def test_batch_report_warns_only_when_devices_differ_from_recipe():
+  line, warning = sharding.batch_report(1280, 8, recipe_devices=8)
+  assert "160 examples per device" in line and warning is None
+  assert sharding.batch_report(64, 2)[1] is None  # no recipe count given
+  line, warning = sharding.batch_report(1280, 64, recipe_devices=8)
+  assert "20 examples per device" in line
+  assert "8 devices (160 examples per device)" in warning
+  assert "64 devices each gets 20" in warning
