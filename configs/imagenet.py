@@ -78,7 +78,6 @@ Steps:
 
 Without the encoded latents this stops at once with the data-set error.
 """
-import ml_collections
 
 from kflow_jax import config_lib
 
@@ -110,33 +109,8 @@ def get_config(arg=None):
   c.path.gamma = 0.0
   # 4x the 4096 latent dimensions, so the fitted covariance has full rank.
   c.pca_examples = 16384
-  c.model = ml_collections.ConfigDict(dict(
-      name="moe_dit" if a.moe else "dit", size="L", patch_size=2,
-      dtype="bfloat16"))
-  c.total_steps = 875_000
-  c.batch_size = 1280
-  c.recipe_devices = 8
-  c.optim.learning_rate = 1e-4
-  c.optim.schedule = "constant"
-  c.optim.warmup_steps = 0
-  c.optim.weight_decay = 0.0
-  c.optim.grad_clip_norm = 0.0
-  c.ema_decays = (0.9999,)
-  c.log_every_steps = 100
-  c.checkpoint_every_steps = 5000
-  c.sample_every_steps = 25000
-  c.eval_steps = 50
-  c.sample.solver = "dopri5"
-  c.sample.num_steps = 50          # for the band strip (fixed steps per band)
+  config_lib.lfm_latent_recipe(c, total_steps=875_000, batch_size=1280,
+                               learning_rate=1e-4, recipe_devices=8,
+                               model="moe_dit" if a.moe else "dit")
   c.sample.guidance = 1.5
-  c.sample.num_samples = 64
-  c.sample.batch_size = 250
-  if a.runlocal:
-    model = c.model.name
-    c = config_lib.runlocal(c)
-    c.model.name = model
-    c.model.dtype = "float32"  # bf16 matmuls are slow on the CPU
-    c.input.num_workers = 0
-    # dopri5 (diffrax) compiles for tens of seconds on the CPU.
-    c.sample.solver = "euler"
-  return c
+  return config_lib.runlocal_latent(c) if a.runlocal else c

@@ -63,7 +63,6 @@ Steps:
 
 Without the encoded latents this stops at once with the data-set error.
 """
-import ml_collections
 
 from kflow_jax import config_lib
 
@@ -94,29 +93,6 @@ def get_config(arg=None):
     config_lib.set_transform(c, "identity")
     c.path.num_scales = 1
   c.path.gamma = 0.0
-  c.model = ml_collections.ConfigDict(dict(
-      name="dit", size="L", patch_size=2, dtype="bfloat16"))
-  c.total_steps = 789_000
-  c.batch_size = 96
-  c.recipe_devices = 2
-  c.optim.learning_rate = 1e-4
-  c.optim.schedule = "constant"
-  c.optim.warmup_steps = 0
-  c.optim.weight_decay = 0.0
-  c.optim.grad_clip_norm = 0.0
-  c.ema_decays = (0.9999,)
-  c.log_every_steps = 100
-  c.checkpoint_every_steps = 5000
-  c.sample_every_steps = 25000
-  c.eval_steps = 50
-  c.sample.solver = "dopri5"
-  c.sample.num_steps = 50          # for the band strip (fixed steps per band)
-  c.sample.num_samples = 64
-  c.sample.batch_size = 250
-  if a.runlocal:
-    c = config_lib.runlocal(c)
-    c.model.dtype = "float32"  # bf16 matmuls are slow on the CPU
-    c.input.num_workers = 0
-    # dopri5 (diffrax) compiles for tens of seconds on the CPU.
-    c.sample.solver = "euler"
-  return c
+  config_lib.lfm_latent_recipe(c, total_steps=789_000, batch_size=96,
+                               learning_rate=1e-4, recipe_devices=2)
+  return config_lib.runlocal_latent(c) if a.runlocal else c
