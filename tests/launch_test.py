@@ -331,10 +331,16 @@ for i in $(seq 200); do sleep 0.1; done
 
 @pytest.fixture(name="shared_dir")
 def fixture_shared_dir():
-  """A directory outside /tmp (the check refuses /tmp outright): under the
-  repository's ignored tmp/."""
-  os.makedirs(os.path.join(REPO, "tmp"), exist_ok=True)
-  d = tempfile.mkdtemp(prefix="launch_test_", dir=os.path.join(REPO, "tmp"))
+  """A directory outside /tmp (the check refuses node-local paths such as
+  /tmp outright): under the repository's ignored tmp/, or, when the
+  checkout itself lies under such a path (a CI clone in /tmp), under the
+  home directory's cache."""
+  base = os.path.join(REPO, "tmp")
+  local = ("/tmp", "/var/tmp", "/dev/shm", "/run")
+  if os.path.realpath(base).startswith(tuple(p + "/" for p in local)):
+    base = os.path.expanduser(os.path.join("~", ".cache", "kflow_jax_tests"))
+  os.makedirs(base, exist_ok=True)
+  d = tempfile.mkdtemp(prefix="launch_test_", dir=base)
   yield d
   shutil.rmtree(d, ignore_errors=True)
 
