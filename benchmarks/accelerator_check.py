@@ -30,21 +30,12 @@ from benchmarks import loop
 from kflow_jax import experiment
 from kflow_jax import generate
 from kflow_jax import models
+# The peak table lives in kflow_jax.flops, shared with the training log.
+from kflow_jax.flops import peak_tflops
+from kflow_jax.flops import utilization
 
-# Dense bf16 peak TFLOP/s per chip (vendor figures, no sparsity).
-PEAK_TFLOPS = {"h200": 989.0, "h100": 989.0, "a100": 312.0,
-               "tpu v4": 275.0, "tpu v5 lite": 197.0, "tpu v5e": 197.0,
-               "tpu v5p": 459.0, "tpu v6 lite": 918.0, "tpu v6e": 918.0}
 TRANSFORMS = {"identity": {}, "fourier": {}, "dct": {},
               "wavelet": dict(wavelet="db6", levels=2)}
-
-
-def peak_tflops(device) -> float:
-  kind = device.device_kind.lower()
-  for name, peak in PEAK_TFLOPS.items():
-    if name in kind:
-      return peak
-  return float("nan")
 
 
 def config(size: str, transform: str, batch: int, dtype: str):
@@ -122,20 +113,19 @@ def speed(size: str, batch: int, rounds: int, steps: int) -> list:
       r[1] = state
   ndev = jax.local_device_count()
   flops = step_flops(runs["identity"][3], runs["identity"][2])
-  peak = peak_tflops(jax.local_devices()[0])
   rows = []
   base = times["identity"]
   for name in runs:
     med = statistics.median(times[name])
-    tflops = flops / med / ndev / 1e12
+    use = utilization(flops, 1 / med, ndev, jax.local_devices()[0])
     rows.append({
         "model": f"DiT-{size}/2", "transform": name, "batch": batch,
         "step_ms": round(1e3 * med, 3),
         "ratio_vs_fm": round(statistics.median(
             [a / b for a, b in zip(times[name], base)]), 4),
         "gflops_per_step": round(flops / 1e9, 2),
-        "tflops_per_device": round(tflops, 2),
-        "mfu": round(tflops / peak, 4) if peak == peak else None})
+        "tflops_per_device": round(use["tflops_per_s_per_device"], 2),
+        "mfu": round(use["mfu"], 4) if "mfu" in use else None})
   return rows
 
 
