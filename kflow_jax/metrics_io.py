@@ -117,10 +117,20 @@ class Progress:
     eta = (self.total - step) / rate
     return {"step_time_s": dt / n, "steps_per_s": rate, "eta_s": eta}
 
-  def line(self, step: int, loss: float, timing: dict) -> str:
+  def line(self, step: int, loss: float, timing: dict,
+           extra: Optional[dict] = None) -> str:
+    """extra: the logged summary; its tflops_per_s_per_device and mfu
+    (when present) join the line."""
     frac = step / max(self.total, 1)
     bar = "#" * int(20 * frac) + "." * (20 - int(20 * frac))
     eta = int(timing["eta_s"])
+    rate = f"{timing['steps_per_s']:.2f} steps/s"
+    extra = extra or {}
+    if "tflops_per_s_per_device" in extra:
+      # 4 significant digits: CPU runs reach thousandths of a TFLOP/s.
+      rate += f" | {extra['tflops_per_s_per_device']:.4g} TFLOP/s/device"
+    if "mfu" in extra:
+      rate += f" | MFU {100 * extra['mfu']:.1f}%"
     return (f"[{bar}] step {step}/{self.total} ({100 * frac:.1f}%) "
-            f"loss {loss:.4f} | {timing['steps_per_s']:.2f} steps/s | "
+            f"loss {loss:.4f} | {rate} | "
             f"ETA {eta // 3600}h{eta % 3600 // 60:02d}m{eta % 60:02d}s")

@@ -3,8 +3,10 @@
     python -m kflow_jax.main --config=configs/digits.py --workdir=DIR
 
 The loop: prefetch the next global batch on a background thread while the
-step runs, log every `log_every_steps`, sample every `sample_every_steps`,
-checkpoint every `checkpoint_every_steps`, on SIGTERM and at the end.
+step runs, log every `log_every_steps` (loss, rates, and TFLOP/s per device
+and MFU from XLA's FLOP count of the compiled step; see flops.py), sample
+every `sample_every_steps`, checkpoint every `checkpoint_every_steps`, on
+SIGTERM and at the end.
 Relaunching the same command resumes from the newest readable checkpoint,
 bit-identically on the CPU (rng = fold_in(rng, step); the data iterator
 position is part of the checkpoint).
@@ -21,6 +23,7 @@ import optax
 
 from kflow_jax import checkpointing
 from kflow_jax import experiment
+from kflow_jax import flops
 from kflow_jax import generate
 from kflow_jax import input_pipeline
 from kflow_jax import kamp
@@ -138,6 +141,24 @@ def _check_finite(metrics, step, ckpt):
       "set config.optim.grad_clip_norm, then relaunch.")
 
 
+def compile_flops(step_fn, state, batch, mesh):
+  """FLOPs of one step over all devices of `mesh` (see flops.py), or None.
+
+  Compiles `step_fn` for (state, batch) ahead of its first call; the call
+  then finds that executable in jax's compilation cache (same lowered
+  module), so the step is compiled once, not twice. Lowering reads only
+  shapes and shardings: nothing is donated or run here.
+  """
+  per_device = flops.step_flops(step_fn.lower(state, batch).compile())
+  if per_device is None:
+    logging.warning("XLA gave no FLOP count for the train step on %s; "
+                    "metrics go without flops_per_step, "
+                    "tflops_per_s_per_device and mfu.",
+                    mesh.devices.flat[0].device_kind)
+    return None
+  return per_device * mesh.size
+
+
 def make_run_step(run):
   """The run's jitted train step (see make_train_step)."""
   return make_train_step(experiment.make_loss(run), run.tx, run.schedule,
@@ -193,12 +214,16 @@ def train_and_evaluate(config, workdir: str, *,
   ckpt_every = int(config.checkpoint_every_steps)
   sample_every = int(config.sample_every_steps)
   n_dev = mesh.size
+  device = mesh.devices.flat[0]
+  step_flops = None  # counted at the first batch, before the first call
   step, window, prev, data_state, saved = start, [], None, None, start
   try:
     while step < total:
       waited = time.perf_counter()
       batch, data_state = next(prefetch)
       waited = time.perf_counter() - waited
+      if step == start:
+        step_flops = compile_flops(step_fn, state, batch, mesh)
       state, metrics = step_fn(state, batch)
       step += 1
       if block:
@@ -218,8 +243,13 @@ def train_and_evaluate(config, workdir: str, *,
         summary.update(timing)
         summary["images_per_s_per_device"] = (
             int(config.batch_size) * timing["steps_per_s"] / n_dev)
+        if step_flops is not None:
+          summary["flops_per_step"] = step_flops
+          summary.update(flops.utilization(step_flops, timing["steps_per_s"],
+                                           n_dev, device))
         writer.write(step, summary)
-        logging.info("%s", progress.line(step, summary["loss"], timing))
+        logging.info("%s", progress.line(step, summary["loss"], timing,
+                                         summary))
         window = []
       evals.after_step(step, state)
       if sample_every > 0 and step % sample_every == 0 and step != total:

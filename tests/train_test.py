@@ -42,8 +42,13 @@ def test_one_and_eight_devices_same_loss_and_outputs(tmp_path):
     np.testing.assert_allclose(a["loss"], b["loss"], rtol=2e-4)
     np.testing.assert_allclose(a["band_loss"], b["band_loss"], rtol=2e-4)
     for key in ("grad_norm", "learning_rate", "images_per_s_per_device",
-                "step_time_s", "eta_s"):
+                "step_time_s", "eta_s", "flops_per_step",
+                "tflops_per_s_per_device"):
       assert key in a
+    # flops_per_step sums the per-device programs: about the same step on
+    # 1 and 8 devices (the replicated parts of the update repeat per device).
+    np.testing.assert_allclose(a["flops_per_step"], b["flops_per_step"],
+                               rtol=0.1)
   for a, b in zip(jax.tree.leaves(s1.params), jax.tree.leaves(s8.params)):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2e-5)
   assert int(s8.step) == 6 and bool(s8.finite)
