@@ -83,7 +83,7 @@ def default_config() -> ml_collections.ConfigDict:
       # noise instead, a data-free but pessimistic measure).
       prior_examples=256,
       consistency=True,        # restore: data-consistency step after each step
-      num_steps=0,             # 0: the spec's num_steps times (1 - t_start)
+      num_steps=0,             # 0: the spec's share of num_steps after t_start
       num_edits=4,             # edit: variations per image
       rows=4, cols=4,          # mix: grid size
       split_band=1,            # mix: bands < split from the row noise
@@ -312,7 +312,8 @@ def parse_keep(value, num_bands: int, mode: str):
 def _num_steps(path, spec, t_start: float, num_steps: int) -> int:
   segments = 1 + len(sampling.switch_times(path, t_start, 1.0,
                                            spec.extra_times))
-  n = int(num_steps) or round(spec.num_steps * (1.0 - t_start))
+  share = sampling.step_share(path, t_start, 1.0, spec.step_allocation)
+  n = int(num_steps) or round(spec.num_steps * share)
   return max(segments, n)
 
 
@@ -358,7 +359,7 @@ def run_flow(velocity_fn: Callable, path: paths_lib.Path, spec, x0, x1_ref,
       velocity_fn, path, x_start, solver=spec.solver,
       num_steps=_num_steps(path, spec, t_start, num_steps),
       project=spec.project, t_start=t_start, extra_times=spec.extra_times,
-      post_step=post)
+      allocation=spec.step_allocation, post_step=post)
 
 
 # ----------------------------------------------------------------------------
