@@ -128,13 +128,15 @@ def make_state_init(model, info, num_classes, tx, ema_decays, mesh,
   return init, shardings, abstract
 
 
-def restore(run: Run, with_data: bool = False):
+def restore(run: Run, with_data: bool = False, step: Optional[int] = None):
   """(step, state, data_state) of the newest readable checkpoint of the
-  run's workdir; a WorkdirError when there is none."""
+  run's workdir, or of checkpoint `step`; a WorkdirError when there is
+  none."""
   ckpt = checkpointing.Checkpointer(run.workdir,
                                     int(run.config.keep_checkpoints))
   try:
-    restored = ckpt.restore_latest(run.abstract_state, with_data=with_data)
+    restored = ckpt.restore_latest(run.abstract_state, with_data=with_data,
+                                   step=step)
   finally:
     ckpt.close()
   if restored is None:
