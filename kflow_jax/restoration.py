@@ -79,6 +79,10 @@ def default_config() -> ml_collections.ConfigDict:
       # edit: comma-separated bands to keep ("auto": "0").
       keep_bands="auto",
       determined=0.5,
+      # restore: start the flow at this t instead (SDEdit-style, any path;
+      # e.g. flow matching at the t where a K-Flow run starts); -1: at the
+      # end of the kept bands.
+      t_start=-1.0,
       # Training images the determined fractions are measured on (0: white
       # noise instead, a data-free but pessimistic measure).
       prior_examples=256,
@@ -513,7 +517,18 @@ def restore_mode(run, params, step: int) -> dict:
   sigma = float(rcfg.degradation.split(":")[1]) if op.kind == "noise" else None
   prior = _prior_images(run, int(rcfg.prior_examples), int(rcfg.seed))
   fractions = determined_fractions(path, op, y_obs, sigma, prior)
-  if keep is not None:
+  t_fixed = float(rcfg.get("t_start", -1.0))
+  if t_fixed >= 0:
+    # SDEdit-style: a chosen start time, whatever the bands (e.g. plain
+    # flow matching started where a K-Flow run's kept bands end).
+    if keep is not None or not 0.0 <= t_fixed < 1.0:
+      raise ValueError(
+          f"config.restore.t_start={t_fixed} must lie in [0, 1) and replaces "
+          f"the kept bands; leave config.restore.keep_bands at 'auto' (it "
+          f"is {rcfg.keep_bands!r}), or set t_start=-1 to start at the kept "
+          "bands' end.")
+    m = int(np.sum(np.asarray(path.tau[1:-1]) <= t_fixed)) - 1
+  elif keep is not None:
     m = keep
   elif op.kind == "inpaint":
     # A hole leaves every band unknown inside it: the band-wise share only
@@ -523,7 +538,7 @@ def restore_mode(run, params, step: int) -> dict:
     m = -1
   else:
     m = auto_keep(fractions, float(rcfg.determined))
-  t_start = float(path.tau[m + 1])
+  t_start = t_fixed if t_fixed >= 0 else float(path.tau[m + 1])
   # noise:sigma has no consistency step (its C is 0; see the module doc).
   observed = (op.observed if bool(rcfg.consistency) and op.kind != "noise"
               else None)
@@ -550,7 +565,8 @@ def restore_mode(run, params, step: int) -> dict:
   result = {
       "step": int(step), "degradation": op.text, "source": rcfg.source,
       "num_images": n, "keep_bands": m, "t_start": t_start,
-      "keep_bands_chosen": "auto" if keep is None else "config",
+      "keep_bands_chosen": ("t_start" if t_fixed >= 0 else
+                            "auto" if keep is None else "config"),
       "determined_fractions": fractions,
       "determined_threshold": float(rcfg.determined),
       "determined_on": (f"{prior.shape[0]} training images"
@@ -569,6 +585,7 @@ def restore_mode(run, params, step: int) -> dict:
   if jax.process_index() == 0:
     base = os.path.join(_outdir(run, "restore"),
                         _tag(step, op.text) + f"_keep{m}" +
+                        (f"_t{t_start:g}" if t_fixed >= 0 else "") +
                         ("" if observed is not None or op.kind == "noise"
                          else "_nocons"))
     cols = list(columns) + ["original"]

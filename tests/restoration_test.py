@@ -243,6 +243,14 @@ def test_restore_mode_from_the_command_line(trained):
   assert res["consistency_error"] < 1e-5
   png = _one(os.path.join(wd, "restore_mode", "*.png"))
   assert Image.open(png).size[0] > 4 * 64
+  # SDEdit-style start at a chosen t (the flow-matching comparison), read
+  # from the checkpoint chosen with --step.
+  _main([f"--workdir={wd}", "--mode=restore", "--config.restore.num_images=3",
+         "--config.restore.degradation=lowres:2", "--step=6",
+         "--config.restore.t_start=0.25"], cache)
+  res = json.load(open(_one(os.path.join(wd, "restore_mode", "*_t0.25.json"))))
+  assert res["t_start"] == 0.25 and res["keep_bands_chosen"] == "t_start"
+  assert res["consistency_error"] < 1e-5
 
 
 def test_edit_and_mix_modes_from_the_command_line(trained):
