@@ -38,6 +38,7 @@ from absl import logging
 import jax
 import jax.numpy as jnp
 import ml_collections
+from ml_collections import config_dict
 import numpy as np
 
 from kflow_jax import generate
@@ -91,6 +92,10 @@ def default_config() -> ml_collections.ConfigDict:
       num_edits=4,             # edit: variations per image
       rows=4, cols=4,          # mix: grid size
       split_band=1,            # mix: bands < split from the row noise
+      # mix: band cut-offs of the noise split and the correlations, on the
+      # run's transform (e.g. (0.0, 0.5, 1.0) for a one-band flow-matching
+      # run); None: the path's bands.
+      mix_cutoffs=config_dict.placeholder(tuple),
       label=0,                 # mix (and folder images): class of
                                # conditional runs; -1 = the null class
       seed=0))
@@ -644,6 +649,16 @@ def edit_mode(run, params, step: int) -> np.ndarray:
   return grid
 
 
+def analysis_path(path: paths_lib.Path, cutoffs) -> paths_lib.Path:
+  """The bands --mode=mix splits the noise by and measures: the path's own,
+  or `cutoffs` on the same transform (config.restore.mix_cutoffs). The
+  latter lets a one-band run (plain flow matching through an orthonormal
+  transform) be steered and scored with the same bands as a K-Flow run."""
+  if not cutoffs:
+    return path
+  return paths_lib.make_path(path.transform, cutoffs=tuple(cutoffs))
+
+
 def mix_noise_grid(path: paths_lib.Path, rng, rows: int, cols: int,
                    split: int) -> jax.Array:
   """x0 [rows*cols, H, W, C]: sample (i, j) takes bands < split from row
@@ -674,7 +689,8 @@ def mix_mode(run, params, step: int) -> dict:
   if rows < 1 or cols < 1:
     raise ValueError(f"config.restore.rows and cols must be >= 1, got "
                      f"{rows}, {cols}.")
-  x0 = mix_noise_grid(path, jax.random.key(int(rcfg.seed)), rows, cols,
+  bands = analysis_path(path, rcfg.get("mix_cutoffs"))
+  x0 = mix_noise_grid(bands, jax.random.key(int(rcfg.seed)), rows, cols,
                       split)
   y = _labels(run, None, rows * cols, rcfg)
   sampler = generate.jit_sampler(generate.make_sampler(
@@ -685,10 +701,12 @@ def mix_mode(run, params, step: int) -> dict:
         params, x0[i:j], jnp.zeros((j - i,), jnp.int32) if y is None
         else y[i:j])[0]))
   grid = np.concatenate(out).reshape((rows, cols) + out[0].shape[1:])
-  corr = band_correlations(path, grid) if run.decoder is None else {}
+  corr = band_correlations(bands, grid) if run.decoder is None else {}
   result = {"step": int(step), "rows": rows, "cols": cols,
             "split_band": split, "row_bands": list(range(split)),
-            "col_bands": list(range(split, path.num_bands)),
+            "col_bands": list(range(split, bands.num_bands)),
+            "cutoffs": [float(c) for c in bands.cutoffs],
+            "path_cutoffs": [float(c) for c in path.cutoffs],
             "correlations": corr}
   if jax.process_index() == 0:
     base = os.path.join(_outdir(run, "mix"),
