@@ -68,8 +68,7 @@ def run(scale, root, out_dir) -> dict:
           ("cdr_fd", "CDR (FD dropped / FD kept)")]
   rows = [[label] + [common.fmt(out[a][k]) for a in ARMS] for k, label in keys]
   kf, fm = out["kflow_fourier"], out["fm"]
-  holds = (kf["cdr_fd"]["mean"] is not None and fm["cdr_fd"]["mean"] is not None
-           and kf["cdr_fd"]["mean"] < fm["cdr_fd"]["mean"])
+  verdict = common.compare(kf["cdr_fd"], fm["cdr_fd"])
   md = [
       "# Claim 3: class-drop ratio",
       "",
@@ -84,9 +83,14 @@ def run(scale, root, out_dir) -> dict:
       f"K-Flow's flowed share of each band at the drop: "
       f"{kf['band_flowed_share_at_drop']}.",
       "",
-      ("The claim holds here: K-Flow's CDR is lower than flow matching's."
-       if holds else "The claim does not hold here: K-Flow's CDR is not "
-       "lower than flow matching's."),
+      {"lower": "The claim holds here: K-Flow's CDR is lower than flow "
+                "matching's beyond the seed spread.",
+       "higher": "The claim does not hold here: K-Flow's CDR is higher than "
+                 "flow matching's beyond the seed spread.",
+       "within": "Not decided here: the two CDRs lie within their seed "
+                 "spread.",
+       "undecided": "One seed: no spread to judge the difference by."
+       }[verdict],
   ]
   data = {"scale": scale._asdict(), "fraction": FRACTION, **out}
   common.write_result(out_dir, "class_drop", "\n".join(md), data)

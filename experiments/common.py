@@ -233,6 +233,16 @@ def fmt(stat: dict, digits: int = 3) -> str:
           else f"{f.format(m)} ± {f.format(s)}")
 
 
+def compare(a: dict, b: dict) -> str:
+  """'lower' / 'higher' when a's mean differs from b's by more than the
+  two seed spreads together, 'within' otherwise, 'undecided' with fewer
+  than two seeds on either side (no spread to judge by)."""
+  if a["mean"] is None or b["mean"] is None or min(a["n"], b["n"]) < 2:
+    return "undecided"
+  gap, noise = a["mean"] - b["mean"], a["std"] + b["std"]
+  return "lower" if gap < -noise else "higher" if gap > noise else "within"
+
+
 def table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
   lines = ["| " + " | ".join(header) + " |",
            "|" + "---|" * len(header)]

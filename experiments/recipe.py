@@ -58,14 +58,26 @@ PATCHES = {
 
 
 def _arm(root, scale, data, name, config, overrides, budgets, clf, metric,
-         sample=None, tag="main"):
+         sample=None, tag="main", seeds=None):
   evs = []
-  for seed in scale.ablation_seeds:
+  for seed in seeds or scale.ablation_seeds:
     run = common.train(root, scale, name, config, overrides, seed, budgets)
     evs.append(common.evaluate(run, scale, max(budgets), tag,
                                classifier=clf, sample=sample))
   del data
   return common.mean_std([e.get(metric) for e in evs])
+
+
+def _versus(arm, ref, name) -> str:
+  """Judged by the reference's seed spread (an ablation arm may have one
+  seed; the references have all of them)."""
+  if arm["mean"] is None or ref["mean"] is None or ref["n"] < 2:
+    return f"Against {name}: undecided (one seed, no spread to judge by)."
+  if arm["mean"] < ref["mean"] - ref["std"]:
+    return f"It beats {name} by more than {name}'s seed spread."
+  if arm["mean"] > ref["mean"] + ref["std"]:
+    return f"It is worse than {name} by more than its seed spread."
+  return f"It is within {name}'s seed spread."
 
 
 def _slug(text):
@@ -78,11 +90,14 @@ def run(scale, root, out_dir) -> dict:
   base_cfg = quality.DIGITS["fourier"][0]
   metric = "classifier_fd"
   rows = {}
+  # The references over every seed of the quality runs (reused): their
+  # spread is the yardstick of the one-change arms.
   rows[("reference", "flow matching (U-Net)")] = _arm(
       root, scale, "digits", "digits_fm", quality.DIGITS["fm"][0], (), b,
-      clf, metric)
+      clf, metric, seeds=scale.seeds)
   rows[("reference", "shipped K-Flow (fourier, 2 bands)")] = _arm(
-      root, scale, "digits", "digits_fourier", base_cfg, (), b, clf, metric)
+      root, scale, "digits", "digits_fourier", base_cfg, (), b, clf, metric,
+      seeds=scale.seeds)
   rows[("sampling", "equal steps per band")] = _arm(
       root, scale, "digits", "digits_fourier", base_cfg, (), b, clf, metric,
       sample=dict(step_allocation="band"), tag="bandsteps")
@@ -140,7 +155,10 @@ def run(scale, root, out_dir) -> dict:
       "",
       f"Best single change: **{best_key[0]}: {best_key[1]}** with "
       f"{common.fmt(best)} against the shipped recipe's "
-      f"{common.fmt(shipped)} and flow matching's {common.fmt(fm)}.",
+      f"{common.fmt(shipped)} and flow matching's {common.fmt(fm)} "
+      f"(references over {len(scale.seeds)} seeds); "
+      + _versus(best, shipped, "the shipped recipe") + " "
+      + _versus(best, fm, "flow matching"),
       "",
       f"## natural_patches ({max(pb)} steps; spectrum error in the finest "
       "third of frequencies, lower is better)",
