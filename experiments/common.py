@@ -46,7 +46,7 @@ class Scale(NamedTuple):
 # well below the shipped configs' (digits 2000, patches 3000 steps), so
 # the numbers compare recipes at equal small compute, not converged models.
 FULL = Scale(name="full", seeds=(0, 1, 2), ablation_seeds=(0,),
-             digits_budgets=(400, 800), patches_budgets=(500, 1000),
+             digits_budgets=(400, 800), patches_budgets=(400, 800),
              num_samples=500, num_steps=40, classifier_steps=1000,
              restore_images=64, mix_size=6, all_arms=True)
 # Toy size: every script end to end in CI, numbers meaningless.

@@ -30,7 +30,6 @@ PATCHES = {
     "fm": ("configs/patches.py:transform=identity", ()),
     "fourier": ("configs/patches.py:transform=fourier", ()),
     "wavelet": ("configs/patches.py:transform=wavelet", ()),
-    "dct": ("configs/patches.py:transform=dct", ()),
 }
 # Solvers at equal NFE (network calls per sample): steps = NFE / stages.
 SOLVERS = (("euler", 1), ("midpoint", 2), ("heun", 2), ("rk4", 4))

@@ -27,9 +27,7 @@ FACTORS = {
         "data gamma=0.5": ("--config.path.gamma=0.5",),
         "data gamma=1": ("--config.path.gamma=1.0",),
         "displacement gamma=0.5": ("--config.path.gamma=0.5",
-                                   "--config.path.energy=displacement"),
-        "displacement gamma=1": ("--config.path.gamma=1.0",
-                                 "--config.path.energy=displacement")},
+                                   "--config.path.energy=displacement")},
     "loss weight": {"target scale": (
         "--config.loss.band_weighting=target_scale",)},
     "t sampling": {
