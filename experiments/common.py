@@ -11,6 +11,8 @@ reused, and every evaluation is kept as ROOT/runs/<arm>/seed<k>/evidence/
 <tag>.json, so an interrupted `run_all` picks up where it stopped and a
 second call only rewrites the tables.
 """
+import contextlib
+import fcntl
 import json
 import math
 import os
@@ -111,6 +113,21 @@ class Run(NamedTuple):
             *self.overrides, f"--config.seed={self.seed}"]
 
 
+@contextlib.contextmanager
+def _locked(workdir: str):
+  """Holds an exclusive lock on a run's workdir, so that several experiment
+  processes (e.g. quality and recipe at once on a bigger machine) never
+  train or score the same run together: the second waits, then finds the
+  first one's result and reuses it."""
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, ".experiments.lock"), "w") as fh:
+    fcntl.flock(fh, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def train(root: str, scale: Scale, name: str, config: str,
           overrides: Sequence[str], seed: int, budgets: Sequence[int]) -> Run:
   """Trains (or reuses) arm `name` with `seed`, keeping a checkpoint at
@@ -120,29 +137,34 @@ def train(root: str, scale: Scale, name: str, config: str,
   run = Run(name, config, tuple(overrides) + tuple(scale.extra_flags), seed,
             wd)
   final = max(budgets)
-  if os.path.isdir(os.path.join(wd, "checkpoints", str(final))):
+  done = os.path.join(wd, "checkpoints", str(final))
+  if os.path.isdir(done):
     return run
   every = math.gcd(*[int(b) for b in budgets])
-  command(["-m", "kflow_jax.main", *run.flags(),
-           f"--config.total_steps={final}",
-           f"--config.checkpoint_every_steps={every}",
-           f"--config.keep_checkpoints={final // every}",
-           f"--config.log_every_steps={min(50, final)}",
-           "--config.sample_every_steps=0", "--config.sample.at_end=False"],
-          os.path.join(wd, "train.log"))
+  with _locked(wd):
+    if not os.path.isdir(done):
+      command(["-m", "kflow_jax.main", *run.flags(),
+               f"--config.total_steps={final}",
+               f"--config.checkpoint_every_steps={every}",
+               f"--config.keep_checkpoints={final // every}",
+               f"--config.log_every_steps={min(50, final)}",
+               "--config.sample_every_steps=0",
+               "--config.sample.at_end=False"],
+              os.path.join(wd, "train.log"))
   return run
 
 
 def _cached(run: Run, tag: str, make) -> dict:
   f = os.path.join(run.workdir, "evidence", tag + ".json")
-  if os.path.exists(f):
-    with open(f) as fh:
-      return json.load(fh)
-  out = make()
-  os.makedirs(os.path.dirname(f), exist_ok=True)
-  with open(f + ".tmp", "w") as fh:
-    json.dump(out, fh, indent=1)
-  os.replace(f + ".tmp", f)
+  with _locked(run.workdir):
+    if os.path.exists(f):
+      with open(f) as fh:
+        return json.load(fh)
+    out = make()
+    os.makedirs(os.path.dirname(f), exist_ok=True)
+    with open(f + ".tmp", "w") as fh:
+      json.dump(out, fh, indent=1)
+    os.replace(f + ".tmp", f)
   return out
 
 

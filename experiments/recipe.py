@@ -87,7 +87,25 @@ def run(scale, root, out_dir) -> dict:
   b = scale.digits_budgets
   base_cfg = quality.DIGITS["fourier"][0]
   metric = "classifier_fd"
-  rows = {}
+  rows, arm_rows = {}, {}
+  factors = list(FACTORS.items())
+  if not scale.all_arms:
+    # Toy size: one arm that exercises the new command-line options.
+    factors = [("band times", {"displacement gamma=0.5": FACTORS[
+        "band times"]["displacement gamma=0.5"] + (
+            "--config.loss.band_weighting=target_scale",)})]
+  # The one-change arms first: the references below are quality's runs,
+  # which a concurrent `experiments.quality` may still be training.
+  for factor, arms_ in factors:
+    for name, overrides in arms_.items():
+      run_name = ("digits_fourier" if not overrides else
+                  RUN_NAMES.get(overrides, "digits_recipe_" + _slug(name)))
+      arm_rows[(factor, name)] = _arm(root, scale, "digits", run_name,
+                                      base_cfg, overrides, b, clf, metric)
+    if factor == "backbone" and scale.all_arms:
+      arm_rows[(factor, "flow matching DiT-ti/2")] = _arm(
+          root, scale, "digits", "digits_fm_dit", quality.DIGITS["fm"][0],
+          DIT_FM, b, clf, metric)
   # The references over every seed of the quality runs (reused): their
   # spread is the yardstick of the one-change arms.
   rows[("reference", "flow matching (U-Net)")] = _arm(
@@ -99,22 +117,7 @@ def run(scale, root, out_dir) -> dict:
   rows[("sampling", "equal steps per band")] = _arm(
       root, scale, "digits", "digits_fourier", base_cfg, (), b, clf, metric,
       sample=dict(step_allocation="band"), tag="bandsteps")
-  factors = list(FACTORS.items())
-  if not scale.all_arms:
-    # Toy size: one arm that exercises the new command-line options.
-    factors = [("band times", {"displacement gamma=0.5": FACTORS[
-        "band times"]["displacement gamma=0.5"] + (
-            "--config.loss.band_weighting=target_scale",)})]
-  for factor, arms_ in factors:
-    for name, overrides in arms_.items():
-      run_name = ("digits_fourier" if not overrides else
-                  RUN_NAMES.get(overrides, "digits_recipe_" + _slug(name)))
-      rows[(factor, name)] = _arm(root, scale, "digits", run_name, base_cfg,
-                                  overrides, b, clf, metric)
-    if factor == "backbone" and scale.all_arms:
-      rows[(factor, "flow matching DiT-ti/2")] = _arm(
-          root, scale, "digits", "digits_fm_dit", quality.DIGITS["fm"][0],
-          DIT_FM, b, clf, metric)
+  rows.update(arm_rows)
   patches = {}
   pb = scale.patches_budgets
   pmetric = "spectrum_error_fine"
