@@ -201,17 +201,27 @@ class Checkpointer:
     return self.manager.save(step, args=ocp.args.Composite(**args),
                              force=True)
 
-  def restore_latest(self, abstract_state, with_data: bool = True):
-    """Restores the newest readable checkpoint.
+  def restore_latest(self, abstract_state, with_data: bool = True,
+                     step: Optional[int] = None):
+    """Restores the newest readable checkpoint, or the one of `step`.
 
     Args:
       abstract_state: tree of jax.ShapeDtypeStruct with `.sharding` set.
       with_data: whether to read the data iterator state too.
+      step: restore exactly this step (a WorkdirError naming the kept steps
+        when it is not one of them); None: the newest readable one.
 
     Returns:
       (step, state, data_state), or None when there is no checkpoint.
     """
     steps = self.all_steps()
+    if step is not None:
+      if int(step) not in steps:
+        raise WorkdirError(
+            f"{self.directory} has no checkpoint of step {step}; it keeps "
+            f"steps {steps} (config.keep_checkpoints). Pick one of them, or "
+            "drop --step for the newest.")
+      steps = [int(step)]
     errors = []
     for step in reversed(steps):
       args = {"state": ocp.args.StandardRestore(abstract_state)}

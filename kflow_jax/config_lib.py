@@ -17,8 +17,8 @@ data only; `experiment.setup` is the one reader of the training sections,
                      are its options (kamp.options(name))
   pca_examples       examples a data-fitted transform (pca) is fitted on
   path.*             bands (num_scales or cutoffs), energy-aware band times
-                     (gamma, energies measured on energy_examples training
-                     examples), blend, overlap
+                     (gamma; energy "data" or "displacement", measured on
+                     energy_examples training examples), blend, overlap
   loss.*             t_sampling and the other options of losses.kflow_loss
   model.name         models name; the other model.* keys are its options
                      (models.fields(name)); run-owned options (the MoE's
@@ -66,13 +66,19 @@ def base() -> ml_collections.ConfigDict:
   c.pca_examples = 2048
   c.path = ml_collections.ConfigDict(dict(
       num_scales=1, cutoffs=config_dict.placeholder(tuple), gamma=0.0,
+      # Energy behind the band times when gamma != 0 (paths.ENERGY_RULES):
+      # "data" E||P_s x1||^2 or "displacement" E||P_s (x1 - x0)||^2.
+      energy="data",
       blend="linear", overlap=0.0, energy_examples=1024))
   # losses.kflow_loss options: t sampling (uniform, logit_normal, band with
   # band_weights), and a loss weight per band (band_loss_weights).
   c.loss = ml_collections.ConfigDict(dict(
       t_sampling="uniform", band_weights=config_dict.placeholder(tuple),
       logit_mean=0.0, logit_std=1.0,
-      band_loss_weights=config_dict.placeholder(tuple)))
+      band_loss_weights=config_dict.placeholder(tuple),
+      # Or a rule for them (losses.BAND_WEIGHTINGS): "target_scale" weighs
+      # band s by its window length squared (losses.target_scale_weights).
+      band_weighting="none"))
   # U-Net "mu": on 16x16 data it reaches recognisable digits in 2000 CPU
   # steps where a DiT of the same step time (ti/2) is still blurry.
   c.model = ml_collections.ConfigDict(dict(name="unet", size="mu",

@@ -128,13 +128,15 @@ def make_state_init(model, info, num_classes, tx, ema_decays, mesh,
   return init, shardings, abstract
 
 
-def restore(run: Run, with_data: bool = False):
+def restore(run: Run, with_data: bool = False, step: Optional[int] = None):
   """(step, state, data_state) of the newest readable checkpoint of the
-  run's workdir; a WorkdirError when there is none."""
+  run's workdir, or of checkpoint `step`; a WorkdirError when there is
+  none."""
   ckpt = checkpointing.Checkpointer(run.workdir,
                                     int(run.config.keep_checkpoints))
   try:
-    restored = ckpt.restore_latest(run.abstract_state, with_data=with_data)
+    restored = ckpt.restore_latest(run.abstract_state, with_data=with_data,
+                                   step=step)
   finally:
     ckpt.close()
   if restored is None:
@@ -238,8 +240,15 @@ def build_path(config, transform, workdir: Optional[str],
     cutoffs = kamp.even_cutoffs(int(p.num_scales))
   cutoffs = kamp.validate_cutoffs(cutoffs)
   energies = None
+  rule = p.get("energy", "data")
+  if rule not in paths.ENERGY_RULES:
+    raise ValueError(f"config.path.energy={rule!r}; valid: "
+                     f"{list(paths.ENERGY_RULES)}.")
   if float(p.gamma) != 0.0:
     energies = _band_energies(config, transform, cutoffs, workdir)
+    if rule == "displacement":
+      energies = energies + paths.measure_noise_band_energy(
+          transform, cutoffs, int(p.energy_examples))
   path = paths.make_path(transform, cutoffs=cutoffs, energies=energies,
                          gamma=float(p.gamma), blend=p.blend,
                          overlap=float(p.overlap))
@@ -302,6 +311,16 @@ def make_loss(run: Run) -> Callable:
   opts = _kwargs(config.loss, drop=())
   method = opts.pop("t_sampling", "uniform")
   t_opts = {k: opts.pop(k) for k in _T_SAMPLING_KEYS if k in opts}
+  weighting = opts.pop("band_weighting", "none")
+  if weighting not in losses.BAND_WEIGHTINGS:
+    raise ValueError(f"config.loss.band_weighting={weighting!r}; valid: "
+                     f"{list(losses.BAND_WEIGHTINGS)}.")
+  if weighting != "none":
+    if opts.get("band_loss_weights") is not None:
+      raise ValueError(
+          "config.loss.band_weighting and config.loss.band_loss_weights both "
+          "set the per-band loss weights; set only one of them.")
+    opts["band_loss_weights"] = losses.target_scale_weights(run.path)
   p_drop = float(config.label_dropout)
   model, ncls, path = run.model, run.num_classes, run.path
 

@@ -39,6 +39,10 @@ def default_config() -> ml_collections.ConfigDict:
       # Solver (sampling.SOLVERS): fixed-step ones take num_steps (split
       # over the bands by their time share), adaptive ones rtol / atol.
       solver="euler", num_steps=40, rtol=1e-5, atol=1e-5,
+      # Fixed-step solvers: num_steps split over the bands by their share
+      # of t ("time") or equally ("band": short bands get as many steps as
+      # long ones).
+      step_allocation="time",
       project=False,            # band projection of the velocity
       guidance=1.0,             # classifier-free guidance scale w
       guidance_bands=(),        # CFG only in these bands (plain elsewhere)
@@ -58,6 +62,7 @@ class Spec(NamedTuple):
   num_steps: int
   rtol: float
   atol: float
+  step_allocation: str
   project: bool
   guidance: float
   guidance_bands: tuple
@@ -106,13 +111,19 @@ def parse_spec(scfg, num_classes: int, num_bands: int) -> Spec:
   if n < 1 or bs < 1:
     raise ValueError(f"config.sample.num_samples ({n}) and batch_size ({bs}) "
                      "must be >= 1.")
+  allocation = str(scfg.get("step_allocation", "time"))
+  if allocation not in sampling.ALLOCATIONS:
+    raise ValueError(
+        f"config.sample.step_allocation={allocation!r}; valid: "
+        f"{list(sampling.ALLOCATIONS)}.")
   if int(scfg.num_steps) < 1:
     raise ValueError(f"config.sample.num_steps must be >= 1, got "
                      f"{scfg.num_steps}.")
   return Spec(
       num_samples=n, batch_size=bs, solver=str(scfg.solver),
       num_steps=int(scfg.num_steps), rtol=float(scfg.get("rtol", 1e-5)),
-      atol=float(scfg.get("atol", 1e-5)), project=bool(scfg.project),
+      atol=float(scfg.get("atol", 1e-5)), step_allocation=allocation,
+      project=bool(scfg.project),
       guidance=guidance, guidance_bands=bands,
       class_drop_t=t_drop if t_drop >= 0 else None, shared_bands=shared,
       use_ema=bool(scfg.use_ema),
@@ -164,7 +175,7 @@ def make_sampler(model, path, num_classes: int, spec: Spec) -> Callable:
       kwargs = dict(rtol=spec.rtol, atol=spec.atol)
     else:
       kwargs = dict(num_steps=int(num_steps or spec.num_steps),
-                    return_stats=True)
+                    allocation=spec.step_allocation, return_stats=True)
     return sampling.sample(vfn, path, x0, solver=spec.solver,
                            project=spec.project, t_start=t_start,
                            t_end=t_end, extra_times=spec.extra_times,
@@ -213,7 +224,8 @@ def band_strip_states(path, sampler, params, x0, y, spec: Spec):
     # The band's share of the step budget, at least one step per segment
     # between switch times (window edges with overlap, a class-drop time).
     segments = 1 + len(sampling.switch_times(path, a, b, spec.extra_times))
-    n = max(segments, round(spec.num_steps * (b - a)))
+    share = sampling.step_share(path, a, b, spec.step_allocation)
+    n = max(segments, round(spec.num_steps * share))
     x, _ = sampler(params, x, y, t_start=a, t_end=b, num_steps=n)
     states.append(x)
   return jnp.stack(states)
@@ -226,6 +238,9 @@ def sample_tag(spec: Spec, step: int) -> str:
   steps = (f"tol{spec.rtol:g}" if sampling.is_adaptive(spec.solver)
            else str(spec.num_steps))
   tag = f"step_{step:08d}_{spec.solver}_{steps}"
+  if spec.step_allocation != "time" and not sampling.is_adaptive(
+      spec.solver):
+    tag += f"_{spec.step_allocation}steps"
   join = lambda v: "-".join(str(int(b)) for b in v)
   if spec.guidance != 1.0:
     tag += f"_cfg{spec.guidance:g}"

@@ -30,6 +30,28 @@ def _band_weights(path, band_loss_weights):
   return jnp.asarray(w)
 
 
+# Per-band loss weighting rules (config.loss.band_weighting).
+BAND_WEIGHTINGS = ("none", "target_scale")
+
+
+def target_scale_weights(path) -> tuple:
+  """w_s proportional to L_s^2, L_s the length of band s's window.
+
+  On band s the target (x1 - x0) restricted to the band is divided by L_s
+  (alpha' = 1 / L_s), so an error of the same relative size costs 1 / L_s^2
+  more on a short band than on a long one, and short bands dominate the
+  gradient. Weighting by L_s^2 measures every band's error on the scale of
+  the displacement x1 - x0 itself, as flow matching does. Normalised so
+  that the mean weight under uniform t is 1: sum_s L_s w_s = 1 (with
+  overlapping windows, L_s is the window, and the sum uses band lengths).
+  """
+  win = np.asarray(path.windows(), np.float64)
+  lengths = win[:, 1] - win[:, 0]
+  share = np.diff(np.asarray(path.tau, np.float64))
+  w = lengths ** 2
+  return tuple(float(v) for v in w / np.sum(share * w))
+
+
 def kflow_loss(velocity_fn: Callable, path: paths_lib.Path, x1: jax.Array,
                rng: jax.Array, y: Optional[jax.Array] = None, *,
                t_sampling: str = "uniform",

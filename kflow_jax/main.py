@@ -31,6 +31,10 @@ _MODE = flags.DEFINE_enum(
     "mode", "train", ["train", "sample", "eval", "restore", "edit", "mix"],
     "What to do: restore / edit / mix read config.restore "
     "(kflow_jax/restoration.py).")
+_STEP = flags.DEFINE_integer(
+    "step", None,
+    "sample / eval / restore / edit / mix: use the checkpoint of this step "
+    "(one the run kept) instead of the newest; train ignores it.")
 _ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
     "allow_config_change", False,
     "Continue a run in --workdir although the config differs from the saved "
@@ -130,7 +134,7 @@ def run(argv):
   run_ = experiment.setup(config, _WORKDIR.value,
                           "sample" if steer else _MODE.value,
                           allow_config_change=allow)
-  step, state, _ = experiment.restore(run_)
+  step, state, _ = experiment.restore(run_, step=_STEP.value)
   params = experiment.inference_params(run_, state)
   if steer:
     restoration.main(run_, params, step, _MODE.value)

@@ -209,6 +209,35 @@ def measure_band_energy(transform: kamp.KTransform, batches, cutoffs
   return (total / count).astype(np.float32)
 
 
+def measure_noise_band_energy(transform: kamp.KTransform, cutoffs,
+                              num_examples: int = 1024, seed: int = 0,
+                              batch_size: int = 256) -> np.ndarray:
+  """Mean band energy E||P_s x0||^2 of the N(0, I) noise: numpy [S].
+
+  For an orthonormal transform it is the band's coefficient count (up to
+  the sampling error of num_examples draws); measuring it covers every
+  transform alike. Drawn from a fixed key, so every process and every
+  restart gets the same numbers.
+  """
+  key = jax.random.PRNGKey(int(seed))
+
+  def batches():
+    left = int(num_examples)
+    for i in range(-(-left // batch_size)):
+      n = min(batch_size, left - i * batch_size)
+      yield jax.random.normal(jax.random.fold_in(key, i),
+                              (n,) + tuple(transform.shape), jnp.float32)
+  return measure_band_energy(transform, batches(), cutoffs)
+
+
+# Which energy the energy-aware band times use (config.path.energy):
+# "data": E||P_s x1||^2, what the band holds at t = 1;
+# "displacement": E||P_s (x1 - x0)||^2 = data + noise energy (x0 is drawn
+# independently of x1 with zero mean), what the band has to move while it
+# flows.
+ENERGY_RULES = ("data", "displacement")
+
+
 # ----------------------------------------------------------------------------
 # Schedule.
 

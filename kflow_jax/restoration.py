@@ -38,6 +38,7 @@ from absl import logging
 import jax
 import jax.numpy as jnp
 import ml_collections
+from ml_collections import config_dict
 import numpy as np
 
 from kflow_jax import generate
@@ -79,14 +80,22 @@ def default_config() -> ml_collections.ConfigDict:
       # edit: comma-separated bands to keep ("auto": "0").
       keep_bands="auto",
       determined=0.5,
+      # restore: start the flow at this t instead (SDEdit-style, any path;
+      # e.g. flow matching at the t where a K-Flow run starts); -1: at the
+      # end of the kept bands.
+      t_start=-1.0,
       # Training images the determined fractions are measured on (0: white
       # noise instead, a data-free but pessimistic measure).
       prior_examples=256,
       consistency=True,        # restore: data-consistency step after each step
-      num_steps=0,             # 0: the spec's num_steps times (1 - t_start)
+      num_steps=0,             # 0: the spec's share of num_steps after t_start
       num_edits=4,             # edit: variations per image
       rows=4, cols=4,          # mix: grid size
       split_band=1,            # mix: bands < split from the row noise
+      # mix: band cut-offs of the noise split and the correlations, on the
+      # run's transform (e.g. (0.0, 0.5, 1.0) for a one-band flow-matching
+      # run); None: the path's bands.
+      mix_cutoffs=config_dict.placeholder(tuple),
       label=0,                 # mix (and folder images): class of
                                # conditional runs; -1 = the null class
       seed=0))
@@ -312,7 +321,8 @@ def parse_keep(value, num_bands: int, mode: str):
 def _num_steps(path, spec, t_start: float, num_steps: int) -> int:
   segments = 1 + len(sampling.switch_times(path, t_start, 1.0,
                                            spec.extra_times))
-  n = int(num_steps) or round(spec.num_steps * (1.0 - t_start))
+  share = sampling.step_share(path, t_start, 1.0, spec.step_allocation)
+  n = int(num_steps) or round(spec.num_steps * share)
   return max(segments, n)
 
 
@@ -358,7 +368,7 @@ def run_flow(velocity_fn: Callable, path: paths_lib.Path, spec, x0, x1_ref,
       velocity_fn, path, x_start, solver=spec.solver,
       num_steps=_num_steps(path, spec, t_start, num_steps),
       project=spec.project, t_start=t_start, extra_times=spec.extra_times,
-      post_step=post)
+      allocation=spec.step_allocation, post_step=post)
 
 
 # ----------------------------------------------------------------------------
@@ -512,7 +522,18 @@ def restore_mode(run, params, step: int) -> dict:
   sigma = float(rcfg.degradation.split(":")[1]) if op.kind == "noise" else None
   prior = _prior_images(run, int(rcfg.prior_examples), int(rcfg.seed))
   fractions = determined_fractions(path, op, y_obs, sigma, prior)
-  if keep is not None:
+  t_fixed = float(rcfg.get("t_start", -1.0))
+  if t_fixed >= 0:
+    # SDEdit-style: a chosen start time, whatever the bands (e.g. plain
+    # flow matching started where a K-Flow run's kept bands end).
+    if keep is not None or not 0.0 <= t_fixed < 1.0:
+      raise ValueError(
+          f"config.restore.t_start={t_fixed} must lie in [0, 1) and replaces "
+          f"the kept bands; leave config.restore.keep_bands at 'auto' (it "
+          f"is {rcfg.keep_bands!r}), or set t_start=-1 to start at the kept "
+          "bands' end.")
+    m = int(np.sum(np.asarray(path.tau[1:-1]) <= t_fixed)) - 1
+  elif keep is not None:
     m = keep
   elif op.kind == "inpaint":
     # A hole leaves every band unknown inside it: the band-wise share only
@@ -522,7 +543,7 @@ def restore_mode(run, params, step: int) -> dict:
     m = -1
   else:
     m = auto_keep(fractions, float(rcfg.determined))
-  t_start = float(path.tau[m + 1])
+  t_start = t_fixed if t_fixed >= 0 else float(path.tau[m + 1])
   # noise:sigma has no consistency step (its C is 0; see the module doc).
   observed = (op.observed if bool(rcfg.consistency) and op.kind != "noise"
               else None)
@@ -549,7 +570,8 @@ def restore_mode(run, params, step: int) -> dict:
   result = {
       "step": int(step), "degradation": op.text, "source": rcfg.source,
       "num_images": n, "keep_bands": m, "t_start": t_start,
-      "keep_bands_chosen": "auto" if keep is None else "config",
+      "keep_bands_chosen": ("t_start" if t_fixed >= 0 else
+                            "auto" if keep is None else "config"),
       "determined_fractions": fractions,
       "determined_threshold": float(rcfg.determined),
       "determined_on": (f"{prior.shape[0]} training images"
@@ -568,6 +590,7 @@ def restore_mode(run, params, step: int) -> dict:
   if jax.process_index() == 0:
     base = os.path.join(_outdir(run, "restore"),
                         _tag(step, op.text) + f"_keep{m}" +
+                        (f"_t{t_start:g}" if t_fixed >= 0 else "") +
                         ("" if observed is not None or op.kind == "noise"
                          else "_nocons"))
     cols = list(columns) + ["original"]
@@ -626,6 +649,16 @@ def edit_mode(run, params, step: int) -> np.ndarray:
   return grid
 
 
+def analysis_path(path: paths_lib.Path, cutoffs) -> paths_lib.Path:
+  """The bands --mode=mix splits the noise by and measures: the path's own,
+  or `cutoffs` on the same transform (config.restore.mix_cutoffs). The
+  latter lets a one-band run (plain flow matching through an orthonormal
+  transform) be steered and scored with the same bands as a K-Flow run."""
+  if not cutoffs:
+    return path
+  return paths_lib.make_path(path.transform, cutoffs=tuple(cutoffs))
+
+
 def mix_noise_grid(path: paths_lib.Path, rng, rows: int, cols: int,
                    split: int) -> jax.Array:
   """x0 [rows*cols, H, W, C]: sample (i, j) takes bands < split from row
@@ -656,7 +689,8 @@ def mix_mode(run, params, step: int) -> dict:
   if rows < 1 or cols < 1:
     raise ValueError(f"config.restore.rows and cols must be >= 1, got "
                      f"{rows}, {cols}.")
-  x0 = mix_noise_grid(path, jax.random.key(int(rcfg.seed)), rows, cols,
+  bands = analysis_path(path, rcfg.get("mix_cutoffs"))
+  x0 = mix_noise_grid(bands, jax.random.key(int(rcfg.seed)), rows, cols,
                       split)
   y = _labels(run, None, rows * cols, rcfg)
   sampler = generate.jit_sampler(generate.make_sampler(
@@ -667,10 +701,12 @@ def mix_mode(run, params, step: int) -> dict:
         params, x0[i:j], jnp.zeros((j - i,), jnp.int32) if y is None
         else y[i:j])[0]))
   grid = np.concatenate(out).reshape((rows, cols) + out[0].shape[1:])
-  corr = band_correlations(path, grid) if run.decoder is None else {}
+  corr = band_correlations(bands, grid) if run.decoder is None else {}
   result = {"step": int(step), "rows": rows, "cols": cols,
             "split_band": split, "row_bands": list(range(split)),
-            "col_bands": list(range(split, path.num_bands)),
+            "col_bands": list(range(split, bands.num_bands)),
+            "cutoffs": [float(c) for c in bands.cutoffs],
+            "path_cutoffs": [float(c) for c in path.cutoffs],
             "correlations": corr}
   if jax.process_index() == 0:
     base = os.path.join(_outdir(run, "mix"),

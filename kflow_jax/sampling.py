@@ -140,14 +140,37 @@ def _split_counts(lengths, total):
   return counts
 
 
+# How num_steps is split over the bands (config.sample.step_allocation).
+ALLOCATIONS = ("time", "band")
+
+
+def step_share(path: paths_lib.Path, t_start: float, t_end: float,
+               allocation: str = "time") -> float:
+  """Fraction of a [0, 1] step budget that [t_start, t_end] gets under
+  `allocation` (see time_grid): its length for "time", the mean over bands
+  of the fraction of each band inside the span for "band"."""
+  if allocation == "time":
+    return float(t_end) - float(t_start)
+  tau = np.asarray(path.tau, np.float64)
+  inside = np.clip(np.minimum(tau[1:], t_end) - np.maximum(tau[:-1], t_start),
+                   0.0, None)
+  return float(np.mean(inside / np.diff(tau)))
+
+
 def time_grid(path: paths_lib.Path, num_steps: Optional[int] = None, *,
               steps_per_band: Optional[Sequence[int]] = None,
               t_start: float = 0.0, t_end: float = 1.0,
-              extra_times: Sequence[float] = ()) -> np.ndarray:
+              extra_times: Sequence[float] = (),
+              allocation: str = "time") -> np.ndarray:
   """float32 numpy step edges on [t_start, t_end] including every switch time.
 
-  num_steps: total steps, split over the segments between switch times in
-    proportion to their length (at least one each).
+  num_steps: total steps, split over the segments between switch times (at
+    least one each) in proportion to their length (allocation="time"), or
+    so that every band gets the same number of steps whatever its share of
+    the time axis (allocation="band"; a band only partly inside the span
+    gets the part's fraction of a band's share). "band" matters when band
+    times are uneven: a band with 4 % of t would otherwise get 4 % of the
+    steps although it moves as much noise as any other.
   steps_per_band: steps per band s over [tau_s, tau_{s+1}] (the part inside
     [t_start, t_end]); window edges that fall inside a band (overlap > 0)
     split a step, so the total can exceed sum(steps_per_band).
@@ -158,8 +181,19 @@ def time_grid(path: paths_lib.Path, num_steps: Optional[int] = None, *,
                          [np.float32(t_end)]]).astype(np.float64)
   if (num_steps is None) == (steps_per_band is None):
     raise ValueError("pass exactly one of num_steps or steps_per_band.")
+  if allocation not in ALLOCATIONS:
+    raise ValueError(f"step allocation {allocation!r} is not one of "
+                     f"{ALLOCATIONS} (config.sample.step_allocation).")
   if num_steps is not None:
-    counts = _split_counts(np.diff(span), int(num_steps))
+    lengths = np.diff(span)
+    if allocation == "band":
+      # Weight each segment by 1 / (its band's length): equal per band.
+      tau = np.asarray(path.tau, np.float64)
+      mids = (span[:-1] + span[1:]) / 2
+      band = np.clip(np.searchsorted(tau, mids, side="right") - 1, 0,
+                     path.num_bands - 1)
+      lengths = lengths / np.diff(tau)[band]
+    counts = _split_counts(lengths, int(num_steps))
     parts = [np.linspace(a, b, n + 1)[:-1]
              for a, b, n in zip(span[:-1], span[1:], counts)]
   else:
@@ -246,7 +280,7 @@ def sample(velocity_fn: Callable, path: paths_lib.Path, x0: jax.Array, *,
            post_step: Optional[Callable] = None,
            rtol: float = 1e-5, atol: float = 1e-5, dt0: Optional[float] = None,
            max_steps: int = 4096, record_steps: bool = False,
-           extra_times: Sequence[float] = ()):
+           extra_times: Sequence[float] = (), allocation: str = "time"):
   """Integrates the sampling ODE from t_start to t_end.
 
   Args:
@@ -257,6 +291,8 @@ def sample(velocity_fn: Callable, path: paths_lib.Path, x0: jax.Array, *,
     solver: one of SOLVERS.
     num_steps / steps_per_band: fixed-step budget (see time_grid); one needed
       by fixed-step solvers.
+    allocation: how num_steps is split over the bands, "time" or "band"
+      (see time_grid).
     project: band projection of v (see module doc).
     t_start, t_end: integration span inside [0, 1].
     return_coefficients: return the final coefficient state (needs project).
@@ -289,7 +325,8 @@ def sample(velocity_fn: Callable, path: paths_lib.Path, x0: jax.Array, *,
                             t_end, rtol, atol, dt0, max_steps, record_steps,
                             extra_times)
   edges = time_grid(path, num_steps, steps_per_band=steps_per_band,
-                    t_start=t_start, t_end=t_end, extra_times=extra_times)
+                    t_start=t_start, t_end=t_end, extra_times=extra_times,
+                    allocation=allocation)
   tr = path.transform
   if project:
     c0 = x0 if init_in_coefficients else tr.forward(x0)

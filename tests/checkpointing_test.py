@@ -32,6 +32,11 @@ def test_round_trip_keep_n_and_fallback_past_corrupt(tmp_path):
   ck.wait()
   assert ck.all_steps() == [2, 3]          # keep N
   assert not ck.save(3, _state(9), None)   # never overwrites a step
+  step, state, _ = ck.restore_latest(_abstract(mesh), step=2)  # --step
+  assert step == 2
+  np.testing.assert_array_equal(state["w"], np.full((8, 4), 2.0))
+  with pytest.raises(checkpointing.WorkdirError, match=r"keeps steps \[2, 3\]"):
+    ck.restore_latest(_abstract(mesh), step=1)
   step, state, data = ck.restore_latest(_abstract(mesh))
   assert step == 3 and data == {"pos": 3, "epoch": 0}
   np.testing.assert_array_equal(state["w"], np.full((8, 4), 3.0))

@@ -132,3 +132,18 @@ def test_errors():
     losses.kflow_loss(zero, path, x1[0], jax.random.key(0))
   with pytest.raises(ValueError, match=r"\[0, 1\]"):
     losses.kflow_loss(zero, path, x1, jax.random.key(0), t=jnp.full((8,), 2.))
+
+
+def test_target_scale_weights_undo_the_short_band_blow_up():
+  tr = kamp.get("fourier", shape=SHAPE)
+  path = paths.make_path(tr, num_scales=2, tau=(0.0, 0.8, 1.0))
+  w = np.asarray(losses.target_scale_weights(path))
+  # w_s proportional to L_s^2, mean weight 1 under uniform t.
+  np.testing.assert_allclose(w[0] / w[1], 16.0, rtol=1e-6)
+  np.testing.assert_allclose(0.8 * w[0] + 0.2 * w[1], 1.0, rtol=1e-6)
+  # Weighted, the exact band target costs the same per unit of the
+  # displacement in either band: w_s |u_s|^2 = w_s |d|^2 / L_s^2 is flat.
+  np.testing.assert_allclose(w[0] / 0.8 ** 2, w[1] / 0.2 ** 2, rtol=1e-6)
+  uniform = paths.make_path(tr, num_scales=2)
+  np.testing.assert_allclose(losses.target_scale_weights(uniform), [1, 1],
+                             rtol=1e-6)

@@ -227,3 +227,14 @@ def test_static_fields():
   for s in range(3):
     assert np.all(path.start[path.band == s] == win[s, 0])
   assert path.num_bands == 3 and len(path.tau) == 4
+
+
+def test_noise_band_energy_is_the_coefficient_count():
+  tr = kamp.get("dct", shape=SHAPE)  # orthonormal
+  cut = kamp.even_cutoffs(2)
+  e = paths.measure_noise_band_energy(tr, cut, num_examples=2048)
+  band = kamp.band_index(tr.kappa, cut)
+  counts = [float(np.sum(band == s)) for s in range(2)]
+  np.testing.assert_allclose(e, counts, rtol=0.05)
+  np.testing.assert_array_equal(
+      e, paths.measure_noise_band_energy(tr, cut, num_examples=2048))

@@ -159,6 +159,13 @@ def test_mixed_noise_is_white_for_orthonormal_and_refused_otherwise():
   np.testing.assert_allclose(coarse[0], coarse[1], atol=1e-5)
   np.testing.assert_allclose(fine[0], fine[2], atol=1e-5)
   assert np.abs(coarse[0] - coarse[2]).max() > 0.1
+  # A one-band path (flow matching through the Fourier transform) is
+  # steered with the K-Flow run's bands: config.restore.mix_cutoffs.
+  one = paths.make_path(kamp.get("fourier", shape=SHAPE), num_scales=1)
+  bands = restoration.analysis_path(one, (0.0, 0.5, 1.0))
+  assert bands.num_bands == 2 and restoration.analysis_path(one, None) is one
+  np.testing.assert_array_equal(
+      restoration.mix_noise_grid(bands, jax.random.key(5), 2, 2, 1), grid)
 
   bior = paths.make_path(kamp.get("wavelet", shape=SHAPE, wavelet="bior2.2",
                                   levels=1), num_scales=2)
@@ -243,6 +250,14 @@ def test_restore_mode_from_the_command_line(trained):
   assert res["consistency_error"] < 1e-5
   png = _one(os.path.join(wd, "restore_mode", "*.png"))
   assert Image.open(png).size[0] > 4 * 64
+  # SDEdit-style start at a chosen t (the flow-matching comparison), read
+  # from the checkpoint chosen with --step.
+  _main([f"--workdir={wd}", "--mode=restore", "--config.restore.num_images=3",
+         "--config.restore.degradation=lowres:2", "--step=6",
+         "--config.restore.t_start=0.25"], cache)
+  res = json.load(open(_one(os.path.join(wd, "restore_mode", "*_t0.25.json"))))
+  assert res["t_start"] == 0.25 and res["keep_bands_chosen"] == "t_start"
+  assert res["consistency_error"] < 1e-5
 
 
 def test_edit_and_mix_modes_from_the_command_line(trained):

@@ -238,3 +238,21 @@ def test_coefficient_options_need_projection():
   with pytest.raises(ValueError, match="fixed-step"):
     sampling.sample(lambda x, t: x, path, pair()[0], solver="dopri5",
                     post_step=lambda y, t: y)
+
+
+def test_band_allocation_gives_every_band_its_share_of_steps():
+  # Uneven band times: the last band has 4 % of t.
+  path = fourier_path(num_scales=3, tau=(0.0, 0.66, 0.96, 1.0))
+  by_time = steps_per_band(path, sampling.time_grid(path, 30))
+  by_band = steps_per_band(path, sampling.time_grid(path, 30,
+                                                    allocation="band"))
+  assert by_time == [20, 9, 1]
+  assert by_band == [10, 10, 10]
+  # Over a span that starts mid-band, the partial band counts its fraction.
+  g = sampling.time_grid(path, 30, t_start=0.33, allocation="band")
+  assert steps_per_band(path, g) == [6, 12, 12]
+  assert sampling.step_share(path, 0.33, 1.0, "band") == pytest.approx(
+      2.5 / 3)
+  assert sampling.step_share(path, 0.33, 1.0, "time") == pytest.approx(0.67)
+  with pytest.raises(ValueError, match="step_allocation"):
+    sampling.time_grid(path, 30, allocation="energy")

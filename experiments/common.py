@@ -1,0 +1,347 @@
+"""What every experiment script shares: the sizes, the command a user types,
+the reuse of finished runs, the mean and spread, the tables.
+
+Every number in docs/results/ comes from `python -m kflow_jax.main` (train,
+--mode=eval / sample / restore / mix) or `python -m kflow_jax.tools.*`, run
+here as subprocesses exactly as a user would type them, so the evidence
+tests the product and not a library shortcut. Runs live under
+ROOT/runs/<arm>/seed<k>/ (ROOT: --root of run_all, default
+~/.cache/kflow_jax/experiments); a run whose last checkpoint exists is
+reused, and every evaluation is kept as ROOT/runs/<arm>/seed<k>/evidence/
+<tag>.json, so an interrupted `run_all` picks up where it stopped and a
+second call only rewrites the tables.
+"""
+import contextlib
+import fcntl
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+from typing import NamedTuple, Sequence
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(REPO, "docs", "results")
+
+
+class Scale(NamedTuple):
+  """How big every experiment is (FULL for docs/results, QUICK for CI)."""
+  name: str
+  seeds: tuple                # seeds of the main comparison
+  ablation_seeds: tuple       # seeds of the recipe ablations
+  digits_budgets: tuple       # training steps evaluated (one run each)
+  patches_budgets: tuple
+  num_samples: int            # samples per evaluation
+  num_steps: int              # sampler NFE of the main comparison
+  classifier_steps: int
+  restore_images: int
+  mix_size: int               # mix grid rows = cols
+  all_arms: bool              # False: the first two arms of each list
+  extra_flags: tuple = ()     # appended to every training command
+
+
+# Sized so that run_all fits in about two hours on 2 CPU cores: budgets are
+# well below the shipped configs' (digits 2000, patches 3000 steps), so
+# the numbers compare recipes at equal small compute, not converged models.
+FULL = Scale(name="full", seeds=(0, 1, 2), ablation_seeds=(0,),
+             digits_budgets=(400, 800), patches_budgets=(400, 800),
+             num_samples=500, num_steps=40, classifier_steps=1000,
+             restore_images=64, mix_size=6, all_arms=True)
+# Toy size: every script end to end in CI, numbers meaningless.
+QUICK = Scale(name="quick", seeds=(0,), ablation_seeds=(0,),
+              digits_budgets=(4,), patches_budgets=(4,), num_samples=16,
+              num_steps=8, classifier_steps=20, restore_images=4,
+              mix_size=2, all_arms=False,
+              extra_flags=("--config.batch_size=8",
+                           "--config.optim.warmup_steps=1",
+                           "--config.path.energy_examples=16",
+                           "--config.pca_examples=64"))
+
+
+def arms(scale: Scale, items: Sequence) -> list:
+  return list(items) if scale.all_arms else list(items)[:2]
+
+
+def env() -> dict:
+  """The subprocesses' environment: the repository on the path, one CPU
+  device per process (no fake devices: they only slow a 2-core machine)
+  and a persistent compilation cache shared by all runs, since the same
+  programs compile again in every one of them."""
+  e = dict(os.environ)
+  e["PYTHONPATH"] = REPO + os.pathsep + e.get("PYTHONPATH", "")
+  e.setdefault("JAX_PLATFORMS", "cpu")
+  if e["JAX_PLATFORMS"] == "cpu":
+    e["XLA_FLAGS"] = ""
+  e.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.expanduser(
+      "~/.cache/kflow_jax/jax_cache"))
+  e.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "1")
+  return e
+
+
+def command(args: Sequence[str], log: str) -> float:
+  """Runs `python <args>` in the repository; output to `log`. Returns the
+  wall time; a failure raises with the end of the log."""
+  os.makedirs(os.path.dirname(log), exist_ok=True)
+  start = time.time()
+  with open(log, "a") as fh:
+    fh.write("\n$ python " + " ".join(args) + "\n")
+    fh.flush()
+    p = subprocess.run([sys.executable, *args], cwd=REPO, env=env(),
+                       stdout=fh, stderr=subprocess.STDOUT)
+  if p.returncode:
+    with open(log) as fh:
+      tail = fh.read()[-3000:]
+    raise RuntimeError(f"python {' '.join(args)} failed ({p.returncode}); "
+                       f"log {log}:\n{tail}")
+  return time.time() - start
+
+
+class Run(NamedTuple):
+  """A trained run: what `--config` and overrides it was trained with."""
+  name: str
+  config: str          # e.g. configs/digits.py:transform=fourier
+  overrides: tuple     # --config.<key>=<value> flags of the model
+  seed: int
+  workdir: str
+
+  def flags(self) -> list:
+    return [f"--config={self.config}", f"--workdir={self.workdir}",
+            *self.overrides, f"--config.seed={self.seed}"]
+
+
+@contextlib.contextmanager
+def _locked(workdir: str):
+  """Holds an exclusive lock on a run's workdir, so that several experiment
+  processes (e.g. quality and recipe at once on a bigger machine) never
+  train or score the same run together: the second waits, then finds the
+  first one's result and reuses it."""
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, ".experiments.lock"), "w") as fh:
+    fcntl.flock(fh, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def train(root: str, scale: Scale, name: str, config: str,
+          overrides: Sequence[str], seed: int, budgets: Sequence[int]) -> Run:
+  """Trains (or reuses) arm `name` with `seed`, keeping a checkpoint at
+  every budget (one run: the shorter budgets are its earlier checkpoints,
+  mid-way through the learning-rate schedule of the longest)."""
+  wd = os.path.join(root, "runs", name, f"seed{seed}")
+  run = Run(name, config, tuple(overrides) + tuple(scale.extra_flags), seed,
+            wd)
+  final = max(budgets)
+  done = os.path.join(wd, "checkpoints", str(final))
+  if os.path.isdir(done):
+    return run
+  every = math.gcd(*[int(b) for b in budgets])
+  with _locked(wd):
+    if not os.path.isdir(done):
+      command(["-m", "kflow_jax.main", *run.flags(),
+               f"--config.total_steps={final}",
+               f"--config.checkpoint_every_steps={every}",
+               f"--config.keep_checkpoints={final // every}",
+               f"--config.log_every_steps={min(50, final)}",
+               "--config.sample_every_steps=0",
+               "--config.sample.at_end=False"],
+              os.path.join(wd, "train.log"))
+  return run
+
+
+def _cached(run: Run, tag: str, make) -> dict:
+  f = os.path.join(run.workdir, "evidence", tag + ".json")
+  with _locked(run.workdir):
+    if os.path.exists(f):
+      with open(f) as fh:
+        return json.load(fh)
+    out = make()
+    os.makedirs(os.path.dirname(f), exist_ok=True)
+    with open(f + ".tmp", "w") as fh:
+      json.dump(out, fh, indent=1)
+    os.replace(f + ".tmp", f)
+  return out
+
+
+def _sample_flags(scale: Scale, sample: dict) -> list:
+  opts = dict(num_samples=scale.num_samples,
+              batch_size=min(scale.num_samples, 250),
+              num_steps=scale.num_steps)
+  opts.update(sample)
+  return [f"--config.sample.{k}={v}" for k, v in opts.items()]
+
+
+def evaluate(run: Run, scale: Scale, step: int, tag: str, *,
+             sample: dict = None, classifier: str = "",
+             metrics: str = "cheap") -> dict:
+  """--mode=eval of checkpoint `step` with config.sample options `sample`;
+  returns eval.json's metrics plus the sampler's NFE."""
+  def make():
+    flags = run.flags() + ["--mode=eval", f"--step={step}",
+                           f"--config.evals.metrics={metrics}",
+                           *_sample_flags(scale, sample or {})]
+    if classifier:
+      flags.append(f"--config.evals.classifier={classifier}")
+    seconds = command(["-m", "kflow_jax.main", *flags],
+                      os.path.join(run.workdir, "eval.log"))
+    with open(os.path.join(run.workdir, "eval.json")) as fh:
+      ev = json.load(fh)
+    out = dict(ev["metrics"], step=int(ev["checkpoint_step"]),
+               seconds=seconds, samples=ev.get("samples"))
+    out["nfe"] = (ev.get("sampler") or {}).get("nfe_mean")
+    return out
+  return _cached(run, f"eval_{tag}_step{step}", make)
+
+
+def steer(run: Run, scale: Scale, step: int, mode: str, tag: str,
+          restore: dict, sample: dict = None) -> dict:
+  """--mode=restore / mix of checkpoint `step`: the JSON the mode writes
+  (its PNG next to it)."""
+  def make():
+    out_dir = os.path.join(run.workdir, f"{mode}_mode")
+    before = set(os.listdir(out_dir)) if os.path.isdir(out_dir) else set()
+    flags = run.flags() + [f"--mode={mode}", f"--step={step}",
+                           *_sample_flags(scale, sample or {})]
+    flags += [f"--config.restore.{k}={v}" for k, v in restore.items()]
+    command(["-m", "kflow_jax.main", *flags],
+            os.path.join(run.workdir, f"{mode}.log"))
+    new = sorted(f for f in set(os.listdir(out_dir)) - before
+                 if f.endswith(".json"))
+    if not new:  # the same file as an earlier call: rewritten in place
+      new = sorted(f for f in os.listdir(out_dir) if f.endswith(".json"))
+    with open(os.path.join(out_dir, new[-1])) as fh:
+      out = json.load(fh)
+    out["png"] = os.path.join(out_dir, new[-1][:-5] + ".png")
+    return out
+  return _cached(run, f"{mode}_{tag}_step{step}", make)
+
+
+def classifier(root: str, scale: Scale) -> str:
+  """The digits classifier of the FD and class accuracy, trained once by
+  the tool a user runs."""
+  out = os.path.join(root, f"digits_classifier_{scale.classifier_steps}.npz")
+  if not os.path.exists(out):
+    command(["-m", "kflow_jax.tools.train_classifier", "--dataset=digits",
+             f"--out={out}", f"--steps={scale.classifier_steps}"],
+            os.path.join(root, "classifier.log"))
+  return out
+
+
+# ----------------------------------------------------------------------------
+# Numbers and tables.
+
+
+def mean_std(values) -> dict:
+  v = np.asarray([x for x in values if x is not None], np.float64)
+  if v.size == 0:
+    return {"mean": None, "std": None, "n": 0}
+  return {"mean": float(v.mean()),
+          "std": float(v.std(ddof=1)) if v.size > 1 else 0.0,
+          "n": int(v.size)}
+
+
+def fmt(stat: dict, digits: int = 3) -> str:
+  """'mean ± std' (n seeds); '-' without data."""
+  if not stat or stat.get("mean") is None:
+    return "-"
+  m, s = stat["mean"], stat["std"]
+  f = f"{{:.{digits}g}}"
+  return (f.format(m) if stat["n"] < 2
+          else f"{f.format(m)} ± {f.format(s)}")
+
+
+def compare(a: dict, b: dict) -> str:
+  """'lower' / 'higher' when a's mean differs from b's by more than the
+  two seed spreads together, 'within' otherwise, 'undecided' with fewer
+  than two seeds on either side (no spread to judge by)."""
+  if a["mean"] is None or b["mean"] is None or min(a["n"], b["n"]) < 2:
+    return "undecided"
+  gap, noise = a["mean"] - b["mean"], a["std"] + b["std"]
+  return "lower" if gap < -noise else "higher" if gap > noise else "within"
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
+  lines = ["| " + " | ".join(header) + " |",
+           "|" + "---|" * len(header)]
+  lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+  return "\n".join(lines)
+
+
+def write_result(out_dir: str, name: str, markdown: str, data: dict) -> str:
+  """docs/results/<name>.md and <name>.json (the numbers behind it)."""
+  os.makedirs(out_dir, exist_ok=True)
+  with open(os.path.join(out_dir, name + ".json"), "w") as fh:
+    json.dump(data, fh, indent=1, sort_keys=True)
+  path = os.path.join(out_dir, name + ".md")
+  with open(path, "w") as fh:
+    fh.write(markdown.rstrip() + "\n")
+  return path
+
+
+def copy_figure(src: str, out_dir: str, name: str) -> str:
+  """Copies a PNG a run wrote into the results; returns its file name."""
+  os.makedirs(out_dir, exist_ok=True)
+  shutil.copyfile(src, os.path.join(out_dir, name))
+  return name
+
+
+def plot(out_dir: str, name: str, series: dict, xlabel: str, ylabel: str,
+         title: str, logx: bool = False) -> str:
+  """A line plot of {label: (x, mean, std)}; returns the file name.
+  matplotlib comes with the `test` extra (experiments are a developer
+  tool, not a runtime need)."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig, ax = plt.subplots(figsize=(5, 3.4), dpi=110)
+  for label, (x, m, s) in series.items():
+    x, m, s = (np.asarray(a, np.float64) for a in (x, m, s))
+    ax.plot(x, m, marker="o", label=label)
+    if np.any(s > 0):
+      ax.fill_between(x, m - s, m + s, alpha=0.2)
+  if logx:
+    ax.set_xscale("log")
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
+  ax.set_title(title, fontsize=9)
+  ax.legend(fontsize=7)
+  fig.tight_layout()
+  os.makedirs(out_dir, exist_ok=True)
+  fig.savefig(os.path.join(out_dir, name))
+  plt.close(fig)
+  return name
+
+
+def parse(argv=None):
+  """--quick (toy size, results under ROOT/results: the committed
+  docs/results are never overwritten by toy numbers), --root, --out."""
+  import argparse  # pylint: disable=g-import-not-at-top
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--quick", action="store_true",
+                 help="toy size (CI): every script end to end in minutes")
+  p.add_argument("--root", default=None,
+                 help="runs and caches (default ~/.cache/kflow_jax/"
+                      "experiments[_quick])")
+  p.add_argument("--out", default=None,
+                 help="tables and figures (default docs/results; with "
+                      "--quick ROOT/results)")
+  a = p.parse_args(argv)
+  scale = QUICK if a.quick else FULL
+  root = os.path.abspath(os.path.expanduser(a.root or (
+      "~/.cache/kflow_jax/experiments" + ("_quick" if a.quick else ""))))
+  out = os.path.abspath(a.out or (os.path.join(root, "results") if a.quick
+                                  else RESULTS))
+  return scale, root, out
+
+
+def main(run_fn, argv=None):
+  scale, root, out = parse(argv)
+  start = time.time()
+  run_fn(scale, root, out)
+  print(f"{run_fn.__module__}: {scale.name} scale done in "
+        f"{time.time() - start:.0f} s; results in {out}")

@@ -1,0 +1,180 @@
+"""Claim 2: which K-Flow recipe wins, one factor at a time.
+
+Starting from the shipped recipe of each data set (digits: Fourier, two
+bands, uniform band times; natural_patches: Fourier, three bands, band
+times from data energy with gamma 0.5), each arm changes one thing:
+the number of bands, the band-time rule (uniform; data energy
+E||P_s x1||^2 with gamma 0.5 and 1; displacement energy
+E||P_s (x1 - x0)||^2 with gamma 0.5 and 1), the per-band loss weight
+(none; target scale, L_s^2), the t sampling (uniform, logit-normal, an
+equal share per band), overlap and blend, the backbone (DiT against the
+band-MoE DiT), and at sampling time the step allocation (by time share or
+equal per band; no retraining). Flow matching is the reference row.
+
+    python -m experiments.recipe [--quick] [--root=DIR] [--out=DIR]
+"""
+from experiments import common
+from experiments import quality
+
+# name -> overrides on top of the shipped K-Flow config of the data set.
+FACTORS = {
+    "bands": {"bands=1 (flow matching via the Fourier basis)": (
+                  "--config.path.num_scales=1",),
+              "bands=2 (digits default)": (),
+              "bands=3": ("--config.path.num_scales=3",),
+              "bands=4": ("--config.path.num_scales=4",)},
+    "band times": {
+        "data gamma=0.5": ("--config.path.gamma=0.5",),
+        "data gamma=1": ("--config.path.gamma=1.0",),
+        "displacement gamma=0.5": ("--config.path.gamma=0.5",
+                                   "--config.path.energy=displacement")},
+    "loss weight": {"target scale": (
+        "--config.loss.band_weighting=target_scale",)},
+    "t sampling": {
+        "logit-normal": ("--config.loss.t_sampling=logit_normal",),
+        "equal per band": ("--config.loss.t_sampling=band",
+                           "--config.loss.band_weights=(1.0,1.0)")},
+    "windows": {"overlap=0.1": ("--config.path.overlap=0.1",),
+                "blend=cosine": ("--config.path.blend=cosine",)},
+    "backbone": {
+        "DiT-ti/2": ("--config.model.name=dit", "--config.model.size=ti"),
+        "band-MoE DiT-ti/2": ("--config.model.name=moe_dit",
+                              "--config.model.size=ti")},
+}
+# Runs another script trains too (same config, same name: trained once).
+RUN_NAMES = {("--config.path.num_scales=1",): "digits_fm_fourier_1band"}
+# The DiT arms' flow-matching reference (the U-Net one is quality's fm).
+DIT_FM = ("--config.model.name=dit", "--config.model.size=ti")
+# natural_patches: the questions the shipped recipe raised (its finest band
+# gets about 4 % of t under data energy).
+PATCHES = {
+    "shipped (data gamma=0.5)": (),
+    "uniform": ("--config.path.gamma=0.0",),
+    "displacement gamma=0.5": ("--config.path.energy=displacement",),
+    "target scale": ("--config.loss.band_weighting=target_scale",),
+}
+
+
+def _arm(root, scale, data, name, config, overrides, budgets, clf, metric,
+         sample=None, tag="main", seeds=None):
+  evs = []
+  for seed in seeds or scale.ablation_seeds:
+    run = common.train(root, scale, name, config, overrides, seed, budgets)
+    evs.append(common.evaluate(run, scale, max(budgets), tag,
+                               classifier=clf, sample=sample))
+  del data
+  return common.mean_std([e.get(metric) for e in evs])
+
+
+def _versus(arm, ref, name) -> str:
+  """Judged by the reference's seed spread (an ablation arm may have one
+  seed; the references have all of them)."""
+  if arm["mean"] is None or ref["mean"] is None or ref["n"] < 2:
+    return f"Against {name}: undecided (one seed, no spread to judge by)."
+  if arm["mean"] < ref["mean"] - ref["std"]:
+    return f"It beats {name} by more than {name}'s seed spread."
+  if arm["mean"] > ref["mean"] + ref["std"]:
+    return f"It is worse than {name} by more than its seed spread."
+  return f"It is within {name}'s seed spread."
+
+
+def _slug(text):
+  return "".join(c if c.isalnum() else "_" for c in text).strip("_")
+
+
+def run(scale, root, out_dir) -> dict:
+  clf = common.classifier(root, scale)
+  b = scale.digits_budgets
+  base_cfg = quality.DIGITS["fourier"][0]
+  metric = "classifier_fd"
+  rows, arm_rows = {}, {}
+  factors = list(FACTORS.items())
+  if not scale.all_arms:
+    # Toy size: one arm that exercises the new command-line options.
+    factors = [("band times", {"displacement gamma=0.5": FACTORS[
+        "band times"]["displacement gamma=0.5"] + (
+            "--config.loss.band_weighting=target_scale",)})]
+  # The one-change arms first: the references below are quality's runs,
+  # which a concurrent `experiments.quality` may still be training.
+  for factor, arms_ in factors:
+    for name, overrides in arms_.items():
+      run_name = ("digits_fourier" if not overrides else
+                  RUN_NAMES.get(overrides, "digits_recipe_" + _slug(name)))
+      arm_rows[(factor, name)] = _arm(root, scale, "digits", run_name,
+                                      base_cfg, overrides, b, clf, metric)
+    if factor == "backbone" and scale.all_arms:
+      arm_rows[(factor, "flow matching DiT-ti/2")] = _arm(
+          root, scale, "digits", "digits_fm_dit", quality.DIGITS["fm"][0],
+          DIT_FM, b, clf, metric)
+  # The references over every seed of the quality runs (reused): their
+  # spread is the yardstick of the one-change arms.
+  rows[("reference", "flow matching (U-Net)")] = _arm(
+      root, scale, "digits", "digits_fm", quality.DIGITS["fm"][0], (), b,
+      clf, metric, seeds=scale.seeds)
+  rows[("reference", "shipped K-Flow (fourier, 2 bands)")] = _arm(
+      root, scale, "digits", "digits_fourier", base_cfg, (), b, clf, metric,
+      seeds=scale.seeds)
+  rows[("sampling", "equal steps per band")] = _arm(
+      root, scale, "digits", "digits_fourier", base_cfg, (), b, clf, metric,
+      sample=dict(step_allocation="band"), tag="bandsteps")
+  rows.update(arm_rows)
+  patches = {}
+  pb = scale.patches_budgets
+  pmetric = "spectrum_error_fine"
+  patches["flow matching"] = _arm(root, scale, "patches", "patches_fm",
+                                  quality.PATCHES["fm"][0], (), pb, "",
+                                  pmetric)
+  p_arms = PATCHES if scale.all_arms else dict(list(PATCHES.items())[:1])
+  for name, overrides in p_arms.items():
+    run_name = "patches_fourier" if not overrides else (
+        "patches_recipe_" + _slug(name))
+    patches[name] = _arm(root, scale, "patches", run_name,
+                         quality.PATCHES["fourier"][0], overrides, pb, "",
+                         pmetric)
+  patches["shipped + equal steps per band"] = _arm(
+      root, scale, "patches", "patches_fourier", quality.PATCHES["fourier"][0],
+      (), pb, "", pmetric, sample=dict(step_allocation="band"),
+      tag="bandsteps")
+
+  ranked = sorted(((k, v) for k, v in rows.items() if v["mean"] is not None
+                   and k[0] != "reference"), key=lambda kv: kv[1]["mean"])
+  shipped = rows[("reference", "shipped K-Flow (fourier, 2 bands)")]
+  fm = rows[("reference", "flow matching (U-Net)")]
+  best_key, best = ranked[0]
+  md = [
+      "# Claim 2: the recipe",
+      "",
+      f"digits, K-Flow Fourier, {max(b)} steps, "
+      f"{len(scale.ablation_seeds)} seed(s) per arm, classifier FD of "
+      f"{scale.num_samples} samples (Euler {scale.num_steps} steps; lower "
+      "is better). Each arm changes one factor of the shipped recipe. "
+      "Produced by `python -m experiments.recipe` "
+      "(`experiments/recipe.py`).",
+      "",
+      common.table(["factor", "arm", metric],
+                   [[f, n, common.fmt(v)] for (f, n), v in rows.items()]),
+      "",
+      f"Best single change: **{best_key[0]}: {best_key[1]}** with "
+      f"{common.fmt(best)} against the shipped recipe's "
+      f"{common.fmt(shipped)} and flow matching's {common.fmt(fm)} "
+      f"(references over {len(scale.seeds)} seeds); "
+      + _versus(best, shipped, "the shipped recipe") + " "
+      + _versus(best, fm, "flow matching"),
+      "",
+      f"## natural_patches ({max(pb)} steps; spectrum error in the finest "
+      "third of frequencies, lower is better)",
+      "",
+      common.table(["arm", pmetric],
+                   [[n, common.fmt(v)] for n, v in patches.items()]),
+  ]
+  data = {"scale": scale._asdict(),
+          "digits": {f"{f}: {n}": v for (f, n), v in rows.items()},
+          "patches": patches,
+          "best": {"arm": f"{best_key[0]}: {best_key[1]}", **best},
+          "shipped": shipped, "fm": fm}
+  common.write_result(out_dir, "recipe", "\n".join(md), data)
+  return data
+
+
+if __name__ == "__main__":
+  common.main(run)

@@ -1,0 +1,76 @@
+"""`python -m experiments.run_all --quick` end to end at toy size, so the
+scripts behind docs/results/ never rot: every claim's script trains, samples,
+restores and scores through `python -m kflow_jax.main` and the tools, and
+writes its table, its numbers and the summary README."""
+import json
+import math
+import os
+import subprocess
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CLAIMS = ("quality", "recipe", "class_drop", "steerability", "restoration")
+
+
+def _numbers(obj):
+  if isinstance(obj, dict):
+    for v in obj.values():
+      yield from _numbers(v)
+  elif isinstance(obj, list):
+    for v in obj:
+      yield from _numbers(v)
+  elif isinstance(obj, float):
+    yield obj
+
+
+def test_run_all_quick(tmp_path):
+  root = tmp_path / "experiments"
+  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu", XLA_FLAGS="",
+             JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jax_cache"))
+  p = subprocess.run([sys.executable, "-m", "experiments.run_all", "--quick",
+                      f"--root={root}"], cwd=REPO, env=env,
+                     capture_output=True, text=True, timeout=2400)
+  assert p.returncode == 0, (p.stdout[-2000:], p.stderr[-3000:])
+  out = root / "results"
+  for claim in CLAIMS:
+    md = (out / f"{claim}.md").read_text()
+    assert md.startswith("# Claim") and "|---|" in md, claim
+    data = json.loads((out / f"{claim}.json").read_text())
+    assert data["scale"]["name"] == "quick"
+    values = list(_numbers(data))
+    assert values and all(math.isfinite(v) for v in values
+                          if not math.isnan(v)), claim
+  q = json.loads((out / "quality.json").read_text())
+  assert q["digits"]["fm"]["4"]["classifier_fd"]["mean"] > 0
+  assert set(q["solvers"]["digits"]["fourier"]["heun"]) == {"time", "band"}
+  rs = json.loads((out / "restoration.json").read_text())
+  # Flow matching was started where K-Flow starts.
+  assert rs["lowres:2"]["t_start"][0] >= 0
+  st = json.loads((out / "steerability.json").read_text())
+  assert "band_1_same_col" in st["fm_fourier_1band"]
+  readme = (out / "README.md").read_text()
+  for section in ("Quality", "Recipe", "Class drop", "Steerability",
+                  "Restoration"):
+    assert f"## {section}" in readme
+  for fig in ("quality_digits.png", "steer_kflow_fourier.png",
+              "steer_fm_fourier_1band.png"):
+    assert (out / fig).stat().st_size > 1000, fig
+  # A second call reuses every run and evaluation: no command runs again.
+  commands = _commands(root)
+  p = subprocess.run([sys.executable, "-m", "experiments.run_all", "--quick",
+                      f"--root={root}"], cwd=REPO, env=env,
+                     capture_output=True, text=True, timeout=600)
+  assert p.returncode == 0, p.stderr[-3000:]
+  assert "experiments.run_all (quick)" in p.stdout
+  assert _commands(root) == commands
+
+
+def _commands(root) -> int:
+  """Commands run so far: common.command logs each as a '$ python' line."""
+  n = 0
+  for d, _, files in os.walk(root):
+    for f in files:
+      if f.endswith(".log"):
+        with open(os.path.join(d, f)) as fh:
+          n += sum(line.startswith("$ python") for line in fh)
+  return n
