@@ -17,8 +17,13 @@ Transforms (one module each, registered by name):
 Band machinery (docs/method.md#bands) lives in `kflow_jax.kamp.bands` and
 is re-exported here: `validate_edges`, `validate_cutoffs`, `even_cutoffs`,
 `band_index`, `band_of_time`, `band_mean`, `band_energy`.
+
+Coarse grids (docs/method.md#scale-adaptive-compute-coarse-grids): bands
+0..s of fourier, dct and orthogonal wavelets as a smaller image, in
+`kflow_jax.kamp.coarse`; each of those transforms describes its dyadic
+sub-grids through `KTransform.subgrids`.
 """
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Optional
 
 import jax
 import numpy as np
@@ -41,6 +46,12 @@ class KTransform(NamedTuple):
   name: registry name.
   shape: (H, W, C) the transform was built for.
   orthonormal: whether forward preserves the (weighted) norm exactly.
+  subgrids: None for a transform with no lower-resolution image grid
+    (identity, pca), else a zero-argument function returning the tuple of
+    `Subgrid`s, one per dyadic factor the shape allows (built on first call
+    and cached). Kept on the instance rather than as a registry hook
+    because a sub-grid needs the build options (the wavelet's filter and
+    levels), which only the built transform knows.
   """
   forward: Callable[[jax.Array], jax.Array]
   inverse: Callable[[jax.Array], jax.Array]
@@ -49,6 +60,44 @@ class KTransform(NamedTuple):
   name: str
   shape: tuple
   orthonormal: bool
+  subgrids: Optional[Callable[[], tuple]] = None
+
+
+class Subgrid(NamedTuple):
+  """A grid [H / factor, W / factor, C] that holds some coefficients exactly.
+
+  The same kind of transform built on the smaller grid has, for every
+  coefficient in `box`, a coefficient equal to it (same value, same Parseval
+  weight), so an image on the small grid stands for the full-grid image
+  whose coefficients are those of `box` (docs/method.md#scale-adaptive-compute-coarse-grids).
+
+  factor: 2**m, m >= 1 (H and W divisible by it).
+  transform: the transform on the small grid, with kappa replaced by the
+    full grid's kappa of the coefficient each of its coefficients stands
+    for, so band masks built with the full grid's cut-offs pick the same
+    coefficients on both grids.
+  box: bool numpy of the full coef_shape: coefficients with an exact place
+    on the small grid.
+  gather: full coefficients [B, *coef_shape] -> small-grid coefficients;
+    the small grid's coefficients that stand for no box coefficient (the
+    Fourier grid's own Nyquist row and column) are 0.
+  scatter: the inverse on box: small-grid coefficients -> full coefficients,
+    0 outside box.
+  """
+  factor: int
+  transform: KTransform
+  box: np.ndarray
+  gather: Callable[[jax.Array], jax.Array]
+  scatter: Callable[[jax.Array], jax.Array]
+
+
+def dyadic_factors(h: int, w: int) -> list:
+  """[2, 4, ...]: every 2**m, m >= 1, that divides both h and w."""
+  factors, f = [], 2
+  while h % f == 0 and w % f == 0:
+    factors.append(f)
+    f *= 2
+  return factors
 
 
 def check_shape(shape) -> tuple:

@@ -13,7 +13,14 @@ kappa is the radial index sqrt(ky^2 + kx^2) over its maximum (the DCT index
 k stands for frequency k / 2N, so this is the radial frequency up to the
 per-axis factor 1 / 2N; for H = W it is exactly the normalized radial
 frequency). Orthonormal: every coefficient has Parseval weight 1.
+
+Coarse grids (`subgrids`): the top-left [H/f, W/f] block of coefficients
+is exactly the orthonormal DCT of an image on the [H/f, W/f] grid (the
+inverse DCT of that size applied to the block); see
+docs/method.md#scale-adaptive-compute-coarse-grids.
 """
+import functools
+
 import jax
 import jax.numpy as jnp
 import jax.scipy.fft as jfft
@@ -73,4 +80,34 @@ def build(shape):
   return kamp.KTransform(
       forward=forward, inverse=inverse, kappa=kappa,
       weight=np.ones(kappa.shape, np.float32), name="dct", shape=shape,
-      orthonormal=True)
+      orthonormal=True,
+      subgrids=functools.cache(lambda: _subgrids(shape, kappa)))
+
+
+def _subgrids(shape, kappa):
+  """One `kamp.Subgrid` per dyadic factor: the low-index block.
+
+  Both DCTs are orthonormal, so the block's values are the small image's
+  coefficients as they are: no rescaling, and white noise stays white.
+  """
+  h, w, c = shape
+  grids = []
+  for f in kamp.dyadic_factors(h, w):
+    hs, ws = h // f, w // f
+    box = np.zeros(kappa.shape, bool)
+    box[:, :hs, :ws] = True
+    small = build((hs, ws, c))._replace(kappa=kappa[:, :hs, :ws].copy())
+    grids.append(kamp.Subgrid(
+        factor=f, transform=small, box=box,
+        gather=functools.partial(_block, hs=hs, ws=ws),
+        scatter=functools.partial(_pad, h=h, w=w)))
+  return tuple(grids)
+
+
+def _block(coef, hs, ws):
+  return coef[:, :, :hs, :ws]
+
+
+def _pad(coef, h, w):
+  return jnp.pad(coef, ((0, 0), (0, 0), (0, h - coef.shape[2]),
+                        (0, w - coef.shape[3])))

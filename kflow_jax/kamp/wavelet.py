@@ -30,6 +30,11 @@ cV) to its right and 'dd' (cD) diagonally. Values equal
 kappa: 0 for the final approximation; the detail of level l (l = L is the
 coarsest, l = 1 the finest) gets (L - l + 1) / L, so the L detail levels
 from coarse to fine are 1/L, 2/L, ..., 1.
+
+Coarse grids (`subgrids`): the top-left [H/2^m, W/2^m] block of the packed
+coefficients is the packed (L - m)-level DWT of the level-m approximation,
+an image on that grid (m = L: the final approximation itself); see
+docs/method.md#scale-adaptive-compute-coarse-grids.
 """
 import functools
 from typing import NamedTuple
@@ -336,4 +341,42 @@ def build(shape, wavelet="db6", levels=3):
   return kamp.KTransform(
       forward=forward, inverse=inverse, kappa=kappa,
       weight=np.ones(shape, np.float32), name="wavelet", shape=shape,
-      orthonormal=bank.orthogonal)
+      orthonormal=bank.orthogonal,
+      subgrids=functools.cache(
+          lambda: _subgrids(shape, wavelet, levels, kappa)))
+
+
+def _subgrids(shape, wavelet, levels, kappa):
+  """One `kamp.Subgrid` per level m = 1..L: the level-m approximation.
+
+  dwt2 transforms the top-left quarter again at every level, so the
+  top-left [H/2^m, W/2^m] block of the L-level packed layout is, value for
+  value, the (L - m)-level packed DWT of the level-m approximation; at
+  m = L the block is the approximation itself (the identity transform).
+  """
+  h, w, c = shape
+  grids = []
+  for m in range(1, levels + 1):
+    f = 2 ** m
+    hs, ws = h // f, w // f
+    if m < levels:
+      small = build((hs, ws, c), wavelet=wavelet, levels=levels - m)
+    else:
+      small = kamp.get("identity", (hs, ws, c))
+    small = small._replace(kappa=kappa[:hs, :ws].copy())
+    box = np.zeros(kappa.shape, bool)
+    box[:hs, :ws] = True
+    grids.append(kamp.Subgrid(
+        factor=f, transform=small, box=box,
+        gather=functools.partial(_block, hs=hs, ws=ws),
+        scatter=functools.partial(_pad, h=h, w=w)))
+  return tuple(grids)
+
+
+def _block(coef, hs, ws):
+  return coef[:, :hs, :ws]
+
+
+def _pad(coef, h, w):
+  return jnp.pad(coef, ((0, 0), (0, h - coef.shape[1]),
+                        (0, w - coef.shape[2]), (0, 0)))
