@@ -102,6 +102,13 @@ def run(scale, root, out_dir) -> dict:
                   RUN_NAMES.get(overrides, "digits_recipe_" + _slug(name)))
       arm_rows[(factor, name)] = _arm(root, scale, "digits", run_name,
                                       base_cfg, overrides, b, clf, metric)
+      if factor == "band times":
+        # Uneven band times also move the sampler's steps; the same model
+        # with every band given the same number of steps tells the two
+        # effects apart (no retraining).
+        arm_rows[(factor, name + " + equal steps per band")] = _arm(
+            root, scale, "digits", run_name, base_cfg, overrides, b, clf,
+            metric, sample=dict(step_allocation="band"), tag="bandsteps")
     if factor == "backbone" and scale.all_arms:
       arm_rows[(factor, "flow matching DiT-ti/2")] = _arm(
           root, scale, "digits", "digits_fm_dit", quality.DIGITS["fm"][0],
