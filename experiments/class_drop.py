@@ -35,7 +35,7 @@ def cdr(run, scale, clf, metric):
         os.path.join(run.workdir, "cdr.log"))
     with open(os.path.join(run.workdir, "cdr.json")) as fh:
       return json.load(fh)
-  return common._cached(run, f"cdr_{metric}", make)  # pylint: disable=protected-access
+  return common._cached(run, f"cdr_{metric}", make, scale.report_only)  # pylint: disable=protected-access
 
 
 def run(scale, root, out_dir) -> dict:
@@ -45,10 +45,12 @@ def run(scale, root, out_dir) -> dict:
   for name, config in ARMS.items():
     recs = []
     for seed in scale.seeds[:2]:  # two: a spread at half the cost
-      r = common.train(root, scale, f"digits_cond_{name}", config, (), seed,
-                       b)
-      acc = cdr(r, scale, clf, "class_accuracy")
-      fd = cdr(r, scale, clf, "classifier_fd")
+      r = common.attempt(common.train, root, scale, f"digits_cond_{name}",
+                         config, (), seed, b)
+      acc = r and common.attempt(cdr, r, scale, clf, "class_accuracy")
+      fd = r and common.attempt(cdr, r, scale, clf, "classifier_fd")
+      if not (acc and fd):
+        continue
       recs.append({"accuracy_full": acc["metric_full"],
                    "accuracy_drop": acc["metric_drop"],
                    "accuracy_ratio": acc["ratio"],
@@ -57,9 +59,10 @@ def run(scale, root, out_dir) -> dict:
                    "band_flowed_share_at_drop":
                        acc.get("band_flowed_share_at_drop")})
     out[name] = {k: common.mean_std([r[k] for r in recs])
-                 for k in recs[0] if k != "band_flowed_share_at_drop"}
-    out[name]["band_flowed_share_at_drop"] = recs[0][
-        "band_flowed_share_at_drop"]
+                 for k in ("accuracy_full", "accuracy_drop", "accuracy_ratio",
+                           "fd_full", "fd_drop", "cdr_fd")}
+    out[name]["band_flowed_share_at_drop"] = (
+        recs[0]["band_flowed_share_at_drop"] if recs else None)
     out[name]["per_seed"] = recs
   keys = [("accuracy_full", "class accuracy, label kept"),
           ("accuracy_drop", "class accuracy, label dropped at t=0.3"),

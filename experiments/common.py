@@ -42,6 +42,13 @@ class Scale(NamedTuple):
   mix_size: int               # mix grid rows = cols
   all_arms: bool              # False: the first two arms of each list
   extra_flags: tuple = ()     # appended to every training command
+  # Only read what earlier calls produced: a run or score not there yet
+  # raises Missing, and the tables show "-" for it (run_all --report).
+  report_only: bool = False
+
+
+class Missing(Exception):
+  """A run or score that a --report call does not produce."""
 
 
 # Sized so that run_all fits in about two hours on 2 CPU cores: budgets are
@@ -140,6 +147,8 @@ def train(root: str, scale: Scale, name: str, config: str,
   done = os.path.join(wd, "checkpoints", str(final))
   if os.path.isdir(done):
     return run
+  if scale.report_only:
+    raise Missing(f"{wd} has no checkpoint {final}")
   every = math.gcd(*[int(b) for b in budgets])
   with _locked(wd):
     if not os.path.isdir(done):
@@ -154,8 +163,10 @@ def train(root: str, scale: Scale, name: str, config: str,
   return run
 
 
-def _cached(run: Run, tag: str, make) -> dict:
+def _cached(run: Run, tag: str, make, report_only: bool = False) -> dict:
   f = os.path.join(run.workdir, "evidence", tag + ".json")
+  if report_only and not os.path.exists(f):
+    raise Missing(f)
   with _locked(run.workdir):
     if os.path.exists(f):
       with open(f) as fh:
@@ -195,7 +206,7 @@ def evaluate(run: Run, scale: Scale, step: int, tag: str, *,
                seconds=seconds, samples=ev.get("samples"))
     out["nfe"] = (ev.get("sampler") or {}).get("nfe_mean")
     return out
-  return _cached(run, f"eval_{tag}_step{step}", make)
+  return _cached(run, f"eval_{tag}_step{step}", make, scale.report_only)
 
 
 def steer(run: Run, scale: Scale, step: int, mode: str, tag: str,
@@ -218,14 +229,14 @@ def steer(run: Run, scale: Scale, step: int, mode: str, tag: str,
       out = json.load(fh)
     out["png"] = os.path.join(out_dir, new[-1][:-5] + ".png")
     return out
-  return _cached(run, f"{mode}_{tag}_step{step}", make)
+  return _cached(run, f"{mode}_{tag}_step{step}", make, scale.report_only)
 
 
 def classifier(root: str, scale: Scale) -> str:
   """The digits classifier of the FD and class accuracy, trained once by
   the tool a user runs."""
   out = os.path.join(root, f"digits_classifier_{scale.classifier_steps}.npz")
-  if not os.path.exists(out):
+  if not os.path.exists(out) and not scale.report_only:
     command(["-m", "kflow_jax.tools.train_classifier", "--dataset=digits",
              f"--out={out}", f"--steps={scale.classifier_steps}"],
             os.path.join(root, "classifier.log"))
@@ -234,6 +245,14 @@ def classifier(root: str, scale: Scale) -> str:
 
 # ----------------------------------------------------------------------------
 # Numbers and tables.
+
+
+def attempt(fn, *args, **kwargs):
+  """fn(...) or None when it is Missing (a --report call)."""
+  try:
+    return fn(*args, **kwargs)
+  except Missing:
+    return None
 
 
 def mean_std(values) -> dict:
@@ -300,7 +319,8 @@ def plot(out_dir: str, name: str, series: dict, xlabel: str, ylabel: str,
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   fig, ax = plt.subplots(figsize=(5, 3.4), dpi=110)
   for label, (x, m, s) in series.items():
-    x, m, s = (np.asarray(a, np.float64) for a in (x, m, s))
+    nan = lambda a: [np.nan if v is None else v for v in a]
+    x, m, s = (np.asarray(nan(a), np.float64) for a in (x, m, s))
     ax.plot(x, m, marker="o", label=label)
     if np.any(s > 0):
       ax.fill_between(x, m - s, m + s, alpha=0.2)
@@ -327,11 +347,14 @@ def parse(argv=None):
   p.add_argument("--root", default=None,
                  help="runs and caches (default ~/.cache/kflow_jax/"
                       "experiments[_quick])")
+  p.add_argument("--report", action="store_true",
+                 help="write the tables from the runs and scores already "
+                      "under ROOT; train and score nothing (missing: '-')")
   p.add_argument("--out", default=None,
                  help="tables and figures (default docs/results; with "
                       "--quick ROOT/results)")
   a = p.parse_args(argv)
-  scale = QUICK if a.quick else FULL
+  scale = (QUICK if a.quick else FULL)._replace(report_only=a.report)
   root = os.path.abspath(os.path.expanduser(a.root or (
       "~/.cache/kflow_jax/experiments" + ("_quick" if a.quick else ""))))
   out = os.path.abspath(a.out or (os.path.join(root, "results") if a.quick

@@ -44,14 +44,17 @@ def _comparison(root, scale, data, arms_, budgets, metrics, clf):
   for name, (config, overrides) in common.arms(scale, arms_.items()):
     out[name], raw[name] = {}, {}
     for seed in scale.seeds:
-      run = common.train(root, scale, f"{data}_{name}", config, overrides,
-                         seed, budgets)
+      run = common.attempt(common.train, root, scale, f"{data}_{name}",
+                           config, overrides, seed, budgets)
       for b in budgets:
-        ev = common.evaluate(run, scale, b, "main", classifier=clf)
-        raw[name].setdefault(str(b), []).append(ev)
-    for b, evs in raw[name].items():
-      out[name][b] = {m: common.mean_std([e.get(m) for e in evs])
-                      for m in metrics}
+        ev = run and common.attempt(common.evaluate, run, scale, b, "main",
+                                    classifier=clf)
+        if ev:
+          raw[name].setdefault(str(b), []).append(ev)
+    for b in budgets:
+      evs = raw[name].get(str(b), [])
+      out[name][str(b)] = {m: common.mean_std([e.get(m) for e in evs])
+                           for m in metrics}
   return out, raw
 
 
@@ -60,16 +63,20 @@ def _solvers(root, scale, data, arms_, budgets, clf, metric):
   out = {}
   b = max(budgets)
   for name, (config, overrides) in common.arms(scale, arms_.items()):
-    run = common.train(root, scale, f"{data}_{name}", config, overrides,
-                       scale.seeds[0], budgets)
+    run = common.attempt(common.train, root, scale, f"{data}_{name}",
+                         config, overrides, scale.seeds[0], budgets)
     out[name] = {}
+    if run is None:
+      continue
     for solver, stages in SOLVERS if scale.all_arms else SOLVERS[2:3]:
       steps = max(1, scale.num_steps // stages)
       for alloc in (("time",) if name == "fm" else ("time", "band")):
-        ev = common.evaluate(
-            run, scale, b, f"{solver}{steps}_{alloc}", classifier=clf,
-            sample=dict(solver=solver, num_steps=steps,
-                        step_allocation=alloc))
+        ev = common.attempt(
+            common.evaluate, run, scale, b, f"{solver}{steps}_{alloc}",
+            classifier=clf, sample=dict(solver=solver, num_steps=steps,
+                                        step_allocation=alloc))
+        if ev is None:
+          continue
         out[name].setdefault(solver, {})[alloc] = {
             "value": ev.get(metric), "nfe": ev.get("nfe")}
   return out

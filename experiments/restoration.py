@@ -24,18 +24,22 @@ def run(scale, root, out_dir) -> dict:
     recs = {"kflow": [], "fm": [], "baseline": []}
     t_start = []
     for seed in scale.seeds:
-      kf = common.train(root, scale, "digits_fourier",
-                        quality.DIGITS["fourier"][0], (), seed, b)
-      fm = common.train(root, scale, "digits_fm", quality.DIGITS["fm"][0],
-                        (), seed, b)
+      kf = common.attempt(common.train, root, scale, "digits_fourier",
+                          quality.DIGITS["fourier"][0], (), seed, b)
+      fm = common.attempt(common.train, root, scale, "digits_fm",
+                          quality.DIGITS["fm"][0], (), seed, b)
       opts = dict(degradation=deg, num_images=scale.restore_images,
                   batch_size=scale.restore_images)
       # Heun: restoration runs a consistency step between solver steps.
       solver = dict(solver="heun", num_steps=max(2, scale.num_steps // 2))
-      res_k = common.steer(kf, scale, max(b), "restore", deg, opts, solver)
-      t = float(res_k["t_start"])
-      res_f = common.steer(fm, scale, max(b), "restore", f"{deg}_t{t:g}",
-                           dict(opts, t_start=t), solver)
+      res_k = kf and common.attempt(common.steer, kf, scale, max(b),
+                                    "restore", deg, opts, solver)
+      t = res_k and float(res_k["t_start"])
+      res_f = res_k and fm and common.attempt(
+          common.steer, fm, scale, max(b), "restore", f"{deg}_t{t:g}",
+          dict(opts, t_start=t), solver)
+      if not (res_k and res_f):
+        continue
       t_start.append(t)
       recs["kflow"].append(res_k["mean"]["restored"])
       recs["fm"].append(res_f["mean"]["restored"])
@@ -49,12 +53,13 @@ def run(scale, root, out_dir) -> dict:
                                         f"restore_{slug}_fm.png"))
     out[deg] = {arm: {k: common.mean_std([r[k] for r in v])
                       for k in ("psnr", "ssim")} for arm, v in recs.items()}
-    out[deg]["baseline_name"] = recs["baseline"][0]["name"]
+    out[deg]["baseline_name"] = (recs["baseline"][0]["name"]
+                                 if recs["baseline"] else "-")
     out[deg]["t_start"] = t_start
   rows = []
   for deg in degradations:
     o = out[deg]
-    rows.append([deg, f"{o['t_start'][0]:g}",
+    rows.append([deg, f"{o['t_start'][0]:g}" if o["t_start"] else "-",
                  common.fmt(o["kflow"]["psnr"], 4),
                  common.fmt(o["fm"]["psnr"], 4),
                  f"{common.fmt(o['baseline']['psnr'], 4)} "
