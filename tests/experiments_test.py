@@ -74,3 +74,18 @@ def _commands(root) -> int:
         with open(os.path.join(d, f)) as fh:
           n += sum(line.startswith("$ python") for line in fh)
   return n
+
+
+def test_report_on_an_empty_root_runs_nothing(tmp_path):
+  """--report only reads: with nothing trained every cell is '-', and no
+  command (training, scoring, the classifier) is started."""
+  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu", XLA_FLAGS="")
+  p = subprocess.run([sys.executable, "-m", "experiments.run_all", "--report",
+                      f"--root={tmp_path}", f"--out={tmp_path / 'out'}"],
+                     cwd=REPO, env=env, capture_output=True, text=True,
+                     timeout=300)
+  assert p.returncode == 0, p.stderr[-3000:]
+  assert _commands(tmp_path) == 0 and not (tmp_path / "runs").exists()
+  quality = (tmp_path / "out" / "quality.md").read_text()
+  assert "| fm | 800 | - | - | - |" in quality
+  assert "none scored yet" in (tmp_path / "out" / "recipe.md").read_text()
