@@ -261,13 +261,13 @@ def main(argv=None):
   p.add_argument("--channels", default="3,4",
                  help="3: pixels; 4: SD-VAE latent channels")
   p.add_argument("--transforms", default="identity,fourier")
-  p.add_argument("--batch", type=int, default=8,
+  p.add_argument("--batch", type=int, default=4,
                  help="global batch of the size sweep")
   p.add_argument("--devices", default="1,2,4,8")
   p.add_argument("--device_size", type=int, default=32)
   p.add_argument("--batch_devices", type=int, default=16,
                  help="global batch of the device sweep")
-  p.add_argument("--steps", type=int, default=5, help="timed steps")
+  p.add_argument("--steps", type=int, default=3, help="timed steps")
   p.add_argument("--child_timeout", type=int, default=900)
   p.add_argument("--child", type=int, default=0, help=argparse.SUPPRESS)
   args = p.parse_args(argv)

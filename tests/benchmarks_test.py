@@ -76,8 +76,9 @@ def test_run_all_quick(tmp_path):
       s["sweep"]["fm"]["uniform"]]:
     assert _positive(r["nfe"] for r in curve)
     assert _positive(r["random_fd"] for r in curve)
-  assert set(s["nfe_to_fm_quality"]["nfe"]) == {
-      "kflow/uniform", "kflow/band", "kflow/energy", "fm/uniform"}
+  for metric in ("random_fd", "sliced_w2"):
+    assert set(s["nfe_to_fm_quality"]["metrics"][metric]["nfe"]) == {
+        "kflow/uniform", "kflow/band", "kflow/energy", "fm/uniform"}
   sc = res["scaling"]
   assert len(sc["sizes"]) >= 2 and len(sc["devices"]) >= 2
   assert _positive(r[k] for r in sc["sizes"] + sc["devices"]
