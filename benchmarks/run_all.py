@@ -4,6 +4,7 @@ r"""Every benchmark in one run, written as JSON and markdown per machine.
   python -m benchmarks.run_all --size=small       # about 25 min on 2 CPU cores
   python -m benchmarks.run_all --quick --out=DIR  # smoke run, a few minutes
   python -m benchmarks.run_all --only=sampling,scaling
+  python -m benchmarks.run_all --markdown_from=benchmarks/results/M.json
 
 Runs transforms, step, loop, input, sampling and scaling one after the
 other in this process, each through its own main(argv) (which prints what
@@ -268,7 +269,9 @@ def md_sampling(res, m):
   first = curves[cols[0][0]][cols[0][1]]
   out.append(
       f"{res['sweep_solver']} on each step grid, random_fd (sliced_w2); "
-      f"energy: steps per band ~ E_s^{res['energy_power']:g}")
+      f"band times tau = {[round(t, 3) for t in res['tau']]}; energy: steps "
+      f"per band ~ E_s^{res['energy_power']:g}, E = "
+      f"{[round(e, 2) for e in res['band_energies']]}")
   out.append(_table(
       ["NFE"] + [f"{n}/{s}" for n, s in cols],
       [[row["nfe"]] + [
@@ -328,8 +331,10 @@ def markdown(report: dict) -> str:
            f"{report['date']}, jax {report['jax']}, {report['platform']} "
            f"({report['device_kind']} x{len(report['devices'])}), CPU "
            f"{report['cpu']} x{report['cpu_count']}, size "
-           f"`{report['size']}`. Absolute numbers are labelled with the "
-           "machine; ratios are measured side by side in one run.", ""]
+           f"`{report['size']}` (each benchmark's arguments are on its "
+           "command line below; `full` runs their defaults). Absolute "
+           "numbers are labelled with the machine; ratios are measured side "
+           "by side in one run.", ""]
   for name, entry in report["benchmarks"].items():
     lines += [f"## {name}", "",
               f"`python -m benchmarks.{name} {' '.join(entry['argv'])}` "
@@ -352,7 +357,16 @@ def main(argv=None):
                                                "results"))
   p.add_argument("--only", default="",
                  help="comma-separated subset of " + ",".join(BENCHMARKS))
+  p.add_argument("--markdown_from", default="",
+                 help="only rewrite <machine>.md beside this <machine>.json "
+                 "(after a change of the tables), running nothing")
   args = p.parse_args(argv)
+  if args.markdown_from:
+    with open(args.markdown_from) as f:
+      report = json.load(f)
+    with open(os.path.splitext(args.markdown_from)[0] + ".md", "w") as f:
+      f.write(markdown(report))
+    return report
   size = "quick" if args.quick else args.size
   names = [n for n in BENCHMARKS
            if not args.only or n in args.only.split(",")]

@@ -90,6 +90,9 @@ def test_run_all_quick(tmp_path):
     assert f"## {name}" in md
   assert "| run | solver | setting | NFE |" in md
   assert f"step ms ({report['machine']})" in md
+  # The markdown is a function of the JSON alone (--markdown_from).
+  from benchmarks import run_all  # pylint: disable=g-import-not-at-top
+  assert run_all.markdown(report) == md
 
 
 def test_fit_exponent():
