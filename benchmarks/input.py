@@ -1,6 +1,7 @@
 r"""Input pipeline throughput (images/s, 1 process) on the array_record path.
 
     python benchmarks/input.py [--batches=30] [--num_workers=0]
+    python benchmarks/input.py --quick     # one small case (seconds)
 
 Writes synthetic array_record data sets (in a temp dir) in the format that
 build_dataset produces, at 32x32 and 256x256, stored raw (pre-cropped:
@@ -67,14 +68,24 @@ def measure(path, size, batch_size, batches, num_workers, num_threads):
   return batches * batch_size / elapsed
 
 
-def main():
+# (size, storage, batch, examples written); quick: both code paths, small.
+CASES = [(32, "raw", 256, 4096), (256, "raw", 32, 512),
+         (256, "jpeg", 32, 512)]
+QUICK_CASES = [(32, "raw", 64, 256), (64, "jpeg", 16, 64)]
+
+
+def main(argv=None):
+  """Prints the table and returns its rows as dicts."""
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--batches", type=int, default=20)
   parser.add_argument("--num_workers", type=int, default=0)
   parser.add_argument("--num_threads", type=int, default=2)
-  args = parser.parse_args()
-  cases = [(32, "raw", 256, 4096), (256, "raw", 32, 512),
-           (256, "jpeg", 32, 512)]
+  parser.add_argument("--quick", action="store_true",
+                      help="small cases, 3 batches (smoke run)")
+  args = parser.parse_args(argv)
+  cases = QUICK_CASES if args.quick else CASES
+  batches = 3 if args.quick else args.batches
+  rows = []
   print(f"input pipeline, 1 process, num_workers={args.num_workers}, "
         f"num_threads={args.num_threads}, {os.cpu_count()} CPUs")
   print(f"{'size':>6} {'storage':>8} {'batch':>6} {'images/s':>10} "
@@ -84,11 +95,14 @@ def main():
       path = os.path.join(tmp, f"{size}_{encoding}")
       os.makedirs(path)
       write_synthetic(path, n, size, encoding)
-      rate = measure(path, size, batch_size, args.batches, args.num_workers,
+      rate = measure(path, size, batch_size, batches, args.num_workers,
                      args.num_threads)
       mbs = rate * size * size * 3 * 4 / 1e6  # float32 output bytes
       print(f"{size:>6} {encoding:>8} {batch_size:>6} {rate:>10.0f} "
             f"{mbs:>8.1f}")
+      rows.append({"size": size, "storage": encoding, "batch": batch_size,
+                   "images_per_s": round(rate, 1), "mb_per_s": round(mbs, 2)})
+  return rows
 
 
 if __name__ == "__main__":

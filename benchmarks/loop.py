@@ -84,7 +84,8 @@ def time_loop(config, workdir, devices=None, waits=None):
   return sum(n) / sum(secs)
 
 
-def main():
+def main(argv=None):
+  """Runs the benchmark, prints its JSON line and returns it as a dict."""
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--config", default="digits",
                  help="config in configs/ with optional arguments, e.g. "
@@ -95,7 +96,7 @@ def main():
   p.add_argument("--log_every", type=int, default=20)
   p.add_argument("--checkpoint_every", type=int, default=100)
   p.add_argument("--quick", action="store_true", help="smoke run")
-  args = p.parse_args()
+  args = p.parse_args(argv)
   config = load_config(*args.config.split(":", 1))
   if args.dit_s:
     config = load_config("patches")
@@ -124,7 +125,7 @@ def main():
     loop = time_loop(config, wd, waits=waits)
   bare2, _ = time_bare(step_fn, state, batch, block, bare_steps)
   bare = 0.5 * (bare1 + bare2)
-  print(json.dumps({
+  out = {
       "model": config.model.to_dict(),
       "data": config.input.name, "batch": int(config.batch_size),
       "devices": jax.device_count(), "bare_steps_per_s": round(bare, 3),
@@ -136,7 +137,9 @@ def main():
       "input_wait_ms": round(1e3 * sum(waits) / max(1, len(waits)), 3),
       "other_overhead_ms": round(
           1e3 * (1 / loop - 1 / bare) - 1e3 * sum(waits) / max(1, len(waits)),
-          3)}))
+          3)}
+  print(json.dumps(out))
+  return out
 
 
 if __name__ == "__main__":

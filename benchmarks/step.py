@@ -50,18 +50,29 @@ def path_time_us(path, x1, repeats: int = 200) -> float:
   return 1e6 * statistics.median(times)
 
 
-def main():
+def main(argv=None):
+  """Runs the benchmark, prints its JSON line and returns it as a dict."""
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--config", default="digits")
   p.add_argument("--rounds", type=int, default=40)
   p.add_argument("--steps", type=int, default=2, help="steps per timing")
+  p.add_argument("--transforms", default="",
+                 help="comma-separated subset of the transforms (identity is "
+                 "always run, as the baseline); empty: all")
   p.add_argument("--quick", action="store_true", help="smoke run")
-  args = p.parse_args()
+  args = p.parse_args(argv)
   rounds, steps = (2, 1) if args.quick else (args.rounds, args.steps)
   if rounds < 1 or steps < 1:
     raise ValueError(f"--rounds and --steps must be >= 1, got {rounds}, "
                      f"{steps}.")
   names = ["identity"] + [n for n in kamp.names() if n != "identity"]
+  if args.transforms:
+    wanted = set(args.transforms.split(","))
+    unknown = wanted - set(names)
+    if unknown:
+      raise ValueError(f"--transforms: unknown {sorted(unknown)}; valid: "
+                       f"{names}.")
+    names = [n for n in names if n == "identity" or n in wanted]
   runs, path_us = {}, {}
   for name in names:
     config = loop.load_config(*args.config.split(":", 1))
@@ -111,6 +122,7 @@ def main():
                  "path_share": round(1e-3 * path_us[name] / base_ms, 5)}
   out["goal"] = "median_ratio <= 1.03"
   print(json.dumps(out))
+  return out
 
 
 if __name__ == "__main__":

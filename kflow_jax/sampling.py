@@ -140,6 +140,28 @@ def _split_counts(lengths, total):
   return counts
 
 
+def steps_by_energy(energies, num_steps: int, power: float = 0.5
+                    ) -> tuple:
+  """Steps per band in proportion to E_s ** power, at least one each.
+
+  For time_grid(path, steps_per_band=...): the budget follows the band
+  energies (paths.measure_band_energy) instead of the bands' time shares,
+  so with uniform band times the energetic (coarse) bands still get more
+  steps. power = 0.5 splits by the band's amplitude (the norm of the motion
+  it has to make), 1 by its energy, 0 evenly. Largest-remainder rounding,
+  as for num_steps in time_grid.
+  """
+  e = np.asarray(energies, np.float64).reshape(-1)
+  if e.size < 1 or not np.all(np.isfinite(e)) or np.any(e <= 0):
+    raise ValueError(
+        f"energies must be finite and > 0 per band, got {e.tolist()}; measure "
+        "them with paths.measure_band_energy(transform, batches, cutoffs).")
+  if not np.isfinite(power) or power < 0:
+    raise ValueError(f"power must be finite and >= 0, got {power}.")
+  return tuple(int(n) for n in _split_counts(e ** float(power),
+                                             int(num_steps)))
+
+
 # How num_steps is split over the bands (config.sample.step_allocation).
 ALLOCATIONS = ("time", "band")
 

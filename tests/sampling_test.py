@@ -52,6 +52,26 @@ def test_grid_has_every_band_edge():
   assert g[0] == np.float32(0.5) and np.float32(path.tau[2]) in g
 
 
+def test_steps_by_energy():
+  # sqrt(4):sqrt(1) = 2:1 of 9 steps; energy 4:1 of 10; power 0: even.
+  assert sampling.steps_by_energy([4.0, 1.0], 9) == (6, 3)
+  assert sampling.steps_by_energy([4.0, 1.0], 10, power=1.0) == (8, 2)
+  assert sampling.steps_by_energy([4.0, 1.0], 6, power=0.0) == (3, 3)
+  # Every band keeps one step however small its energy.
+  assert sampling.steps_by_energy([1e6, 1.0, 1.0], 5, power=1.0) == (3, 1, 1)
+  path = fourier_path()
+  alloc = sampling.steps_by_energy([9.0, 4.0, 1.0], 12)
+  assert sum(alloc) == 12
+  g = sampling.time_grid(path, steps_per_band=alloc)
+  assert steps_per_band(path, g) == list(alloc)
+  with pytest.raises(ValueError, match="fewer than"):
+    sampling.steps_by_energy([1.0, 1.0, 1.0], 2)
+  with pytest.raises(ValueError, match="energies"):
+    sampling.steps_by_energy([1.0, 0.0], 4)
+  with pytest.raises(ValueError, match="power"):
+    sampling.steps_by_energy([1.0, 2.0], 4, power=-1.0)
+
+
 def test_grid_errors():
   path = fourier_path(overlap=0.4)
   with pytest.raises(ValueError, match="fewer than"):
