@@ -58,6 +58,13 @@ class CoarseGrid(NamedTuple):
   from_coarse: z [B, h, w, C] -> x [B, H, W, C]: bands 0..s from z, finer
     bands 0 (the coarse coefficients outside bands 0..s are ignored).
   band_part: (z, bands) -> z: the part of z in `bands`, on the coarse grid.
+  coef_to_coarse: full coefficients [B, *coef_shape] -> the coarse
+    transform's coefficients of bands 0..s (0 elsewhere): T_g(to_coarse(x))
+    without leaving coefficient space, so values are moved, not recomputed.
+  coef_from_coarse: the inverse on bands 0..s: coarse coefficients -> full
+    coefficients, finer bands 0. A sampler that keeps its state in
+    coefficient space uses this pair to leave the finer bands' noise
+    untouched bit for bit.
   """
   shape: tuple
   factor: int
@@ -68,6 +75,8 @@ class CoarseGrid(NamedTuple):
   to_coarse: Callable
   from_coarse: Callable
   band_part: Callable
+  coef_to_coarse: Callable
+  coef_from_coarse: Callable
 
 
 class Fit(NamedTuple):
@@ -219,7 +228,9 @@ def _full_grid(transform, band, s) -> CoarseGrid:
       shape=tuple(transform.shape), factor=1, band=s, transform=transform,
       bands=band, members=members,
       to_coarse=lambda x: project(x, members), from_coarse=from_coarse,
-      band_part=lambda z, keep: project(z, np.isin(band, _ids(keep))))
+      band_part=lambda z, keep: project(z, np.isin(band, _ids(keep))),
+      coef_to_coarse=lambda c: jnp.where(members, c, 0),
+      coef_from_coarse=lambda c: jnp.where(members, c, 0))
 
 
 def _sub_grid(transform, grid, cutoffs, s) -> CoarseGrid:
@@ -250,7 +261,9 @@ def _sub_grid(transform, grid, cutoffs, s) -> CoarseGrid:
   return CoarseGrid(
       shape=shape, factor=int(grid.factor), band=s, transform=small,
       bands=bands, members=members, to_coarse=to_coarse,
-      from_coarse=from_coarse, band_part=band_part)
+      from_coarse=from_coarse, band_part=band_part,
+      coef_to_coarse=lambda c: jnp.where(members, grid.gather(c), 0),
+      coef_from_coarse=lambda c: grid.scatter(jnp.where(members, c, 0)))
 
 
 def _ids(keep) -> np.ndarray:
