@@ -219,7 +219,9 @@ def batch_sizes(shares, batch: int,
         "config.batch_size.")
   share = p * n
   sizes = np.floor(share).astype(int)
-  order = sorted(range(p.size), key=lambda i: (-(share[i] - sizes[i]), i))
+  # Rounded so that equal shares up to float noise (band times 1/3) tie.
+  order = sorted(range(p.size),
+                 key=lambda i: (-round(share[i] - sizes[i], 9), i))
   for i in order[:n - int(sizes.sum())]:
     sizes[i] += 1
   for i in np.flatnonzero(live & (sizes == 0)):

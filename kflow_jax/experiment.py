@@ -35,6 +35,7 @@ from kflow_jax import optim
 from kflow_jax import paths
 from kflow_jax import sharding
 from kflow_jax import train_state
+from kflow_jax.kamp import coarse
 
 ENERGY_FILE = "band_energy.json"
 PCA_FILE = "pca_basis.npz"
@@ -90,6 +91,9 @@ def setup(config, workdir: Optional[str], mode: str = "train", *,
                               jax.process_count())
   info = input_pipeline.get_info(config.input, "train")
   ncls = num_classes_of(config, info)
+  if scale_adaptive(config):
+    # Before a transform is fitted on data for nothing (pca).
+    coarse.check_transform_name(config.transform.name)
   transform = build_transform(config, tuple(info.shape), workdir)
   path = build_path(config, transform, workdir, write=mode == "train")
   model = build_model(config, ncls, path)

@@ -86,15 +86,25 @@ class Fit(NamedTuple):
   shape: tuple
 
 
+def _no_grid(name) -> ValueError:
+  why = NO_GRID.get(name, "it describes no lower-resolution grid "
+                    "(KTransform.subgrids is None)")
+  return ValueError(
+      f"transform {name!r} has no lower-resolution grid for coarse bands: "
+      f"{why}. Coarse grids need fourier, dct or an orthogonal wavelet.")
+
+
+def check_transform_name(name: str) -> None:
+  """Refuses, by name, a transform known to have no coarse grid (the error
+  coarse_grid gives), before anything is built or fitted for it."""
+  if name in NO_GRID:
+    raise _no_grid(name)
+
+
 def _subgrids(transform) -> tuple:
   """The transform's dyadic sub-grids, or a ValueError saying why none."""
   if transform.subgrids is None:
-    why = NO_GRID.get(transform.name, "it describes no lower-resolution "
-                      "grid (KTransform.subgrids is None)")
-    raise ValueError(
-        f"transform {transform.name!r} has no lower-resolution grid for "
-        f"coarse bands: {why}. Coarse grids need fourier, dct or an "
-        "orthogonal wavelet.")
+    raise _no_grid(transform.name)
   if not transform.orthonormal:
     raise ValueError(
         f"transform {transform.name!r} (shape {transform.shape}) is not "

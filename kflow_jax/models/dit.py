@@ -239,7 +239,10 @@ class DiT(nn.Module):
             nn.initializers.zeros_init(), ("embed",)),
         name="x_embedder")(x.astype(dt))
     tok = tok.reshape(b, gh * gw, hidden)
-    tok = tok + self._pos_embed(gh, gw, hidden, frame).astype(dt)[None]
+    pos = self._pos_embed(gh, gw, hidden, frame)
+    # Inspectable with mutable=["intermediates"] (a no-op otherwise).
+    self.sow("intermediates", "pos_embed", pos)
+    tok = tok + pos.astype(dt)[None]
     tok = layers.constrain(tok, layers.TOKENS)
 
     c = layers.TimestepEmbedder(hidden, time_scale=self.time_scale, dtype=dt,
