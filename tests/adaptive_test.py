@@ -458,3 +458,14 @@ def test_command_error_for_a_transform_without_coarse_grid(tmp_path):
   assert "kflow_jax: error: transform 'identity' has no lower-resolution " \
          "grid" in p.stderr
   assert "Traceback" not in p.stderr
+
+
+def test_cost_benchmark_runs():
+  """benchmarks/adaptive_cost.py at toy size: its XLA-counted sampling
+  ratio is the DiT's matmul estimate, and training saves about as much."""
+  from benchmarks import adaptive_cost  # pylint: disable=g-import-not-at-top
+  (row,) = adaptive_cost.main(["--quick", "--bands=2"])
+  assert row["grids"] == ["16x16", "32x32"] and row["sub_batches"] == [6, 6]
+  np.testing.assert_allclose(row["sample_ratio"], row["estimate_ratio"],
+                             rtol=0.01)
+  assert 1.4 < row["train_ratio"] < row["estimate_ratio"] + 0.05
