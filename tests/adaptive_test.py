@@ -469,3 +469,24 @@ def test_cost_benchmark_runs():
   np.testing.assert_allclose(row["sample_ratio"], row["estimate_ratio"],
                              rtol=0.01)
   assert 1.4 < row["train_ratio"] < row["estimate_ratio"] + 0.05
+
+
+def test_runs_from_before_the_switch_resume_and_keep_their_hash():
+  """A config.json without model.scale_adaptive (or loss.band_batch_sizes)
+  ran with the defaults: relaunching it is the same run, and its sample
+  sets keep their config hash; switching on is a change."""
+  from kflow_jax import checkpointing  # pylint: disable=g-import-not-at-top
+  new = _digits(**{"model.scale_adaptive": False})
+  old = json.loads(new.to_json_best_effort(sort_keys=True))
+  del old["model"]["scale_adaptive"], old["loss"]["band_batch_sizes"]
+  assert checkpointing.config_diff(old, json.loads(
+      new.to_json_best_effort())) == []
+  stripped = _digits(**{"model.scale_adaptive": False})
+  with stripped.unlocked():
+    del stripped.model["scale_adaptive"], stripped.loss["band_batch_sizes"]
+  assert checkpointing.config_hash(stripped) == checkpointing.config_hash(new)
+  on = json.loads(_digits().to_json_best_effort())
+  assert checkpointing.config_diff(old, on) == [
+      "model.scale_adaptive: False -> True"]
+  assert checkpointing.config_hash(_digits()) != checkpointing.config_hash(
+      new)
