@@ -75,7 +75,7 @@ def get_config(arg=None):
   c.path.num_scales = 1 if a.transform == "identity" else 2
   c.path.gamma = 0.0
   c.model = ml_collections.ConfigDict(dict(
-      name="unet", size="cifar", dtype="float32"))
+      name="unet", size="cifar", dtype="float32", scale_adaptive=False))
   c.total_steps = 400_000
   c.batch_size = 128
   c.recipe_devices = 1
@@ -96,8 +96,9 @@ def get_config(arg=None):
   if a.runlocal:
     c = config_lib.runlocal(c)
     # Keep the U-Net path (runlocal's default backbone is a DiT), tiny.
-    c.model = ml_collections.ConfigDict(dict(name="unet", size="mu",
-                                             dtype="float32"))
+    c.model = ml_collections.ConfigDict(dict(
+        name="unet", size="mu", dtype="float32",
+        scale_adaptive=c.model.scale_adaptive))
     c.input.num_workers = 0
     # dopri5 (diffrax) compiles for tens of seconds on the CPU.
     c.sample.solver = "euler"

@@ -35,6 +35,16 @@ RUN_CONTROL_KEYS = (
     "recipe_devices")
 
 
+# Config keys added after runs were made, with the default they were
+# added with. A config.json that lacks one ran with that default, so a
+# relaunch with the default is the same run (config_diff), and a config at
+# the default hashes as it did before the key existed (config_hash).
+ADDED_KEYS = {
+    "model.scale_adaptive": False,
+    "loss.band_batch_sizes": None,
+}
+
+
 class WorkdirError(ValueError):
   """The workdir cannot be used (permissions, or a different run in it)."""
 
@@ -74,9 +84,10 @@ def config_diff(old: dict, new: dict) -> list:
   for key in sorted(set(a) | set(b)):
     if key.split(".")[0] in RUN_CONTROL_KEYS:
       continue
-    if a.get(key, "<missing>") != b.get(key, "<missing>"):
-      diffs.append(f"{key}: {a.get(key, '<missing>')!r} -> "
-                   f"{b.get(key, '<missing>')!r}")
+    missing = ADDED_KEYS.get(key, "<missing>")
+    if a.get(key, missing) != b.get(key, missing):
+      diffs.append(f"{key}: {a.get(key, missing)!r} -> "
+                   f"{b.get(key, missing)!r}")
   return diffs
 
 
@@ -85,7 +96,8 @@ def config_hash(config) -> str:
   RUN_CONTROL_KEYS, so outputs of one model share it."""
   flat = _flatten(json.loads(config.to_json_best_effort(sort_keys=True)))
   kept = {k: v for k, v in flat.items()
-          if k.split(".")[0] not in RUN_CONTROL_KEYS}
+          if k.split(".")[0] not in RUN_CONTROL_KEYS
+          and not (k in ADDED_KEYS and v == ADDED_KEYS[k])}
   blob = json.dumps(kept, sort_keys=True, default=str).encode()
   return hashlib.sha256(blob).hexdigest()[:16]
 

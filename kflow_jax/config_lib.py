@@ -23,6 +23,8 @@ data only; `experiment.setup` is the one reader of the training sections,
   model.name         models name; the other model.* keys are its options
                      (models.fields(name)); run-owned options (the MoE's
                      band times tau) come from the run, never the config
+  model.scale_adaptive  run band s's network on bands 0..s as a smaller
+                     image (kflow_jax/adaptive.py; loss.band_batch_sizes)
   optim.*            optim.default_config(): AdamW, warmup, schedule, clip
   ema_decays         one EMA of the params per decay
   mesh.fsdp          fsdp axis size (1 = pure data parallel)
@@ -78,11 +80,19 @@ def base() -> ml_collections.ConfigDict:
       band_loss_weights=config_dict.placeholder(tuple),
       # Or a rule for them (losses.BAND_WEIGHTINGS): "target_scale" weighs
       # band s by its window length squared (losses.target_scale_weights).
-      band_weighting="none"))
+      band_weighting="none",
+      # Scale-adaptive runs: examples per band in each batch (sum =
+      # batch_size); None: proportional to each band's share of t.
+      band_batch_sizes=config_dict.placeholder(tuple)))
   # U-Net "mu": on 16x16 data it reaches recognisable digits in 2000 CPU
   # steps where a DiT of the same step time (ti/2) is still blurry.
   c.model = ml_collections.ConfigDict(dict(name="unet", size="mu",
                                            dtype="float32"))
+  # Scale-adaptive compute (kflow_jax/adaptive.py): while band s flows the
+  # backbone runs on bands 0..s as a smaller image, in training, sampling
+  # and evaluation. Needs fourier, dct or an orthogonal wavelet with
+  # cut-offs that fit (kamp.coarse.fitting_cutoffs).
+  c.model.scale_adaptive = False
   c.optim = optim.default_config()
   c.ema_decays = (0.999,)
   c.mesh = ml_collections.ConfigDict(dict(fsdp=1))
@@ -150,7 +160,8 @@ def runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   # The smallest, fastest-compiling backbone: tests compile it many times.
   c.model = ml_collections.ConfigDict(dict(
       name="dit", size="mu", patch_size=2, dtype=c.model.get(
-          "dtype", "float32")))
+          "dtype", "float32"),
+      scale_adaptive=c.model.get("scale_adaptive", False)))
   c.ema_decays = (0.9,)
   c.sample.num_samples = 8
   c.sample.batch_size = 8
@@ -176,7 +187,8 @@ def lfm_latent_recipe(c, *, total_steps: int, batch_size: int,
   AdamW at a constant learning rate (no warmup, decay or clipping), an
   EMA of 0.9999 for sampling, adaptive dopri5 sampling."""
   c.model = ml_collections.ConfigDict(dict(
-      name=model, size="L", patch_size=2, dtype="bfloat16"))
+      name=model, size="L", patch_size=2, dtype="bfloat16",
+      scale_adaptive=c.model.get("scale_adaptive", False)))
   c.total_steps = int(total_steps)
   c.batch_size = int(batch_size)
   c.recipe_devices = int(recipe_devices)

@@ -297,8 +297,7 @@ def eval_loss(run, params, step: int, write: bool = True) -> dict:
   config = run.config
   # The training loss on a local batch (the model runs once on it, which
   # a band-routed MoE needs), with padding masked out.
-  loss_fn = sharding.sharded_loss_and_grad(experiment.make_loss(run),
-                                           run.mesh, with_grad=False)
+  loss_fn = experiment.sharded_loss(run, with_grad=False)
   bs = int(config.batch_size)
 
   @jax.jit

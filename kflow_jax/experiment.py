@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from kflow_jax import adaptive as adaptive_lib
 from kflow_jax import checkpointing
 from kflow_jax import generate
 from kflow_jax import input_pipeline
@@ -34,6 +35,7 @@ from kflow_jax import optim
 from kflow_jax import paths
 from kflow_jax import sharding
 from kflow_jax import train_state
+from kflow_jax.kamp import coarse
 
 ENERGY_FILE = "band_energy.json"
 PCA_FILE = "pca_basis.npz"
@@ -60,6 +62,9 @@ class Run(NamedTuple):
   abstract_state: Any     # ShapeDtypeStructs with shardings
   spec: generate.Spec
   decoder: Optional[Callable]  # latents -> pixels (latent configs)
+  # adaptive.Plan when config.model.scale_adaptive (each band's network on
+  # its coarse grid: training, sampling, evaluation), else None.
+  adaptive: Any = None
 
 
 def setup(config, workdir: Optional[str], mode: str = "train", *,
@@ -86,9 +91,14 @@ def setup(config, workdir: Optional[str], mode: str = "train", *,
                               jax.process_count())
   info = input_pipeline.get_info(config.input, "train")
   ncls = num_classes_of(config, info)
+  if scale_adaptive(config):
+    # Before a transform is fitted on data for nothing (pca).
+    coarse.check_transform_name(config.transform.name)
   transform = build_transform(config, tuple(info.shape), workdir)
   path = build_path(config, transform, workdir, write=mode == "train")
   model = build_model(config, ncls, path)
+  plan = (adaptive_lib.plan(path, model) if scale_adaptive(config)
+          else None)
   tx, schedule = optim.make_optimizer(config.optim, int(config.total_steps))
   decays = train_state.validate_ema_decays(config.ema_decays)
   init, shardings, abstract = make_state_init(model, info, ncls, tx, decays,
@@ -102,7 +112,14 @@ def setup(config, workdir: Optional[str], mode: str = "train", *,
              transform=transform, path=path, model=model, num_classes=ncls,
              tx=tx, schedule=schedule, ema_decays=decays, init_state=init,
              state_shardings=shardings, abstract_state=abstract, spec=spec,
-             decoder=input_pipeline.latent_decoder(config.input))
+             decoder=input_pipeline.latent_decoder(config.input),
+             adaptive=plan)
+
+
+def scale_adaptive(config) -> bool:
+  """config.model.scale_adaptive (False when absent: configs that replace
+  config.model wholesale, and runs from before the switch existed)."""
+  return bool(config.model.get("scale_adaptive", False))
 
 
 def make_state_init(model, info, num_classes, tx, ema_decays, mesh,
@@ -279,7 +296,8 @@ def _check_path_record(f: str, path: paths.Path, write: bool) -> None:
 def build_model(config, num_classes: int, path: paths.Path):
   """The config's backbone; run-owned options come from the run."""
   name = config.model.name
-  kwargs = _kwargs(config.model)
+  # scale_adaptive is how the run uses the backbone, not a backbone option.
+  kwargs = _kwargs(config.model, drop=("name", "scale_adaptive"))
   owned = models.run_options(name)
   set_by_config = [k for k in owned if kwargs.get(k) is not None]
   if set_by_config:
@@ -300,17 +318,20 @@ def num_classes_of(config, info) -> int:
 _T_SAMPLING_KEYS = ("band_weights", "logit_mean", "logit_std")
 
 
-def make_loss(run: Run) -> Callable:
-  """(params, batch, keys) -> (loss, aux) on a local batch (see sharding).
-
-  Each example's noise x0, time t and label drop come from its own key, so
-  the loss does not depend on how the batch is split over devices; the
-  model then runs once on the whole local batch.
-  """
+def _loss_options(run: Run) -> dict:
+  """config.loss read once: t sampling with its options, band loss weights,
+  sub-batch sizes of scale-adaptive runs, and the options left for
+  losses.kflow_loss."""
   config = run.config
   opts = _kwargs(config.loss, drop=())
   method = opts.pop("t_sampling", "uniform")
   t_opts = {k: opts.pop(k) for k in _T_SAMPLING_KEYS if k in opts}
+  sizes = opts.pop("band_batch_sizes", None)
+  if sizes is not None and run.adaptive is None:
+    raise ValueError(
+        "config.loss.band_batch_sizes sets the per-band sub-batches of a "
+        "scale-adaptive run; set config.model.scale_adaptive=True or remove "
+        "it.")
   weighting = opts.pop("band_weighting", "none")
   if weighting not in losses.BAND_WEIGHTINGS:
     raise ValueError(f"config.loss.band_weighting={weighting!r}; valid: "
@@ -321,6 +342,26 @@ def make_loss(run: Run) -> Callable:
           "config.loss.band_weighting and config.loss.band_loss_weights both "
           "set the per-band loss weights; set only one of them.")
     opts["band_loss_weights"] = losses.target_scale_weights(run.path)
+  return {"method": method, "t_opts": t_opts, "band_batch_sizes": sizes,
+          "rest": opts}
+
+
+def make_loss(run: Run) -> Callable:
+  """(params, batch, keys) -> (loss, aux) on a local batch (see sharding).
+
+  Each example's noise x0, time t and label drop come from its own key, so
+  the loss does not depend on how the batch is split over devices; the
+  model then runs once on the whole local batch. Full-resolution runs only:
+  a scale-adaptive run splits the global batch by band first (see
+  `sharded_loss`).
+  """
+  if run.adaptive is not None:
+    raise ValueError(
+        "a scale-adaptive run's loss splits the global batch by band before "
+        "sharding it; use experiment.sharded_loss(run).")
+  config = run.config
+  o = _loss_options(run)
+  method, t_opts, opts = o["method"], o["t_opts"], o["rest"]
   p_drop = float(config.label_dropout)
   model, ncls, path = run.model, run.num_classes, run.path
 
@@ -347,3 +388,20 @@ def make_loss(run: Run) -> Callable:
     return losses.kflow_loss(velocity_fn, path, x1, keys[0], y=y, x0=x0,
                              t=t, mask=batch.get("mask"), **opts)
   return loss_fn
+
+
+def sharded_loss(run: Run, with_grad: bool = True) -> Callable:
+  """fn(params, batch, keys) -> (loss, aux, grads) over a global batch
+  (sharding.sharded_loss_and_grad's contract): the full-resolution loss, or
+  for a scale-adaptive run the per-band loss of adaptive.py."""
+  if run.adaptive is None:
+    return sharding.sharded_loss_and_grad(make_loss(run), run.mesh,
+                                          with_grad=with_grad)
+  o = _loss_options(run)
+  setup = adaptive_lib.make_loss_setup(
+      run.path, o["method"], o["t_opts"],
+      band_loss_weights=o["rest"].get("band_loss_weights"),
+      band_batch_sizes=o["band_batch_sizes"])
+  return adaptive_lib.sharded_loss_and_grad(
+      run.model, run.adaptive, setup, run.mesh, num_classes=run.num_classes,
+      label_dropout=float(run.config.label_dropout), with_grad=with_grad)

@@ -22,6 +22,7 @@ import ml_collections
 from ml_collections import config_dict
 import numpy as np
 
+from kflow_jax import adaptive
 from kflow_jax import checkpointing
 from kflow_jax import metrics_io
 from kflow_jax import sampling
@@ -134,10 +135,17 @@ def parse_spec(scfg, num_classes: int, num_bands: int) -> Spec:
 
 
 def velocity_fn(model, params, path, num_classes: int, spec: Spec,
-                y) -> Callable:
-  """(x, t) -> v of the spec's guidance and class drop for labels y."""
+                y, frame=None) -> Callable:
+  """(x, t) -> v of the spec's guidance and class drop for labels y.
+
+  frame (models.layers.Frame): x is a coarse grid of the image whose
+  pixels sit there on the full grid (scale-adaptive runs); None: full
+  resolution.
+  """
+  extra = {} if frame is None else {"frame": frame}
+
   def apply(x, t, yy):
-    return model.apply({"params": params}, x, t, yy, train=False)
+    return model.apply({"params": params}, x, t, yy, train=False, **extra)
 
   if not num_classes:
     return lambda x, t: apply(x, t, None)
@@ -161,13 +169,21 @@ def velocity_fn(model, params, path, num_classes: int, spec: Spec,
                                guidance=guidance)
 
 
-def make_sampler(model, path, num_classes: int, spec: Spec) -> Callable:
+def make_sampler(model, path, num_classes: int, spec: Spec,
+                 plan=None) -> Callable:
   """fn(params, x0, y, t_start=0, t_end=1, num_steps=None) -> (x, stats).
 
   stats["nfe"] counts network evaluations (a CFG call of 2B counts once,
   as the batch is evaluated in one call). Jit it with static t_start,
-  t_end, num_steps.
+  t_end, num_steps. plan (adaptive.Plan, a scale-adaptive run): each
+  band's steps run on its coarse grid (adaptive.make_sampler); stats then
+  also hold nfe_per_band and nfe_full_equivalent.
   """
+  if plan is not None:
+    return adaptive.make_sampler(
+        lambda params, y, frame: velocity_fn(model, params, path,
+                                             num_classes, spec, y, frame),
+        plan, spec)
   def run(params, x0, y, t_start=0.0, t_end=1.0, num_steps=None):
     vfn = velocity_fn(model, params, path, num_classes, spec, y)
     kwargs = {}
@@ -299,8 +315,12 @@ SET_FILE = "samples.json"
 
 
 def sample_set_dir(run, step: int) -> str:
-  """Where --mode=sample writes the set of checkpoint `step`."""
-  return os.path.join(run.workdir, "sample_mode", sample_tag(run.spec, step))
+  """Where --mode=sample writes the set of checkpoint `step` (a
+  scale-adaptive sampler's set gets its own directory)."""
+  tag = sample_tag(run.spec, step)
+  if getattr(run, "adaptive", None) is not None:
+    tag += "_adaptive"
+  return os.path.join(run.workdir, "sample_mode", tag)
 
 
 def chunk_size(spec: Spec, num_devices: int) -> int:
@@ -330,6 +350,8 @@ def _set_record(run, step: int, chunk: int) -> dict:
       "transform": run.transform.name,
       "cutoffs": list(run.path.cutoffs), "tau": list(run.path.tau),
       "config_hash": checkpointing.config_hash(run.config),
+      # Only when on, so records of full-resolution sets stay as they were.
+      **({"scale_adaptive": True} if run.adaptive is not None else {}),
       "images": "uint8 [n, H, W, C], decoded" if run.decoder else
                 "uint8 [n, H, W, C]",
   }
@@ -369,13 +391,16 @@ def _host_array(x) -> np.ndarray:
   return np.asarray(jax.device_get(x))
 
 
-def make_chunk_fn(run):
+def make_chunk_fn(run, with_stats: bool = False):
   """Jitted (params, start) -> (samples, labels, nfe) for the chunk of
   global indices start..start+C-1, sharded over every device of the mesh
-  (noise, labels and the ODE alike)."""
+  (noise, labels and the ODE alike). with_stats: the third output is the
+  dict of NFE counts instead ({"nfe"}, plus "nfe_per_band" and
+  "nfe_full_equivalent" for a scale-adaptive run)."""
   spec, path, mesh = run.spec, run.path, run.mesh
   chunk = chunk_size(spec, mesh.size)
-  sampler = make_sampler(run.model, path, run.num_classes, spec)
+  sampler = make_sampler(run.model, path, run.num_classes, spec,
+                         plan=run.adaptive)
   bsh = sharding.batch_sharding(mesh)
   rng = jax.random.PRNGKey(spec.seed)
 
@@ -387,7 +412,14 @@ def make_chunk_fn(run):
     x, stats = sampler(params, x0, y)
     if run.decoder is not None and not spec.save_latents:
       x = run.decoder(x)
-    return x, y, jnp.asarray(stats["nfe"], jnp.int32)
+    nfe = jnp.asarray(stats["nfe"], jnp.int32)
+    if not with_stats:
+      return x, y, nfe
+    out = {"nfe": nfe}
+    for key in ("nfe_per_band", "nfe_full_equivalent"):
+      if key in stats:
+        out[key] = jnp.asarray(stats[key])
+    return x, y, out
 
   # The params keep the shardings they were restored with (replicated or
   # fsdp); the chunk's batch axis is split over every device.
@@ -404,7 +436,7 @@ def sample(run, params, step: int) -> str:
   memory holds one chunk at a time. Returns the set's directory."""
   spec = run.spec
   directory = sample_set_dir(run, step)
-  fn, chunk = make_chunk_fn(run)
+  fn, chunk = make_chunk_fn(run, with_stats=True)
   n = spec.num_samples
   num_chunks = -(-n // chunk)
   record = _set_record(run, step, chunk)
@@ -426,10 +458,16 @@ def sample(run, params, step: int) -> str:
                  directory, start, num_chunks)
   progress = metrics_io.Progress(start, num_chunks)
   for c in range(start, num_chunks):
-    x, y, nfe = fn(params, np.int32(c * chunk))
+    x, y, stats = fn(params, np.int32(c * chunk))
     keep = min(chunk, n - c * chunk)
     x, y = _host_array(x)[:keep], _host_array(y)[:keep]
-    nfe = int(jax.device_get(nfe))
+    stats = jax.device_get(stats)
+    nfe = int(stats["nfe"])
+    counts = {"nfe": nfe}
+    if "nfe_per_band" in stats:  # scale-adaptive: NFE at each band's grid
+      counts.update(
+          nfe_per_band=[int(v) for v in stats["nfe_per_band"]],
+          nfe_full_equivalent=float(stats["nfe_full_equivalent"]))
     if lead:
       arrays = {"labels": y.astype(np.int32),
                 "indices": np.arange(c * chunk, c * chunk + keep)}
@@ -441,7 +479,7 @@ def sample(run, params, step: int) -> str:
       with open(f + ".tmp", "wb") as fh:
         np.savez(fh, **arrays)
       os.replace(f + ".tmp", f)  # a chunk exists only when complete
-      meta["chunks"][str(c)] = {"nfe": nfe}
+      meta["chunks"][str(c)] = counts
       _write_json(os.path.join(directory, SET_FILE), meta)
     timing = progress.update(c + 1)
     logging.info("Sample chunk %d/%d (%d samples) NFE %d | %.2f chunks/s | "
@@ -451,6 +489,19 @@ def sample(run, params, step: int) -> str:
     nfes = [v["nfe"] for v in meta["chunks"].values()]
     meta.update(complete=True, nfe_mean=float(np.mean(nfes)),
                 nfe_max=int(np.max(nfes)))
+    if run.adaptive is not None:
+      chunks = list(meta["chunks"].values())
+      meta.update(
+          nfe_per_band_mean=np.mean([v["nfe_per_band"] for v in chunks],
+                                    axis=0).tolist(),
+          nfe_full_equivalent_mean=float(np.mean(
+              [v["nfe_full_equivalent"] for v in chunks])),
+          band_grids=[f"{g.shape[0]}x{g.shape[1]}"
+                      for g in run.adaptive.grids])
+      logging.info("Scale-adaptive NFE per band (grids %s): %s, "
+                   "full-resolution equivalent %.2f",
+                   meta["band_grids"], meta["nfe_per_band_mean"],
+                   meta["nfe_full_equivalent_mean"])
     _write_json(os.path.join(directory, SET_FILE), meta)
     first = load_samples(directory, limit=256)
     samples_lib.save_grid(os.path.join(directory, "grid.png"),

@@ -41,6 +41,7 @@ import ml_collections
 from ml_collections import config_dict
 import numpy as np
 
+from kflow_jax import adaptive
 from kflow_jax import generate
 from kflow_jax import input_pipeline
 from kflow_jax import paths as paths_lib
@@ -479,6 +480,14 @@ def _labels(run, labels, count: int, rcfg):
 
 
 def _velocity(run, params, y):
+  if run.adaptive is not None:
+    # The network of a scale-adaptive run on each band's grid, as a
+    # full-resolution field for the steering samplers below (exact; the
+    # compute saving is the sampler's, not used here).
+    return adaptive.full_velocity(
+        lambda p, yy, frame: generate.velocity_fn(
+            run.model, p, run.path, run.num_classes, run.spec, yy, frame),
+        run.adaptive, params, y)
   return generate.velocity_fn(run.model, params, run.path, run.num_classes,
                               run.spec, y)
 
@@ -694,7 +703,7 @@ def mix_mode(run, params, step: int) -> dict:
                       split)
   y = _labels(run, None, rows * cols, rcfg)
   sampler = generate.jit_sampler(generate.make_sampler(
-      run.model, path, run.num_classes, spec))
+      run.model, path, run.num_classes, spec, plan=run.adaptive))
   out = []
   for i, j in _batches(rows * cols, int(rcfg.batch_size)):
     out.append(generate.decode(run.decoder, sampler(

@@ -130,7 +130,7 @@ def state_shardings(mesh, abstract_state, shard_fn=None):
   return shard_fn(abstract_state, mesh)
 
 
-def _reduce_aux(aux, axes):
+def reduce_aux(aux, axes):
   """Sums leaves named *_sum / *_count over devices (so ratios can be
   formed after the psum); averages everything else."""
   return {k: (lax.psum(v, axes) if k.endswith(("_sum", "_count"))
@@ -178,7 +178,7 @@ def sharded_loss_and_grad(local_loss: Callable, mesh,
     else:
       (loss, aux), grads = local_loss(params, batch, keys), None
     loss = lax.pmean(loss, BATCH_AXES)
-    return loss, _reduce_aux(aux, BATCH_AXES), grads
+    return loss, reduce_aux(aux, BATCH_AXES), grads
 
   # check_vma=False: with it, jax would psum the gradient of the replicated
   # params implicitly (the transpose of their implicit broadcast); the

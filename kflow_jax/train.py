@@ -39,12 +39,16 @@ class NonFiniteLossError(FloatingPointError):
 
 
 def make_train_step(local_loss, tx, schedule, mesh, ema_decays,
-                    state_shardings):
+                    state_shardings, grad_fn=None):
   """Jitted (state, batch) -> (state, metrics); the state is donated.
 
-  local_loss(params, batch, keys) -> (loss, aux) as in sharding.py.
+  local_loss(params, batch, keys) -> (loss, aux) as in sharding.py; or
+  grad_fn(params, batch, keys) -> (loss, aux, grads) over the global batch
+  (sharding.sharded_loss_and_grad's contract, e.g. the scale-adaptive loss,
+  which splits the batch by band before sharding it), and local_loss None.
   """
-  grad_fn = sharding.sharded_loss_and_grad(local_loss, mesh)
+  if grad_fn is None:
+    grad_fn = sharding.sharded_loss_and_grad(local_loss, mesh)
   bsh = sharding.batch_sharding(mesh)
 
   def step(state, batch):
@@ -161,8 +165,9 @@ def compile_flops(step_fn, state, batch, mesh):
 
 def make_run_step(run):
   """The run's jitted train step (see make_train_step)."""
-  return make_train_step(experiment.make_loss(run), run.tx, run.schedule,
-                         run.mesh, run.ema_decays, run.state_shardings)
+  return make_train_step(None, run.tx, run.schedule, run.mesh,
+                         run.ema_decays, run.state_shardings,
+                         grad_fn=experiment.sharded_loss(run))
 
 
 def train_and_evaluate(config, workdir: str, *,
@@ -203,7 +208,7 @@ def train_and_evaluate(config, workdir: str, *,
   total = int(config.total_steps)
   step_fn = make_run_step(run)
   sampler = generate.jit_sampler(generate.make_sampler(
-      run.model, run.path, run.num_classes, run.spec))
+      run.model, run.path, run.num_classes, run.spec, plan=run.adaptive))
   writer = metrics_io.MetricWriter(workdir, resume_step=start or None)
   evals = periodic_eval.PeriodicEval(run, writer)  # config.evals.every_steps
   progress = metrics_io.Progress(start, total)

@@ -305,3 +305,22 @@ def test_round_trip_on_other_shapes(name, shape):
     assert grid.shape[:2] == (fit.shape if fit else shape[:2])
     np.testing.assert_allclose(grid.from_coarse(grid.to_coarse(x)),
                                _project(path, x, range(s + 1)), atol=2e-5)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_coefficient_maps_agree_with_image_maps(name):
+  """coef_to_coarse / coef_from_coarse are to_coarse / from_coarse seen in
+  coefficient space, and move values without changing them."""
+  tr, path = _case(name)
+  x = _x()
+  c = tr.forward(x)
+  for s in range(path.num_bands):
+    grid = coarse.coarse_grid(tr, path.cutoffs, s)
+    cz = grid.coef_to_coarse(c)
+    np.testing.assert_allclose(grid.transform.inverse(cz), grid.to_coarse(x),
+                               atol=2e-5)
+    back = grid.coef_from_coarse(cz)
+    low = np.asarray(path.band) <= s
+    np.testing.assert_array_equal(np.asarray(back)[:, low],
+                                  np.asarray(c)[:, low])
+    assert not np.any(np.asarray(back)[:, ~low])

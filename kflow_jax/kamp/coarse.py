@@ -58,6 +58,13 @@ class CoarseGrid(NamedTuple):
   from_coarse: z [B, h, w, C] -> x [B, H, W, C]: bands 0..s from z, finer
     bands 0 (the coarse coefficients outside bands 0..s are ignored).
   band_part: (z, bands) -> z: the part of z in `bands`, on the coarse grid.
+  coef_to_coarse: full coefficients [B, *coef_shape] -> the coarse
+    transform's coefficients of bands 0..s (0 elsewhere): T_g(to_coarse(x))
+    without leaving coefficient space, so values are moved, not recomputed.
+  coef_from_coarse: the inverse on bands 0..s: coarse coefficients -> full
+    coefficients, finer bands 0. A sampler that keeps its state in
+    coefficient space uses this pair to leave the finer bands' noise
+    untouched bit for bit.
   """
   shape: tuple
   factor: int
@@ -68,6 +75,8 @@ class CoarseGrid(NamedTuple):
   to_coarse: Callable
   from_coarse: Callable
   band_part: Callable
+  coef_to_coarse: Callable
+  coef_from_coarse: Callable
 
 
 class Fit(NamedTuple):
@@ -77,15 +86,25 @@ class Fit(NamedTuple):
   shape: tuple
 
 
+def _no_grid(name) -> ValueError:
+  why = NO_GRID.get(name, "it describes no lower-resolution grid "
+                    "(KTransform.subgrids is None)")
+  return ValueError(
+      f"transform {name!r} has no lower-resolution grid for coarse bands: "
+      f"{why}. Coarse grids need fourier, dct or an orthogonal wavelet.")
+
+
+def check_transform_name(name: str) -> None:
+  """Refuses, by name, a transform known to have no coarse grid (the error
+  coarse_grid gives), before anything is built or fitted for it."""
+  if name in NO_GRID:
+    raise _no_grid(name)
+
+
 def _subgrids(transform) -> tuple:
   """The transform's dyadic sub-grids, or a ValueError saying why none."""
   if transform.subgrids is None:
-    why = NO_GRID.get(transform.name, "it describes no lower-resolution "
-                      "grid (KTransform.subgrids is None)")
-    raise ValueError(
-        f"transform {transform.name!r} has no lower-resolution grid for "
-        f"coarse bands: {why}. Coarse grids need fourier, dct or an "
-        "orthogonal wavelet.")
+    raise _no_grid(transform.name)
   if not transform.orthonormal:
     raise ValueError(
         f"transform {transform.name!r} (shape {transform.shape}) is not "
@@ -219,7 +238,9 @@ def _full_grid(transform, band, s) -> CoarseGrid:
       shape=tuple(transform.shape), factor=1, band=s, transform=transform,
       bands=band, members=members,
       to_coarse=lambda x: project(x, members), from_coarse=from_coarse,
-      band_part=lambda z, keep: project(z, np.isin(band, _ids(keep))))
+      band_part=lambda z, keep: project(z, np.isin(band, _ids(keep))),
+      coef_to_coarse=lambda c: jnp.where(members, c, 0),
+      coef_from_coarse=lambda c: jnp.where(members, c, 0))
 
 
 def _sub_grid(transform, grid, cutoffs, s) -> CoarseGrid:
@@ -250,7 +271,9 @@ def _sub_grid(transform, grid, cutoffs, s) -> CoarseGrid:
   return CoarseGrid(
       shape=shape, factor=int(grid.factor), band=s, transform=small,
       bands=bands, members=members, to_coarse=to_coarse,
-      from_coarse=from_coarse, band_part=band_part)
+      from_coarse=from_coarse, band_part=band_part,
+      coef_to_coarse=lambda c: jnp.where(members, grid.gather(c), 0),
+      coef_from_coarse=lambda c: grid.scatter(jnp.where(members, c, 0)))
 
 
 def _ids(keep) -> np.ndarray:

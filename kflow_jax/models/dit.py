@@ -8,6 +8,13 @@ outputs exactly zero at init.
 Resolution-agnostic: the sin-cos position embedding is computed from the
 grid the input actually has (a numpy constant at trace time); a learned
 embedding is stored for the init grid and bilinearly resized for other grids.
+
+Scale-adaptive runs (kflow_jax/adaptive.py) call one set of weights on
+coarse grids of the image with `frame=layers.Frame(factor, offset)`: the
+position embedding is then evaluated where each coarse token's pixels lie
+on the full-resolution grid (fractional positions; the learned table is
+interpolated there), so a token keeps the position of its image region
+whatever the band.
 """
 from typing import Any, Optional
 
@@ -145,9 +152,24 @@ class DiT(nn.Module):
   def _dtype(self):
     return layers.resolve_dtype(self.dtype)
 
-  def _pos_embed(self, gh, gw, hidden):
+  @property
+  def grid_multiple(self) -> int:
+    """H and W of an input must be multiples of this (the smallest grid
+    the DiT accepts is one patch, patch_size x patch_size)."""
+    return int(self.patch_size)
+
+  def _pos_embed(self, gh, gw, hidden, frame=None):
+    if frame is not None:
+      return self._framed_pos_embed(gh, gw, hidden, frame)
     if self.pos_embed == "sincos":
       return jnp.asarray(layers.sincos_2d(gh, gw, hidden))
+    table = self._table(gh, gw, hidden)
+    if table.shape[:2] != (gh, gw):
+      table = jax.image.resize(table, (gh, gw, hidden), "bilinear")
+    return table.reshape(gh * gw, hidden)
+
+  def _table(self, gh, gw, hidden):
+    """The learned table [th, tw, hidden], created for a gh x gw grid."""
     # Learned: starts from the sin-cos table of the init grid (a better start
     # than noise); other grids are bilinear resizes of the stored table.
     # self.variable, not self.param: param() insists the stored shape equal
@@ -155,10 +177,32 @@ class DiT(nn.Module):
     boxed = nn.with_logical_partitioning(
         lambda: jnp.asarray(layers.sincos_2d(gh, gw, hidden).reshape(
             gh, gw, hidden), self.param_dtype), (None, None, "embed"))
-    table = self.variable("params", "pos_embed", boxed).value
-    if table.shape[:2] != (gh, gw):
-      table = jax.image.resize(table, (gh, gw, hidden), "bilinear")
-    return table.reshape(gh * gw, hidden)
+    return self.variable("params", "pos_embed", boxed).value
+
+  def _framed_pos_embed(self, gh, gw, hidden, frame):
+    """The embedding at the tokens' positions in the full-resolution token
+    frame: exact for sin-cos (evaluated there); for a learned table, which
+    holds the full grid's tokens, a bilinear interpolation at the (possibly
+    fractional) positions, clamped to its edges."""
+    scale, offset = frame.token_positions(self.patch_size)
+    if self.pos_embed == "sincos":
+      return jnp.asarray(layers.sincos_2d(gh, gw, hidden, scale, offset))
+    # Created (if absent) for the full token grid of this input's frame.
+    table = self._table(gh * frame.factor, gw * frame.factor, hidden)
+    th, tw = table.shape[:2]
+
+    def corners(n, size):
+      pos = np.clip(np.arange(n) * scale + offset, 0.0, size - 1.0)
+      lo = np.floor(pos).astype(np.int32)
+      hi = np.minimum(lo + 1, size - 1)
+      return lo, hi, (pos - lo).astype(np.float32)
+    h0, h1, wh = corners(gh, th)
+    w0, w1, ww = corners(gw, tw)
+    rows = (table[h0] * (1 - wh)[:, None, None]
+            + table[h1] * wh[:, None, None])
+    out = rows[:, w0] * (1 - ww)[None, :, None] + rows[:, w1] * ww[None, :,
+                                                                     None]
+    return out.reshape(gh * gw, hidden)
 
   def _check(self, x, t, y):
     layers.check_xt(x, t)
@@ -173,9 +217,12 @@ class DiT(nn.Module):
     layers.label_shape_check(y, b, self.num_classes)
 
   @nn.compact
-  def __call__(self, x, t, y=None, train=False):
+  def __call__(self, x, t, y=None, train=False, frame=None):
+    """v(x, t, y); frame (layers.Frame or None): where x's pixels sit on
+    the full-resolution grid when x is a coarse grid of the image."""
     del train  # No dropout: label dropout is done by the training step.
     self._check(x, t, y)
+    frame = layers.check_frame(frame, "DiT")
     b, h, w, ch = x.shape
     p = self.patch_size
     hidden, depth, _ = self.dims
@@ -192,7 +239,10 @@ class DiT(nn.Module):
             nn.initializers.zeros_init(), ("embed",)),
         name="x_embedder")(x.astype(dt))
     tok = tok.reshape(b, gh * gw, hidden)
-    tok = tok + self._pos_embed(gh, gw, hidden).astype(dt)[None]
+    pos = self._pos_embed(gh, gw, hidden, frame)
+    # Inspectable with mutable=["intermediates"] (a no-op otherwise).
+    self.sow("intermediates", "pos_embed", pos)
+    tok = tok + pos.astype(dt)[None]
     tok = layers.constrain(tok, layers.TOKENS)
 
     c = layers.TimestepEmbedder(hidden, time_scale=self.time_scale, dtype=dt,

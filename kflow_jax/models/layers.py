@@ -11,7 +11,7 @@ Parameters are float32 (`param_dtype`); matmuls run in `dtype` (bf16 on
 accelerators); norms and the embeddings of t are computed in float32.
 """
 import math
-from typing import Any, Optional, Sequence
+from typing import Any, NamedTuple, Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -77,11 +77,15 @@ def timestep_embedding(t, dim: int, max_period: float = 10000.0):
   return emb
 
 
-def sincos_2d(height: int, width: int, dim: int) -> np.ndarray:
+def sincos_2d(height: int, width: int, dim: int, scale: float = 1.0,
+              offset: float = 0.0) -> np.ndarray:
   """Fixed 2-D sin-cos position embedding [height * width, dim] (MAE/DiT).
 
   Built with numpy from the grid the input actually has, so it is a
-  compile-time constant and the backbone accepts any resolution.
+  compile-time constant and the backbone accepts any resolution. Token
+  (i, j) is embedded at position (i * scale + offset, j * scale + offset);
+  the defaults give the integer grid of MAE/DiT. Other values place a
+  coarser grid's tokens in a finer grid's frame (see `Frame`).
   """
   if dim % 4:
     raise ValueError(
@@ -94,11 +98,51 @@ def sincos_2d(height: int, width: int, dim: int) -> np.ndarray:
     out = np.einsum("m,d->md", pos.reshape(-1), omega)
     return np.concatenate([np.sin(out), np.cos(out)], axis=1)
 
-  gh, gw = np.meshgrid(np.arange(height, dtype=np.float64),
-                       np.arange(width, dtype=np.float64), indexing="ij")
+  gh, gw = np.meshgrid(np.arange(height, dtype=np.float64) * scale + offset,
+                       np.arange(width, dtype=np.float64) * scale + offset,
+                       indexing="ij")
   # DiT uses the w grid for the first half (meshgrid(grid_w, grid_h)).
   emb = np.concatenate([one_axis(dim // 2, gw), one_axis(dim // 2, gh)], 1)
   return emb.astype(np.float32)
+
+
+class Frame(NamedTuple):
+  """Where the pixels of a smaller input sit on the full-resolution grid.
+
+  Pixel n (each axis) of the input lies at full-resolution pixel
+  n * factor + offset. The scale-adaptive runs (kflow_jax/adaptive.py) feed
+  a backbone a coarse grid of the image (bands 0..s on [H / f, W / f]); the
+  frame lets the backbone give a coarse token the position of the
+  full-resolution pixels it summarises, so one image region keeps its
+  position embedding at every band. factor 1, offset 0 is the full grid.
+  """
+  factor: int = 1
+  offset: float = 0.0
+
+  def token_positions(self, patch: int) -> tuple:
+    """(scale, offset) of the token grid in full-resolution token units
+    (sincos_2d's arguments): token i covers input pixels i p .. i p + p - 1,
+    whose centre is full pixel factor (i p + (p - 1) / 2) + offset, i.e.
+    full token (that + 1/2) / p - 1/2."""
+    f, p = int(self.factor), int(patch)
+    return float(f), (f * (p - 1) / 2 + float(self.offset) + 0.5) / p - 0.5
+
+
+def check_frame(frame, what: str) -> Optional[Frame]:
+  """frame as a Frame (None stays None), or a clear ValueError."""
+  if frame is None:
+    return None
+  if not isinstance(frame, Frame):
+    try:
+      frame = Frame(*frame)
+    except TypeError:
+      raise ValueError(f"{what}: frame must be layers.Frame(factor, offset) "
+                       f"or None, got {frame!r}.") from None
+  if isinstance(frame.factor, bool) or int(frame.factor) != frame.factor \
+      or frame.factor < 1:
+    raise ValueError(f"{what}: frame.factor must be an int >= 1, got "
+                     f"{frame.factor!r}.")
+  return Frame(int(frame.factor), float(frame.offset))
 
 
 class TimestepEmbedder(nn.Module):

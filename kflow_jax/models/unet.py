@@ -7,7 +7,15 @@ connections. Output convolutions start at zero, so v = 0 at init.
 
 Resolution-agnostic: attention levels are given as level indices (0 = full
 resolution), not pixel sizes, and nothing depends on H, W beyond needing them
-divisible by 2 ** (levels - 1).
+divisible by 2 ** (levels - 1). So the smallest input is 2 ** (levels - 1)
+square (one pixel at the bottom level): 2x2 for the "mu" and "ti" presets,
+8x8 for "cifar" and "adm64"; smaller ones are refused.
+
+Scale-adaptive runs (kflow_jax/adaptive.py) call one set of weights on
+coarse grids of the image. The U-Net has no absolute position (convolutions
+are translation-equivariant, with SAME padding at the border), so it takes
+the `frame` argument only to share the DiT's call and ignores it: a coarse
+pixel's neighbours are the neighbouring coarse pixels, f full pixels apart.
 """
 from typing import Any, Optional, Tuple
 
@@ -151,11 +159,24 @@ class UNet(nn.Module):
                   else self.attention_levels),
             self.norm_groups or groups)
 
+  @property
+  def grid_multiple(self) -> int:
+    """H and W of an input must be multiples of this, 2 ** (levels - 1);
+    it is also the smallest size the U-Net accepts."""
+    return 2 ** (len(self.config[1]) - 1)
+
   def _check(self, x, t, y):
     layers.check_xt(x, t)
     levels = len(self.config[1])
     f = 2 ** (levels - 1)
     h, w = x.shape[1:3]
+    if h < f or w < f:
+      raise ValueError(
+          f"U-Net with {levels} levels (channel_mult) halves the grid "
+          f"{levels - 1} times, so the smallest input it accepts is {f}x{f}; "
+          f"got {h}x{w}. Use fewer levels (a shorter channel_mult) or a "
+          "larger grid (for scale-adaptive runs: cut-offs whose coarsest "
+          "band lives on a larger grid).")
     if h % f or w % f:
       raise ValueError(
           f"U-Net with {levels} levels needs H and W divisible by {f}, got "
@@ -164,8 +185,9 @@ class UNet(nn.Module):
     layers.label_shape_check(y, x.shape[0], self.num_classes)
 
   @nn.compact
-  def __call__(self, x, t, y=None, train=False):
+  def __call__(self, x, t, y=None, train=False, frame=None):
     self._check(x, t, y)
+    del frame  # no absolute positions (see the module doc)
     ch, mult, nres, attn, groups = self.config
     dt = layers.resolve_dtype(self.dtype)
     pdt = self.param_dtype

@@ -1,0 +1,492 @@
+"""Tests for kflow_jax.adaptive: each band's network on bands 0..s only.
+
+The backbones at every band's grid (one set of weights; the DiT's position
+embedding in the full-resolution frame), the field that is zero outside
+band s, the exactness of the per-band loss and sampler against the
+full-resolution ones for a field that depends on bands 0..s only (on 1
+and 8 devices), the sub-batch sizes and times, the refusals, and the
+command a user types (train, resume, sample, eval).
+"""
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from kflow_jax import adaptive
+from kflow_jax import experiment
+from kflow_jax import generate
+from kflow_jax import kamp
+from kflow_jax import models
+from kflow_jax import paths
+from kflow_jax import sampling
+from kflow_jax import sharding
+from kflow_jax.models import layers
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHAPE = (16, 16, 2)
+DCT_RMAX = np.sqrt(15.0 ** 2 + 15.0 ** 2)
+FFT_RMAX = np.sqrt(8.0 ** 2 + 8.0 ** 2)
+# Three bands on 4x4, 8x8, 16x16 (the fitting cut-offs of coarse_test).
+CASES = {
+    "haar": (lambda: kamp.get("wavelet", SHAPE, wavelet="haar", levels=2),
+             kamp.even_cutoffs(3)),
+    "dct": (lambda: kamp.get("dct", SHAPE),
+            (0.0, 4 / DCT_RMAX, 8 / DCT_RMAX, 1.0)),
+    "fourier": (lambda: kamp.get("fourier", SHAPE),
+                (0.0, 2 / FFT_RMAX, 4 / FFT_RMAX, 1.0)),
+}
+
+
+def _path(name, **kwargs):
+  build, cutoffs = CASES[name]
+  return paths.make_path(build(), cutoffs=cutoffs, **kwargs)
+
+
+def _x(shape=SHAPE, batch=4, seed=0):
+  return jnp.asarray(np.random.default_rng(seed).standard_normal(
+      (batch,) + tuple(shape)).astype(np.float32))
+
+
+def _perturbed(variables, seed=0, scale=0.1):
+  """Random weights: adaLN-Zero makes an initialized DiT output 0."""
+  leaves, tree = jax.tree.flatten(nn_unbox(variables))
+  keys = jax.random.split(jax.random.PRNGKey(seed), len(leaves))
+  return jax.tree.unflatten(tree, [
+      l + scale * jax.random.normal(k, l.shape, l.dtype)
+      for l, k in zip(leaves, keys)])
+
+
+def nn_unbox(v):
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  return nn.meta.unbox(v)
+
+
+# ----------------------------------------------------------------------------
+# Backbones at every band's grid.
+
+
+def test_backbones_run_at_every_band_grid_with_one_set_of_weights():
+  plan = adaptive.plan(_path("haar"))
+  assert [g.shape for g in plan.grids] == [(4, 4, 2), (8, 8, 2), (16, 16, 2)]
+  assert [f.factor for f in plan.frames] == [4, 2, 1]
+  np.testing.assert_allclose(plan.pixel_ratio, [1 / 16, 1 / 4, 1])
+  t = jnp.full((2,), 0.3)
+  for name, kw in (("dit", dict(size="mu", patch_size=2)),
+                   ("moe_dit", dict(size="mu", patch_size=2,
+                                    tau=plan.path.tau)),
+                   ("unet", dict(size="mu"))):
+    model = models.get(name, **kw)
+    adaptive.check_model(plan, model)
+    v = model.init(jax.random.PRNGKey(0), _x(batch=2), t)
+    for g, f in zip(plan.grids, plan.frames):
+      out = model.apply(v, _x(g.shape, 2), t, frame=f)
+      assert out.shape == (2,) + g.shape and out.dtype == jnp.float32
+  # The smallest grids: one patch for the DiT, 2 ** (levels - 1) for the
+  # U-Net; smaller ones are refused by name.
+  big = models.get("unet", size="mu", channel_mult=(1, 1, 2, 2))
+  assert big.grid_multiple == 8
+  with pytest.raises(ValueError, match=r"band 0 .* 4x4 grid .* multiples "
+                     r"of 8 \(its smallest input is 8x8\)"):
+    adaptive.check_model(plan, big)
+  vb = big.init(jax.random.PRNGKey(0), _x(batch=1), t[:1])
+  with pytest.raises(ValueError, match="smallest input it accepts is 8x8"):
+    big.apply(vb, _x((4, 4, 2), 1), t[:1])
+  with pytest.raises(ValueError, match="fixed input size"):
+    adaptive.check_model(plan, models.get("mlp", size="mu"))
+
+
+def _embed(model, variables, gh, gw, frame=None):
+  """The position embedding the DiT adds to a gh x gw token grid."""
+  p = model.patch_size
+  x = jnp.zeros((1, gh * p, gw * p, 2))
+  _, inter = model.apply(variables, x, jnp.zeros((1,)), frame=frame,
+                         mutable=["intermediates"])
+  return np.asarray(inter["intermediates"]["pos_embed"][0])
+
+
+def _sincos_at(ph, pw, dim):
+  """The 2-D sin-cos embedding at arbitrary (row, col) positions, written
+  out independently of layers.sincos_2d."""
+  omega = 1.0 / 10000 ** (np.arange(dim // 4) / (dim / 4))
+  axis = lambda p: np.concatenate([np.sin(np.outer(p, omega)),
+                                   np.cos(np.outer(p, omega))], 1)
+  return np.concatenate([axis(pw), axis(ph)], 1)
+
+
+@pytest.mark.parametrize("pos_embed", ["sincos", "learned"])
+def test_coarse_tokens_get_the_embedding_of_their_full_grid_place(pos_embed):
+  model = models.get("dit", size="mu", patch_size=2, pos_embed=pos_embed)
+  v = model.init(jax.random.PRNGKey(0), _x(batch=1), jnp.zeros((1,)))
+  full = _embed(model, v, 8, 8).reshape(8, 8, -1)
+  # Factor 1 is the full grid, as without a frame.
+  np.testing.assert_allclose(
+      _embed(model, v, 8, 8, layers.Frame(1, 0.0)).reshape(8, 8, -1), full,
+      atol=1e-6)
+  # Fourier's coarse pixels sample the image at n f (offset 0): with
+  # patch 1 a coarse token sits exactly on full token (i f, j f).
+  m1 = models.get("dit", size="mu", patch_size=1, pos_embed=pos_embed)
+  v1 = m1.init(jax.random.PRNGKey(0), _x(batch=1), jnp.zeros((1,)))
+  full1 = _embed(m1, v1, 16, 16).reshape(16, 16, -1)
+  for f in (2, 4):
+    coarse_emb = _embed(m1, v1, 16 // f, 16 // f, layers.Frame(f, 0.0))
+    np.testing.assert_allclose(coarse_emb.reshape(16 // f, 16 // f, -1),
+                               full1[::f, ::f], atol=1e-5)
+  if pos_embed != "sincos":
+    return
+  # Block-centred grids (haar, dct: pixel n at n f + (f - 1) / 2): the
+  # embedding at the centre of the full pixels a coarse token covers.
+  for f in (2, 4):
+    n = 8 // f
+    got = _embed(model, v, n, n, layers.Frame(f, (f - 1) / 2))
+    centre = lambda i: np.mean([(q * f + (f - 1) / 2 + 0.5) / 2 - 0.5
+                                for q in range(2 * i, 2 * i + 2)])
+    ph, pw = np.meshgrid([centre(i) for i in range(n)],
+                         [centre(j) for j in range(n)], indexing="ij")
+    np.testing.assert_allclose(
+        got, _sincos_at(ph.reshape(-1), pw.reshape(-1), model.dims[0]),
+        atol=1e-5)
+    # That is the centre of the f x f full-grid tokens the coarse token
+    # covers (full tokens f i .. f i + f - 1).
+    assert np.allclose(ph[:, 0], [f * i + (f - 1) / 2 for i in range(n)])
+
+
+# ----------------------------------------------------------------------------
+# The field.
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_adaptive_velocity_is_zero_outside_the_band(name):
+  path = _path(name)
+  plan = adaptive.plan(path)
+  model = models.get("dit", size="mu", patch_size=2)
+  v = _perturbed(model.init(jax.random.PRNGKey(0), _x(batch=2),
+                            jnp.zeros((2,))))
+  apply = lambda z, t, y, frame: model.apply(v, z, t, y, frame=frame)
+  x = _x(batch=2)
+  tr = path.transform
+  for s, (g, f) in enumerate(zip(plan.grids, plan.frames)):
+    t = jnp.full((2,), (path.tau[s] + path.tau[s + 1]) / 2)
+    out = adaptive.band_velocity(apply, g, f, x, t)
+    c = np.abs(np.asarray(tr.forward(out)))
+    band = np.asarray(path.band)
+    assert c[:, band != s].max() < 1e-5 * max(c.max(), 1.0)
+    assert c[:, band == s].max() > 1e-3
+    # The band picked from t (lax.switch, jitted) is the same field.
+    np.testing.assert_allclose(
+        jax.jit(lambda x, t: adaptive.velocity(apply, plan, x, t))(x, t),
+        out, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------
+# A field of bands 0..s only, on any grid: the exactness tests.
+
+
+class _BandField:
+  """A nonlinear velocity that depends only on bands 0..s(t) and can run on
+  the full grid or on any band's coarse grid: per coefficient
+  g(kappa, t) c (1 + tanh(E / 512) / 2), E = sum of w |c|^2, on the
+  coefficients of bands 0..s(t), the same values on every grid
+  (coefficients keep their value and kappa on a coarse grid). Stands in
+  for a network (model.apply)."""
+
+  def __init__(self, path, plan):
+    self.path = path
+    self.by_shape = {tuple(path.transform.shape): (path.transform,
+                                                   np.asarray(path.band))}
+    for g in plan.grids:
+      self.by_shape.setdefault(tuple(g.shape), (g.transform, g.bands))
+
+  def apply(self, variables, z, t, y=None, train=False, frame=None):
+    del variables, y, train, frame
+    tr, bands = self.by_shape[tuple(z.shape[1:])]
+    s = kamp.band_of_time(t, self.path.tau).reshape(
+        (-1,) + (1,) * bands.ndim)
+    keep = (bands >= 0) & (bands <= s)
+    c = jnp.where(keep, tr.forward(z), 0)
+    energy = jnp.sum(tr.weight * jnp.abs(c) ** 2,
+                     axis=tuple(range(1, c.ndim)), keepdims=True)
+    tb = t.reshape((-1,) + (1,) * bands.ndim)
+    gain = 1.0 + tb * tr.kappa + jnp.sin(7.0 * tr.kappa)
+    return tr.inverse(gain * c * (1.0 + 0.5 * jnp.tanh(energy / 512.0)))
+
+
+def _reference_loss(path, field, x1, keys, sizes, shares, method="uniform"):
+  """Full-resolution K-Flow loss of the band-s-projected field, per example
+  with the same noise, times and the per-band weights p_s / B_s."""
+  total, lo, per_band = 0.0, 0, []
+  for s, n in enumerate(sizes):
+    errs = []
+    for i in range(lo, lo + n):
+      k_loss, _ = jax.random.split(keys[i])
+      r_noise, r_t = jax.random.split(k_loss)
+      x0 = jax.random.normal(r_noise, SHAPE, jnp.float32)[None]
+      t = adaptive.band_time(r_t, path, s, method)[None]
+      x_t, u_t = paths.interpolate_and_target(path, x0, x1[i:i + 1], t)
+      v = paths.project_velocity(path, field.apply({}, x_t, t), t)
+      errs.append(float(jnp.mean(jnp.square(v - u_t))))
+    total += shares[s] / n * sum(errs)
+    per_band.append(sum(errs))
+    lo += n
+  return total, per_band
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_loss_equals_masked_full_resolution_loss(name):
+  path = _path(name, blend="smoothstep")
+  plan = adaptive.plan(path)
+  field = _BandField(path, plan)
+  b = 16
+  x1 = _x(batch=b, seed=3)
+  keys = jax.random.split(jax.random.PRNGKey(7), b)
+  setup = adaptive.make_loss_setup(path)
+  sizes = adaptive.batch_sizes(setup.shares, b)
+  assert sizes == (6, 5, 5)
+  want, per_band = _reference_loss(path, field, x1, keys, sizes,
+                                   setup.shares)
+  for devices in (jax.devices()[:1], jax.devices()[:8]):
+    mesh = sharding.make_mesh(1, devices)
+    fn = adaptive.sharded_loss_and_grad(field, plan, setup, mesh,
+                                        with_grad=False)
+    bsh = sharding.batch_sharding(mesh)
+    loss, aux, _ = jax.jit(fn)({}, {"image": jax.device_put(x1, bsh)},
+                               jax.device_put(keys, bsh))
+    # On 8 devices each band's sub-batch is padded to 8 (masked).
+    np.testing.assert_allclose(float(loss), want, rtol=2e-5)
+    np.testing.assert_allclose(aux["band_loss_sum"], per_band, rtol=2e-5)
+    np.testing.assert_array_equal(aux["band_count"], sizes)
+    assert float(aux["mask_count"]) == b
+
+
+def test_loss_weights_keep_it_unbiased_for_any_sub_batch_sizes():
+  """Uneven explicit sizes and band loss weights: each band's mean error
+  enters with p_s w_s, whatever B_s."""
+  path = _path("haar")
+  plan = adaptive.plan(path)
+  field = _BandField(path, plan)
+  b = 12
+  x1 = _x(batch=b, seed=4)
+  keys = jax.random.split(jax.random.PRNGKey(8), b)
+  setup = adaptive.make_loss_setup(path, band_loss_weights=(1.0, 2.0, 0.5),
+                                   band_batch_sizes=(2, 3, 7))
+  mesh = sharding.make_mesh(1, jax.devices()[:1])
+  loss, aux, _ = adaptive.sharded_loss_and_grad(
+      field, plan, setup, mesh, with_grad=False)({}, {"image": x1}, keys)
+  _, per_band = _reference_loss(path, field, x1, keys, (2, 3, 7),
+                                setup.shares)
+  means = np.asarray(per_band) / np.asarray([2, 3, 7])
+  want = np.sum(np.asarray(setup.shares) * [1.0, 2.0, 0.5] * means)
+  np.testing.assert_allclose(float(loss), want, rtol=2e-5)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_sampler_equals_full_resolution_sampler(name):
+  """Each band's steps on its grid give the full-resolution projected
+  sampler's result from the same noise (the reduction is exact)."""
+  path = _path(name)
+  plan = adaptive.plan(path)
+  field = _BandField(path, plan)
+  spec = generate.parse_spec(generate.default_config(), 0, path.num_bands)
+  spec = spec._replace(solver="heun", num_steps=9)
+  build = lambda params, y, frame: (
+      lambda z, t: field.apply({}, z, t, frame=frame))
+  x0 = _x(batch=3, seed=5)
+  x, stats = jax.jit(adaptive.make_sampler(build, plan, spec))(
+      {}, x0, None)
+  want = sampling.sample(lambda x, t: field.apply({}, x, t), path, x0,
+                         solver="heun", num_steps=9, project=True)
+  np.testing.assert_allclose(x, want, atol=2e-5)
+  assert stats["nfe"] == 18 and list(stats["nfe_per_band"]) == [6, 6, 6]
+  np.testing.assert_allclose(stats["nfe_full_equivalent"],
+                             6 * (1 / 16 + 1 / 4 + 1))
+  # A span inside the path (the band strip) runs only its bands.
+  x, stats = adaptive.make_sampler(build, plan, spec)(
+      {}, x0, None, t_start=float(path.tau[1]), t_end=1.0, num_steps=4)
+  assert list(stats["nfe_per_band"]) == [0, 4, 4]
+  want = sampling.sample(lambda x, t: field.apply({}, x, t), path, x0,
+                         solver="heun", num_steps=4, project=True,
+                         t_start=float(path.tau[1]))
+  np.testing.assert_allclose(x, want, atol=2e-5)
+
+
+# ----------------------------------------------------------------------------
+# Sub-batches and times.
+
+
+def test_batch_sizes_round_by_largest_remainder():
+  assert adaptive.batch_sizes((0.5, 0.3, 0.2), 7) == (4, 2, 1)
+  assert adaptive.batch_sizes((1 / 3,) * 3, 16) == (6, 5, 5)
+  # Every band with a share gets an example, taken from the largest.
+  assert adaptive.batch_sizes((0.96, 0.02, 0.02), 10) == (8, 1, 1)
+  assert adaptive.batch_sizes((0.5, 0.0, 0.5), 4) == (2, 0, 2)
+  assert adaptive.batch_sizes((0.5, 0.5), 6, explicit=(1, 5)) == (1, 5)
+  with pytest.raises(ValueError, match="summing to the batch size 6"):
+    adaptive.batch_sizes((0.5, 0.5), 6, explicit=(1, 4))
+  with pytest.raises(ValueError, match="positive share"):
+    adaptive.batch_sizes((0.5, 0.5), 6, explicit=(0, 6))
+  with pytest.raises(ValueError, match="cannot hold one example"):
+    adaptive.batch_sizes((1 / 3,) * 3, 2)
+
+
+@pytest.mark.parametrize("method,opts", [
+    ("uniform", {}), ("band", {"band_weights": (3.0, 1.0, 1.0)}),
+    ("logit_normal", {"logit_mean": 0.5, "logit_std": 1.2})])
+def test_band_times_follow_the_run_t_sampling_given_the_band(method, opts):
+  path = paths.make_path(kamp.get("wavelet", SHAPE, wavelet="haar",
+                                  levels=2), cutoffs=kamp.even_cutoffs(3),
+                         tau=(0.0, 0.2, 0.7, 1.0))
+  shares = adaptive.band_shares(path, method, **opts)
+  np.testing.assert_allclose(np.sum(shares), 1.0, atol=1e-12)
+  n = 20000
+  t_all = np.asarray(paths.sample_t(jax.random.PRNGKey(0), n, path, method,
+                                    **opts))
+  band = np.searchsorted(np.asarray(path.tau[1:-1]), t_all, side="right")
+  np.testing.assert_allclose(np.bincount(band, minlength=3) / n, shares,
+                             atol=0.015)
+  for s in range(3):
+    t = np.asarray(jax.vmap(lambda k: adaptive.band_time(
+        k, path, s, method, **opts))(jax.random.split(
+            jax.random.PRNGKey(s + 1), 4000)))
+    assert t.min() >= path.tau[s] and t.max() < path.tau[s + 1]
+    # Same law as the run's t restricted to the band: compare quartiles.
+    ref = t_all[band == s]
+    np.testing.assert_allclose(np.quantile(t, [0.25, 0.5, 0.75]),
+                               np.quantile(ref, [0.25, 0.5, 0.75]),
+                               atol=0.02)
+
+
+# ----------------------------------------------------------------------------
+# Refusals and the command a user types.
+
+
+def _digits(**overrides):
+  from configs import digits  # pylint: disable=g-import-not-at-top
+  arg = overrides.pop("arg", "transform=wavelet,runlocal")
+  c = digits.get_config(arg)
+  c.update_from_flattened_dict(dict({"model.scale_adaptive": True},
+                                    **overrides))
+  return c
+
+
+def test_runs_that_cannot_be_scale_adaptive_are_refused_clearly():
+  with pytest.raises(ValueError, match="'identity' has no lower-resolution "
+                     "grid.*one band"):
+    experiment.setup(_digits(arg="transform=identity,runlocal"), None,
+                     "tool")
+  # pca is refused before its basis is fitted on data.
+  with pytest.raises(ValueError, match="'pca' has no lower-resolution grid"
+                     ".*principal components"):
+    experiment.setup(_digits(arg="transform=pca,runlocal"), None, "tool")
+  # Even cut-offs (0, 0.5, 1) do not fit a 16x16 dct: the nearest that do.
+  with pytest.raises(ValueError, match=r"cut-off 0\.5 .* does not fit.*"
+                     r"Nearest cut-offs that fit: 0\.377124 \(bands 0\.\.0 "
+                     r"on 8x8\)"):
+    experiment.setup(_digits(arg="transform=dct,runlocal"), None, "tool")
+  # ... and the one it names trains.
+  run = experiment.setup(_digits(**{"arg": "transform=dct,runlocal",
+                                    "path.num_scales": 2,
+                                    "path.cutoffs": (0.0, 0.377124, 1.0)}),
+                         None, "tool")
+  assert [g.shape for g in run.adaptive.grids] == [(8, 8, 1), (16, 16, 1)]
+  with pytest.raises(ValueError, match="overlap=0"):
+    experiment.setup(_digits(**{"path.overlap": 0.2}), None, "tool")
+  with pytest.raises(ValueError, match="band_batch_sizes .*"
+                     "scale_adaptive=True"):
+    experiment.sharded_loss(experiment.setup(
+        _digits(**{"model.scale_adaptive": False,
+                   "loss.band_batch_sizes": (8, 8)}), None, "tool"))
+
+
+def _main(*args, workdir):
+  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu",
+             XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  return subprocess.run(
+      [sys.executable, "-m", "kflow_jax.main",
+       "--config=configs/digits.py:transform=wavelet,runlocal",
+       f"--workdir={workdir}", "--config.model.name=dit",
+       "--config.model.scale_adaptive=True", *args],
+      cwd=REPO, env=env, capture_output=True, text=True, timeout=1200)
+
+
+def test_command_trains_resumes_samples_and_evaluates(tmp_path):
+  wd = str(tmp_path / "run")
+  p = _main("--config.total_steps=4", "--config.sample.at_end=false",
+            workdir=wd)
+  assert p.returncode == 0, p.stderr[-3000:]
+  # Relaunched with more steps: resumes the same params (a run control key).
+  p = _main("--config.total_steps=6", workdir=wd)
+  assert p.returncode == 0, p.stderr[-3000:]
+  assert "Resuming from the checkpoint at step 4" in p.stderr
+  with open(os.path.join(wd, "metrics.jsonl")) as f:
+    lines = [json.loads(line) for line in f]
+  assert [m["step"] for m in lines if "loss" in m] == [2, 4, 6]
+  assert all(np.isfinite(m["loss"]) and len(m["band_loss"]) == 2
+             for m in lines if "loss" in m)
+  assert os.path.exists(os.path.join(wd, "band_strip.png"))
+  p = _main("--mode=sample", workdir=wd)
+  assert p.returncode == 0, p.stderr[-3000:]
+  (tag,) = os.listdir(os.path.join(wd, "sample_mode"))
+  assert tag.endswith("_adaptive")
+  with open(os.path.join(wd, "sample_mode", tag, "samples.json")) as f:
+    meta = json.load(f)
+  assert meta["complete"] and meta["scale_adaptive"]
+  # runlocal: 4 Euler steps, 2 per band, band 0 on 8x8 of 16x16.
+  assert meta["nfe_per_band_mean"] == [2.0, 2.0]
+  assert meta["nfe_full_equivalent_mean"] == 2.5
+  assert meta["band_grids"] == ["8x8", "16x16"]
+  # --mode=eval: the per-band loss on the eval split, in-process.
+  run = experiment.setup(_digits(), wd, "eval")
+  from kflow_jax import evaluate  # pylint: disable=g-import-not-at-top
+  _, state, _ = experiment.restore(run)
+  out = evaluate.eval_loss(run, state.params, 6, write=False)
+  assert np.isfinite(out["eval_loss"]) and out["eval_examples"] > 0
+  assert len(out["eval_band_loss"]) == 2
+
+
+def test_command_error_for_a_transform_without_coarse_grid(tmp_path):
+  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu")
+  p = subprocess.run(
+      [sys.executable, "-m", "kflow_jax.main",
+       "--config=configs/digits.py:transform=identity,runlocal",
+       f"--workdir={tmp_path}", "--config.model.scale_adaptive=True"],
+      cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+  assert p.returncode == 1
+  assert "kflow_jax: error: transform 'identity' has no lower-resolution " \
+         "grid" in p.stderr
+  assert "Traceback" not in p.stderr
+
+
+def test_cost_benchmark_runs():
+  """benchmarks/adaptive_cost.py at toy size: its XLA-counted sampling
+  ratio is the DiT's matmul estimate, and training saves about as much."""
+  from benchmarks import adaptive_cost  # pylint: disable=g-import-not-at-top
+  (row,) = adaptive_cost.main(["--quick", "--bands=2"])
+  assert row["grids"] == ["16x16", "32x32"] and row["sub_batches"] == [6, 6]
+  np.testing.assert_allclose(row["sample_ratio"], row["estimate_ratio"],
+                             rtol=0.01)
+  assert 1.4 < row["train_ratio"] < row["estimate_ratio"] + 0.05
+
+
+def test_runs_from_before_the_switch_resume_and_keep_their_hash():
+  """A config.json without model.scale_adaptive (or loss.band_batch_sizes)
+  ran with the defaults: relaunching it is the same run, and its sample
+  sets keep their config hash; switching on is a change."""
+  from kflow_jax import checkpointing  # pylint: disable=g-import-not-at-top
+  new = _digits(**{"model.scale_adaptive": False})
+  old = json.loads(new.to_json_best_effort(sort_keys=True))
+  del old["model"]["scale_adaptive"], old["loss"]["band_batch_sizes"]
+  assert checkpointing.config_diff(old, json.loads(
+      new.to_json_best_effort())) == []
+  stripped = _digits(**{"model.scale_adaptive": False})
+  with stripped.unlocked():
+    del stripped.model["scale_adaptive"], stripped.loss["band_batch_sizes"]
+  assert checkpointing.config_hash(stripped) == checkpointing.config_hash(new)
+  on = json.loads(_digits().to_json_best_effort())
+  assert checkpointing.config_diff(old, on) == [
+      "model.scale_adaptive: False -> True"]
+  assert checkpointing.config_hash(_digits()) != checkpointing.config_hash(
+      new)
