@@ -175,13 +175,7 @@ def band_shares(path: paths_lib.Path, t_sampling: str = "uniform", *,
   if t_sampling == "uniform":
     return np.diff(tau)
   if t_sampling == "band":
-    w = np.diff(tau) if band_weights is None else np.asarray(
-        band_weights, np.float64).reshape(-1)
-    if w.size != path.num_bands or np.any(w < 0) or not np.sum(w) > 0:
-      raise ValueError(
-          f"band_weights must be {path.num_bands} non-negative numbers with "
-          f"a positive sum (one per band), got {np.asarray(w).tolist()}.")
-    return w / np.sum(w)
+    return paths_lib.band_probabilities(path, band_weights)
   if not logit_std > 0:
     raise ValueError(f"logit_std must be > 0, got {logit_std}.")
   cdf = [_phi((_logit(v) - logit_mean) / logit_std) for v in tau]

@@ -355,6 +355,18 @@ def project_velocity(path: Path, v, t) -> jax.Array:
 # Training times.
 
 
+def band_probabilities(path: Path, band_weights=None) -> np.ndarray:
+  """Checked per-band probabilities of t_sampling="band": band_weights
+  normalised, or the band lengths (the same as uniform t)."""
+  w = np.diff(np.asarray(path.tau, np.float64)) if band_weights is None \
+      else np.asarray(band_weights, np.float64).reshape(-1)
+  if w.size != path.num_bands or np.any(w < 0) or not np.sum(w) > 0:
+    raise ValueError(
+        f"band_weights must be {path.num_bands} non-negative numbers with a "
+        f"positive sum (one per band), got {np.asarray(w).tolist()}.")
+  return w / np.sum(w)
+
+
 def sample_t(rng, batch: int, path: Path, method: str = "uniform", *,
              band_weights: Optional[Sequence[float]] = None,
              logit_mean: float = 0.0, logit_std: float = 1.0) -> jax.Array:
@@ -376,15 +388,10 @@ def sample_t(rng, batch: int, path: Path, method: str = "uniform", *,
     z = logit_mean + logit_std * jax.random.normal(rng, (batch,), jnp.float32)
     return jax.nn.sigmoid(z)
   tau = np.asarray(path.tau, np.float32)
-  w = np.diff(tau) if band_weights is None else np.asarray(
-      band_weights, np.float64).reshape(-1)
-  if w.size != path.num_bands or np.any(w < 0) or not np.sum(w) > 0:
-    raise ValueError(
-        f"band_weights must be {path.num_bands} non-negative numbers with a "
-        f"positive sum (one per band), got {np.asarray(w).tolist()}.")
+  w = band_probabilities(path, band_weights)
   rb, ru = jax.random.split(rng)
   s = jax.random.choice(rb, path.num_bands, (batch,),
-                        p=jnp.asarray(w / np.sum(w), jnp.float32))
+                        p=jnp.asarray(w, jnp.float32))
   lo, hi = jnp.asarray(tau[:-1])[s], jnp.asarray(tau[1:])[s]
   t = lo + (hi - lo) * jax.random.uniform(ru, (batch,), jnp.float32)
   # Keep t inside its band's half-open interval despite rounding.
