@@ -2,6 +2,8 @@ r"""One accelerator host: correctness first, then speed, in one table.
 
   python -m benchmarks.accelerator_check            # DiT-S/2 and DiT-L/2
   python -m benchmarks.accelerator_check --quick    # CPU smoke run (tests)
+  python -m benchmarks.accelerator_check --sizes=S --batch=8 --dtype=float32
+      # the DiT-S/2 K-Flow/FM step ratios on a CPU
 
 Checks (on every local device):
   * the train-step loss on 1 device equals the loss on all local devices
@@ -93,11 +95,12 @@ def correctness(size: str, batch: int) -> dict:
   return out
 
 
-def speed(size: str, batch: int, rounds: int, steps: int) -> list:
+def speed(size: str, batch: int, rounds: int, steps: int,
+          dtype: str = "bfloat16") -> list:
   runs = {}
   for name in TRANSFORMS:
     step_fn, state, b, block, run = loop.bare_step(
-        config(size, name, batch, "bfloat16"), return_run=True)
+        config(size, name, batch, dtype), return_run=True)
     state, m = step_fn(state, b)
     jax.block_until_ready(m)
     runs[name] = [step_fn, state, b, run]
@@ -120,6 +123,7 @@ def speed(size: str, batch: int, rounds: int, steps: int) -> list:
     use = utilization(flops, 1 / med, ndev, jax.local_devices()[0])
     rows.append({
         "model": f"DiT-{size}/2", "transform": name, "batch": batch,
+        "dtype": dtype,
         "step_ms": round(1e3 * med, 3),
         "ratio_vs_fm": round(statistics.median(
             [a / b for a, b in zip(times[name], base)]), 4),
@@ -153,8 +157,13 @@ def main():
   p.add_argument("--batch", type=int, default=256)
   p.add_argument("--rounds", type=int, default=10)
   p.add_argument("--steps", type=int, default=5)
+  p.add_argument("--sizes", default="S,L", help="DiT sizes (models/dit.py)")
+  # The CPU has no fast bf16 matmul: there the K-Flow/FM ratios are
+  # measured in float32.
+  p.add_argument("--dtype", default="bfloat16",
+                 help="dtype of the timed steps (float32 on a CPU)")
   args = p.parse_args()
-  sizes = ["mu"] if args.quick else ["S", "L"]
+  sizes = ["mu"] if args.quick else args.sizes.split(",")
   batch = 2 * jax.local_device_count() if args.quick else args.batch
   rounds, steps = (1, 1) if args.quick else (args.rounds, args.steps)
   dev = jax.local_devices()[0]
@@ -164,7 +173,7 @@ def main():
             "peak_bf16_tflops": peak_tflops(dev)}
   report["correctness"] = correctness(sizes[0], batch)
   report["steps"] = [row for s in sizes
-                     for row in speed(s, batch, rounds, steps)]
+                     for row in speed(s, batch, rounds, steps, args.dtype)]
   report["sampling"] = sampling(sizes[0], batch)
   print(json.dumps(report))
   print(f"\n{report['device']} x{report['local_devices']}, jax "

@@ -3,7 +3,7 @@
     python -m experiments.run_all            # the committed results
     python -m experiments.run_all --quick    # toy size (CI), ROOT/results
 
-Runs quality, recipe, class_drop, steerability and restoration (runs are
+Runs quality, recipe, class_drop, steerability, restoration and adaptive (runs are
 shared and reused across them and across calls), then writes
 docs/results/README.md from their numbers. Interrupted, the same command
 resumes: finished runs and evaluations are read back, not redone.
@@ -12,6 +12,7 @@ import json
 import os
 import time
 
+from experiments import adaptive
 from experiments import class_drop
 from experiments import common
 from experiments import quality
@@ -22,7 +23,7 @@ from experiments import steerability
 # The cheap ones after quality reuse its runs; recipe, the longest, last.
 SCRIPTS = (("quality", quality), ("restoration", restoration),
            ("steerability", steerability), ("class_drop", class_drop),
-           ("recipe", recipe))
+           ("adaptive", adaptive), ("recipe", recipe))
 
 
 def main(argv=None):

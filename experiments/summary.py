@@ -18,8 +18,9 @@ def _kflow_vs_fm(q, data, metric, budget):
 
 
 def write(scale, r, out_dir) -> str:
-  q, rc, cd, st, rs = (r["quality"], r["recipe"], r["class_drop"],
-                       r["steerability"], r["restoration"])
+  q, rc, cd, st, rs, ad = (r["quality"], r["recipe"], r["class_drop"],
+                           r["steerability"], r["restoration"],
+                           r["adaptive"])
   db, pb = max(scale.digits_budgets), max(scale.patches_budgets)
   kf, fm = cd["kflow_fourier"], cd["fm"]
   md = [
@@ -40,6 +41,8 @@ def write(scale, r, out_dir) -> str:
       "- [class_drop.md](class_drop.md): class-drop ratio",
       "- [steerability.md](steerability.md): band noise mixing",
       "- [restoration.md](restoration.md): low resolution and blur",
+      "- [adaptive.md](adaptive.md): scale-adaptive compute against flow "
+      "matching at equal steps and equal wall time",
       "",
       "## Quality (claim 1)",
       "",
@@ -97,6 +100,16 @@ def write(scale, r, out_dir) -> str:
             common.fmt(o["baseline"]["ssim"])]
            for d, o in rs.items() if isinstance(o, dict) and "kflow" in o]),
   ]
+  md += ["", "## Scale-adaptive compute (claim 6)", "",
+         "Training step cost (flow matching / arm, interleaved runs) and "
+         "classifier FD at flow matching's wall time:", "",
+         common.table(
+             ["arm", "cost ratio", "FD, flow matching's time"],
+             [[name, "-" if not ad["step_time_s"].get(name) else
+               f"{ad['step_time_s']['fm'] / ad['step_time_s'][name]:.2f}",
+               common.fmt((ad["same_wall_time"].get(name) or
+                           ad["same_steps"][name])["classifier_fd"])]
+              for name in ad["same_steps"]])]
   notes = os.path.join(out_dir, "findings.md")
   if os.path.exists(notes):
     md += ["", "## What holds and what does not", "",

@@ -9,7 +9,8 @@ import subprocess
 import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CLAIMS = ("quality", "recipe", "class_drop", "steerability", "restoration")
+CLAIMS = ("quality", "recipe", "class_drop", "steerability", "restoration",
+          "adaptive")
 
 
 def _numbers(obj):
@@ -49,8 +50,12 @@ def test_run_all_quick(tmp_path):
   st = json.loads((out / "steerability.json").read_text())
   assert "band_1_same_col" in st["fm_fourier_1band"]
   readme = (out / "README.md").read_text()
+  ad = json.loads((out / "adaptive.json").read_text())
+  # Timed by interleaved runs; the adaptive arm scored at equal wall time.
+  assert ad["step_time_s"]["adaptive_2"] > 0
+  assert ad["same_wall_time"]["adaptive_2"]["classifier_fd"]["mean"] > 0
   for section in ("Quality", "Recipe", "Class drop", "Steerability",
-                  "Restoration"):
+                  "Restoration", "Scale-adaptive compute"):
     assert f"## {section}" in readme
   for fig in ("quality_digits.png", "steer_kflow_fourier.png",
               "steer_fm_fourier_1band.png"):

@@ -1,0 +1,181 @@
+"""Scale-adaptive compute: does K-Flow reach flow matching's quality at
+less than half the cost when its coarse bands run at their own resolution?
+
+Digits (16x16), U-Net-mu, K-Flow with the orthonormal Haar wavelet and
+dyadic bands (1 level: 2 bands on 8x8 and 16x16; 2 levels: 3 bands on 4x4,
+8x8, 16x16), uniform band times. Three arms on the same backbone and data:
+plain flow matching, full-resolution K-Flow, and the same K-Flow with
+`--config.model.scale_adaptive=True` (band s's network on bands 0..s as the
+smaller image; docs/method.md, "Scale-adaptive compute").
+
+* Cost: the training step time of each arm, measured by short runs of
+  `python -m kflow_jax.main` interleaved arm by arm (so load on a shared
+  machine hits all alike; the median of the logged step times after the
+  first log).
+* Same steps: every arm trained for the same number of steps.
+* Same wall time: the adaptive arm trained for as many steps as fit in flow
+  matching's time (steps x t_fm / t_adaptive, measured above).
+
+    python -m experiments.adaptive [--quick] [--root=DIR] [--out=DIR]
+"""
+import json
+import os
+import statistics
+
+from experiments import common
+from experiments import quality
+
+HAAR = "configs/digits.py:transform=wavelet"
+# name -> (config, overrides, bands). `fm` and `kflow_2` are quality's runs.
+ARMS = {
+    "fm": (quality.DIGITS["fm"][0], (), 1),
+    "kflow_2": (HAAR, (), 2),
+    "adaptive_2": (HAAR, ("--config.model.scale_adaptive=True",), 2),
+    "kflow_3": (HAAR, ("--config.transform.levels=2",
+                       "--config.path.num_scales=3"), 3),
+    "adaptive_3": (HAAR, ("--config.transform.levels=2",
+                          "--config.path.num_scales=3",
+                          "--config.model.scale_adaptive=True"), 3),
+}
+RUN_NAMES = {"fm": "digits_fm", "kflow_2": "digits_wavelet_haar"}
+# Seeds of the 3-band arms: two (a spread at two thirds of the cost).
+THREE_BAND_SEEDS = 2
+# Timing runs: steps, log interval, rounds (arms interleaved per round).
+TIMING = {"full": (120, 20, 2), "quick": (4, 2, 1)}
+
+
+def _step_times(root, scale, arms) -> dict:
+  """{arm: median seconds per training step}, measured once and kept."""
+  f = os.path.join(root, "runs", "adaptive_timing.json")
+  if os.path.exists(f):
+    with open(f) as fh:
+      return json.load(fh)
+  if scale.report_only:
+    raise common.Missing(f)
+  steps, every, rounds = TIMING[scale.name]
+  times = {name: [] for name in arms}
+  for r in range(rounds):
+    for name, (config, overrides, _) in arms.items():
+      wd = os.path.join(root, "timing", f"{name}_round{r}")
+      run = common.Run(name, config, tuple(overrides) + scale.extra_flags, 0,
+                       wd)
+      if not os.path.exists(os.path.join(wd, "metrics.jsonl")):
+        common.command(["-m", "kflow_jax.main", *run.flags(),
+                        f"--config.total_steps={steps}",
+                        f"--config.log_every_steps={every}",
+                        f"--config.checkpoint_every_steps={steps}",
+                        "--config.sample_every_steps=0",
+                        "--config.sample.at_end=False"],
+                       os.path.join(wd, "train.log"))
+      with open(os.path.join(wd, "metrics.jsonl")) as fh:
+        logged = [json.loads(line) for line in fh]
+      # The first interval holds the compilation.
+      times[name] += [m["step_time_s"] for m in logged
+                      if "step_time_s" in m][1:] or [
+                          m["step_time_s"] for m in logged
+                          if "step_time_s" in m]
+  out = {name: statistics.median(v) for name, v in times.items()}
+  os.makedirs(os.path.dirname(f), exist_ok=True)
+  with open(f, "w") as fh:
+    json.dump(out, fh, indent=1)
+  return out
+
+
+def _scores(root, scale, clf, name, steps, seeds):
+  config, overrides, _ = ARMS[name]
+  run_name = RUN_NAMES.get(name, f"digits_{name}")
+  if steps != max(scale.digits_budgets):
+    run_name += f"_steps{steps}"
+  budgets = scale.digits_budgets if steps == max(scale.digits_budgets) else (
+      steps,)
+  evs = []
+  for seed in seeds:
+    run = common.attempt(common.train, root, scale, run_name, config,
+                         overrides, seed, budgets)
+    ev = run and common.attempt(common.evaluate, run, scale, steps, "main",
+                                classifier=clf)
+    if ev:
+      evs.append(ev)
+  return {m: common.mean_std([e.get(m) for e in evs])
+          for m in ("classifier_fd", "nfe")}
+
+
+def run(scale, root, out_dir) -> dict:
+  clf = common.classifier(root, scale)
+  steps = max(scale.digits_budgets)
+  arms = ARMS if scale.all_arms else {k: ARMS[k] for k in
+                                      ("fm", "adaptive_2")}
+  try:
+    t = _step_times(root, scale, arms)
+  except common.Missing:
+    t = {}
+  same, wall, wall_steps = {}, {}, {}
+  seeds = {name: scale.seeds[:THREE_BAND_SEEDS] if bands == 3 else
+           scale.seeds for name, (_, _, bands) in arms.items()}
+  for name in arms:
+    same[name] = _scores(root, scale, clf, name, steps, seeds[name])
+  for name in arms:
+    # Full-resolution K-Flow costs what flow matching costs (the step
+    # ratio is in the table): only the adaptive arms get more steps.
+    if not name.startswith("adaptive") or name not in t or "fm" not in t:
+      continue
+    # The same wall time as flow matching's run, in whole log intervals.
+    n = max(1, int(round(steps * t["fm"] / t[name] / 50.0)) * 50
+            ) if scale.all_arms else steps
+    wall_steps[name] = n
+    wall[name] = same[name] if n == steps else _scores(
+        root, scale, clf, name, n, seeds[name])
+  fm = same["fm"]["classifier_fd"]
+  rows = []
+  for name, (_, _, bands) in arms.items():
+    cost = (t.get("fm", 0) / t[name]) if t.get(name) else None
+    rows.append([
+        name, bands,
+        "-" if name not in t else f"{t[name] * 1e3:.0f}",
+        "-" if cost is None else f"{cost:.2f}",
+        common.fmt(same[name]["classifier_fd"]),
+        wall_steps.get(name, "-" if name.startswith("adaptive") else steps),
+        common.fmt((wall.get(name) or same[name])["classifier_fd"])])
+  verdicts = []
+  for name in arms:
+    if not name.startswith("adaptive") or name not in wall:
+      continue
+    cost = t["fm"] / t[name]
+    word = {"lower": "better than", "higher": "worse than",
+            "within": "within the spread of",
+            "undecided": "not comparable yet (fewer than two seeds) with"
+            }[common.compare(wall[name]["classifier_fd"], fm)]
+    reaches = word in ("better than", "within the spread of")
+    verdicts.append(
+        f"- {name}: a training step costs 1/{cost:.2f} of flow matching's; "
+        f"in flow matching's wall time ({wall_steps[name]} steps) it scores "
+        f"{common.fmt(wall[name]['classifier_fd'])}, {word} flow matching's "
+        f"{common.fmt(fm)}. Flow matching's quality at less than half its "
+        f"cost: **{'yes' if reaches and cost >= 2 else 'no'}**"
+        + ("" if cost >= 2 else " (the step is not 2x cheaper)") + ".")
+  md = [
+      "# Claim 6: scale-adaptive compute",
+      "",
+      f"digits, U-Net-mu, Haar wavelet with dyadic bands, {steps} training "
+      f"steps, {len(scale.seeds)} seed(s) ({THREE_BAND_SEEDS} for 3 bands), "
+      "classifier FD of "
+      f"{scale.num_samples} samples (Euler {scale.num_steps} steps; lower "
+      "is better). Step time: median of short training runs of "
+      "`python -m kflow_jax.main`, arms interleaved. Produced by "
+      "`python -m experiments.adaptive` (`experiments/adaptive.py`).",
+      "",
+      common.table(["arm", "bands", "ms / train step",
+                    "cost: flow matching / arm", f"FD, {steps} steps",
+                    "steps in flow matching's time",
+                    "FD, flow matching's time"], rows),
+      "",
+      *verdicts,
+  ]
+  data = {"scale": scale._asdict(), "step_time_s": t, "same_steps": same,
+          "same_wall_time": wall, "wall_steps": wall_steps}
+  common.write_result(out_dir, "adaptive", "\n".join(md), data)
+  return data
+
+
+if __name__ == "__main__":
+  common.main(run)
