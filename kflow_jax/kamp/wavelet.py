@@ -20,6 +20,14 @@ dense periodized matrix (again PyWavelets' float64 values): at these sizes
 it is as fast as the stencil, compiles in a fraction of the time and covers
 tiny lengths where a long filter wraps around several times.
 
+Where the time goes (XLA:CPU, forward + inverse of 3 levels): the arithmetic
+is small, so the cost is the number of passes over memory and of ops, each
+with its own dispatch and thread-pool hand-off. At 32x32 the 12 dots are
+the floor; laying the planes out as [H, B*C, W] there (see `build`) removed
+the transpose before and after every H-axis dot (24 -> 18 ops, 1.4-1.55x
+faster). At 256x256 the stencils keep [B*C, H, W], and long filters read
+one wrap-padded window per pass (see `_correlate`: db6 73 -> 47 ops).
+
 Coefficients use the packed (Mallat) layout of `pywt.coeffs_to_array`:
 same shape [B, H, W, C] as x; the final approximation is the top-left
 [H / 2^L, W / 2^L] block; at each level the detail that is high-pass along
@@ -50,6 +58,10 @@ from kflow_jax import kamp
 # both forms run in the same time but the matmul compiles ~5x faster; at
 # 256 the O(n) stencil is ~4x faster than the O(n^2) matmul).
 _MATMUL_MAX = 64
+# Stencils with at least this many taps per polyphase component (db4+)
+# read one wrap-padded copy of their input; shorter ones wrap only at the
+# ends (see `_correlate`; measured at 256x256).
+_WINDOW_MIN_TAPS = 4
 # Filter-bank entries below this are exact zeros up to float64 round-off.
 _ZERO_TOL = 1e-13
 # A filter bank whose periodized synthesis misses the inverse of its
@@ -163,17 +175,28 @@ def _window(x, start, stop, axis):
 def _correlate(srcs, taps, count, stride, axis):
   """outs[o][i] = sum_s sum_(k, c) in taps[o][s] c * srcs[s][stride i + k].
 
-  Periodic in the sources' length, for i < count. The interior outputs read
-  plain strided slices of the sources, so XLA fuses the whole pass into one
-  loop that reads each source once; only the few outputs at each end whose
-  taps wrap read a small periodic window. (One wrap-padded copy of the
-  source instead costs a full extra read and write per axis and level.)
+  Periodic in the sources' length, for i < count. Two plans, chosen by the
+  number of taps per polyphase component, (kmax - kmin + 1) / stride
+  (analysis: haar 1, db2 2, db3 3, db4 4, db6 6; synthesis 1, 3, 3, 5, 7):
+
+  - short filters (< `_WINDOW_MIN_TAPS`): the interior outputs read plain
+    strided slices of the sources and only the few outputs at each end
+    whose taps wrap read a small periodic window; XLA fuses each segment,
+    and no padded copy of the source is made.
+  - long filters: each source is copied once into its wrap-padded window,
+    held materialized by an optimization barrier, and every output is one
+    fused sum of strided slices of the windows. With the three segments
+    XLA:CPU emitted, for db6 at 256x256 (3 levels, forward + inverse), 73
+    ops with unfused concatenate copies and a 5 s compile; windowed, 47 ops,
+    a 2.3 s compile and 1.2-1.4x less time (median of 25-45 interleaved
+    runs; db4 1.4x). For db2 and db3 the window's extra copy cost more than
+    it saved (0.85-1.0x). Without the barrier XLA fuses the padding
+    concatenate into every tap read (a select per tap and element, 2-3x
+    slower for db6).
   """
   n = srcs[0].shape[axis]
   ks = [k for out in taps for src in out for k, _ in src]
   kmin, kmax = min(ks), max(ks)
-  i0 = min(count, max(0, -(kmin // stride)))  # first i with no wrap
-  i1 = min(count, max(i0, (n - 1 - kmax) // stride + 1))  # last + 1
   cast = np.dtype(srcs[0].dtype).type
 
   def band(pieces, base, first, num):
@@ -189,32 +212,47 @@ def _correlate(srcs, taps, count, stride, axis):
       outs.append(acc)
     return outs
 
+  def windowed(first, num, barrier=False):
+    start = stride * first + kmin
+    stop = stride * (first + num - 1) + kmax + 1
+    pieces = [_window(s, start, stop, axis) for s in srcs]
+    if barrier:
+      pieces = jax.lax.optimization_barrier(pieces)
+    return band(pieces, start, first, num)
+
+  if (kmax - kmin + 1) / stride >= _WINDOW_MIN_TAPS:
+    return windowed(0, count, barrier=True)
+  i0 = min(count, max(0, -(kmin // stride)))  # first i with no wrap
+  i1 = min(count, max(i0, (n - 1 - kmax) // stride + 1))  # last + 1
   segments = []
   for first, num, wraps in ((0, i0, True), (i0, i1 - i0, False),
                             (i1, count - i1, True)):
-    if num <= 0:
-      continue
-    if not wraps:
-      segments.append(band(srcs, 0, first, num))
-    else:
-      start = stride * first + kmin
-      stop = stride * (first + num - 1) + kmax + 1
-      segments.append(band([_window(s, start, stop, axis) for s in srcs],
-                           start, first, num))
+    if num > 0:
+      segments.append(windowed(first, num) if wraps
+                      else band(srcs, 0, first, num))
   return [seg[0] if len(seg) == 1 else jnp.concatenate(seg, axis)
           for seg in zip(*segments)]
 
 
 def _matmul(x, mat, axis):
-  # HIGHEST: on GPU the default f32 matmul may round to TF32 (1e-3 error).
+  """x @ mat along `axis` of a 3-D array ([H, P, W] or [P, H, W]).
+
+  Axis 0 and the last axis are plain 2-D dots on a reshape, (mat^T) @
+  x [n, rest] and x [rest, n] @ mat, with no transpose; a middle axis (H of
+  [P, H, W]) makes XLA transpose the operand and the result around the dot.
+  HIGHEST: on GPU the default f32 matmul may round to TF32 (1e-3 error).
+  """
+  hi = jax.lax.Precision.HIGHEST
+  if axis == 0:
+    n = x.shape[0]
+    return jnp.dot(mat.T, x.reshape(n, -1), precision=hi).reshape(x.shape)
   if axis == x.ndim - 1:
-    return jnp.matmul(x, mat, precision=jax.lax.Precision.HIGHEST)
-  return jnp.einsum("bhw,hk->bkw", x, mat,
-                    precision=jax.lax.Precision.HIGHEST)
+    return jnp.matmul(x, mat, precision=hi)
+  return jnp.einsum("bhw,hk->bkw", x, mat, precision=hi)
 
 
 def analysis_axis(x, bank, axis):
-  """One periodized DWT level along `axis` of [N, H, W]: concat([a, d])."""
+  """One periodized DWT level along `axis`: concat([a, d]) on that axis."""
   n = x.shape[axis]
   if n <= _MATMUL_MAX:
     return _matmul(x, _matrices(bank.name, n)[0].astype(np.float32), axis)
@@ -234,42 +272,59 @@ def synthesis_axis(c, bank, axis):
   return jnp.stack([even, odd], axis=axis + 1).reshape(c.shape)
 
 
-def _dwt_level(x, bank):
-  """One 2-D level on [N, H, W]: packed [[aa, ad], [da, dd]], same shape."""
-  return analysis_axis(analysis_axis(x, bank, 1), bank, 2)
+def _dwt_level(x, bank, axes):
+  """One 2-D level along axes (H, W): packed [[aa, ad], [da, dd]]."""
+  return analysis_axis(analysis_axis(x, bank, axes[0]), bank, axes[1])
 
 
-def _idwt_level(c, bank):
+def _idwt_level(c, bank, axes):
   """Inverse of `_dwt_level`."""
-  return synthesis_axis(synthesis_axis(c, bank, 2), bank, 1)
+  return synthesis_axis(synthesis_axis(c, bank, axes[1]), bank, axes[0])
 
 
-def _with_top_left(c, block):
-  """c with its top-left block replaced (the packed layout's nesting)."""
-  h, w = block.shape[1], block.shape[2]
-  return jnp.concatenate([jnp.concatenate([block, c[:, :h, w:]], axis=2),
-                          c[:, h:]], axis=1)
+def _corner(x, axes, h, w, high=(False, False)):
+  """x[:h, :w] (or [h:] / [w:] where `high`) along axes (H, W)."""
+  index = [slice(None)] * x.ndim
+  index[axes[0]] = slice(h, None) if high[0] else slice(0, h)
+  index[axes[1]] = slice(w, None) if high[1] else slice(0, w)
+  return x[tuple(index)]
 
 
-def dwt2(x, bank, levels):
-  """Packed multi-level periodized DWT of x [N, H, W] (float32).
+def _with_top_left(c, block, axes):
+  """c with its top-left block (along axes H, W) replaced.
+
+  Slices and concatenates, not `.at[].set`: XLA fuses them into their
+  consumer, while the dynamic-update-slice made it copy whole buffers
+  (measured 2x slower for db6 at 256x256 with forward and inverse in one
+  jit).
+  """
+  h, w = block.shape[axes[0]], block.shape[axes[1]]
+  top = jnp.concatenate([block, _corner(c, axes, h, w, (False, True))],
+                        axis=axes[1])
+  return jnp.concatenate([top, _slice(c, h, None, axes[0])], axis=axes[0])
+
+
+def dwt2(x, bank, levels, axes=(1, 2)):
+  """Packed multi-level periodized DWT of a 3-D x along axes (H, W).
 
   Each level's output already sits in the packed layout; only the coarse
   quarter is transformed again and written back.
   """
-  out = _dwt_level(x, bank)
+  out = _dwt_level(x, bank, axes)
   if levels > 1:
-    h, w = x.shape[1] // 2, x.shape[2] // 2
-    out = _with_top_left(out, dwt2(out[:, :h, :w], bank, levels - 1))
+    h, w = x.shape[axes[0]] // 2, x.shape[axes[1]] // 2
+    sub = dwt2(_corner(out, axes, h, w), bank, levels - 1, axes)
+    out = _with_top_left(out, sub, axes)
   return out
 
 
-def idwt2(c, bank, levels):
+def idwt2(c, bank, levels, axes=(1, 2)):
   """Inverse of `dwt2`."""
   if levels > 1:
-    h, w = c.shape[1] // 2, c.shape[2] // 2
-    c = _with_top_left(c, idwt2(c[:, :h, :w], bank, levels - 1))
-  return _idwt_level(c, bank)
+    h, w = c.shape[axes[0]] // 2, c.shape[axes[1]] // 2
+    sub = idwt2(_corner(c, axes, h, w), bank, levels - 1, axes)
+    c = _with_top_left(c, sub, axes)
+  return _idwt_level(c, bank, axes)
 
 
 def packed_kappa(h, w, levels):
@@ -319,24 +374,41 @@ def build(shape, wavelet="db6", levels=3):
   h, w, c = shape
   kappa = np.repeat(packed_kappa(h, w, levels)[:, :, None], c, axis=2)
 
-  # The transform runs on [B*C, H, W]: with C (often 3) innermost, every
-  # stencil pass would vectorize over 3 lanes; with W innermost it
-  # vectorizes over whole rows (a [H, W, B*C] layout, with both axes
-  # non-minor, measured 2x slower at 256x256).
+  # The transform runs on P = B*C planes with W innermost: with C (often
+  # 3) innermost every pass would vectorize over 3 lanes; with W innermost
+  # over whole rows (a [H, W, P] layout, with both axes non-minor, measured
+  # 2x slower at 256x256). Where H sits is chosen by which path the level-1
+  # axes take (measured, interleaved, forward + inverse):
+  # - both axes matmul (<= _MATMUL_MAX): [H, P, W]. Both dots are then plain
+  #   2-D dots on a reshape; [P, H, W] put a transpose before and after each
+  #   H-axis dot (24 passes for 3 levels instead of 18, 1.3-1.5x the time
+  #   at 32x32).
+  # - stencils: [P, H, W]. An H-axis stencil then reads rows inside one
+  #   256 KB plane; in [H, P, W] its 12 rows (db6) are P*W floats apart and
+  #   the pass ran 1.3-1.6x slower at 256x256.
+  if max(h, w) <= _MATMUL_MAX:
+    perm, axes = (1, 0, 3, 2), (0, 2)  # [B, H, W, C] -> [H, B, C, W]
+  else:
+    perm, axes = (0, 3, 1, 2), (1, 2)  # -> [B, C, H, W]
+  inv_perm = tuple(int(i) for i in np.argsort(perm))
+
   def to_planes(x):
-    return jnp.transpose(x, (0, 3, 1, 2)).reshape(-1, h, w)
+    y = jnp.transpose(x, perm)
+    return y.reshape((h, -1, w) if axes == (0, 2) else (-1, h, w))
 
   def from_planes(y):
-    return jnp.transpose(y.reshape(-1, c, h, w), (0, 2, 3, 1))
+    y = y.reshape((h, -1, c, w) if axes == (0, 2) else (-1, c, h, w))
+    return jnp.transpose(y, inv_perm)
 
   def forward(x):
     kamp.check_input(x, shape, "wavelet")
-    return from_planes(dwt2(to_planes(x.astype(jnp.float32)), bank, levels))
+    return from_planes(
+        dwt2(to_planes(x.astype(jnp.float32)), bank, levels, axes))
 
   def inverse(coef):
     kamp.check_input(coef, shape, "wavelet")
     return from_planes(
-        idwt2(to_planes(coef.astype(jnp.float32)), bank, levels))
+        idwt2(to_planes(coef.astype(jnp.float32)), bank, levels, axes))
 
   return kamp.KTransform(
       forward=forward, inverse=inverse, kappa=kappa,
