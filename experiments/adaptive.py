@@ -15,6 +15,8 @@ smaller image; docs/method.md, "Scale-adaptive compute").
 * Same steps: every arm trained for the same number of steps.
 * Same wall time: the adaptive arm trained for as many steps as fit in flow
   matching's time (steps x t_fm / t_adaptive, measured above).
+* The best t sampling of docs/results/recipe.md (logit-normal) given to
+  both flow matching and the 2-band adaptive arm, held against each other.
 
     python -m experiments.adaptive [--quick] [--root=DIR] [--out=DIR]
 """
@@ -37,9 +39,27 @@ ARMS = {
                           "--config.path.num_scales=3",
                           "--config.model.scale_adaptive=True"), 3),
 }
-RUN_NAMES = {"fm": "digits_fm", "kflow_2": "digits_wavelet_haar"}
+# With logit-normal t, the best t sampling of both (docs/results/recipe.md):
+# the same change given to flow matching and to the adaptive arm.
+LOGIT = ("--config.loss.t_sampling=logit_normal",)
+ARMS.update({
+    "fm_logit": (quality.DIGITS["fm"][0], LOGIT, 1),
+    "adaptive_2_logit": (HAAR, ARMS["adaptive_2"][1] + LOGIT, 2),
+})
+# The t sampling does not change what a step computes: these arms cost
+# what the arm named here costs (not timed again).
+SAME_COST = {"fm_logit": "fm", "adaptive_2_logit": "adaptive_2"}
+# The flow-matching arm each adaptive arm is held against.
+REFERENCE = {"adaptive_2_logit": "fm_logit"}
+RUN_NAMES = {"fm": "digits_fm", "kflow_2": "digits_wavelet_haar",
+             "fm_logit": "digits_fm_logit_normal"}
 # Seeds of the 3-band arms: two (a spread at two thirds of the cost).
 THREE_BAND_SEEDS = 2
+WORDS = {"lower": "better than", "higher": "worse than",
+         "within": "within the spread of",
+         "undecided": "not comparable yet (fewer than two seeds) with"}
+SHORT = {"lower": "better", "higher": "worse", "within": "within the spread",
+         "undecided": "no spread yet"}
 # Timing runs: steps, log interval, rounds (arms interleaved per round).
 TIMING = {"full": (120, 20, 2), "quick": (4, 2, 1)}
 
@@ -53,9 +73,10 @@ def _step_times(root, scale, arms) -> dict:
   if scale.report_only:
     raise common.Missing(f)
   steps, every, rounds = TIMING[scale.name]
-  times = {name: [] for name in arms}
+  timed = {k: v for k, v in arms.items() if k not in SAME_COST}
+  times = {name: [] for name in timed}
   for r in range(rounds):
-    for name, (config, overrides, _) in arms.items():
+    for name, (config, overrides, _) in timed.items():
       wd = os.path.join(root, "timing", f"{name}_round{r}")
       run = common.Run(name, config, tuple(overrides) + scale.extra_flags, 0,
                        wd)
@@ -81,7 +102,9 @@ def _step_times(root, scale, arms) -> dict:
   return out
 
 
-def _scores(root, scale, clf, name, steps, seeds):
+def _scores(root, scale, clf, name, steps, seeds, at=None):
+  """Scores of arm `name` trained for `steps`, at checkpoint `at` (default:
+  the last)."""
   config, overrides, _ = ARMS[name]
   run_name = RUN_NAMES.get(name, f"digits_{name}")
   if steps != max(scale.digits_budgets):
@@ -92,8 +115,8 @@ def _scores(root, scale, clf, name, steps, seeds):
   for seed in seeds:
     run = common.attempt(common.train, root, scale, run_name, config,
                          overrides, seed, budgets)
-    ev = run and common.attempt(common.evaluate, run, scale, steps, "main",
-                                classifier=clf)
+    ev = run and common.attempt(common.evaluate, run, scale, at or steps,
+                                "main", classifier=clf)
     if ev:
       evs.append(ev)
   return {m: common.mean_std([e.get(m) for e in evs])
@@ -106,9 +129,10 @@ def run(scale, root, out_dir) -> dict:
   arms = ARMS if scale.all_arms else {k: ARMS[k] for k in
                                       ("fm", "adaptive_2")}
   try:
-    t = _step_times(root, scale, arms)
+    t = dict(_step_times(root, scale, arms))
   except common.Missing:
     t = {}
+  t.update({k: t[v] for k, v in SAME_COST.items() if k in arms and v in t})
   same, wall, wall_steps = {}, {}, {}
   seeds = {name: scale.seeds[:THREE_BAND_SEEDS] if bands == 3 else
            scale.seeds for name, (_, _, bands) in arms.items()}
@@ -117,18 +141,27 @@ def run(scale, root, out_dir) -> dict:
   for name in arms:
     # Full-resolution K-Flow costs what flow matching costs (the step
     # ratio is in the table): only the adaptive arms get more steps.
-    if not name.startswith("adaptive") or name not in t or "fm" not in t:
+    ref = REFERENCE.get(name, "fm")
+    if not name.startswith("adaptive") or name not in t or ref not in t:
       continue
     # The same wall time as flow matching's run, in whole log intervals.
-    n = max(1, int(round(steps * t["fm"] / t[name] / 50.0)) * 50
+    n = max(1, int(round(steps * t[ref] / t[name] / 50.0)) * 50
             ) if scale.all_arms else steps
     wall_steps[name] = n
     wall[name] = same[name] if n == steps else _scores(
         root, scale, clf, name, n, seeds[name])
-  fm = same["fm"]["classifier_fd"]
+  # Below half of flow matching's cost: the adaptive runs' mid-way
+  # checkpoint (min(budgets) steps, learning rate not yet decayed).
+  early, early_steps = {}, min(scale.digits_budgets)
+  if early_steps < steps:
+    for name in arms:
+      if name.startswith("adaptive_2"):
+        early[name] = _scores(root, scale, clf, name, steps, seeds[name],
+                              at=early_steps)
   rows = []
   for name, (_, _, bands) in arms.items():
-    cost = (t.get("fm", 0) / t[name]) if t.get(name) else None
+    ref = REFERENCE.get(name, "fm")
+    cost = (t.get(ref, 0) / t[name]) if t.get(name) else None
     rows.append([
         name, bands,
         "-" if name not in t else f"{t[name] * 1e3:.0f}",
@@ -140,16 +173,26 @@ def run(scale, root, out_dir) -> dict:
   for name in arms:
     if not name.startswith("adaptive") or name not in wall:
       continue
-    cost = t["fm"] / t[name]
-    word = {"lower": "better than", "higher": "worse than",
-            "within": "within the spread of",
-            "undecided": "not comparable yet (fewer than two seeds) with"
-            }[common.compare(wall[name]["classifier_fd"], fm)]
+    ref = REFERENCE.get(name, "fm")
+    fm = same[ref]["classifier_fd"]
+    cost = t[ref] / t[name]
+    word = WORDS[common.compare(wall[name]["classifier_fd"], fm)]
     reaches = word in ("better than", "within the spread of")
+    if name in early:
+      e_cost = early_steps / steps / cost
+      e_word = common.compare(early[name]["classifier_fd"], fm)
+      verdicts.append(
+          f"- {name} at its {early_steps}-step checkpoint ({e_cost:.2f} of "
+          f"{ref}'s training time): {common.fmt(early[name]['classifier_fd'])}"
+          f" against {ref}'s {common.fmt(fm)} ({SHORT[e_word]}); flow "
+          "matching's "
+          f"quality at less than half its cost: **"
+          + ("yes" if e_word in ("lower", "within") and e_cost < 0.5
+             else "no") + "**.")
     verdicts.append(
-        f"- {name}: a training step costs 1/{cost:.2f} of flow matching's; "
-        f"in flow matching's wall time ({wall_steps[name]} steps) it scores "
-        f"{common.fmt(wall[name]['classifier_fd'])}, {word} flow matching's "
+        f"- {name}: a training step costs 1/{cost:.2f} of {ref}'s; "
+        f"in {ref}'s wall time ({wall_steps[name]} steps) it scores "
+        f"{common.fmt(wall[name]['classifier_fd'])}, {word} {ref}'s "
         f"{common.fmt(fm)}. Flow matching's quality at less than half its "
         f"cost: **{'yes' if reaches and cost >= 2 else 'no'}**"
         + ("" if cost >= 2 else " (the step is not 2x cheaper)") + ".")
@@ -172,6 +215,7 @@ def run(scale, root, out_dir) -> dict:
       *verdicts,
   ]
   data = {"scale": scale._asdict(), "step_time_s": t, "same_steps": same,
+          "early": early, "early_steps": early_steps,
           "same_wall_time": wall, "wall_steps": wall_steps}
   common.write_result(out_dir, "adaptive", "\n".join(md), data)
   return data

@@ -266,6 +266,8 @@ def sample_tag(spec: Spec, step: int) -> str:
     tag += f"_drop{spec.class_drop_t:g}"
   if spec.shared_bands:
     tag += f"_shared{join(spec.shared_bands)}"
+  if spec.project:
+    tag += "_project"
   return tag
 
 

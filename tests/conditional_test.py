@@ -105,6 +105,8 @@ VARIANTS = {
     "band0": ({"guidance_bands": (0,)}, "_cfg1.5_gbands0"),        # (c)
     "shared": ({"shared_bands": (1,)}, "_cfg1.5_shared1"),         # (d)
     "shared_all": ({"shared_bands": (0, 1)}, "_cfg1.5_shared0-1"),
+    # Band projection: its own set beside the unprojected one.
+    "project": ({"project": True}, "_cfg1.5_project"),
 }
 
 
