@@ -131,6 +131,13 @@ def run(scale, root, out_dir) -> dict:
   rows[("sampling", "equal steps per band")] = _arm(
       root, scale, "digits", "digits_fourier", base_cfg, (), b, clf, metric,
       sample=dict(step_allocation="band"), tag="bandsteps")
+  if scale.all_arms:
+    # Projecting the velocity onto the flowing band removes what a
+    # full-resolution network leaks into the other bands (what the
+    # scale-adaptive network cannot do by construction).
+    rows[("sampling", "band projection of the velocity")] = _arm(
+        root, scale, "digits", "digits_fourier", base_cfg, (), b, clf,
+        metric, sample=dict(project=True), tag="project", seeds=scale.seeds)
   rows.update(arm_rows)
   # K-Flow recipes only: the one-band arm is flow matching itself.
   ranked = sorted(((k, v) for k, v in rows.items() if v["mean"] is not None
