@@ -78,7 +78,8 @@ def _step_times(root, scale, arms) -> dict:
   for r in range(rounds):
     for name, (config, overrides, _) in timed.items():
       wd = os.path.join(root, "timing", f"{name}_round{r}")
-      run = common.Run(name, config, tuple(overrides) + scale.extra_flags, 0,
+      run = common.Run(name, config, scale.pinned + tuple(overrides) +
+                       scale.extra_flags, 0,
                        wd)
       if not os.path.exists(os.path.join(wd, "metrics.jsonl")):
         common.command(["-m", "kflow_jax.main", *run.flags(),

@@ -42,6 +42,11 @@ class Scale(NamedTuple):
   mix_size: int               # mix grid rows = cols
   all_arms: bool              # False: the first two arms of each list
   extra_flags: tuple = ()     # appended to every training command
+  # Before every arm's own overrides: the defaults this evidence was
+  # gathered with, so that later changes of a shipped config (digits took
+  # logit-normal t from docs/results/recipe.md) neither break the reuse of
+  # the runs nor change what a rerun from scratch reproduces.
+  pinned: tuple = ("--config.loss.t_sampling=uniform",)
   # Only read what earlier calls produced: a run or score not there yet
   # raises Missing, and the tables show "-" for it (run_all --report).
   report_only: bool = False
@@ -141,7 +146,8 @@ def train(root: str, scale: Scale, name: str, config: str,
   every budget (one run: the shorter budgets are its earlier checkpoints,
   mid-way through the learning-rate schedule of the longest)."""
   wd = os.path.join(root, "runs", name, f"seed{seed}")
-  run = Run(name, config, tuple(overrides) + tuple(scale.extra_flags), seed,
+  run = Run(name, config, tuple(scale.pinned) + tuple(overrides) +
+            tuple(scale.extra_flags), seed,
             wd)
   final = max(budgets)
   done = os.path.join(wd, "checkpoints", str(final))
