@@ -1,143 +1,398 @@
-r"""Cost of scale-adaptive K-Flow against the full-resolution network.
+r"""Cost of scale-adaptive K-Flow against full-resolution K-Flow and plain
+flow matching, on one backbone and one data shape.
 
-  python -m benchmarks.adaptive_cost            # 32x32x4, DiT-S/2
+  python -m benchmarks.adaptive_cost            # 32x32x4, DiT-S/2, 2,3,4 bands
+  python -m benchmarks.adaptive_cost --time     # also wall-clock, interleaved
+  python -m benchmarks.adaptive_cost --data=digits --time
+                                                # configs/digits.py: U-Net-mu,
+                                                # 16x16x1, haar (the arms the
+                                                # digits experiment trains)
   python -m benchmarks.adaptive_cost --quick    # DiT-mu/2, smoke run
-  python -m benchmarks.adaptive_cost --time     # also wall-clock (median)
 
-For S = 2 and 3 dyadic bands (orthonormal Haar with S - 1 levels and even
-cut-offs, so band s lives on a 32 / 2^(S-1-s) grid) and one DiT:
+Three arms, built by experiment.setup exactly as training builds them:
+  fm        plain flow matching: identity transform, one band;
+  full      K-Flow at full resolution: orthonormal Haar with S - 1 levels
+            and even cut-offs (band s lives on a H / 2^(S-1-s) grid);
+  adaptive  the same run with config.model.scale_adaptive=True.
+Same backbone, batch, optimizer and sampler settings. Per S (--bands):
 
-* train: XLA-counted FLOPs of one loss + gradient over a batch. Full:
-  losses.kflow_loss with the network on the whole batch at 32x32.
-  Adaptive: adaptive.sharded_loss_and_grad, one sub-batch per band (sizes
-  by the band's share of uniform t) at its grid. ratio = full / adaptive.
+* train: XLA-counted FLOPs of one loss + gradient over the batch
+  (experiment.sharded_loss: for adaptive one sub-batch per band, sizes by
+  the band's share of uniform t, at its grid). train_ratio = full /
+  adaptive. step_gflops_*: the whole train step (train.make_run_step:
+  optimizer and EMA included), the one that is timed.
 * sample: XLA-counted FLOPs of one network call at each band's grid; with
-  the same number of steps per band, ratio = S F(32x32) / sum_s F(grid_s).
-* estimate: the same ratio from DiT.analytic_flops (matmuls only): the
-  numbers of the cost model (1.61x for 2 bands, 2.30x for 3 at DiT-S..XL).
+  the same number of steps per band, sample_ratio = S F(full) / sum_s
+  F(grid_s). sample_gflops_*: a whole Euler sampler run (--sample_steps in
+  total, the run's own time grid, so every arm takes the same steps and
+  the adaptive one the same per band) through the real samplers
+  (generate.make_sampler; with the run's plan, adaptive.make_sampler). XLA
+  counts a loop's body once whatever its trip count, so that count is
+  taken on the sampler lowered with its scan unrolled; the timed sampler
+  is the ordinary, rolled one.
+* estimate: the ratio from DiT.analytic_flops (matmuls only; the cost
+  model's 1.61x, 2.30x, 3.02x for 2, 3, 4 bands at DiT-S..XL), or from the
+  pixel counts for a backbone without that count (the U-Net).
 
-One JSON line per S, then a table. XLA counts every op it sees (the
-transforms, norms, the loss), not only matmuls, so the measured ratios sit
-a little under the matmul estimate. --time adds the median seconds of the
-jitted train step and of the forward calls (meaningful on an otherwise idle
-accelerator; on a shared CPU they carry its noise).
+--time adds wall-clock: the three train steps take turns one step each
+(round robin, --rounds), then the three whole sampler runs likewise; the
+medians and the ratios fm / adaptive and full / adaptive go next to the
+FLOP ratios and the estimate. Times are meaningful on an otherwise idle
+accelerator; on a shared CPU only ratios measured side by side are, and
+they carry its noise. One JSON line per S, then the tables.
 """
 import argparse
+import contextlib
+import functools
 import json
 import statistics
 import time
+from unittest import mock
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks import loop
+from benchmarks import scaling
 from kflow_jax import adaptive
+from kflow_jax import experiment
 from kflow_jax import flops
-from kflow_jax import kamp
-from kflow_jax import losses
-from kflow_jax import models
-from kflow_jax import paths
+from kflow_jax import generate
+from kflow_jax import sampling
 from kflow_jax import sharding
+from kflow_jax import train
 
 SHAPE = (32, 32, 4)
+ARMS = ("fm", "full", "adaptive")
+# The cost model's estimates (docs/method.md, 2 / 3 / 4 dyadic bands).
+COST_MODEL = {2: 1.61, 3: 2.30, 4: 3.02}
+
+
+def arm_config(data: str, arm: str, num_bands: int, *, size: str,
+               batch, sample_steps: int, sample_batch):
+  """The config of one arm. dit: configs/digits.py's run with a DiT of
+  `size` (patch 2) on an input shape given by `build_run`; digits: the
+  shipped configs/digits.py (U-Net-mu). batch / sample_batch None keep the
+  config's."""
+  transform = "identity" if arm == "fm" else "wavelet"
+  c = loop.load_config("digits", f"transform={transform}")
+  if data == "dit":
+    c.model = type(c.model)(dict(name="dit", size=size, patch_size=2,
+                                 dtype="float32"))
+  if arm != "fm":
+    c.transform.levels = num_bands - 1
+    c.path.num_scales = num_bands
+  c.model.scale_adaptive = arm == "adaptive"
+  if batch is not None:
+    c.batch_size = int(batch)
+  c.sample.solver = "euler"
+  c.sample.num_steps = int(sample_steps)
+  if sample_batch is not None:
+    c.sample.batch_size = int(sample_batch)
+  return c
+
+
+def build_run(data: str, config):
+  """experiment.setup on one device (nothing written); for dit the input
+  shape is SHAPE, not the data set's."""
+  devices = jax.devices()[:1]
+  if data == "dit":
+    return scaling.shaped_run(config, SHAPE, devices)
+  return experiment.setup(config, None, "tool", devices=devices)
 
 
 def _flops(fn, *args) -> float:
   return float(flops.step_flops(jax.jit(fn).lower(*args).compile()))
 
 
-def _median_s(fn, *args, repeats: int = 5) -> float:
-  jax.block_until_ready(fn(*args))
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
+@contextlib.contextmanager
+def _unrolled_scans():
+  """jax.lax.scan fully unrolled while tracing: XLA's cost analysis counts
+  a while loop's body once, whatever its trip count."""
+  scan = jax.lax.scan
+  with mock.patch.object(jax.lax, "scan",
+                         functools.partial(scan, unroll=True)):
+    yield
 
 
-def measure(num_bands: int, size: str, batch: int, timing: bool) -> dict:
-  tr = kamp.get("wavelet", SHAPE, wavelet="haar", levels=num_bands - 1)
-  path = paths.make_path(tr, cutoffs=kamp.even_cutoffs(num_bands))
-  model = models.get("dit", size=size, patch_size=2)
-  plan = adaptive.plan(path, model)
-  params = nn.meta.unbox(model.init(
-      jax.random.PRNGKey(0), jnp.zeros((1,) + SHAPE), jnp.zeros((1,))))[
-          "params"]
-  x1 = jax.random.normal(jax.random.PRNGKey(1), (batch,) + SHAPE)
-  keys = jax.random.split(jax.random.PRNGKey(2), batch)
+def _train_batch(run):
+  b = int(run.config.batch_size)
+  rng = np.random.default_rng(0)
+  return sharding.global_batch(run.mesh, {
+      "image": rng.standard_normal((b,) + tuple(run.info.shape)).astype(
+          np.float32),
+      "label": np.zeros((b,), np.int32)})
 
-  def full_loss(params, x1, keys):
-    vfn = lambda x, t, y: model.apply({"params": params}, x, t, y,
-                                      train=True)
-    return losses.kflow_loss(vfn, path, x1, keys[0])[0]
-  full_step = jax.value_and_grad(full_loss)
-  mesh = sharding.make_mesh(1, jax.devices()[:1])
-  setup = adaptive.make_loss_setup(path)
-  adaptive_step = adaptive.sharded_loss_and_grad(model, plan, setup, mesh)
-  batch_arg = {"image": x1}
-  train_full = _flops(full_step, params, x1, keys)
-  train_adaptive = _flops(adaptive_step, params, batch_arg, keys)
 
-  t = jnp.full((batch,), 0.5)
+def _sampler(run):
+  return generate.make_sampler(run.model, run.path, run.num_classes,
+                               run.spec, plan=run.adaptive)
+
+
+def _sample_noise(run):
+  return jax.random.normal(jax.random.PRNGKey(3), (
+      int(run.spec.batch_size),) + tuple(run.info.shape), jnp.float32)
+
+
+def loss_flops(run, params, batch) -> float:
+  """FLOPs of the run's loss and gradient over `batch` (no update)."""
+  keys = jax.random.split(jax.random.PRNGKey(2),
+                          int(run.config.batch_size))
+  return _flops(experiment.sharded_loss(run), params, batch, keys)
+
+
+def sample_flops(run, params) -> float:
+  """FLOPs of one whole sampler run, counted unrolled."""
+  sampler = _sampler(run)
+  x0 = _sample_noise(run)
+  with _unrolled_scans():
+    return _flops(lambda p, x: sampler(p, x, None)[0], params, x0)
+
+
+def sampler_nfe(run) -> tuple:
+  """(network calls of a sampler run, per band): the Euler steps of the
+  run's time grid, which both samplers walk (adaptive cuts it at the band
+  edges)."""
+  edges = sampling.time_grid(run.path, int(run.spec.num_steps),
+                             extra_times=run.spec.extra_times,
+                             allocation=run.spec.step_allocation)
+  per = [0 if e is None else e.size - 1
+         for e in adaptive.band_steps(edges, run.path, 0.0, 1.0)]
+  return len(edges) - 1, per
+
+
+def grid_flops(run, params) -> tuple:
+  """Per band of the adaptive plan: (XLA FLOPs of one network call at its
+  grid, the estimate's cost of it and its kind)."""
+  b = int(run.config.batch_size)
+  t = jnp.full((b,), 0.5)
   fwd, est = [], []
-  for g, f in zip(plan.grids, plan.frames):
-    z = jnp.zeros((batch,) + g.shape)
+  model = run.model
+  counted = hasattr(model, "analytic_flops")
+  for g, f in zip(run.adaptive.grids, run.adaptive.frames):
+    z = jnp.zeros((b,) + g.shape)
     fwd.append(_flops(lambda p, z, t, f=f: model.apply(
         {"params": p}, z, t, frame=f), params, z, t))
-    est.append(model.analytic_flops(z.shape))
+    est.append(model.analytic_flops(z.shape) if counted
+               else float(np.prod(g.shape[:2])))
+  return fwd, est, ("DiT matmuls" if counted else "pixels")
+
+
+def _timed(fn) -> float:
+  start = time.perf_counter()
+  jax.block_until_ready(fn())
+  return time.perf_counter() - start
+
+
+def round_robin(calls: dict, rounds: int) -> dict:
+  """{name: median seconds}: each call once per round, in turn, so load
+  from other processes hits every arm alike. The calls are compiled ahead,
+  so there is no warm-up call; the median drops a slow first round."""
+  times = {k: [] for k in calls}
+  for _ in range(rounds):
+    for k, fn in calls.items():
+      times[k].append(_timed(fn))
+  return {k: statistics.median(v) for k, v in times.items()}
+
+
+def measure(num_bands: int, *, data: str = "dit", size: str = "S",
+            batch=None, timing: bool = False, rounds: int = 3,
+            time_batch=None, sample_steps: int = 12, sample_batch=None
+            ) -> dict:
+  """One row: FLOPs (and with timing, medians) of the three arms."""
+  if data == "dit" and batch is None:
+    batch = 48
+  cfg = functools.partial(arm_config, data, num_bands=num_bands, size=size,
+                          sample_steps=sample_steps,
+                          sample_batch=sample_batch)
+  runs = {a: build_run(data, cfg(a, batch=batch)) for a in ARMS}
+  ad, full = runs["adaptive"], runs["full"]
+  params = full.init_state().params  # one set of weights for every arm
+  batches = {a: _train_batch(r) for a, r in runs.items()}
+  b = int(full.config.batch_size)
+  loss = {a: loss_flops(r, params, batches[a]) for a, r in runs.items()}
+  fwd, est, kind = grid_flops(ad, params)
+  samp = {a: sample_flops(r, params) for a, r in runs.items()}
+  per_band = sampler_nfe(ad)[1]
+  if sampler_nfe(runs["fm"])[0] != sum(per_band):
+    raise AssertionError("the arms' samplers take different step counts.")
+  steps = {a: train.make_run_step(r) for a, r in runs.items()}
+  states = {a: r.init_state() for a, r in runs.items()}
+  step_c = {a: steps[a].lower(states[a], batches[a]).compile()
+            for a in ARMS}
   out = {
-      "bands": num_bands, "model": f"DiT-{size}/2", "batch": batch,
-      "grids": [f"{g.shape[0]}x{g.shape[1]}" for g in plan.grids],
-      "sub_batches": list(adaptive.batch_sizes(setup.shares, batch)),
-      "train_gflops_full": train_full / 1e9,
-      "train_gflops_adaptive": train_adaptive / 1e9,
-      "train_ratio": train_full / train_adaptive,
+      "bands": num_bands, "data": data,
+      "model": (f"DiT-{size}/2" if data == "dit" else
+                f"{full.config.model.name}-{full.config.model.size}"),
+      "shape": list(full.info.shape), "batch": b,
+      "grids": [f"{g.shape[0]}x{g.shape[1]}" for g in ad.adaptive.grids],
+      "sub_batches": list(adaptive.batch_sizes(
+          adaptive.band_shares(ad.path), b)),
+      "train_gflops_fm": loss["fm"] / 1e9,
+      "train_gflops_full": loss["full"] / 1e9,
+      "train_gflops_adaptive": loss["adaptive"] / 1e9,
+      "train_ratio": loss["full"] / loss["adaptive"],
+      "train_ratio_fm": loss["fm"] / loss["adaptive"],
       "forward_gflops_per_grid": [v / 1e9 for v in fwd],
       "sample_ratio": num_bands * fwd[-1] / sum(fwd),
       "estimate_ratio": num_bands * est[-1] / sum(est),
+      "estimate_kind": kind,
+      # The cost model is a DiT-x/2 statement on 32x32x4.
+      "cost_model": COST_MODEL.get(num_bands) if data == "dit" else None,
+      "sample_steps": int(sample_steps),
+      "sample_batch": int(full.spec.batch_size),
+      "nfe": sampler_nfe(full)[0],
+      "nfe_per_band": per_band,
+      "nfe_full_equivalent": float(np.dot(per_band,
+                                          ad.adaptive.pixel_ratio)),
   }
+  for a in ARMS:
+    out[f"step_gflops_{a}"] = flops.step_flops(step_c[a]) / 1e9
+    out[f"sample_gflops_{a}"] = samp[a] / 1e9
+  for kind_ in ("step", "sample"):
+    for ref in ("fm", "full"):
+      out[f"{kind_}_flops_ratio_{ref}"] = (out[f"{kind_}_gflops_{ref}"] /
+                                           out[f"{kind_}_gflops_adaptive"])
   if timing:
-    jit_full = jax.jit(full_step)
-    jit_adaptive = jax.jit(adaptive_step)
-    out["train_s_full"] = _median_s(jit_full, params, x1, keys)
-    out["train_s_adaptive"] = _median_s(jit_adaptive, params, batch_arg,
-                                        keys)
-    out["train_time_ratio"] = out["train_s_full"] / out["train_s_adaptive"]
-    fwd_s = []
-    for g, f in zip(plan.grids, plan.frames):
-      call = jax.jit(lambda p, z, t, f=f: model.apply({"params": p}, z, t,
-                                                       frame=f))
-      fwd_s.append(_median_s(call, params, jnp.zeros((batch,) + g.shape),
-                             t))
-    out["forward_s_per_grid"] = fwd_s
-    out["sample_time_ratio"] = num_bands * fwd_s[-1] / sum(fwd_s)
+    out.update(time_arms(data, runs, params, step_c, states, batches,
+                         rounds, time_batch, cfg))
   return out
+
+
+def time_arms(data, runs, params, step_c, states, batches, rounds,
+              time_batch, cfg) -> dict:
+  """Interleaved medians of the train step and of a whole sampler run."""
+  if time_batch is not None and int(time_batch) != int(
+      runs["full"].config.batch_size):
+    # The timed step at its own batch: rebuild the runs and steps there.
+    runs = {a: build_run(data, cfg(a, batch=time_batch)) for a in ARMS}
+    batches = {a: _train_batch(r) for a, r in runs.items()}
+    states = {a: r.init_state() for a, r in runs.items()}
+    step_c = {a: train.make_run_step(r).lower(states[a], batches[a])
+              .compile() for a, r in runs.items()}
+  live = dict(states)
+
+  def step_call(a):
+    def call():
+      live[a], m = step_c[a](live[a], batches[a])
+      return m
+    return call
+  train_s = round_robin({a: step_call(a) for a in ARMS}, rounds)
+  samplers = {}
+  for a, r in runs.items():
+    x0 = _sample_noise(r)
+    jitted = jax.jit(lambda p, x, s=_sampler(r): s(p, x, None)[0])
+    compiled = jitted.lower(params, x0).compile()
+    samplers[a] = functools.partial(compiled, params, x0)
+  sample_s = round_robin(samplers, rounds)
+  out = {"time_batch": int(runs["full"].config.batch_size),
+         "rounds": int(rounds)}
+  for a in ARMS:
+    out[f"train_s_{a}"] = train_s[a]
+    out[f"sample_s_{a}"] = sample_s[a]
+  for ref in ("fm", "full"):
+    out[f"train_time_ratio_{ref}"] = train_s[ref] / train_s["adaptive"]
+    out[f"sample_time_ratio_{ref}"] = sample_s[ref] / sample_s["adaptive"]
+  # The name the first version of this benchmark gave full / adaptive.
+  out["train_time_ratio"] = out["train_time_ratio_full"]
+  return out
+
+
+def tables(rows) -> str:
+  """The FLOP table (as before), and the three arms side by side."""
+  lines = [
+      "| bands | grids | model | train GFLOPs full / adaptive | train "
+      "ratio | sample ratio | estimate |", "|---|---|---|---|---|---|---|"]
+  for r in rows:
+    lines.append(
+        f"| {r['bands']} | {', '.join(r['grids'])} | {r['model']} | "
+        f"{r['train_gflops_full']:.2f} / {r['train_gflops_adaptive']:.2f} "
+        f"| {r['train_ratio']:.2f}x | {r['sample_ratio']:.2f}x | "
+        f"{r['estimate_ratio']:.2f}x |")
+  timed = all("train_s_fm" in r for r in rows)
+  head = ("| bands | what | FLOPs fm / full / adaptive (G) | FLOPs ratio "
+          "fm/ad, full/ad |")
+  sep = "|---|---|---|---|"
+  if timed:
+    head += " seconds fm / full / adaptive | time ratio fm/ad, full/ad |"
+    sep += "---|---|"
+  head += " estimate (cost model) |"
+  sep += "---|"
+  lines += ["", head, sep]
+  for r in rows:
+    est = f"{r['estimate_ratio']:.2f}x" + (
+        f" ({r['cost_model']:.2f}x)" if r["cost_model"] else "")
+    for what, key in (("train step", "step"), ("sampler run", "sample")):
+      g = [r[f"{key}_gflops_{a}"] for a in ARMS]
+      line = (f"| {r['bands']} | {what} | {g[0]:.4g} / {g[1]:.4g} / "
+              f"{g[2]:.4g} | {r[f'{key}_flops_ratio_fm']:.2f}x, "
+              f"{r[f'{key}_flops_ratio_full']:.2f}x |")
+      if timed:
+        tk = "train" if key == "step" else "sample"
+        s = [r[f"{tk}_s_{a}"] for a in ARMS]
+        line += (f" {s[0]:.3g} / {s[1]:.3g} / {s[2]:.3g} | "
+                 f"{r[f'{tk}_time_ratio_fm']:.2f}x, "
+                 f"{r[f'{tk}_time_ratio_full']:.2f}x |")
+      lines.append(line + f" {est} |")
+  return "\n".join(lines)
 
 
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--data", default="dit", choices=("dit", "digits"),
+                 help="dit: DiT-<size>/2 on 32x32x4; digits: "
+                 "configs/digits.py (U-Net-mu, 16x16x1, its batch 64)")
   p.add_argument("--size", default="S", help="DiT size (models/dit.py)")
-  p.add_argument("--batch", type=int, default=48,
-                 help="divisible by 2 and 3: sub-batches exactly by share")
-  p.add_argument("--bands", default="2,3")
+  p.add_argument("--batch", type=int, default=None,
+                 help="train batch of the FLOP counts (default 48 for dit: "
+                 "divisible by 2, 3, 4, so sub-batches are exactly by "
+                 "share; the config's for digits)")
+  p.add_argument("--bands", default=None,
+                 help="comma-separated band counts (default 2,3,4 for dit, "
+                 "2 for digits: its shipped config)")
   p.add_argument("--time", action="store_true", help="also wall-clock")
+  p.add_argument("--rounds", type=int, default=3,
+                 help="round-robin rounds of the timing (median)")
+  p.add_argument("--time_batch", type=int, default=None,
+                 help="train batch of the timed steps (default: dit 12, a "
+                 "CPU-sized batch; digits its config's)")
+  p.add_argument("--sample_steps", type=int, default=None,
+                 help="Euler steps of a sampler run in total (default: dit "
+                 "12, digits its config's 40)")
+  p.add_argument("--sample_batch", type=int, default=None,
+                 help="samples per sampler run (default: dit 4, digits its "
+                 "config's)")
   p.add_argument("--quick", action="store_true", help="DiT-mu smoke run")
   args = p.parse_args(argv)
-  size, batch = ("mu", 12) if args.quick else (args.size, args.batch)
+  dit = args.data == "dit"
+  size, batch = args.size, args.batch
+  bands = args.bands or ("2,3,4" if dit else "2")
+  time_batch, sample_batch = args.time_batch, args.sample_batch
+  sample_steps = args.sample_steps or (12 if dit else 40)
+  if dit and time_batch is None:
+    time_batch = 12
+  if dit and sample_batch is None:
+    sample_batch = 4
+  rounds = args.rounds
+  if args.quick:
+    size = "mu"
+    batch = 12 if dit else 16
+    time_batch = batch
+    sample_batch = args.sample_batch or 2
+    sample_steps = args.sample_steps or 4
+    rounds = 1
+  if rounds < 1:
+    raise ValueError(f"--rounds must be >= 1, got {rounds}.")
   rows = []
-  for s in (int(v) for v in args.bands.split(",")):
-    rows.append(measure(s, size, batch, args.time))
+  for s in (int(v) for v in bands.split(",")):
+    rows.append(measure(s, data=args.data, size=size, batch=batch,
+                        timing=args.time, rounds=rounds,
+                        time_batch=time_batch, sample_steps=sample_steps,
+                        sample_batch=sample_batch))
     print(json.dumps(rows[-1]), flush=True)
-  print("\n| bands | grids | model | train GFLOPs full / adaptive | train "
-        "ratio | sample ratio | estimate |")
-  print("|---|---|---|---|---|---|---|")
-  for r in rows:
-    print(f"| {r['bands']} | {', '.join(r['grids'])} | {r['model']} | "
-          f"{r['train_gflops_full']:.2f} / {r['train_gflops_adaptive']:.2f} "
-          f"| {r['train_ratio']:.2f}x | {r['sample_ratio']:.2f}x | "
-          f"{r['estimate_ratio']:.2f}x |")
+  print()
+  print(tables(rows))
   return rows
 
 

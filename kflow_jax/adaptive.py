@@ -78,12 +78,7 @@ def plan(path: paths_lib.Path, model=None) -> Plan:
   biorthogonal wavelets) or a cut-off that does not fit (both from
   kamp.coarse, naming the cut-offs that fit), window overlap, or a backbone
   that cannot take a band's grid."""
-  if float(path.overlap) != 0.0:
-    raise ValueError(
-        f"scale-adaptive compute needs config.path.overlap=0 (got "
-        f"{path.overlap}): with overlapping windows two bands flow at once "
-        "and the network would have to see both; set config.path.overlap=0 "
-        "or config.model.scale_adaptive=False.")
+  check_no_overlap(path)
   tr = path.transform
   grids = tuple(coarse.coarse_grid(tr, path.cutoffs, s)
                 for s in range(path.num_bands))
@@ -96,6 +91,19 @@ def plan(path: paths_lib.Path, model=None) -> Plan:
   if model is not None:
     check_model(out, model)
   return out
+
+
+def check_no_overlap(path: paths_lib.Path, what: str = "scale-adaptive "
+                     "compute", fix: str = "set config.path.overlap=0 or "
+                     "config.model.scale_adaptive=False") -> None:
+  """Refuses window overlap: while band s flows, band s + 1 has then
+  already started, so the optimal velocity reads it (what: who needs this;
+  fix: the way out, both for the message)."""
+  if float(path.overlap) != 0.0:
+    raise ValueError(
+        f"{what} needs config.path.overlap=0 (got {path.overlap}): with "
+        "overlapping windows two bands flow at once and the network would "
+        f"have to see both; {fix}.")
 
 
 def check_model(p: Plan, model) -> None:

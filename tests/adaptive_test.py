@@ -462,13 +462,34 @@ def test_command_error_for_a_transform_without_coarse_grid(tmp_path):
 
 def test_cost_benchmark_runs():
   """benchmarks/adaptive_cost.py at toy size: its XLA-counted sampling
-  ratio is the DiT's matmul estimate, and training saves about as much."""
+  ratio is the DiT's matmul estimate, and training saves about as much;
+  plain flow matching costs what full-resolution K-Flow costs, and the
+  whole sampler runs count every step (NFE x one call)."""
   from benchmarks import adaptive_cost  # pylint: disable=g-import-not-at-top
-  (row,) = adaptive_cost.main(["--quick", "--bands=2"])
+  (row,) = adaptive_cost.main(["--quick", "--bands=2", "--time"])
   assert row["grids"] == ["16x16", "32x32"] and row["sub_batches"] == [6, 6]
   np.testing.assert_allclose(row["sample_ratio"], row["estimate_ratio"],
                              rtol=0.01)
   assert 1.4 < row["train_ratio"] < row["estimate_ratio"] + 0.05
+  # Same network, batch and steps: FM and full K-Flow differ by the
+  # transforms only.
+  np.testing.assert_allclose(row["train_gflops_fm"], row["train_gflops_full"],
+                             rtol=0.05)
+  assert 1.4 < row["step_flops_ratio_fm"] < row["estimate_ratio"] + 0.05
+  assert row["nfe"] == 4 and row["nfe_per_band"] == [2, 2]
+  assert row["nfe_full_equivalent"] == 2.5
+  # Unrolled count: NFE calls of the network at the sample batch (within
+  # the transforms' and the update's share).
+  per_example = np.asarray(row["forward_gflops_per_grid"]) / row["batch"]
+  want = row["sample_batch"] * 2 * per_example
+  np.testing.assert_allclose(row["sample_gflops_fm"], 2 * want[-1],
+                             rtol=0.05)
+  np.testing.assert_allclose(row["sample_gflops_adaptive"], np.sum(want),
+                             rtol=0.15)
+  assert row["sample_flops_ratio_full"] > 1.4
+  for arm in adaptive_cost.ARMS:
+    assert row[f"train_s_{arm}"] > 0 and row[f"sample_s_{arm}"] > 0
+  assert row["train_time_ratio_fm"] > 0 and row["sample_time_ratio_full"] > 0
 
 
 def test_runs_from_before_the_switch_resume_and_keep_their_hash():

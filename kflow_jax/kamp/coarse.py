@@ -101,10 +101,10 @@ def check_transform_name(name: str) -> None:
     raise _no_grid(name)
 
 
-def _subgrids(transform) -> tuple:
-  """The transform's dyadic sub-grids, or a ValueError saying why none."""
-  if transform.subgrids is None:
-    raise _no_grid(transform.name)
+def check_orthonormal(transform) -> None:
+  """Refuses a transform that is not orthonormal: the optimal velocity of
+  band s then reads the finer bands (coarse grids, and the band
+  independence that tools/band_independence measures, both rest on it)."""
   if not transform.orthonormal:
     raise ValueError(
         f"transform {transform.name!r} (shape {transform.shape}) is not "
@@ -112,6 +112,13 @@ def _subgrids(transform) -> tuple:
         "correlated with the coarser ones, so the optimal velocity of band s "
         "depends on the finer bands and a coarse grid would not be exact. "
         "Use an orthogonal wavelet (haar, db*, sym*, coif*), dct or fourier.")
+
+
+def _subgrids(transform) -> tuple:
+  """The transform's dyadic sub-grids, or a ValueError saying why none."""
+  if transform.subgrids is None:
+    raise _no_grid(transform.name)
+  check_orthonormal(transform)
   return transform.subgrids()
 
 
