@@ -124,11 +124,26 @@ def _scores(root, scale, clf, name, steps, seeds, at=None):
           for m in ("classifier_fd", "nfe")}
 
 
+def independence(run, scale, step) -> dict:
+  """band_independence.json of the tool a user runs: how far a trained
+  full-resolution model's band-s output moves when its finer bands are
+  fresh noise or zeros, against its band-s training error."""
+  def make():
+    common.command(["-m", "kflow_jax.tools.band_independence", *run.flags(),
+                    f"--step={step}",
+                    f"--num_examples={min(256, scale.num_samples)}"],
+                   os.path.join(run.workdir, "band_independence.log"))
+    with open(os.path.join(run.workdir, "band_independence.json")) as fh:
+      return json.load(fh)
+  return common._cached(run, f"band_independence_step{step}", make,  # pylint: disable=protected-access
+                        scale.report_only)
+
+
 def run(scale, root, out_dir) -> dict:
   clf = common.classifier(root, scale)
   steps = max(scale.digits_budgets)
   arms = ARMS if scale.all_arms else {k: ARMS[k] for k in
-                                      ("fm", "adaptive_2")}
+                                      ("fm", "kflow_2", "adaptive_2")}
   try:
     t = dict(_step_times(root, scale, arms))
   except common.Missing:
@@ -159,6 +174,15 @@ def run(scale, root, out_dir) -> dict:
       if name.startswith("adaptive_2"):
         early[name] = _scores(root, scale, clf, name, steps, seeds[name],
                               at=early_steps)
+  # The premise, on the trained full-resolution runs (seed 0).
+  indep = {}
+  for name in arms:
+    if name.startswith("kflow"):
+      config, overrides, _ = ARMS[name]
+      r = common.attempt(common.train, root, scale,
+                         RUN_NAMES.get(name, f"digits_{name}"), config,
+                         overrides, scale.seeds[0], scale.digits_budgets)
+      indep[name] = r and common.attempt(independence, r, scale, steps)
   rows = []
   for name, (_, _, bands) in arms.items():
     ref = REFERENCE.get(name, "fm")
@@ -214,9 +238,27 @@ def run(scale, root, out_dir) -> dict:
                     "FD, flow matching's time"], rows),
       "",
       *verdicts,
+      "",
+      "## Do trained full-resolution models read the finer bands?",
+      "",
+      "`python -m kflow_jax.tools.band_independence` on seed 0's last "
+      "checkpoint: for t in band s, the mean squared change of the band-s "
+      "output when bands s+1.. are a fresh noise draw or zeros, as a "
+      "fraction of the model's band-s training error (per pixel, held-out "
+      "images). Below 1: the finer bands move band s by less than the "
+      "error the model still makes there.",
+      "",
+      common.table(
+          ["run", "band", "band-s error", "change / error, fresh noise",
+           "change / error, zeros"],
+          [[name, b["band"], f"{b['error_band']:.3g}",
+            f"{b['ratio_noise']:.3f}", f"{b['ratio_zero']:.3f}"]
+           for name, rec in indep.items() if rec
+           for b in rec["bands"]]),
   ]
   data = {"scale": scale._asdict(), "step_time_s": t, "same_steps": same,
           "early": early, "early_steps": early_steps,
+          "band_independence": indep,
           "same_wall_time": wall, "wall_steps": wall_steps}
   common.write_result(out_dir, "adaptive", "\n".join(md), data)
   return data

@@ -181,9 +181,13 @@ def run(scale, root, out_dir) -> dict:
   for name, overrides in p_arms.items():
     run_name = "patches_fourier" if not overrides else (
         "patches_recipe_" + _slug(name))
+    # The shipped recipe has every seed (quality's runs), and so has the
+    # rule that replaced it as the default (uniform band times).
     patches[name] = _arm(root, scale, "patches", run_name,
                          quality.PATCHES["fourier"][0], overrides, pb, "",
-                         pmetric)
+                         pmetric, seeds=(scale.seeds if name in (
+                             "shipped (data gamma=0.5)", "uniform")
+                                         else None))
   patches["shipped + equal steps per band"] = _arm(
       root, scale, "patches", "patches_fourier", quality.PATCHES["fourier"][0],
       (), pb, "", pmetric, sample=dict(step_allocation="band"),

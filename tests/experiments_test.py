@@ -54,6 +54,8 @@ def test_run_all_quick(tmp_path):
   # Timed by interleaved runs; the adaptive arm scored at equal wall time.
   assert ad["step_time_s"]["adaptive_2"] > 0
   assert ad["same_wall_time"]["adaptive_2"]["classifier_fd"]["mean"] > 0
+  # The trained-model check through the tool a user runs.
+  assert ad["band_independence"]["kflow_2"]["bands"][0]["error_band"] > 0
   for section in ("Quality", "Recipe", "Class drop", "Steerability",
                   "Restoration", "Scale-adaptive compute"):
     assert f"## {section}" in readme
