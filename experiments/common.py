@@ -56,8 +56,8 @@ class Missing(Exception):
   """A run or score that a --report call does not produce."""
 
 
-# Sized so that run_all fits in about two hours on 2 CPU cores: budgets are
-# well below the shipped configs' (digits 2000, patches 3000 steps), so
+# Sized for a 2-core CPU (the committed run: 73 training runs, about 5
+# hours on busy cores). Budgets are well below the shipped configs' (digits 2000, patches 3000 steps), so
 # the numbers compare recipes at equal small compute, not converged models.
 FULL = Scale(name="full", seeds=(0, 1, 2), ablation_seeds=(0,),
              digits_budgets=(400, 800), patches_budgets=(400, 800),
