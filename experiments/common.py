@@ -58,7 +58,8 @@ class Missing(Exception):
 
 # Sized for a 2-core CPU (the committed run: 73 training runs, about 5
 # hours on busy cores). Budgets are well below the shipped configs'
-# (digits 2000, patches 3000 steps), so the numbers compare recipes at equal small compute, not converged models.
+# (digits 2000, patches 3000 steps), so the numbers compare recipes at
+# equal small compute, not converged models.
 FULL = Scale(name="full", seeds=(0, 1, 2), ablation_seeds=(0,),
              digits_budgets=(400, 800), patches_budgets=(400, 800),
              num_samples=500, num_steps=40, classifier_steps=1000,
