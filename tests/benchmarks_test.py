@@ -20,8 +20,9 @@ def test_accelerator_check_quick():
   assert p.returncode == 0, p.stderr[-3000:]
   report = json.loads(p.stdout.splitlines()[0])
   assert report["correctness"]["loss_1_vs_all_rel"] < 1e-5
-  # Trained params: bf16 differs from fp32, but only by rounding.
-  assert 0 < report["correctness"]["loss_bf16_vs_fp32_rel"] < 0.05
+  # Random (non-zero) weights: bf16 differs from fp32 by rounding, well
+  # above float32 round-off and well below the loss itself.
+  assert 1e-5 < report["correctness"]["loss_bf16_vs_fp32_rel"] < 0.05
   names = [r["transform"] for r in report["steps"]]
   assert names == ["identity", "fourier", "dct", "wavelet"]
   for r in report["steps"]:
