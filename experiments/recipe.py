@@ -1,8 +1,9 @@
 """Claim 2: which K-Flow recipe wins, one factor at a time.
 
-Starting from the shipped recipe of each data set (digits: Fourier, two
-bands, uniform band times; natural_patches: Fourier, three bands, band
-times from data energy with gamma 0.5), each arm changes one thing:
+Starting from the recipe each data set shipped with before this study
+(digits: Fourier, two bands, uniform band times, uniform t;
+natural_patches: Fourier, three bands, band times from data energy with
+gamma 0.5), each arm changes one thing:
 the number of bands, the band-time rule (uniform; data energy
 E||P_s x1||^2 with gamma 0.5 and 1; displacement energy
 E||P_s (x1 - x0)||^2 with gamma 0.5 and 1), the per-band loss weight
@@ -52,8 +53,8 @@ DIT_FM = ("--config.model.name=dit", "--config.model.size=ti")
 # natural_patches: the questions the shipped recipe raised (its finest band
 # gets about 4 % of t under data energy).
 PATCHES = {
-    "shipped (data gamma=0.5)": (),
-    "uniform": ("--config.path.gamma=0.0",),
+    "data gamma=0.5 (the default until this study)": (),
+    "uniform (the default now)": ("--config.path.gamma=0.0",),
     "displacement gamma=0.5": ("--config.path.energy=displacement",),
     "target scale": ("--config.loss.band_weighting=target_scale",),
 }
@@ -181,16 +182,17 @@ def run(scale, root, out_dir) -> dict:
   for name, overrides in p_arms.items():
     run_name = "patches_fourier" if not overrides else (
         "patches_recipe_" + _slug(name))
-    # The shipped recipe has every seed (quality's runs), and so has the
-    # rule that replaced it as the default (uniform band times).
+    # The earlier default has every seed (quality's runs), and so has the
+    # rule that replaced it (uniform band times).
     patches[name] = _arm(root, scale, "patches", run_name,
-                         quality.PATCHES["fourier"][0], overrides, pb, "",
-                         pmetric, seeds=(scale.seeds if name in (
-                             "shipped (data gamma=0.5)", "uniform")
-                                         else None))
-  patches["shipped + equal steps per band"] = _arm(
+                         quality.PATCHES["fourier"][0],
+                         quality.PATCHES_GAMMA + overrides, pb, "",
+                         pmetric, seeds=(scale.seeds if name in list(
+                             PATCHES)[:2] else None))
+  patches["data gamma=0.5 + equal steps per band"] = _arm(
       root, scale, "patches", "patches_fourier", quality.PATCHES["fourier"][0],
-      (), pb, "", pmetric, sample=dict(step_allocation="band"),
+      quality.PATCHES_GAMMA, pb, "", pmetric,
+      sample=dict(step_allocation="band"),
       tag="bandsteps")
 
   md = [
