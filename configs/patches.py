@@ -4,7 +4,7 @@ K-Flow runs get three bands with uniform band times; plain flow matching
 has one band. Energy-aware band times (`--config.path.gamma=0.5`, the
 earlier default: the energetic coarse bands get more of the time axis)
 leave the finest band about 4 % of t and its noise in the samples
-(docs/results/recipe.md: fine-spectrum error 5.37 against 2.4 with
+(docs/results/recipe.md: fine-spectrum error 5.37 against 2.23 with
 uniform times).
 
 Arguments (`--config=configs/patches.py:<args>`):

@@ -180,8 +180,9 @@ def run(scale, root, out_dir) -> dict:
                                   pmetric)
   p_arms = PATCHES if scale.all_arms else dict(list(PATCHES.items())[:1])
   for name, overrides in p_arms.items():
+    # Run names from the arm's name without its note in brackets.
     run_name = "patches_fourier" if not overrides else (
-        "patches_recipe_" + _slug(name))
+        "patches_recipe_" + _slug(name.split(" (")[0]))
     # The earlier default has every seed (quality's runs), and so has the
     # rule that replaced it (uniform band times).
     patches[name] = _arm(root, scale, "patches", run_name,
