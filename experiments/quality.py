@@ -76,7 +76,7 @@ def _solvers(root, scale, data, arms_, budgets, clf, metric):
     out[name] = {}
     if run is None:
       continue
-    for solver, stages in SOLVERS if scale.all_arms else SOLVERS[2:3]:
+    for solver, stages in SOLVERS if scale.all_arms else SOLVERS[:1]:
       steps = max(1, scale.num_steps // stages)
       # Equal steps per band against steps by time share: once, with Euler.
       allocs = ("time", "band") if name != "fm" and stages == 1 else (

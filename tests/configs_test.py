@@ -193,6 +193,8 @@ def test_digits_arguments_select_transform_and_labels():
 def test_run_artifacts_written_once_and_checked(tmp_path):
   from configs import patches  # pylint: disable=g-import-not-at-top
   local = patches.get_config("runlocal")
+  # Energy-aware band times: the run measures and records the energies.
+  local.path.gamma = 0.5
   wd = str(tmp_path)
   run = experiment.setup(local, wd, "train")
   assert run.path.num_bands == 3
