@@ -175,14 +175,15 @@ def band_shares(path: paths_lib.Path, t_sampling: str = "uniform", *,
                 ) -> np.ndarray:
   """float64 [S]: P(band(t) = s) under the run's t sampling
   (paths.sample_t): the band lengths for uniform, the normalized
-  band_weights for band, the logit-normal mass of [tau_s, tau_{s+1})."""
+  band_weights for band and band_logit_normal, the logit-normal mass of
+  [tau_s, tau_{s+1}) for logit_normal."""
   tau = np.asarray(path.tau, np.float64)
   if t_sampling not in paths_lib.T_SAMPLING:
     raise ValueError(f"Unknown t sampling {t_sampling!r}; valid: "
                      f"{paths_lib.T_SAMPLING}.")
   if t_sampling == "uniform":
     return np.diff(tau)
-  if t_sampling == "band":
+  if t_sampling in ("band", "band_logit_normal"):
     return paths_lib.band_probabilities(path, band_weights)
   if not logit_std > 0:
     raise ValueError(f"logit_std must be > 0, got {logit_std}.")
@@ -237,7 +238,8 @@ def band_time(rng, path: paths_lib.Path, s: int,
               logit_std: float = 1.0, **unused) -> jax.Array:
   """float32 scalar t in [tau_s, tau_{s+1}) drawn from the run's t
   sampling given band s: uniform there for "uniform" and "band", the
-  logit-normal truncated to the band (inverse CDF) for "logit_normal"."""
+  logit-normal truncated to the band (inverse CDF) for "logit_normal", the
+  logit-normal of the band's local time for "band_logit_normal"."""
   del unused  # band_weights: they only set how often a band is drawn
   lo, hi = np.float32(path.tau[s]), np.float32(path.tau[s + 1])
   u = jax.random.uniform(rng, (), jnp.float32)
@@ -247,6 +249,9 @@ def band_time(rng, path: paths_lib.Path, s: int,
     z = jax.scipy.special.ndtri(jnp.clip(a + (b - a) * u, 1e-12,
                                          1.0 - 1e-7))
     t = jax.nn.sigmoid(logit_mean + logit_std * z)
+  elif t_sampling == "band_logit_normal":
+    z = jax.random.normal(rng, (), jnp.float32)
+    t = lo + (hi - lo) * jax.nn.sigmoid(logit_mean + logit_std * z)
   else:
     t = lo + (hi - lo) * u
   # Inside the band's half-open interval despite rounding.

@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from kflow_jax import adaptive
+from kflow_jax import experiment
 from kflow_jax import input_pipeline
 from kflow_jax import paths as paths_lib
 from kflow_jax.kamp import coarse
@@ -214,11 +215,7 @@ def run_tool(run, params, step: int, *, num_examples: int = 256,
                      "(the standard errors need two).")
   images, labels = load_examples(run.config, split, int(num_examples),
                                  int(run.config.seed))
-  model = run.model
-
-  def velocity_fn(x, t, y):
-    return model.apply({"params": params}, x, t, y, train=False)
-  bands = measure(velocity_fn, run.path, images,
+  bands = measure(experiment.network_velocity(run, params), run.path, images,
                   labels if run.num_classes else None,
                   jax.random.PRNGKey(int(seed)),
                   int(batch_size or run.config.batch_size))

@@ -42,6 +42,8 @@ RUN_CONTROL_KEYS = (
 ADDED_KEYS = {
     "model.scale_adaptive": False,
     "loss.band_batch_sizes": None,
+    "path.hide_input": False,
+    "path.project_output": False,
 }
 
 

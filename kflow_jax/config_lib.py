@@ -71,7 +71,14 @@ def base() -> ml_collections.ConfigDict:
       # Energy behind the band times when gamma != 0 (paths.ENERGY_RULES):
       # "data" E||P_s x1||^2 or "displacement" E||P_s (x1 - x0)||^2.
       energy="data",
-      blend="linear", overlap=0.0, energy_examples=1024))
+      blend="linear", overlap=0.0, energy_examples=1024,
+      # What the network sees and moves, in training and sampling alike
+      # (paths.band_network, docs/method.md#band-io): hide_input zeroes the
+      # bands not yet started at t (there x_t is noise independent of the
+      # target), project_output keeps only the bands that flow at t (the
+      # true field is zero in the others). Both exact; the network then need
+      # not learn the band filters itself.
+      hide_input=False, project_output=False))
   # losses.kflow_loss options: t sampling (uniform, logit_normal, band with
   # band_weights), and a loss weight per band (band_loss_weights).
   c.loss = ml_collections.ConfigDict(dict(

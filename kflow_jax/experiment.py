@@ -65,6 +65,10 @@ class Run(NamedTuple):
   # adaptive.Plan when config.model.scale_adaptive (each band's network on
   # its coarse grid: training, sampling, evaluation), else None.
   adaptive: Any = None
+  # config.path.project_output: the network's output is projected onto the
+  # bands active at t (network_velocity; the sampler's spec.project). Its
+  # twin hide_input is spec.hide_input, which the sampler needs too.
+  project_output: bool = False
 
 
 def setup(config, workdir: Optional[str], mode: str = "train", *,
@@ -104,6 +108,11 @@ def setup(config, workdir: Optional[str], mode: str = "train", *,
   init, shardings, abstract = make_state_init(model, info, ncls, tx, decays,
                                               mesh, int(config.seed))
   spec = generate.parse_spec(config.sample, ncls, path.num_bands)
+  hide, project = band_io(config)
+  # The network as it was trained: the sampler hides the unstarted bands
+  # from it and projects every velocity it evaluates (an explicit
+  # sample.project then changes nothing).
+  spec = spec._replace(hide_input=hide, project=spec.project or project)
   if mode == "sample" and ncls and not float(config.label_dropout) and (
       spec.guidance != 1.0 or spec.class_drop_t is not None):
     logging.warning("Guidance / class drop use the null class, which this "
@@ -113,13 +122,38 @@ def setup(config, workdir: Optional[str], mode: str = "train", *,
              tx=tx, schedule=schedule, ema_decays=decays, init_state=init,
              state_shardings=shardings, abstract_state=abstract, spec=spec,
              decoder=input_pipeline.latent_decoder(config.input),
-             adaptive=plan)
+             adaptive=plan, project_output=project)
 
 
 def scale_adaptive(config) -> bool:
   """config.model.scale_adaptive (False when absent: configs that replace
   config.model wholesale, and runs from before the switch existed)."""
   return bool(config.model.get("scale_adaptive", False))
+
+
+def band_io(config) -> tuple:
+  """(hide_input, project_output) of config.path, checked (False for runs
+  from before they existed)."""
+  hide = bool(config.path.get("hide_input", False))
+  project = bool(config.path.get("project_output", False))
+  if (hide or project) and scale_adaptive(config):
+    raise ValueError(
+        "config.path.hide_input / project_output with "
+        "config.model.scale_adaptive: a scale-adaptive band's network "
+        "already sees and moves only its coarse grid; set both False.")
+  return hide, project
+
+
+def network_velocity(run: Run, params, train: bool = False) -> Callable:
+  """(x, t, y) -> v of the run's backbone at full resolution, seen through
+  the bands as the run trains it (paths.band_network: config.path.
+  hide_input, project_output)."""
+  model = run.model
+
+  def apply(x, t, y):
+    return model.apply({"params": params}, x, t, y, train=train)
+  return paths.band_network(run.path, apply, hide_input=run.spec.hide_input,
+                            project_output=run.project_output)
 
 
 def make_state_init(model, info, num_classes, tx, ema_decays, mesh,
@@ -363,7 +397,7 @@ def make_loss(run: Run) -> Callable:
   o = _loss_options(run)
   method, t_opts, opts = o["method"], o["t_opts"], o["rest"]
   p_drop = float(config.label_dropout)
-  model, ncls, path = run.model, run.num_classes, run.path
+  ncls, path = run.num_classes, run.path
 
   def loss_fn(params, batch, keys):
     x1 = batch["image"]
@@ -383,9 +417,8 @@ def make_loss(run: Run) -> Callable:
         y = jax.vmap(lambda k, yy: models.drop_labels(
             k, yy[None], p_drop, ncls)[0])(k_drop, y)
 
-    def velocity_fn(x, tt, yy):
-      return model.apply({"params": params}, x, tt, yy, train=True)
-    return losses.kflow_loss(velocity_fn, path, x1, keys[0], y=y, x0=x0,
+    return losses.kflow_loss(network_velocity(run, params, train=True), path,
+                             x1, keys[0], y=y, x0=x0,
                              t=t, mask=batch.get("mask"), **opts)
   return loss_fn
 

@@ -25,6 +25,7 @@ import numpy as np
 from kflow_jax import adaptive
 from kflow_jax import checkpointing
 from kflow_jax import metrics_io
+from kflow_jax import paths
 from kflow_jax import sampling
 from kflow_jax import sharding
 from kflow_jax import steering
@@ -74,6 +75,9 @@ class Spec(NamedTuple):
   seed: int
   save_latents: bool
   at_end: bool
+  # config.path.hide_input of the run (set by experiment.setup, not a
+  # sampling choice): the network sees only the bands started at t.
+  hide_input: bool = False
 
   @property
   def extra_times(self) -> tuple:
@@ -144,8 +148,9 @@ def velocity_fn(model, params, path, num_classes: int, spec: Spec,
   """
   extra = {} if frame is None else {"frame": frame}
 
-  def apply(x, t, yy):
+  def network(x, t, yy):
     return model.apply({"params": params}, x, t, yy, train=False, **extra)
+  apply = paths.band_network(path, network, hide_input=spec.hide_input)
 
   if not num_classes:
     return lambda x, t: apply(x, t, None)

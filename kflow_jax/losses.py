@@ -69,8 +69,9 @@ def kflow_loss(velocity_fn: Callable, path: paths_lib.Path, x1: jax.Array,
     x1: data batch [B, H, W, C].
     rng: key for the noise x0 and the times t.
     y: optional labels [B], passed through to velocity_fn.
-    t_sampling: "uniform", "logit_normal" or "band" (paths.sample_t).
-    band_weights: per-band probabilities for t_sampling="band".
+    t_sampling: one of paths.T_SAMPLING (see paths.sample_t).
+    band_weights: per-band probabilities for t_sampling="band" and
+      "band_logit_normal".
     band_loss_weights: optional w(band) [S] weighting each example's error by
       the band active at its t.
     logit_mean, logit_std: for t_sampling="logit_normal".

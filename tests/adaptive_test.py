@@ -334,7 +334,9 @@ def test_batch_sizes_round_by_largest_remainder():
 
 @pytest.mark.parametrize("method,opts", [
     ("uniform", {}), ("band", {"band_weights": (3.0, 1.0, 1.0)}),
-    ("logit_normal", {"logit_mean": 0.5, "logit_std": 1.2})])
+    ("logit_normal", {"logit_mean": 0.5, "logit_std": 1.2}),
+    ("band_logit_normal", {"band_weights": (1.0, 2.0, 1.0),
+                           "logit_mean": 0.3, "logit_std": 0.8})])
 def test_band_times_follow_the_run_t_sampling_given_the_band(method, opts):
   path = paths.make_path(kamp.get("wavelet", SHAPE, wavelet="haar",
                                   levels=2), cutoffs=kamp.even_cutoffs(3),

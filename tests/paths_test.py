@@ -162,6 +162,22 @@ def test_sample_t_methods():
   assert 0.7 < frac < 0.8
 
 
+def test_band_logit_normal_is_logit_normal_in_each_band_local_time():
+  path = paths.make_path(kamp.get("fourier", shape=SHAPE), num_scales=3)
+  t = np.asarray(paths.sample_t(jax.random.key(5), 20000, path,
+                                "band_logit_normal",
+                                band_weights=[2.0, 1.0, 1.0],
+                                logit_mean=-0.5, logit_std=0.7))
+  band = np.asarray(paths.active_band(path, t))
+  np.testing.assert_allclose(np.bincount(band) / t.size, [0.5, 0.25, 0.25],
+                             atol=0.015)
+  tau = np.asarray(path.tau)
+  for s in range(3):
+    u = (t[band == s] - tau[s]) / (tau[s + 1] - tau[s])
+    z = np.log(u) - np.log1p(-u)
+    assert abs(z.mean() + 0.5) < 0.05 and abs(z.std() - 0.7) < 0.05, s
+
+
 def test_project_velocity_keeps_only_active_bands():
   path = paths.make_path(kamp.get("fourier", shape=SHAPE), num_scales=3)
   v = pair(5)[0]

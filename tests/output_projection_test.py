@@ -1,0 +1,151 @@
+"""config.path.hide_input / project_output (paths.band_network): the
+network sees only the bands started at t and moves only those active at t,
+in the loss and in the sampler alike, checked against the masks built here;
+the refusals; and the command a user types."""
+import glob
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import digits
+from kflow_jax import experiment
+from kflow_jax import losses
+from kflow_jax import paths
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run(project=True, arg="runlocal", hide=False, **overrides):
+  c = digits.get_config(arg)
+  c.path.project_output = project
+  c.path.hide_input = hide
+  c.update_from_flattened_dict(overrides)
+  return experiment.setup(c, None, "tool", devices=jax.devices()[:1])
+
+
+def _params(run):
+  """The initial params moved off adaLN-Zero's zeros, so the output is a
+  generic function of x in every band."""
+  params = run.init_state().params
+  leaves, tree = jax.tree.flatten(params)
+  keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
+  return jax.tree.unflatten(tree, [
+      np.asarray(p) + 0.1 * np.asarray(jax.random.normal(k, p.shape))
+      for p, k in zip(leaves, keys)])
+
+
+def _inputs(run, n=4):
+  x = jax.random.normal(jax.random.PRNGKey(2), (n,) + tuple(run.info.shape))
+  t = jnp.asarray([0.1, 0.3, 0.6, 0.9][:n], jnp.float32)
+  return x, t
+
+
+def test_output_moves_only_the_bands_active_at_t():
+  run, plain = _run(True), _run(False)
+  assert run.project_output and not plain.project_output
+  params = _params(run)
+  x, t = _inputs(run)
+  tr = run.path.transform
+  inactive = ~np.asarray(paths.active_mask(run.path, t))
+  v = experiment.network_velocity(run, params)(x, t, None)
+  raw = experiment.network_velocity(plain, params)(x, t, None)
+  c, c_raw = np.asarray(tr.forward(v)), np.asarray(tr.forward(raw))
+  # Both bands of the 2-band path occur among the 4 times.
+  assert inactive.any() and (~inactive).any()
+  assert np.abs(c[inactive]).max() < 1e-5
+  assert np.abs(c_raw[inactive]).mean() > 1e-2
+  # In the active bands the projected output is the network's own.
+  np.testing.assert_allclose(c[~inactive], c_raw[~inactive], atol=1e-5)
+
+
+def test_loss_uses_the_projected_output():
+  run = _run(True)
+  params = _params(run)
+  x1, _ = _inputs(run)
+  keys = jax.random.split(jax.random.PRNGKey(5), x1.shape[0])
+  loss, _ = experiment.make_loss(run)(params, {"image": x1}, keys)
+
+  # The same draws as make_loss, the projection written out here.
+  def draw(key):
+    k_loss, _ = jax.random.split(key)
+    r_noise, r_t = jax.random.split(k_loss)
+    x0 = jax.random.normal(r_noise, x1.shape[1:], jnp.float32)
+    return x0, paths.sample_t(r_t, 1, run.path, "logit_normal")[0]
+  x0, t = jax.vmap(draw)(keys)
+  tr = run.path.transform
+
+  def projected(x, tt, y):
+    v = run.model.apply({"params": params}, x, tt, y, train=True)
+    mask = paths.active_mask(run.path, tt)
+    return tr.inverse(jnp.where(mask, tr.forward(v), 0.0))
+  want, _ = losses.kflow_loss(projected, run.path, x1, keys[0], x0=x0, t=t)
+  unprojected, _ = experiment.make_loss(_run(False))(params, {"image": x1},
+                                                     keys)
+  np.testing.assert_allclose(float(loss), float(want), rtol=1e-5)
+  assert abs(float(unprojected) - float(loss)) > 1e-3 * float(loss)
+
+
+def test_hidden_input_bands_do_not_reach_the_network():
+  run = _run(False, hide=True)
+  params = _params(run)
+  x, t = _inputs(run)
+  tr = run.path.transform
+  unstarted = np.asarray(run.path.start)[None] > np.asarray(t)[:, None, None,
+                                                               None]
+  assert unstarted.any() and (~unstarted).any()
+  # hide_unstarted: exactly the unstarted coefficients become 0.
+  c = np.asarray(tr.forward(paths.hide_unstarted(run.path, x, t)))
+  np.testing.assert_allclose(c[~unstarted],
+                             np.asarray(tr.forward(x))[~unstarted], atol=1e-5)
+  assert np.abs(c[unstarted]).max() < 1e-5
+  # Changing the unstarted bands of x changes nothing, in training's and in
+  # the sampler's network alike; without hide_input it does.
+  noise = jax.random.normal(jax.random.PRNGKey(7), x.shape)
+  x2 = x + tr.inverse(jnp.where(unstarted, tr.forward(noise), 0.0))
+  from kflow_jax import generate  # pylint: disable=g-import-not-at-top
+  for hidden in (True, False):
+    r = run if hidden else _run(False)
+    fns = [experiment.network_velocity(r, params),
+           lambda xx, tt, y, r=r: generate.velocity_fn(
+               r.model, params, r.path, 0, r.spec, None)(xx, tt)]
+    for fn in fns:
+      gap = float(jnp.max(jnp.abs(fn(x, t, None) - fn(x2, t, None))))
+      assert (gap < 1e-5) if hidden else (gap > 1e-3), (hidden, gap)
+
+
+def test_sampler_projects_every_velocity():
+  assert _run(True).spec.project
+  assert not _run(False).spec.project
+  assert _run(False, hide=True).spec.hide_input
+
+
+@pytest.mark.parametrize("project,hide", [(True, False), (False, True)])
+def test_scale_adaptive_run_is_refused_with_the_fix(project, hide):
+  with pytest.raises(ValueError, match="scale_adaptive.*set both False"):
+    _run(project, hide=hide, **{"model.scale_adaptive": True,
+                                "transform.name": "wavelet"})
+
+
+def test_command_line_trains_and_samples_projected(tmp_path):
+  wd = str(tmp_path / "run")
+  base = [sys.executable, "-m", "kflow_jax.main",
+          "--config=configs/digits.py:runlocal", f"--workdir={wd}",
+          "--config.path.hide_input=True",
+          "--config.path.project_output=True"]
+  env = dict(os.environ, PYTHONPATH=REPO)
+  for extra in ([], ["--mode=sample"]):
+    p = subprocess.run(base + extra, cwd=REPO, env=env, capture_output=True,
+                       text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+  sets = glob.glob(os.path.join(wd, "sample_mode", "*_project"))
+  assert len(sets) == 1, os.listdir(os.path.join(wd, "sample_mode"))
+  # A relaunch without the flag is a different run: refused, not mixed.
+  p = subprocess.run(base[:-2] + ["--mode=sample"], cwd=REPO, env=env,
+                     capture_output=True, text=True, timeout=600)
+  assert p.returncode != 0, p.stderr[-2000:]
+  assert "hide_input" in p.stderr and "project_output" in p.stderr
