@@ -44,9 +44,12 @@ class Scale(NamedTuple):
   extra_flags: tuple = ()     # appended to every training command
   # Before every arm's own overrides: the defaults this evidence was
   # gathered with, so that later changes of a shipped config (digits took
-  # logit-normal t from docs/results/recipe.md) neither break the reuse of
+  # logit-normal t, then band I/O with logit-normal t per band, from
+  # docs/results/recipe.md) neither break the reuse of
   # the runs nor change what a rerun from scratch reproduces.
-  pinned: tuple = ("--config.loss.t_sampling=uniform",)
+  pinned: tuple = ("--config.loss.t_sampling=uniform",
+                   "--config.path.hide_input=False",
+                   "--config.path.project_output=False")
   # Only read what earlier calls produced: a run or score not there yet
   # raises Missing, and the tables show "-" for it (run_all --report).
   report_only: bool = False

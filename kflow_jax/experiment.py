@@ -65,10 +65,6 @@ class Run(NamedTuple):
   # adaptive.Plan when config.model.scale_adaptive (each band's network on
   # its coarse grid: training, sampling, evaluation), else None.
   adaptive: Any = None
-  # config.path.project_output: the network's output is projected onto the
-  # bands active at t (network_velocity; the sampler's spec.project). Its
-  # twin hide_input is spec.hide_input, which the sampler needs too.
-  project_output: bool = False
 
 
 def setup(config, workdir: Optional[str], mode: str = "train", *,
@@ -108,11 +104,10 @@ def setup(config, workdir: Optional[str], mode: str = "train", *,
   init, shardings, abstract = make_state_init(model, info, ncls, tx, decays,
                                               mesh, int(config.seed))
   spec = generate.parse_spec(config.sample, ncls, path.num_bands)
-  hide, project = band_io(config)
-  # The network as it was trained: the sampler hides the unstarted bands
-  # from it and projects every velocity it evaluates (an explicit
-  # sample.project then changes nothing).
-  spec = spec._replace(hide_input=hide, project=spec.project or project)
+  hide, project = band_io(config, transform)
+  # The network as it was trained, for the sampler too (network_velocity
+  # reads them from here as well).
+  spec = spec._replace(hide_input=hide, project_output=project)
   if mode == "sample" and ncls and not float(config.label_dropout) and (
       spec.guidance != 1.0 or spec.class_drop_t is not None):
     logging.warning("Guidance / class drop use the null class, which this "
@@ -122,7 +117,7 @@ def setup(config, workdir: Optional[str], mode: str = "train", *,
              tx=tx, schedule=schedule, ema_decays=decays, init_state=init,
              state_shardings=shardings, abstract_state=abstract, spec=spec,
              decoder=input_pipeline.latent_decoder(config.input),
-             adaptive=plan, project_output=project)
+             adaptive=plan)
 
 
 def scale_adaptive(config) -> bool:
@@ -131,16 +126,28 @@ def scale_adaptive(config) -> bool:
   return bool(config.model.get("scale_adaptive", False))
 
 
-def band_io(config) -> tuple:
+def band_io(config, transform) -> tuple:
   """(hide_input, project_output) of config.path, checked (False for runs
   from before they existed)."""
   hide = bool(config.path.get("hide_input", False))
   project = bool(config.path.get("project_output", False))
   if (hide or project) and scale_adaptive(config):
+    # Not an error: configs/digits.py sets both for K-Flow, and a user
+    # turning scale_adaptive on from the command line should not have to
+    # turn them off too.
+    logging.info(
+        "config.path.hide_input / project_output are not used by a "
+        "scale-adaptive run: band s's network sees only its coarse grid, "
+        "which holds no unstarted band.")
+    return False, False
+  if hide and not transform.orthonormal:
     raise ValueError(
-        "config.path.hide_input / project_output with "
-        "config.model.scale_adaptive: a scale-adaptive band's network "
-        "already sees and moves only its coarse grid; set both False.")
+        f"config.path.hide_input=True with the transform "
+        f"{transform.name!r}, which is not orthonormal: its unstarted "
+        "bands of the noise are correlated with the started ones, so hiding "
+        "them would lose information about the target. Set "
+        "config.path.hide_input=False, or use an orthonormal transform "
+        "(fourier, dct, pca, an orthogonal wavelet such as haar or db*).")
   return hide, project
 
 
@@ -153,7 +160,7 @@ def network_velocity(run: Run, params, train: bool = False) -> Callable:
   def apply(x, t, y):
     return model.apply({"params": params}, x, t, y, train=train)
   return paths.band_network(run.path, apply, hide_input=run.spec.hide_input,
-                            project_output=run.project_output)
+                            project_output=run.spec.project_output)
 
 
 def make_state_init(model, info, num_classes, tx, ema_decays, mesh,

@@ -75,9 +75,17 @@ class Spec(NamedTuple):
   seed: int
   save_latents: bool
   at_end: bool
-  # config.path.hide_input of the run (set by experiment.setup, not a
-  # sampling choice): the network sees only the bands started at t.
+  # config.path.hide_input / project_output of the run (set by
+  # experiment.setup; how the network was trained, not a sampling choice,
+  # so not in the tag): it sees only the bands started at t / every
+  # velocity is projected as with `project`.
   hide_input: bool = False
+  project_output: bool = False
+
+  @property
+  def projects(self) -> bool:
+    """Whether the sampler projects v: asked for, or trained so."""
+    return self.project or self.project_output
 
   @property
   def extra_times(self) -> tuple:
@@ -198,7 +206,8 @@ def make_sampler(model, path, num_classes: int, spec: Spec,
       kwargs = dict(num_steps=int(num_steps or spec.num_steps),
                     allocation=spec.step_allocation, return_stats=True)
     return sampling.sample(vfn, path, x0, solver=spec.solver,
-                           project=spec.project, t_start=t_start,
+                           project=spec.projects,
+                           t_start=t_start,
                            t_end=t_end, extra_times=spec.extra_times,
                            **kwargs)
   return run

@@ -364,11 +364,11 @@ def run_flow(velocity_fn: Callable, path: paths_lib.Path, spec, x0, x1_ref,
   t = jnp.full((x0.shape[0],), t_start, jnp.float32)
   x_start = paths_lib.interpolate(path, x0, x1_ref, t)
   post = (None if observed is None else
-          consistency_step(path, observed, x0, x1_ref, spec.project))
+          consistency_step(path, observed, x0, x1_ref, spec.projects))
   return sampling.sample(
       velocity_fn, path, x_start, solver=spec.solver,
       num_steps=_num_steps(path, spec, t_start, num_steps),
-      project=spec.project, t_start=t_start, extra_times=spec.extra_times,
+      project=spec.projects, t_start=t_start, extra_times=spec.extra_times,
       allocation=spec.step_allocation, post_step=post)
 
 

@@ -2,7 +2,6 @@
 network sees only the bands started at t and moves only those active at t,
 in the loss and in the sampler alike, checked against the masks built here;
 the refusals; and the command a user types."""
-import glob
 import os
 import subprocess
 import sys
@@ -47,7 +46,7 @@ def _inputs(run, n=4):
 
 def test_output_moves_only_the_bands_active_at_t():
   run, plain = _run(True), _run(False)
-  assert run.project_output and not plain.project_output
+  assert run.spec.projects and not plain.spec.projects
   params = _params(run)
   x, t = _inputs(run)
   tr = run.path.transform
@@ -75,7 +74,8 @@ def test_loss_uses_the_projected_output():
     k_loss, _ = jax.random.split(key)
     r_noise, r_t = jax.random.split(k_loss)
     x0 = jax.random.normal(r_noise, x1.shape[1:], jnp.float32)
-    return x0, paths.sample_t(r_t, 1, run.path, "logit_normal")[0]
+    return x0, paths.sample_t(r_t, 1, run.path,
+                              run.config.loss.t_sampling)[0]
   x0, t = jax.vmap(draw)(keys)
   tr = run.path.transform
 
@@ -119,16 +119,25 @@ def test_hidden_input_bands_do_not_reach_the_network():
 
 
 def test_sampler_projects_every_velocity():
-  assert _run(True).spec.project
-  assert not _run(False).spec.project
+  # The run's training choice, not a sampling option: not in the tag.
+  spec = _run(True).spec
+  assert spec.projects and spec.project_output and not spec.project
+  assert not _run(False).spec.projects
   assert _run(False, hide=True).spec.hide_input
 
 
-@pytest.mark.parametrize("project,hide", [(True, False), (False, True)])
-def test_scale_adaptive_run_is_refused_with_the_fix(project, hide):
-  with pytest.raises(ValueError, match="scale_adaptive.*set both False"):
-    _run(project, hide=hide, **{"model.scale_adaptive": True,
-                                "transform.name": "wavelet"})
+def test_hiding_bands_of_a_non_orthonormal_transform_is_refused():
+  with pytest.raises(ValueError, match="not orthonormal.*hide_input=False"):
+    _run(False, arg="transform=wavelet,runlocal", hide=True,
+         **{"transform.wavelet": "bior2.2"})
+
+
+def test_scale_adaptive_run_does_not_use_them():
+  # The digits K-Flow default sets both; scale_adaptive on top must work.
+  run = _run(True, arg="transform=wavelet,runlocal", hide=True,
+             **{"model.scale_adaptive": True})
+  assert run.adaptive is not None
+  assert not run.spec.projects and not run.spec.hide_input
 
 
 def test_command_line_trains_and_samples_projected(tmp_path):
@@ -142,10 +151,13 @@ def test_command_line_trains_and_samples_projected(tmp_path):
     p = subprocess.run(base + extra, cwd=REPO, env=env, capture_output=True,
                        text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
-  sets = glob.glob(os.path.join(wd, "sample_mode", "*_project"))
-  assert len(sets) == 1, os.listdir(os.path.join(wd, "sample_mode"))
-  # A relaunch without the flag is a different run: refused, not mixed.
-  p = subprocess.run(base[:-2] + ["--mode=sample"], cwd=REPO, env=env,
-                     capture_output=True, text=True, timeout=600)
+  sets = os.listdir(os.path.join(wd, "sample_mode"))
+  assert len(sets) == 1 and not sets[0].endswith("_project"), sets
+  # A relaunch with them off is a different run: refused, not mixed.
+  p = subprocess.run(base[:-2] + ["--mode=sample",
+                                  "--config.path.hide_input=False",
+                                  "--config.path.project_output=False"],
+                     cwd=REPO, env=env, capture_output=True, text=True,
+                     timeout=600)
   assert p.returncode != 0, p.stderr[-2000:]
   assert "hide_input" in p.stderr and "project_output" in p.stderr
