@@ -13,8 +13,10 @@ import pytest
 
 from configs import digits
 from kflow_jax import experiment
+from kflow_jax import generate
 from kflow_jax import losses
 from kflow_jax import paths
+from kflow_jax import sampling
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -107,7 +109,6 @@ def test_hidden_input_bands_do_not_reach_the_network():
   # the sampler's network alike; without hide_input it does.
   noise = jax.random.normal(jax.random.PRNGKey(7), x.shape)
   x2 = x + tr.inverse(jnp.where(unstarted, tr.forward(noise), 0.0))
-  from kflow_jax import generate  # pylint: disable=g-import-not-at-top
   for hidden in (True, False):
     r = run if hidden else _run(False)
     fns = [experiment.network_velocity(r, params),
@@ -116,6 +117,23 @@ def test_hidden_input_bands_do_not_reach_the_network():
     for fn in fns:
       gap = float(jnp.max(jnp.abs(fn(x, t, None) - fn(x2, t, None))))
       assert (gap < 1e-5) if hidden else (gap > 1e-3), (hidden, gap)
+
+
+def test_sampler_runs_the_network_as_trained():
+  run = _run(True, hide=True)
+  params = _params(run)
+  x0, _ = _inputs(run)
+  sampler = generate.make_sampler(run.model, run.path, 0, run.spec)
+  got = np.asarray(sampler(params, x0, None, num_steps=6)[0])
+  net = experiment.network_velocity(run, params)
+  want = np.asarray(sampling.sample(lambda x, t: net(x, t, None), run.path,
+                                    x0, solver="euler", num_steps=6,
+                                    project=True))
+  np.testing.assert_allclose(got, want, atol=1e-5)
+  plain = np.asarray(generate.make_sampler(
+      run.model, run.path, 0, _run(False).spec)(params, x0, None,
+                                               num_steps=6)[0])
+  assert np.abs(plain - got).max() > 1e-3
 
 
 def test_sampler_projects_every_velocity():
