@@ -48,11 +48,13 @@ QUANTITIES = ("error_band", "error_total", "target_band",
               "change_noise_finer", "change_zero_finer")
 
 
-def check_run(path: paths_lib.Path, scale_adaptive: bool = False) -> None:
+def check_run(path: paths_lib.Path, scale_adaptive: bool = False,
+              hidden_input: bool = False) -> None:
   """Refuses a run for which the claim is not made (ValueError naming the
   problem and the fix): one band, window overlap, a transform that is not
-  orthonormal (the checks scale-adaptive runs make), or a scale-adaptive
-  run (its field reads bands 0..s only by construction)."""
+  orthonormal (the checks scale-adaptive runs make), or a run whose field
+  reads bands 0..s only by construction (scale-adaptive, or trained with
+  config.path.hide_input)."""
   if path.num_bands < 2:
     raise ValueError(
         f"band independence needs a K-Flow run with at least two bands; "
@@ -70,6 +72,12 @@ def check_run(path: paths_lib.Path, scale_adaptive: bool = False) -> None:
         "field reads bands 0..s only by construction, so every change would "
         "be 0. Measure the full-resolution run of the same config "
         "(config.model.scale_adaptive=False).")
+  if hidden_input:
+    raise ValueError(
+        "this run was trained with config.path.hide_input=True (the K-Flow "
+        "default of configs/digits.py): its network never sees the finer "
+        "bands, so every change would be 0. Measure a run trained with "
+        "--config.path.hide_input=False.")
 
 
 def replace_finer(path: paths_lib.Path, x, s: int, fill=None):
@@ -209,7 +217,7 @@ def run_tool(run, params, step: int, *, num_examples: int = 256,
              params_name: str = "") -> dict:
   """The band_independence.json record of checkpoint `step` of `run`
   (experiment.Run), written into the run's workdir."""
-  check_run(run.path, run.adaptive is not None)
+  check_run(run.path, run.adaptive is not None, run.spec.hide_input)
   if int(num_examples) < 2:
     raise ValueError(f"--num_examples={num_examples}: need at least 2 "
                      "(the standard errors need two).")

@@ -125,6 +125,8 @@ def test_runs_the_claim_is_not_made_for_are_refused():
     bi.check_run(paths.make_path(bior, num_scales=2))
   with pytest.raises(ValueError, match="scale-adaptive.*scale_adaptive=False"):
     bi.check_run(paths.make_path(tr, num_scales=2), scale_adaptive=True)
+  with pytest.raises(ValueError, match="hide_input=True.*hide_input=False"):
+    bi.check_run(paths.make_path(tr, num_scales=2), hidden_input=True)
   bi.check_run(paths.make_path(tr, num_scales=2))
 
 
@@ -136,15 +138,18 @@ def _run(module, *args):
 
 
 CONFIG = "--config=configs/digits.py:transform=wavelet,runlocal"
+# The digits K-Flow default hides the finer bands from the network, which
+# leaves nothing to measure (refused); the tool measures a run without.
+SEEN = "--config.path.hide_input=False"
 
 
 def test_tool_on_a_trained_run(tmp_path):
   wd = str(tmp_path / "run")
-  p = _run("kflow_jax.main", CONFIG, f"--workdir={wd}",
+  p = _run("kflow_jax.main", CONFIG, SEEN, f"--workdir={wd}",
            "--config.total_steps=4", "--config.sample.at_end=false")
   assert p.returncode == 0, p.stderr[-3000:]
-  p = _run("kflow_jax.tools.band_independence", CONFIG, f"--workdir={wd}",
-           "--config.total_steps=4", "--step=2", "--num_examples=24",
+  p = _run("kflow_jax.tools.band_independence", CONFIG, SEEN,
+           f"--workdir={wd}", "--config.total_steps=4", "--step=2", "--num_examples=24",
            "--batch_size=16")
   assert p.returncode == 0, p.stderr[-3000:]
   with open(os.path.join(wd, bi.FILE)) as f:
