@@ -70,12 +70,14 @@ DIT_FM = ("--config.model.name=dit", "--config.model.size=ti")
 # gets about 4 % of t under data energy).
 PATCHES = {
     "data gamma=0.5 (the default until this study)": (),
-    "uniform (the default now)": ("--config.path.gamma=0.0",),
+    "uniform (the default until band I/O)": ("--config.path.gamma=0.0",),
     "displacement gamma=0.5": ("--config.path.energy=displacement",),
     "target scale": ("--config.loss.band_weighting=target_scale",),
-    "uniform + hide input + project output": ("--config.path.gamma=0.0",
-                                              *HIDE, *PROJECT),
+    "uniform + hide input + project output (the default now)": (
+        "--config.path.gamma=0.0", *HIDE, *PROJECT),
 }
+# Arms run on every seed: the earlier default, the rules that replaced it.
+PATCHES_ALL_SEEDS = [k for k in PATCHES if "default" in k]
 
 
 def _arm(root, scale, data, name, config, overrides, budgets, clf, metric,
@@ -201,13 +203,13 @@ def run(scale, root, out_dir) -> dict:
     # Run names from the arm's name without its note in brackets.
     run_name = "patches_fourier" if not overrides else (
         "patches_recipe_" + _slug(name.split(" (")[0]))
-    # The earlier default has every seed (quality's runs), and so has the
-    # rule that replaced it (uniform band times).
+    # The earlier defaults have every seed (the first: quality's runs), and
+    # so has the recipe that replaced them.
     patches[name] = _arm(root, scale, "patches", run_name,
                          quality.PATCHES["fourier"][0],
                          quality.PATCHES_GAMMA + overrides, pb, "",
-                         pmetric, seeds=(scale.seeds if name in list(
-                             PATCHES)[:2] else None))
+                         pmetric, seeds=(scale.seeds if name in
+                                         PATCHES_ALL_SEEDS else None))
   patches["data gamma=0.5 + equal steps per band"] = _arm(
       root, scale, "patches", "patches_fourier", quality.PATCHES["fourier"][0],
       quality.PATCHES_GAMMA, pb, "", pmetric,
