@@ -27,7 +27,7 @@ KFLOW_COND = "configs/digits.py:transform=fourier,cond"
 # name -> (column, config, overrides); the first two are judged.
 ARMS = {
     "fm_logit_normal": ("flow matching", FM_COND,
-                        recipe.FM_CONTROLS["logit-normal"]),
+                        recipe.LOGIT),
     "kflow_fourier_bandio": ("K-Flow (fourier)", KFLOW_COND,
                              recipe.COMBINED),
     "fm": ("flow matching, uniform t", FM_COND, ()),

@@ -61,7 +61,11 @@ FACTORS = {
 # Changes that mean the same for flow matching: when one of them is the
 # best single change, flow matching gets it too (a gain from, say, the t
 # sampling alone is not a gain of K-Flow's).
-FM_CONTROLS = {"logit-normal": ("--config.loss.t_sampling=logit_normal",)}
+LOGIT = ("--config.loss.t_sampling=logit_normal",)
+# name -> (run name, overrides). With one band, logit-normal t per band is
+# logit-normal t itself: one run serves both.
+FM_CONTROLS = {"logit-normal": ("digits_fm_logit_normal", LOGIT),
+               "logit-normal per band": ("digits_fm_logit_normal", LOGIT)}
 # Runs another script trains too (same config, same name: trained once).
 RUN_NAMES = {("--config.path.num_scales=1",): "digits_fm_fourier_1band"}
 # The DiT arms' flow-matching reference (the U-Net one is quality's fm).
@@ -178,9 +182,9 @@ def run(scale, root, out_dir) -> dict:
                 metric, seeds=scale.seeds)
     rows[("confirmed", f"{best_key[1]} ({len(scale.seeds)} seeds)")] = best
     if best_key[1] in FM_CONTROLS:
-      fm_best = _arm(root, scale, "digits", "digits_fm_" + _slug(best_key[1]),
-                     quality.DIGITS["fm"][0], FM_CONTROLS[best_key[1]], b,
-                     clf, metric, seeds=scale.seeds)
+      fm_name, fm_overrides = FM_CONTROLS[best_key[1]]
+      fm_best = _arm(root, scale, "digits", fm_name, quality.DIGITS["fm"][0],
+                     fm_overrides, b, clf, metric, seeds=scale.seeds)
       rows[("confirmed", f"flow matching + {best_key[1]} "
                          f"({len(scale.seeds)} seeds)")] = fm_best
       confirm.append(
@@ -218,9 +222,9 @@ def run(scale, root, out_dir) -> dict:
 
   combined, combined_lines = {}, []
   if scale.all_arms:
-    fm_logit = _arm(root, scale, "digits", "digits_fm_logit_normal",
-                    quality.DIGITS["fm"][0], FM_CONTROLS["logit-normal"], b,
-                    clf, metric, seeds=scale.seeds)
+    fm_name, fm_overrides = FM_CONTROLS["logit-normal"]
+    fm_logit = _arm(root, scale, "digits", fm_name, quality.DIGITS["fm"][0],
+                    fm_overrides, b, clf, metric, seeds=scale.seeds)
     combined["flow matching + logit-normal"] = fm_logit
     for arm in COMBINED_ARMS:
       config, overrides = quality.DIGITS[arm]
