@@ -59,8 +59,8 @@ class Missing(Exception):
   """A run or score that a --report call does not produce."""
 
 
-# Sized for a 2-core CPU (the committed run: 73 training runs, about 5
-# hours on busy cores). Budgets are well below the shipped configs'
+# Sized for a 2-core CPU (the committed run: 93 training runs, 3.5 to 5
+# hours on 2 cores). Budgets are well below the shipped configs'
 # (digits 2000, patches 3000 steps), so the numbers compare recipes at
 # equal small compute, not converged models.
 FULL = Scale(name="full", seeds=(0, 1, 2), ablation_seeds=(0,),
