@@ -199,9 +199,10 @@ def run(scale, root, out_dir) -> dict:
   patches = {}
   pb = scale.patches_budgets
   pmetric = "spectrum_error_fine"
+  # Every seed (quality's runs, reused): the yardstick of the defaults.
   patches["flow matching"] = _arm(root, scale, "patches", "patches_fm",
                                   quality.PATCHES["fm"][0], (), pb, "",
-                                  pmetric)
+                                  pmetric, seeds=scale.seeds)
   p_arms = PATCHES if scale.all_arms else dict(list(PATCHES.items())[:1])
   for name, overrides in p_arms.items():
     # Run names from the arm's name without its note in brackets.
