@@ -37,7 +37,8 @@ def write(scale, r, out_dir) -> str:
       "- [quality.md](quality.md): K-Flow (fourier, dct, wavelet haar and "
       "db4, pca) against flow matching, both budgets, solvers at equal NFE",
       "- [recipe.md](recipe.md): ablations of bands, band times, loss "
-      "weights, t sampling, windows, backbone, step allocation",
+      "weights, t sampling, band I/O, windows, backbone, step allocation; "
+      "the combined recipe on every seed",
       "- [class_drop.md](class_drop.md): class-drop ratio",
       "- [steerability.md](steerability.md): band noise mixing",
       "- [restoration.md](restoration.md): low resolution and blur",
