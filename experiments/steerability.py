@@ -8,28 +8,42 @@ says how much each band's content follows its own noise. The same
 protocol runs on plain flow matching through the same Fourier transform
 with one band (exactly flow matching: the transform is orthonormal), its
 noise split by the K-Flow run's band cut-offs
-(`--config.restore.mix_cutoffs`).
+(`--config.restore.mix_cutoffs`). Both with the recipe they were first
+run with (uniform t, no band I/O) and with each method's best recipe of
+docs/results/recipe.md.
 
     python -m experiments.steerability [--quick] [--root=DIR] [--out=DIR]
 """
 from experiments import common
+from experiments import recipe
 
+ONE_BAND = ("--config.path.num_scales=1",)
+# name -> (run name, config, overrides); K-Flow and flow matching in pairs.
 ARMS = {
-    "kflow_fourier": ("configs/digits.py:transform=fourier", ()),
-    "fm_fourier_1band": ("configs/digits.py:transform=fourier",
-                         ("--config.path.num_scales=1",)),
+    "kflow_fourier": ("digits_fourier", "configs/digits.py:transform=fourier",
+                      ()),
+    "fm_fourier_1band": ("digits_fm_fourier_1band",
+                         "configs/digits.py:transform=fourier", ONE_BAND),
+    "kflow_fourier_bandio": ("digits_fourier_bandio",
+                             "configs/digits.py:transform=fourier",
+                             recipe.COMBINED),
+    "fm_fourier_1band_logit_normal": (
+        "digits_fm_fourier_1band_logit_normal",
+        "configs/digits.py:transform=fourier", ONE_BAND + recipe.LOGIT),
 }
+PAIRS = (("kflow_fourier", "fm_fourier_1band", "Recipe first run"),
+         ("kflow_fourier_bandio", "fm_fourier_1band_logit_normal",
+          "Best recipes"))
 CUTOFFS = "(0.0,0.5,1.0)"  # digits' two even Fourier bands
 
 
 def run(scale, root, out_dir) -> dict:
   b = scale.digits_budgets
   out, figs = {}, {}
-  for name, (config, overrides) in ARMS.items():
+  for name, (run_name, config, overrides) in ARMS.items():
     recs = []
     for seed in scale.seeds[:2]:  # two: a spread at half the cost
-      r = common.attempt(common.train, root, scale, f"digits_{name}"
-                         if overrides else "digits_fourier", config,
+      r = common.attempt(common.train, root, scale, run_name, config,
                          overrides, seed, b)
       res = r and common.attempt(common.steer, r, scale, max(b), "mix",
                                  "split1", dict(rows=scale.mix_size,
@@ -69,19 +83,18 @@ def run(scale, root, out_dir) -> dict:
       common.table(["arm", "band", "correlation, shared noise",
                     "correlation, other noise"], rows),
       "",
-      "| K-Flow | flow matching |",
-      "|---|---|",
-      f"| ![kflow]({figs.get('kflow_fourier', '')}) | "
-      f"![fm]({figs.get('fm_fourier_1band', '')}) |",
+      "| | K-Flow | flow matching |",
+      "|---|---|---|",
+      *[f"| {label} | ![kflow]({figs.get(k, '')}) | "
+        f"![fm]({figs.get(f, '')}) |" for k, f, label in PAIRS],
       "",
-      f"Coarse-band gap (same row - other row): K-Flow "
-      f"{gap('kflow_fourier', 'band_0', 'same_row', 'other_row'):.3f}, "
-      f"flow matching "
-      f"{gap('fm_fourier_1band', 'band_0', 'same_row', 'other_row'):.3f}; "
-      f"fine-band gap (same column - other column): K-Flow "
-      f"{gap('kflow_fourier', 'band_1', 'same_col', 'other_col'):.3f}, "
-      f"flow matching "
-      f"{gap('fm_fourier_1band', 'band_1', 'same_col', 'other_col'):.3f}.",
+      *[f"{label}: coarse-band gap (same row - other row): K-Flow "
+        f"{gap(k, 'band_0', 'same_row', 'other_row'):.3f}, flow matching "
+        f"{gap(f, 'band_0', 'same_row', 'other_row'):.3f}; fine-band gap "
+        f"(same column - other column): K-Flow "
+        f"{gap(k, 'band_1', 'same_col', 'other_col'):.3f}, flow matching "
+        f"{gap(f, 'band_1', 'same_col', 'other_col'):.3f}." + "\n"
+        for k, f, label in PAIRS],
   ]
   data = {"scale": scale._asdict(), **out}
   common.write_result(out_dir, "steerability", "\n".join(md), data)

@@ -97,6 +97,9 @@ def write(scale, r, out_dir) -> str:
       "",
       "## Restoration (claim 5)",
       "",
+      "Each method with its best recipe (restoration.md also has both "
+      "with the recipe they were first run with):",
+      "",
       common.table(
           ["degradation", "PSNR K-Flow", "PSNR FM", "PSNR baseline",
            "SSIM K-Flow", "SSIM FM", "SSIM baseline"],
