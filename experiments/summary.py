@@ -4,6 +4,7 @@ drift from the tables)."""
 import os
 
 from experiments import common
+from experiments import steerability
 
 
 def _kflow_vs_fm(q, data, metric, budget):
@@ -84,17 +85,16 @@ def write(scale, r, out_dir) -> str:
       "",
       "## Steerability (claim 4)",
       "",
-      "Coarse band correlation, shared noise vs other noise: K-Flow "
-      f"{common.fmt(st['kflow_fourier']['band_0_same_row'])} vs "
-      f"{common.fmt(st['kflow_fourier']['band_0_other_row'])}, flow "
-      f"matching {common.fmt(st['fm_fourier_1band']['band_0_same_row'])} vs "
-      f"{common.fmt(st['fm_fourier_1band']['band_0_other_row'])}. Fine "
-      "band, shared vs other: K-Flow "
-      f"{common.fmt(st['kflow_fourier']['band_1_same_col'])} vs "
-      f"{common.fmt(st['kflow_fourier']['band_1_other_col'])}, flow "
-      f"matching {common.fmt(st['fm_fourier_1band']['band_1_same_col'])} vs "
-      f"{common.fmt(st['fm_fourier_1band']['band_1_other_col'])}.",
-      "",
+      *[f"{label}: coarse band correlation, shared noise vs other noise: "
+        f"K-Flow {common.fmt(st[k]['band_0_same_row'])} vs "
+        f"{common.fmt(st[k]['band_0_other_row'])}, flow matching "
+        f"{common.fmt(st[f]['band_0_same_row'])} vs "
+        f"{common.fmt(st[f]['band_0_other_row'])}. Fine band, shared vs "
+        f"other: K-Flow {common.fmt(st[k]['band_1_same_col'])} vs "
+        f"{common.fmt(st[k]['band_1_other_col'])}, flow matching "
+        f"{common.fmt(st[f]['band_1_same_col'])} vs "
+        f"{common.fmt(st[f]['band_1_other_col'])}.\n"
+        for k, f, label in steerability.PAIRS if k in st and f in st],
       "## Restoration (claim 5)",
       "",
       "Each method with its best recipe (restoration.md also has both "
