@@ -79,8 +79,9 @@ def base() -> ml_collections.ConfigDict:
       # true field is zero in the others). Both exact; the network then need
       # not learn the band filters itself.
       hide_input=False, project_output=False))
-  # losses.kflow_loss options: t sampling (uniform, logit_normal, band with
-  # band_weights), and a loss weight per band (band_loss_weights).
+  # losses.kflow_loss options: t sampling (paths.T_SAMPLING: uniform,
+  # logit_normal, band and band_logit_normal with band_weights), and a loss
+  # weight per band (band_loss_weights).
   c.loss = ml_collections.ConfigDict(dict(
       t_sampling="uniform", band_weights=config_dict.placeholder(tuple),
       logit_mean=0.0, logit_std=1.0,

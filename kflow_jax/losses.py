@@ -74,7 +74,8 @@ def kflow_loss(velocity_fn: Callable, path: paths_lib.Path, x1: jax.Array,
       "band_logit_normal".
     band_loss_weights: optional w(band) [S] weighting each example's error by
       the band active at its t.
-    logit_mean, logit_std: for t_sampling="logit_normal".
+    logit_mean, logit_std: for t_sampling="logit_normal" and
+      "band_logit_normal".
     t, x0: optional fixed times / noise (tests, evaluation); drawn if None.
 
   Returns:
