@@ -173,6 +173,11 @@ def run(scale, root, out_dir) -> dict:
       "through the cosine schedule of the longer). Produced by "
       "`python -m experiments.quality` (`experiments/quality.py`).",
       "",
+      "Every arm with the recipe the configs shipped before the recipe "
+      "study (uniform t, no band I/O; pinned by experiments/common.py). "
+      "With each method's best recipe the digits comparison is in "
+      "recipe.md, \"The combined recipe\".",
+      "",
       "## digits (16x16, unconditional)",
       "",
       "Classifier FD: Frechet distance in the features of the digits "

@@ -48,6 +48,10 @@ def write(scale, r, out_dir) -> str:
       "",
       "## Quality (claim 1)",
       "",
+      "With the recipe the configs shipped before the recipe study "
+      "(uniform t, no band I/O); each method's best recipe is under "
+      "Recipe below.",
+      "",
       f"digits, classifier FD at {db} steps (lower is better):",
       "",
       _kflow_vs_fm(q, "digits", "classifier_fd", db),
