@@ -15,8 +15,8 @@ backbone (DiT against the band-MoE DiT), and at sampling time the step
 allocation (by time share or equal per band; no retraining). Flow matching
 is the reference row. The combination the study led to (band I/O with
 logit-normal t per band, now the digits default) is then run on every
-seed for Fourier and Haar against flow matching with logit-normal t, its
-own best recipe.
+seed for every transform of quality's table against flow matching with
+logit-normal t, its own best recipe.
 
     python -m experiments.recipe [--quick] [--root=DIR] [--out=DIR]
 """
@@ -29,7 +29,7 @@ BAND_LOGIT = ("--config.loss.t_sampling=band_logit_normal",)
 # The recipe the one-change arms led to (configs/digits.py's K-Flow
 # default): every transform of quality's table that it is run for.
 COMBINED = HIDE + PROJECT + BAND_LOGIT
-COMBINED_ARMS = ("fourier", "wavelet_haar")
+COMBINED_ARMS = ("fourier", "dct", "wavelet_haar", "wavelet_db4", "pca")
 # name -> overrides on top of the shipped K-Flow config of the data set.
 FACTORS = {
     "bands": {"bands=1 (flow matching via the Fourier basis)": (

@@ -474,9 +474,11 @@ def test_cost_benchmark_runs():
                              rtol=0.01)
   assert 1.4 < row["train_ratio"] < row["estimate_ratio"] + 0.05
   # Same network, batch and steps: FM and full K-Flow differ by the
-  # transforms only.
+  # transforms only (the path's, and band I/O's around every network call,
+  # configs/digits.py: about 9 % of this toy DiT's step).
+  assert row["train_gflops_fm"] < row["train_gflops_full"]
   np.testing.assert_allclose(row["train_gflops_fm"], row["train_gflops_full"],
-                             rtol=0.05)
+                             rtol=0.15)
   assert 1.4 < row["step_flops_ratio_fm"] < row["estimate_ratio"] + 0.05
   assert row["nfe"] == 4 and row["nfe_per_band"] == [2, 2]
   assert row["nfe_full_equivalent"] == 2.5
