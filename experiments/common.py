@@ -59,7 +59,7 @@ class Missing(Exception):
   """A run or score that a --report call does not produce."""
 
 
-# Sized for a 2-core CPU (the committed run: 102 training runs, 3.5 to 5
+# Sized for a 2-core CPU (the committed run: 104 training runs, 3.5 to 5
 # hours on 2 cores). Budgets are well below the shipped configs'
 # (digits 2000, patches 3000 steps), so the numbers compare recipes at
 # equal small compute, not converged models.
