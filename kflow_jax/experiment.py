@@ -140,14 +140,13 @@ def band_io(config, transform) -> tuple:
         "scale-adaptive run: band s's network sees only its coarse grid, "
         "which holds no unstarted band.")
     return False, False
-  if hide and not transform.orthonormal:
-    raise ValueError(
-        f"config.path.hide_input=True with the transform "
-        f"{transform.name!r}, which is not orthonormal: its unstarted "
-        "bands of the noise are correlated with the started ones, so hiding "
-        "them would lose information about the target. Set "
-        "config.path.hide_input=False, or use an orthonormal transform "
-        "(fourier, dct, pca, an orthogonal wavelet such as haar or db*).")
+  if hide:
+    coarse.check_orthonormal(
+        transform, why="hiding the unstarted bands "
+        "(config.path.hide_input=True) would lose information about the "
+        "target", fix="Set config.path.hide_input=False, or use an "
+        "orthonormal transform (fourier, dct, pca, an orthogonal wavelet "
+        "such as haar or db*).")
   return hide, project
 
 

@@ -344,11 +344,15 @@ def interpolate_and_target(path: Path, x0, x1, t) -> tuple:
   return x0.astype(jnp.float32) + both[:b], both[b:]
 
 
+def _keep(path: Path, x, mask) -> jax.Array:
+  """T^-1(mask * T(x)): x with the coefficients outside mask set to 0."""
+  tr = path.transform
+  return tr.inverse(jnp.where(mask, tr.forward(x), 0.0))
+
+
 def project_velocity(path: Path, v, t) -> jax.Array:
   """v <- T^-1(1[window active] * T(v)): only bands that flow at t move."""
-  mask = active_mask(path, check_t(t, v.shape[0]))
-  tr = path.transform
-  return tr.inverse(jnp.where(mask, tr.forward(v), 0.0))
+  return _keep(path, v, active_mask(path, check_t(t, v.shape[0])))
 
 
 def hide_unstarted(path: Path, x, t) -> jax.Array:
@@ -359,9 +363,7 @@ def hide_unstarted(path: Path, x, t) -> jax.Array:
   independent of the coefficients that flow (orthonormal T, Gaussian x0),
   so E[u_t | x_t] = E[u_t | hide_unstarted(x_t)].
   """
-  tb = _expand(path, check_t(t, x.shape[0]))
-  tr = path.transform
-  return tr.inverse(jnp.where(tb >= path.start, tr.forward(x), 0.0))
+  return _keep(path, x, _expand(path, check_t(t, x.shape[0])) >= path.start)
 
 
 def band_network(path: Path, apply_fn, *, hide_input: bool = False,

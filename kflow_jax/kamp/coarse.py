@@ -101,17 +101,19 @@ def check_transform_name(name: str) -> None:
     raise _no_grid(name)
 
 
-def check_orthonormal(transform) -> None:
-  """Refuses a transform that is not orthonormal: the optimal velocity of
-  band s then reads the finer bands (coarse grids, and the band
-  independence that tools/band_independence measures, both rest on it)."""
+def check_orthonormal(transform, why: str = "the optimal velocity of band s "
+                     "depends on the finer bands and a coarse grid would not "
+                     "be exact", fix: str = "Use an orthogonal wavelet (haar, "
+                     "db*, sym*, coif*), dct or fourier.") -> None:
+  """Refuses a transform that is not orthonormal: the finer-band noise is
+  then correlated with the coarser bands (why: what that breaks for the
+  caller; fix: the way out, both for the message). Coarse grids, band
+  independence and hidden input bands all rest on it."""
   if not transform.orthonormal:
     raise ValueError(
         f"transform {transform.name!r} (shape {transform.shape}) is not "
         "orthonormal: its finer-band coefficients of white noise are "
-        "correlated with the coarser ones, so the optimal velocity of band s "
-        "depends on the finer bands and a coarse grid would not be exact. "
-        "Use an orthogonal wavelet (haar, db*, sym*, coif*), dct or fourier.")
+        f"correlated with the coarser ones, so {why}. {fix}")
 
 
 def _subgrids(transform) -> tuple:
