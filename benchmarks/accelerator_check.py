@@ -29,12 +29,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import loop
-from kflow_jax import experiment
+from kflow_jax.run import experiment
 from kflow_jax import generate
 from kflow_jax import models
-# The peak table lives in kflow_jax.flops, shared with the training log.
-from kflow_jax.flops import peak_tflops
-from kflow_jax.flops import utilization
+# The peak table lives in kflow_jax.infra.flops, shared with the training log.
+from kflow_jax.infra.flops import peak_tflops
+from kflow_jax.infra.flops import utilization
 
 TRANSFORMS = {"identity": {}, "fourier": {}, "dct": {},
               "wavelet": dict(wavelet="db6", levels=2)}

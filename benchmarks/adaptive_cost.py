@@ -55,13 +55,13 @@ import numpy as np
 
 from benchmarks import loop
 from benchmarks import scaling
-from kflow_jax import adaptive
-from kflow_jax import experiment
-from kflow_jax import flops
+from kflow_jax.flow import adaptive
+from kflow_jax.run import experiment
+from kflow_jax.infra import flops
 from kflow_jax import generate
-from kflow_jax import sampling
-from kflow_jax import sharding
-from kflow_jax import train
+from kflow_jax.flow import sampling
+from kflow_jax.infra import sharding
+from kflow_jax.modes import train
 
 SHAPE = (32, 32, 4)
 ARMS = ("fm", "full", "adaptive")

@@ -20,10 +20,10 @@ import time
 
 import jax
 
-from kflow_jax import experiment
-from kflow_jax import input_pipeline
-from kflow_jax import sharding
-from kflow_jax import train
+from kflow_jax.run import experiment
+from kflow_jax.data import input_pipeline
+from kflow_jax.infra import sharding
+from kflow_jax.modes import train
 
 
 def load_config(name: str, arg: str = ""):

@@ -59,14 +59,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import loop
-from kflow_jax import evaluate
-from kflow_jax import experiment
+from kflow_jax.evaluators import evaluate
+from kflow_jax.run import experiment
 from kflow_jax import generate
-from kflow_jax import input_pipeline
-from kflow_jax import paths
-from kflow_jax import sampling
-from kflow_jax import train
-from kflow_jax.evaluators import samples as samples_lib
+from kflow_jax.data import input_pipeline
+from kflow_jax.flow import paths
+from kflow_jax.flow import sampling
+from kflow_jax.modes import train
+from kflow_jax.generate import files as samples_lib
 
 RUNS = {"kflow": "fourier", "fm": "identity"}  # name -> digits transform
 SCHEMES = ("uniform", "band", "energy")

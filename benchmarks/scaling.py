@@ -43,10 +43,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import loop
-from kflow_jax import experiment
-from kflow_jax import input_pipeline
-from kflow_jax import sharding
-from kflow_jax import train
+from kflow_jax.run import experiment
+from kflow_jax.data import input_pipeline
+from kflow_jax.infra import sharding
+from kflow_jax.modes import train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 
 from benchmarks import loop
 from kflow_jax import kamp
-from kflow_jax import paths
+from kflow_jax.flow import paths
 
 # Options for transforms that need them; pca fits its basis into a temp
 # workdir on first use (experiment.setup).

@@ -44,7 +44,7 @@ import numpy as np
 import pywt
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from kflow_jax import kamp  # noqa: E402
+from kflow_jax import kamp# noqa: E402
 
 SIZES = [(64, 32, 32, 3), (64, 32, 32, 4), (16, 256, 256, 3)]
 QUICK_SIZES = [(2, 16, 16, 3)]

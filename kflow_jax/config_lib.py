@@ -24,7 +24,7 @@ data only; `experiment.setup` is the one reader of the training sections,
                      (models.fields(name)); run-owned options (the MoE's
                      band times tau) come from the run, never the config
   model.scale_adaptive  run band s's network on bands 0..s as a smaller
-                     image (kflow_jax/adaptive.py; loss.band_batch_sizes)
+                     image (kflow_jax/flow/adaptive.py; loss.band_batch_sizes)
   optim.*            optim.default_config(): AdamW, warmup, schedule, clip
   ema_decays         one EMA of the params per decay
   mesh.fsdp          fsdp axis size (1 = pure data parallel)
@@ -47,9 +47,9 @@ import ml_collections
 from ml_collections import config_dict
 
 from kflow_jax import generate
-from kflow_jax import input_pipeline
-from kflow_jax import optim
-from kflow_jax import restoration
+from kflow_jax.data import input_pipeline
+from kflow_jax.run import optim
+from kflow_jax.modes import restoration
 from kflow_jax.evaluators import config as evals_config
 
 
@@ -96,7 +96,7 @@ def base() -> ml_collections.ConfigDict:
   # steps where a DiT of the same step time (ti/2) is still blurry.
   c.model = ml_collections.ConfigDict(dict(name="unet", size="mu",
                                            dtype="float32"))
-  # Scale-adaptive compute (kflow_jax/adaptive.py): while band s flows the
+  # Scale-adaptive compute (kflow_jax/flow/adaptive.py): while band s flows the
   # backbone runs on bands 0..s as a smaller image, in training, sampling
   # and evaluation. Needs fourier, dct or an orthogonal wavelet with
   # cut-offs that fit (kamp.coarse.fitting_cutoffs).

@@ -30,7 +30,7 @@ _WORKDIR = flags.DEFINE_string(
 _MODE = flags.DEFINE_enum(
     "mode", "train", ["train", "sample", "eval", "restore", "edit", "mix"],
     "What to do: restore / edit / mix read config.restore "
-    "(kflow_jax/restoration.py).")
+    "(kflow_jax/modes/restoration.py).")
 _STEP = flags.DEFINE_integer(
     "step", None,
     "sample / eval / restore / edit / mix: use the checkpoint of this step "
@@ -111,11 +111,11 @@ def run(argv):
   jax = _init_jax()
   # Imported after jax is configured: they touch devices at import time.
   # pylint: disable=g-import-not-at-top
-  from kflow_jax import evaluate
-  from kflow_jax import experiment
+  from kflow_jax.evaluators import evaluate
+  from kflow_jax.run import experiment
   from kflow_jax import generate
-  from kflow_jax import restoration
-  from kflow_jax import train
+  from kflow_jax.modes import restoration
+  from kflow_jax.modes import train
   # pylint: enable=g-import-not-at-top
   config = _CONFIG.value
   logging.info("JAX %s, process %d of %d, %d local / %d global devices: %s",

@@ -1,11 +1,11 @@
-"""Tests of kflow_jax.autoencoder: SD-VAE architecture and diffusers import."""
+"""Tests of kflow_jax.models.autoencoder: SD-VAE architecture and diffusers import."""
 import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from kflow_jax import autoencoder
+from kflow_jax.models import autoencoder
 
 
 def _resnet(prefix, cin, cout):

@@ -1,4 +1,4 @@
-"""Tests for kflow_jax.band_independence and its tool: a field of bands
+"""Tests for kflow_jax.evaluators.band_independence and its tool: a field of bands
 0..s only gives no change on band s and one that reads the finer bands
 does, the refusals, and the command a user types on a trained run."""
 import json
@@ -11,9 +11,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from kflow_jax import band_independence as bi
+from kflow_jax.evaluators import band_independence as bi
 from kflow_jax import kamp
-from kflow_jax import paths
+from kflow_jax.flow import paths
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHAPE = (8, 8, 2)

@@ -9,8 +9,8 @@ import ml_collections
 import numpy as np
 import pytest
 
-from kflow_jax import checkpointing
-from kflow_jax import sharding
+from kflow_jax.infra import checkpointing
+from kflow_jax.infra import sharding
 
 
 def _state(v):

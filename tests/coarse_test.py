@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from kflow_jax import kamp
-from kflow_jax import paths
+from kflow_jax.flow import paths
 from kflow_jax.kamp import coarse
 
 SHAPE = (16, 16, 2)

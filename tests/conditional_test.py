@@ -17,12 +17,12 @@ from PIL import Image
 import pytest
 
 from configs import digits
-from kflow_jax import experiment
+from kflow_jax.run import experiment
 from kflow_jax import generate
-from kflow_jax import sampling
-from kflow_jax import train
-from kflow_jax import train_state
-from kflow_jax.evaluators import samples as samples_lib
+from kflow_jax.flow import sampling
+from kflow_jax.modes import train
+from kflow_jax.run import train_state
+from kflow_jax.generate import files as samples_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 N, BS, K = 20, 10, 10  # runlocal: 20 samples in 2 batches, 10 classes

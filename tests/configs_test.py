@@ -15,7 +15,7 @@ import sys
 import numpy as np
 import pytest
 
-from kflow_jax import experiment
+from kflow_jax.run import experiment
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FILES = sorted(os.path.basename(p)[:-3]
@@ -69,7 +69,7 @@ def write_tiny_latents(out, *, num=(48, 16), shape=(16, 16, 4),
   """
   import jax  # pylint: disable=g-import-not-at-top
   from safetensors import numpy as st_numpy  # pylint: disable=g-import-not-at-top
-  from kflow_jax import autoencoder  # pylint: disable=g-import-not-at-top
+  from kflow_jax.models import autoencoder# pylint: disable=g-import-not-at-top
   from kflow_jax.data import records  # pylint: disable=g-import-not-at-top
   os.makedirs(out, exist_ok=True)
   model = autoencoder.AutoencoderKL(block_out_channels=(32, 64),

@@ -9,9 +9,9 @@ import sys
 import numpy as np
 import pytest
 
-from kflow_jax import class_drop
+from kflow_jax.evaluators import class_drop
 from kflow_jax import kamp
-from kflow_jax import paths
+from kflow_jax.flow import paths
 from kflow_jax.evaluators import fid
 from kflow_jax.evaluators import inception
 from kflow_jax.evaluators import plots

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 
 from configs import digits
-from kflow_jax import flops
-from kflow_jax import metrics_io
+from kflow_jax.infra import flops
+from kflow_jax.infra import metrics_io
 from kflow_jax import models
-from kflow_jax import sharding
-from kflow_jax import train
+from kflow_jax.infra import sharding
+from kflow_jax.modes import train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

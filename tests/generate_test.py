@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 from configs import digits
-from kflow_jax import experiment
+from kflow_jax.run import experiment
 from kflow_jax import generate
-from kflow_jax import train
+from kflow_jax.modes import train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = "--config=configs/digits.py:cond,runlocal"

@@ -1,12 +1,12 @@
-"""Tests of kflow_jax.input_pipeline on embedded, mock TFDS and folder data."""
+"""Tests of kflow_jax.data.input_pipeline on embedded, mock TFDS and folder data."""
 import json
 
 import jax
 import numpy as np
 import pytest
 
-from kflow_jax import input_pipeline
-from kflow_jax import sharding
+from kflow_jax.data import input_pipeline
+from kflow_jax.infra import sharding
 
 
 def _cfg(**kw):

@@ -1,4 +1,4 @@
-"""Tests for kflow_jax.losses: the K-Flow loss and its per-band aux."""
+"""Tests for kflow_jax.flow.losses: the K-Flow loss and its per-band aux."""
 from functools import partial
 
 import jax
@@ -8,8 +8,8 @@ import pytest
 from jax.sharding import Mesh, PartitionSpec as P
 
 from kflow_jax import kamp
-from kflow_jax import losses
-from kflow_jax import paths
+from kflow_jax.flow import losses
+from kflow_jax.flow import paths
 
 SHAPE = (8, 8, 2)
 

@@ -18,7 +18,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from configs import digits
-from kflow_jax import train
+from kflow_jax.modes import train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = "--config=configs/digits.py:runlocal"

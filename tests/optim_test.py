@@ -3,7 +3,7 @@ import numpy as np
 import optax
 import pytest
 
-from kflow_jax import optim
+from kflow_jax.run import optim
 
 
 def _cfg(**kw):

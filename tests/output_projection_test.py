@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 
 from configs import digits
-from kflow_jax import experiment
+from kflow_jax.run import experiment
 from kflow_jax import generate
-from kflow_jax import losses
-from kflow_jax import paths
-from kflow_jax import sampling
+from kflow_jax.flow import losses
+from kflow_jax.flow import paths
+from kflow_jax.flow import sampling
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

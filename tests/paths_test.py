@@ -1,4 +1,4 @@
-"""Tests for kflow_jax.paths: the K-Flow path, its target and band times."""
+"""Tests for kflow_jax.flow.paths: the K-Flow path, its target and band times."""
 import json
 
 import jax
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from kflow_jax import kamp
-from kflow_jax import paths
+from kflow_jax.flow import paths
 
 SHAPE = (8, 8, 2)
 B = 4

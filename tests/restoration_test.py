@@ -1,4 +1,4 @@
-"""--mode=restore / edit / mix (kflow_jax/restoration.py) and the steering
+"""--mode=restore / edit / mix (kflow_jax/modes/restoration.py) and the steering
 pieces they rest on: the overlap start state, exact lowres consistency,
 band-wise noise mixing (white for orthonormal transforms, refused
 otherwise), and the three modes through the command line on a trained
@@ -18,11 +18,11 @@ import pytest
 from configs import digits
 from kflow_jax import generate
 from kflow_jax import kamp
-from kflow_jax import paths
-from kflow_jax import restoration
-from kflow_jax import steering
-from kflow_jax import train
-from kflow_jax.evaluators import samples as samples_lib
+from kflow_jax.flow import paths
+from kflow_jax.modes import restoration
+from kflow_jax.flow import steering
+from kflow_jax.modes import train
+from kflow_jax.generate import files as samples_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHAPE = (8, 8, 1)

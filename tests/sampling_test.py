@@ -1,4 +1,4 @@
-"""Tests for kflow_jax.sampling: grids, solver orders, diffrax, CFG,
+"""Tests for kflow_jax.flow.sampling: grids, solver orders, diffrax, CFG,
 sharding."""
 import jax
 import jax.numpy as jnp
@@ -7,8 +7,8 @@ import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from kflow_jax import kamp
-from kflow_jax import paths
-from kflow_jax import sampling
+from kflow_jax.flow import paths
+from kflow_jax.flow import sampling
 
 SHAPE = (8, 8, 2)
 B = 8

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from kflow_jax import sharding
+from kflow_jax.infra import sharding
 
 
 def _per_example(params, example, key):

@@ -1,4 +1,4 @@
-"""Tests for kflow_jax.steering: noise mixing, per-band conditioning,
+"""Tests for kflow_jax.flow.steering: noise mixing, per-band conditioning,
 editing and restoration."""
 import jax
 import jax.numpy as jnp
@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from kflow_jax import kamp
-from kflow_jax import paths
-from kflow_jax import sampling
-from kflow_jax import steering
+from kflow_jax.flow import paths
+from kflow_jax.flow import sampling
+from kflow_jax.flow import steering
 
 SHAPE = (8, 8, 2)
 B = 4

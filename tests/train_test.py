@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 from configs import digits
-from kflow_jax import checkpointing
-from kflow_jax import evaluate
-from kflow_jax import experiment
+from kflow_jax.infra import checkpointing
+from kflow_jax.evaluators import evaluate
+from kflow_jax.run import experiment
 from kflow_jax import generate
-from kflow_jax import train
-from kflow_jax import train_state
+from kflow_jax.modes import train
+from kflow_jax.run import train_state
 
 
 def _metrics(workdir):

@@ -1,4 +1,4 @@
-"""Data set families behind `kflow_jax.input_pipeline`.
+"""Data set families behind `kflow_jax.data.input_pipeline`.
 
 One module per concern: `preprocess` (crop/resize/flip/scale), `embedded`
 (digits, natural_patches), `tfds_sources` (TFDS array_record data sets),
@@ -9,7 +9,7 @@ lists the valid names.
 """
 import importlib
 
-from kflow_jax import registry
+from kflow_jax.infra import registry
 from kflow_jax.data.base import ArraySource
 from kflow_jax.data.base import DatasetInfo
 from kflow_jax.data.base import Family

@@ -1,6 +1,6 @@
 """config.evals: what --mode=eval and the in-training evaluation score.
 
-Kept apart from kflow_jax/evaluate.py so config_lib.base() can build the
+Kept apart from kflow_jax/evaluators/evaluate.py so config_lib.base() can build the
 section without importing jax-heavy modules before jax is configured.
 """
 import ml_collections

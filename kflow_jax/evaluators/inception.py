@@ -44,7 +44,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from kflow_jax import torch_layout
+from kflow_jax.infra import torch_layout
 from kflow_jax.evaluators import torch_pickle
 
 WEIGHTS_FILENAME = "pt_inception-2015-12-05-6726825d.pth"

@@ -19,7 +19,7 @@ import jax
 from jax.experimental import multihost_utils
 import numpy as np
 
-from kflow_jax import sharding
+from kflow_jax.infra import sharding
 from kflow_jax.evaluators import fid
 from kflow_jax.evaluators import inception
 from kflow_jax.evaluators import preprocess

@@ -28,7 +28,7 @@ from typing import Callable, NamedTuple, Optional
 import jax
 import numpy as np
 
-from kflow_jax import registry
+from kflow_jax.infra import registry
 
 
 class KTransform(NamedTuple):

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from kflow_jax import registry
+from kflow_jax.infra import registry
 from kflow_jax.models import dit
 from kflow_jax.models import mlp
 from kflow_jax.models import moe

@@ -9,7 +9,7 @@ Resolution-agnostic: the sin-cos position embedding is computed from the
 grid the input actually has (a numpy constant at trace time); a learned
 embedding is stored for the init grid and bilinearly resized for other grids.
 
-Scale-adaptive runs (kflow_jax/adaptive.py) call one set of weights on
+Scale-adaptive runs (kflow_jax/flow/adaptive.py) call one set of weights on
 coarse grids of the image with `frame=layers.Frame(factor, offset)`: the
 position embedding is then evaluated where each coarse token's pixels lie
 on the full-resolution grid (fractional positions; the learned table is

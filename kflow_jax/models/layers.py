@@ -110,7 +110,7 @@ class Frame(NamedTuple):
   """Where the pixels of a smaller input sit on the full-resolution grid.
 
   Pixel n (each axis) of the input lies at full-resolution pixel
-  n * factor + offset. The scale-adaptive runs (kflow_jax/adaptive.py) feed
+  n * factor + offset. The scale-adaptive runs (kflow_jax/flow/adaptive.py) feed
   a backbone a coarse grid of the image (bands 0..s on [H / f, W / f]); the
   frame lets the backbone give a coarse token the position of the
   full-resolution pixels it summarises, so one image region keeps its

@@ -11,7 +11,7 @@ divisible by 2 ** (levels - 1). So the smallest input is 2 ** (levels - 1)
 square (one pixel at the bottom level): 2x2 for the "mu" and "ti" presets,
 8x8 for "cifar" and "adm64"; smaller ones are refused.
 
-Scale-adaptive runs (kflow_jax/adaptive.py) call one set of weights on
+Scale-adaptive runs (kflow_jax/flow/adaptive.py) call one set of weights on
 coarse grids of the image. The U-Net has no absolute position (convolutions
 are translation-equivariant, with SAME padding at the border), so it takes
 the `frame` argument only to share the DiT's call and ignores it: a coarse

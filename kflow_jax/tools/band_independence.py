@@ -11,7 +11,7 @@ x_t with the finer bands replaced by (a) a fresh noise draw, (b) zeros.
 Writes <workdir>/band_independence.json (checkpoint step, counts, per band
 the mean squared change of the band-s output, the training error on band
 s, their ratios, the change on the finer bands) and prints a table; see
-kflow_jax/band_independence.py. The params are those sampling uses (the
+kflow_jax/evaluators/band_independence.py. The params are those sampling uses (the
 EMA unless config.sample.use_ema=false). Needs at least two bands, an
 orthonormal transform (fourier, dct, orthogonal wavelet) and
 config.path.overlap=0.
@@ -43,9 +43,9 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}.")
   # pylint: disable=g-import-not-at-top
-  from kflow_jax import band_independence
-  from kflow_jax import checkpointing
-  from kflow_jax import experiment
+  from kflow_jax.evaluators import band_independence
+  from kflow_jax.infra import checkpointing
+  from kflow_jax.run import experiment
   # pylint: enable=g-import-not-at-top
   try:
     run = experiment.setup(_CONFIG.value, _WORKDIR.value, "eval")

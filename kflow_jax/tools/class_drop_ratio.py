@@ -7,7 +7,7 @@ r"""The class-drop ratio of a trained class-conditional run.
       [--config.sample.num_samples=1000]
 
 Samples the newest checkpoint twice (label kept, label dropped after
-t = fraction; see kflow_jax/class_drop.py for which time and why), scores
+t = fraction; see kflow_jax/evaluators/class_drop.py for which time and why), scores
 both and writes <workdir>/cdr.json: both metrics, their ratio, the class
 accuracy of the dropped samples, band times and each band's flowed share
 at the drop. The sample sets stay under sample_mode/ (a relaunch reuses
@@ -34,8 +34,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}.")
   # pylint: disable=g-import-not-at-top
-  from kflow_jax import class_drop
-  from kflow_jax import experiment
+  from kflow_jax.evaluators import class_drop
+  from kflow_jax.run import experiment
   # pylint: enable=g-import-not-at-top
   try:
     run = experiment.setup(_CONFIG.value, _WORKDIR.value, "eval")

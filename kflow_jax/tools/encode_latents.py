@@ -24,9 +24,9 @@ import jax.numpy as jnp
 from ml_collections import config_flags
 import numpy as np
 
-from kflow_jax import autoencoder
-from kflow_jax import input_pipeline
-from kflow_jax import sharding
+from kflow_jax.models import autoencoder
+from kflow_jax.data import input_pipeline
+from kflow_jax.infra import sharding
 from kflow_jax.data import records
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.")

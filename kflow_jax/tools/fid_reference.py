@@ -50,8 +50,8 @@ def write_reference(config, out: str, *, split: str = "eval",
                     images: bool = True, batch_size: int = 50) -> dict:
   """Computes and writes the reference file; returns a summary dict."""
   # pylint: disable=g-import-not-at-top
-  from kflow_jax import evaluate
-  from kflow_jax import sharding
+  from kflow_jax.evaluators import evaluate
+  from kflow_jax.infra import sharding
   from kflow_jax.evaluators import fid
   from kflow_jax.evaluators import sharded_features
   # pylint: enable=g-import-not-at-top

@@ -16,7 +16,7 @@ from absl import logging
 from ml_collections import config_flags
 import numpy as np
 
-from kflow_jax import input_pipeline
+from kflow_jax.data import input_pipeline
 from kflow_jax.kamp import pca
 
 def array_batches(images, batch_size=256):

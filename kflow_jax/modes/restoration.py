@@ -41,14 +41,14 @@ import ml_collections
 from ml_collections import config_dict
 import numpy as np
 
-from kflow_jax import adaptive
+from kflow_jax.flow import adaptive
 from kflow_jax import generate
-from kflow_jax import input_pipeline
-from kflow_jax import paths as paths_lib
-from kflow_jax import sampling
-from kflow_jax import steering
+from kflow_jax.data import input_pipeline
+from kflow_jax.flow import paths as paths_lib
+from kflow_jax.flow import sampling
+from kflow_jax.flow import steering
 from kflow_jax.evaluators import image_quality
-from kflow_jax.evaluators import samples as samples_lib
+from kflow_jax.generate import files as samples_lib
 
 MODES = ("restore", "edit", "mix")
 OPERATORS = ("lowres:N", "blur:SIGMA", "noise:SIGMA", "inpaint:X0,Y0,X1,Y1")

@@ -31,8 +31,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from kflow_jax import paths as paths_lib
-from kflow_jax import sampling
+from kflow_jax.flow import paths as paths_lib
+from kflow_jax.flow import sampling
 
 
 def _check_bands(path, bands, what="bands") -> tuple:

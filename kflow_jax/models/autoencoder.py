@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from kflow_jax import torch_layout
+from kflow_jax.infra import torch_layout
 
 # z_model = SCALE_FACTOR * z_vae gives latents of about unit variance.
 SCALE_FACTOR = 0.18215

@@ -24,17 +24,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from kflow_jax import adaptive as adaptive_lib
-from kflow_jax import checkpointing
+from kflow_jax.flow import adaptive as adaptive_lib
+from kflow_jax.infra import checkpointing
 from kflow_jax import generate
-from kflow_jax import input_pipeline
+from kflow_jax.data import input_pipeline
 from kflow_jax import kamp
-from kflow_jax import losses
+from kflow_jax.flow import losses
 from kflow_jax import models
-from kflow_jax import optim
-from kflow_jax import paths
-from kflow_jax import sharding
-from kflow_jax import train_state
+from kflow_jax.run import optim
+from kflow_jax.flow import paths
+from kflow_jax.infra import sharding
+from kflow_jax.run import train_state
 from kflow_jax.kamp import coarse
 
 ENERGY_FILE = "band_energy.json"

@@ -28,7 +28,7 @@ import os
 from absl import logging
 import numpy as np
 
-from kflow_jax import evaluate
+from kflow_jax.evaluators import evaluate
 from kflow_jax import generate
 from kflow_jax.evaluators import sharded_features
 

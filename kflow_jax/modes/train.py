@@ -21,16 +21,16 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from kflow_jax import checkpointing
-from kflow_jax import experiment
-from kflow_jax import flops
+from kflow_jax.infra import checkpointing
+from kflow_jax.run import experiment
+from kflow_jax.infra import flops
 from kflow_jax import generate
-from kflow_jax import input_pipeline
+from kflow_jax.data import input_pipeline
 from kflow_jax import kamp
-from kflow_jax import metrics_io
-from kflow_jax import periodic_eval
-from kflow_jax import sharding
-from kflow_jax import train_state
+from kflow_jax.infra import metrics_io
+from kflow_jax.modes import periodic_eval
+from kflow_jax.infra import sharding
+from kflow_jax.run import train_state
 
 
 class NonFiniteLossError(FloatingPointError):

@@ -35,10 +35,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from kflow_jax import adaptive
-from kflow_jax import experiment
-from kflow_jax import input_pipeline
-from kflow_jax import paths as paths_lib
+from kflow_jax.flow import adaptive
+from kflow_jax.run import experiment
+from kflow_jax.data import input_pipeline
+from kflow_jax.flow import paths as paths_lib
 from kflow_jax.kamp import coarse
 
 FILE = "band_independence.json"

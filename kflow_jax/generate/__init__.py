@@ -22,14 +22,14 @@ import ml_collections
 from ml_collections import config_dict
 import numpy as np
 
-from kflow_jax import adaptive
-from kflow_jax import checkpointing
-from kflow_jax import metrics_io
-from kflow_jax import paths
-from kflow_jax import sampling
-from kflow_jax import sharding
-from kflow_jax import steering
-from kflow_jax.evaluators import samples as samples_lib
+from kflow_jax.flow import adaptive
+from kflow_jax.infra import checkpointing
+from kflow_jax.infra import metrics_io
+from kflow_jax.flow import paths
+from kflow_jax.flow import sampling
+from kflow_jax.infra import sharding
+from kflow_jax.flow import steering
+from kflow_jax.generate import files as samples_lib
 
 
 def default_config() -> ml_collections.ConfigDict:

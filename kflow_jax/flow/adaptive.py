@@ -35,9 +35,9 @@ from jax.sharding import PartitionSpec as P
 
 from kflow_jax import kamp
 from kflow_jax import models
-from kflow_jax import paths as paths_lib
-from kflow_jax import sampling
-from kflow_jax import sharding
+from kflow_jax.flow import paths as paths_lib
+from kflow_jax.flow import sampling
+from kflow_jax.infra import sharding
 from kflow_jax.kamp import coarse
 from kflow_jax.models import layers
 

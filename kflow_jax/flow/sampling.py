@@ -31,8 +31,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from kflow_jax import paths as paths_lib
-from kflow_jax import registry
+from kflow_jax.flow import paths as paths_lib
+from kflow_jax.infra import registry
 
 # Solvers by name. Fixed-step entries are one step (f, y, t0, t1, t1m) -> y
 # with hook `stages` (network calls per step); adaptive entries are diffrax

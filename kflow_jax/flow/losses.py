@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from kflow_jax import kamp
-from kflow_jax import paths as paths_lib
+from kflow_jax.flow import paths as paths_lib
 
 
 def _band_weights(path, band_loss_weights):

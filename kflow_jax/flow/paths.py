@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from kflow_jax import kamp
-from kflow_jax import registry
+from kflow_jax.infra import registry
 
 # Blends a(u) on u in [0, 1] with a(0) = 0, a(1) = 1: fn(u) -> (a, a').
 BLENDS = registry.Registry("blend", "config.path.blend")

@@ -21,12 +21,12 @@ from absl import logging
 import jax
 import numpy as np
 
-from kflow_jax import evaluate
-from kflow_jax import experiment
+from kflow_jax.evaluators import evaluate
+from kflow_jax.run import experiment
 from kflow_jax import generate
-from kflow_jax import metrics_io
+from kflow_jax.infra import metrics_io
 from kflow_jax.evaluators import plots
-from kflow_jax.evaluators import samples as samples_lib
+from kflow_jax.generate import files as samples_lib
 from kflow_jax.evaluators import sharded_features
 from kflow_jax.evaluators import spectrum
 

@@ -38,16 +38,16 @@ from absl import logging
 import jax
 import numpy as np
 
-from kflow_jax import experiment
+from kflow_jax.run import experiment
 from kflow_jax import generate
-from kflow_jax import input_pipeline
+from kflow_jax.data import input_pipeline
 from kflow_jax import kamp
-from kflow_jax import metrics_io
-from kflow_jax import sharding
+from kflow_jax.infra import metrics_io
+from kflow_jax.infra import sharding
 from kflow_jax.evaluators import cheap
 from kflow_jax.evaluators import config as evals_config
 from kflow_jax.evaluators import fid
-from kflow_jax.evaluators import samples as samples_lib
+from kflow_jax.generate import files as samples_lib
 from kflow_jax.evaluators import sharded_features
 
 METRICS = ("loss", "cheap", "fid")

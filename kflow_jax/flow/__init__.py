@@ -1,0 +1,1 @@
+"""The flow: band paths, the loss, solvers, steering, scale-adaptive compute."""

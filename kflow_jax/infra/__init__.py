@@ -1,0 +1,1 @@
+"""Infrastructure below every layer: registries, sharding, checkpoints, logs, FLOPs, torch layouts."""

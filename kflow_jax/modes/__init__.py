@@ -1,0 +1,1 @@
+"""What `kflow_jax.main` runs: the train loop, periodic evaluation, restore/edit/mix."""

@@ -1,0 +1,1 @@
+"""A run: experiment setup, train state, optimizer."""
