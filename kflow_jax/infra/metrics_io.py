@@ -134,3 +134,34 @@ class Progress:
     return (f"[{bar}] step {step}/{self.total} ({100 * frac:.1f}%) "
             f"loss {loss:.4f} | {rate} | "
             f"ETA {eta // 3600}h{eta % 3600 // 60:02d}m{eta % 60:02d}s")
+
+
+def jsonable(v):
+  """numpy scalars and arrays -> lists and floats; strict JSON has no NaN
+  or infinity, so those become null."""
+  if isinstance(v, dict):
+    return {k: jsonable(e) for k, e in v.items()}
+  if isinstance(v, (list, tuple)):
+    return [jsonable(e) for e in v]
+  if isinstance(v, (np.ndarray, np.generic)):
+    return jsonable(np.asarray(v).tolist())
+  if isinstance(v, float) and not math.isfinite(v):
+    return None
+  return v
+
+
+def write_json(path: str, obj, *, every_process: bool = False) -> None:
+  """The one JSON writer for run artefacts (path.json, samples.json,
+  eval.json, cdr.json, ...): atomic (a reader sees the old file or the new
+  one, never half of one, even if the run is killed mid-write) and, unless
+  `every_process`, written by process 0 only, since all processes hold the
+  same object and share the workdir."""
+  if not every_process and jax.process_index() != 0:
+    return
+  directory = os.path.dirname(path)
+  if directory:
+    os.makedirs(directory, exist_ok=True)
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(jsonable(obj), f, indent=2)
+  os.replace(tmp, path)
