@@ -22,7 +22,7 @@ from PIL import Image
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
 
-from kflow_jax.data import input_pipeline# pylint: disable=g-import-not-at-top
+from kflow_jax.data import input_pipeline  # pylint: disable=g-import-not-at-top
 from kflow_jax.data import records  # pylint: disable=g-import-not-at-top
 
 

@@ -151,9 +151,9 @@ def main(argv):
     # FloatingPointError: train.NonFiniteLossError (not imported here, so
     # that jax is configured before any kflow_jax module loads).
     # Errors with a message meant for the user: no traceback, exit 1.
-    logging.error("%s: %s", type(e).__name__, e)
-    print(f"\nkflow_jax: error: {e}", file=sys.stderr)
+    # Printed once, as the last line: not also as an absl error log line.
     logging.flush()
+    print(f"kflow_jax: error: {e}", file=sys.stderr)
     sys.exit(1)
 
 

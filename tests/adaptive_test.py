@@ -442,7 +442,7 @@ def test_command_trains_resumes_samples_and_evaluates(tmp_path):
   assert meta["band_grids"] == ["8x8", "16x16"]
   # --mode=eval: the per-band loss on the eval split, in-process.
   run = experiment.setup(_digits(), wd, "eval")
-  from kflow_jax.evaluators import evaluate# pylint: disable=g-import-not-at-top
+  from kflow_jax.evaluators import evaluate  # pylint: disable=g-import-not-at-top
   _, state, _ = experiment.restore(run)
   out = evaluate.eval_loss(run, state.params, 6, write=False)
   assert np.isfinite(out["eval_loss"]) and out["eval_examples"] > 0
@@ -500,7 +500,7 @@ def test_runs_from_before_the_switch_resume_and_keep_their_hash():
   """A config.json without model.scale_adaptive (or loss.band_batch_sizes)
   ran with the defaults: relaunching it is the same run, and its sample
   sets keep their config hash; switching on is a change."""
-  from kflow_jax.infra import checkpointing# pylint: disable=g-import-not-at-top
+  from kflow_jax.infra import checkpointing  # pylint: disable=g-import-not-at-top
   new = _digits(**{"model.scale_adaptive": False})
   old = json.loads(new.to_json_best_effort(sort_keys=True))
   del old["model"]["scale_adaptive"], old["loss"]["band_batch_sizes"]

@@ -67,7 +67,7 @@ def test_run_all_quick(tmp_path):
   assert _positive(r["images_per_s"] for r in res["input"])
   s = res["sampling"]
   import benchmarks.sampling  # pylint: disable=g-import-not-at-top
-  from kflow_jax.flow import sampling# pylint: disable=g-import-not-at-top
+  from kflow_jax.flow import sampling  # pylint: disable=g-import-not-at-top
   assert {r["solver"] for r in s["solvers"]} == set(sampling.SOLVERS.names())
   assert _positive(r["samples_per_s"] for r in s["solvers"])
   assert _positive(r["nfe"] for r in s["solvers"])
@@ -122,9 +122,9 @@ def test_grid_sampler_matches_integrate(solver):
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from benchmarks import sampling as bench  # pylint: disable=g-import-not-at-top
-  from kflow_jax import kamp# pylint: disable=g-import-not-at-top
-  from kflow_jax.flow import paths# pylint: disable=g-import-not-at-top
-  from kflow_jax.flow import sampling# pylint: disable=g-import-not-at-top
+  from kflow_jax import kamp  # pylint: disable=g-import-not-at-top
+  from kflow_jax.flow import paths  # pylint: disable=g-import-not-at-top
+  from kflow_jax.flow import sampling  # pylint: disable=g-import-not-at-top
   path = paths.make_path(kamp.get("fourier", shape=(4, 4, 1)), num_scales=2)
   x0 = jax.random.normal(jax.random.key(0), (3, 4, 4, 1))
   # A field that switches at the band edge, like a K-Flow model's.

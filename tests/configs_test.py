@@ -38,6 +38,8 @@ CASES = (
     # writes ("latents": SD-VAE-format latents with a tiny VAE; "images":
     # a 32x32 image folder) and stops at once without its real data.
     + [("imagenet.py:runlocal", (), "latents"),
+       # The design card's command: imagenet.py with transform=fourier.
+       ("imagenet_fourier.py:runlocal", (), "latents"),
        ("imagenet.py:moe,runlocal", (), "data"),
        ("celebahq.py:runlocal", (), "latents"),
        ("celebahq.py:transform=pca,runlocal", (), "data"),
@@ -69,7 +71,7 @@ def write_tiny_latents(out, *, num=(48, 16), shape=(16, 16, 4),
   """
   import jax  # pylint: disable=g-import-not-at-top
   from safetensors import numpy as st_numpy  # pylint: disable=g-import-not-at-top
-  from kflow_jax.models import autoencoder# pylint: disable=g-import-not-at-top
+  from kflow_jax.models import autoencoder  # pylint: disable=g-import-not-at-top
   from kflow_jax.data import records  # pylint: disable=g-import-not-at-top
   os.makedirs(out, exist_ok=True)
   model = autoencoder.AutoencoderKL(block_out_channels=(32, 64),

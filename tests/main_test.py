@@ -182,6 +182,40 @@ def test_cli_errors_are_clear(tmp_path, cache_dir):
   assert "dataset_info.json" in err
 
 
+def test_design_card_command_names_the_missing_latents(tmp_path, cache_dir):
+  # The first command of the project's description, without the latents:
+  # one error line naming them and how to build them, exit code 1.
+  p = subprocess.run(
+      [sys.executable, "-m", "kflow_jax.main",
+       "--config=configs/imagenet_fourier.py",
+       f"--workdir={tmp_path / 'w'}"],
+      cwd=REPO, env=_env(cache_dir), capture_output=True, text=True,
+      timeout=300)
+  assert p.returncode == 1, p.stderr[-2000:]
+  errors = [l for l in p.stderr.splitlines() if "error" in l.lower()]
+  assert len(errors) == 1, errors  # printed once, not also as a log line
+  assert errors[0].startswith("kflow_jax: error: data set 'latents'")
+  assert "encode_latents" in errors[0] and "Traceback" not in p.stderr
+
+
+def test_imagenet_fourier_is_imagenet_with_fourier():
+  import importlib.util  # pylint: disable=g-import-not-at-top
+
+  def load(name):
+    spec = importlib.util.spec_from_file_location(
+        name, os.path.join(REPO, "configs", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+  fourier, imagenet = load("imagenet_fourier"), load("imagenet")
+  assert (fourier.get_config().to_dict()
+          == imagenet.get_config("transform=fourier").to_dict())
+  assert (fourier.get_config("moe,runlocal").to_dict()
+          == imagenet.get_config("transform=fourier,moe,runlocal").to_dict())
+  with pytest.raises(ValueError, match="configs/imagenet.py:transform"):
+    fourier.get_config("transform=pca")
+
+
 @pytest.mark.parametrize("key,value,msg", [
     ("transform.name", "wavelett", "unknown K-amplitude transform"),
     ("model.name", "ditt", "unknown model"),

@@ -110,7 +110,7 @@ def _tiny_vae_file(tmp_path):
   """A tiny random VAE (widths 32, 64: f = 2) saved as diffusers safetensors."""
   import jax  # pylint: disable=g-import-not-at-top
   from safetensors import numpy as st_numpy  # pylint: disable=g-import-not-at-top
-  from kflow_jax.models import autoencoder# pylint: disable=g-import-not-at-top
+  from kflow_jax.models import autoencoder  # pylint: disable=g-import-not-at-top
   model = autoencoder.AutoencoderKL(block_out_channels=(32, 64),
                                     layers_per_block=1)
   rng = np.random.default_rng(0)
@@ -195,7 +195,7 @@ def test_image_folder_trains_for_a_few_steps(tmp_path):
   """A user's folder of PNGs -> build_dataset -> a K-Flow run on it."""
   import jax  # pylint: disable=g-import-not-at-top
   from configs import digits  # pylint: disable=g-import-not-at-top
-  from kflow_jax.modes import train# pylint: disable=g-import-not-at-top
+  from kflow_jax.modes import train  # pylint: disable=g-import-not-at-top
   src = folder.make_test_folder(str(tmp_path / "src"), num_classes=2,
                                 per_class=8)
   out = str(tmp_path / "ds")

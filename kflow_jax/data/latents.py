@@ -90,7 +90,7 @@ def make_decoder(config_input) -> Optional[Callable]:
   if config_input.get("name") != "latents":
     return None
   import jax  # pylint: disable=g-import-not-at-top
-  from kflow_jax.models import autoencoder# pylint: disable=g-import-not-at-top
+  from kflow_jax.models import autoencoder  # pylint: disable=g-import-not-at-top
   path = config_input.get("path", "")
   info = records.read_info(path, "latents", "latents")
   vae = info["vae"]

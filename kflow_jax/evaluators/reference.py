@@ -28,7 +28,7 @@ def load_split(dataset: str, split: str = "test", *,
       on it).
     **input_overrides: other config.input keys (e.g. eval_patches=500).
   """
-  from kflow_jax.data import input_pipeline# pylint: disable=g-import-not-at-top
+  from kflow_jax.data import input_pipeline  # pylint: disable=g-import-not-at-top
   cfg = input_pipeline.default_config()
   cfg.name = dataset
   if image_size is not None:
