@@ -23,9 +23,11 @@ Coarse grids (docs/method.md#scale-adaptive-compute-coarse-grids): bands
 `kflow_jax.kamp.coarse`; each of those transforms describes its dyadic
 sub-grids through `KTransform.subgrids`.
 """
+import functools
 from typing import Callable, NamedTuple, Optional
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from kflow_jax.infra import registry
@@ -89,6 +91,41 @@ class Subgrid(NamedTuple):
   box: np.ndarray
   gather: Callable[[jax.Array], jax.Array]
   scatter: Callable[[jax.Array], jax.Array]
+
+
+def corner_subgrid(factor: int, small: "KTransform", kappa: np.ndarray,
+                   row_axis: int) -> Subgrid:
+  """The Subgrid of a layout whose coarse coefficients are its top-left
+  corner: rows on axis `row_axis` of kappa (columns on the next), divided by
+  `factor`; `small` is the transform on the small grid, whose coefficients
+  are that corner value for value (dct, wavelet)."""
+  hs = kappa.shape[row_axis] // factor
+  ws = kappa.shape[row_axis + 1] // factor
+  corner = _corner_index(kappa.ndim, row_axis, hs, ws)
+  box = np.zeros(kappa.shape, bool)
+  box[corner] = True
+  return Subgrid(
+      factor=factor, transform=small._replace(kappa=kappa[corner].copy()),
+      box=box,
+      gather=functools.partial(_gather_corner, row_axis=row_axis, hs=hs,
+                               ws=ws),
+      scatter=functools.partial(_scatter_corner, shape=kappa.shape))
+
+
+def _corner_index(ndim, row_axis, hs, ws):
+  index = [slice(None)] * ndim
+  index[row_axis], index[row_axis + 1] = slice(0, hs), slice(0, ws)
+  return tuple(index)
+
+
+def _gather_corner(coef, row_axis, hs, ws):
+  # coef carries a batch axis in front of kappa's axes.
+  return coef[(slice(None),) + _corner_index(coef.ndim - 1, row_axis, hs, ws)]
+
+
+def _scatter_corner(coef, shape):
+  return jnp.pad(coef, [(0, 0)] + [(0, n - m)
+                                   for n, m in zip(shape, coef.shape[1:])])
 
 
 def dyadic_factors(h: int, w: int) -> list:

@@ -93,21 +93,7 @@ def _subgrids(shape, kappa):
   h, w, c = shape
   grids = []
   for f in kamp.dyadic_factors(h, w):
-    hs, ws = h // f, w // f
-    box = np.zeros(kappa.shape, bool)
-    box[:, :hs, :ws] = True
-    small = build((hs, ws, c))._replace(kappa=kappa[:, :hs, :ws].copy())
-    grids.append(kamp.Subgrid(
-        factor=f, transform=small, box=box,
-        gather=functools.partial(_block, hs=hs, ws=ws),
-        scatter=functools.partial(_pad, h=h, w=w)))
+    # kappa is [C, H, W]: the rows are axis 1.
+    grids.append(kamp.corner_subgrid(f, build((h // f, w // f, c)), kappa,
+                                     row_axis=1))
   return tuple(grids)
-
-
-def _block(coef, hs, ws):
-  return coef[:, :, :hs, :ws]
-
-
-def _pad(coef, h, w):
-  return jnp.pad(coef, ((0, 0), (0, 0), (0, h - coef.shape[2]),
-                        (0, w - coef.shape[3])))

@@ -435,20 +435,5 @@ def _subgrids(shape, wavelet, levels, kappa):
       small = build((hs, ws, c), wavelet=wavelet, levels=levels - m)
     else:
       small = kamp.get("identity", (hs, ws, c))
-    small = small._replace(kappa=kappa[:hs, :ws].copy())
-    box = np.zeros(kappa.shape, bool)
-    box[:hs, :ws] = True
-    grids.append(kamp.Subgrid(
-        factor=f, transform=small, box=box,
-        gather=functools.partial(_block, hs=hs, ws=ws),
-        scatter=functools.partial(_pad, h=h, w=w)))
+    grids.append(kamp.corner_subgrid(f, small, kappa, row_axis=0))
   return tuple(grids)
-
-
-def _block(coef, hs, ws):
-  return coef[:, :hs, :ws]
-
-
-def _pad(coef, h, w):
-  return jnp.pad(coef, ((0, 0), (0, h - coef.shape[1]),
-                        (0, w - coef.shape[2]), (0, 0)))
