@@ -22,6 +22,7 @@ from PIL import Image
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
 
+from kflow_jax import config_lib  # pylint: disable=g-import-not-at-top
 from kflow_jax.data import input_pipeline  # pylint: disable=g-import-not-at-top
 from kflow_jax.data import records  # pylint: disable=g-import-not-at-top
 
@@ -55,7 +56,7 @@ def write_synthetic(out, n, size, encoding, seed=0):
 
 
 def measure(path, size, batch_size, batches, num_workers, num_threads):
-  cfg = input_pipeline.default_config()
+  cfg = config_lib.base().input
   cfg.update(name="folder", path=path, image_size=size,
              num_workers=num_workers, num_threads=num_threads)
   it = input_pipeline.create(cfg, global_batch_size=batch_size, seed=0)

@@ -5,12 +5,13 @@ import jax
 import numpy as np
 import pytest
 
+from kflow_jax import config_lib
 from kflow_jax.data import input_pipeline
 from kflow_jax.infra import sharding
 
 
 def _cfg(**kw):
-  cfg = input_pipeline.default_config()
+  cfg = config_lib.base().input
   cfg.update(kw)
   return cfg
 

@@ -12,7 +12,10 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1] / "kflow_jax"
 
 # Lowest first. A top-level module is its own name; tools/ sit on top.
+# config_lib is data (every key's default, ml_collections only), so every
+# layer may read it.
 LAYERS = [
+    ("config_lib",),
     ("infra",),
     ("kamp",),
     ("models",),
@@ -22,7 +25,7 @@ LAYERS = [
     ("run",),
     ("evaluators",),
     ("modes",),
-    ("config_lib", "main", "tools", "__init__"),
+    ("main", "tools", "__init__"),
 ]
 RANK = {name: i for i, names in enumerate(LAYERS) for name in names}
 MAX_TOP_LEVEL_MODULES = 6

@@ -3,11 +3,12 @@ import numpy as np
 import optax
 import pytest
 
+from kflow_jax import config_lib
 from kflow_jax.run import optim
 
 
 def _cfg(**kw):
-  c = optim.default_config()
+  c = config_lib.base().optim
   c.update(kw)
   return c
 

@@ -8,6 +8,7 @@ import numpy as np
 from PIL import Image
 import pytest
 
+from kflow_jax import config_lib
 from kflow_jax.data import input_pipeline
 from kflow_jax.data import folder
 
@@ -15,7 +16,7 @@ _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _cfg(**kw):
-  cfg = input_pipeline.default_config()
+  cfg = config_lib.base().input
   cfg.update(kw)
   return cfg
 
@@ -124,12 +125,12 @@ def _tiny_vae_file(tmp_path):
 
 _PIXEL_CONFIG = '''
 import ml_collections
-from kflow_jax.data import input_pipeline
+from kflow_jax import config_lib
 
 def get_config():
   config = ml_collections.ConfigDict()
   config.seed = 0
-  config.input = input_pipeline.default_config()
+  config.input = config_lib.base().input
   config.input.name = "natural_patches"
   config.input.image_size = 16
   config.input.patches_per_epoch = 20

@@ -1,7 +1,7 @@
 """Input pipeline facade: config.input -> per-process batches (grain).
 
-    cfg = input_pipeline.default_config()          # every config.input key
-    info = input_pipeline.get_info(cfg)            # shape, classes, examples
+    cfg = config_lib.base().input              # every config.input key
+    info = input_pipeline.get_info(cfg)        # shape, classes, examples
     it = input_pipeline.create(cfg, global_batch_size=256, seed=0,
                                process_index=jax.process_index(),
                                process_count=jax.process_count())
@@ -22,79 +22,39 @@ import math
 
 from absl import flags
 import grain
-import jax
-import ml_collections
 import numpy as np
-from ml_collections import config_dict
 
 from kflow_jax import data
+from kflow_jax.config_lib import sections
 from kflow_jax.data.base import DatasetInfo
 from kflow_jax.data.base import PaddedSource
 
-__all__ = ["DatasetInfo", "create", "default_config", "get_info",
+__all__ = ["DatasetInfo", "create", "get_info",
            "latent_decoder", "epoch_images"]
 
 
-def default_config() -> ml_collections.ConfigDict:
-  """Every config.input key with its default (see the comments for use)."""
-  c = ml_collections.ConfigDict()
-  # Which data: a name from kflow_jax.data.names().
-  c.name = "digits"
-  c.split = "train"        # split read when create(split="train")
-  c.eval_split = "test"    # split read when create(split="eval")
-  # Pixel size S of the square model input; None: the data set's default
-  # (digits 16, natural_patches/cifar10/mnist 32, celeb_a 64,
-  # imagenet2012/celeb_a_hq/lsun 256; folder/latents: as stored).
-  c.image_size = config_dict.placeholder(int)
-  c.crop = "center"        # "center" (ADM center_crop_arr) or "resize"
-  c.random_flip = config_dict.placeholder(bool)  # None: data set default
-  c.shuffle = True         # training mode only; order is seeded
-  # Where prepared data lives: the TFDS data_dir (local or gs://; None: the
-  # TFDS default) for TFDS sets; a built directory for folder/latents.
-  c.data_dir = config_dict.placeholder(str)
-  c.path = ""              # folder/latents: directory written by the tools
-  c.tfds_name = ""         # name="tfds": any prepared TFDS data set name
-  # Reading: grain worker processes (0 = in-process, right for CPU tests),
-  # reader threads and prefetched batches per process.
-  c.num_workers = 0
-  c.num_threads = 2
-  c.prefetch_batches = 4
-  # digits: how 8x8 becomes image_size: "resize" (bicubic) or "pad".
-  c.digits_fit = "resize"
-  # natural_patches: photos (empty: all shipped), held-out photos, bank
-  # sizes, the bank's own seed and the largest zoom-out of a crop.
-  c.photos = ()
-  c.eval_photos = ("chelsea", "gravel")
-  c.patches_per_epoch = 10000
-  c.eval_patches = 2000
-  c.patch_seed = 0
-  c.patch_max_zoom = 2.0
-  # latents (name="latents", path=...): sample z = mean + std * eps (else
-  # use the mean), times the scale factor (None: the one stored with the
-  # latents, 0.18215 for SD-VAE).
-  c.latent_sample = True
-  c.latent_scale_factor = config_dict.placeholder(float)
-  # SD-VAE weights (diffusion_pytorch_model.safetensors) for decoding
-  # samples; "": the file the latents were encoded with.
-  c.vae_weights = ""
-  return c
-
-
 def _check_keys(cfg):
-  """Rejects unknown keys (a typo would silently fall back to a default)."""
-  valid = set(default_config().keys())
+  """Rejects unknown keys (a typo would silently fall back to a default)
+  and missing ones (every default lives in config_lib, nowhere else)."""
+  valid = set(sections.input_defaults().keys())
   unknown = sorted(set(cfg.keys()) - valid)
   if unknown:
     raise ValueError(
         f"unknown config.input keys {unknown}; valid keys: {sorted(valid)} "
-        "(see input_pipeline.default_config()).")
+        "(see kflow_jax/config_lib/sections.py, input_defaults).")
+  missing = sorted(valid - set(cfg.keys()))
+  if missing:
+    raise ValueError(
+        f"config.input lacks the keys {missing}: start from "
+        "config_lib.base().input (every key with its default) and change "
+        "the keys you need.")
 
 
 def _split_name(cfg, split: str) -> str:
   if split == "train":
-    return cfg.get("split", "train")
+    return cfg.split
   if split == "eval":
-    return cfg.get("eval_split", "test")
+    return cfg.eval_split
   if not isinstance(split, str) or not split:
     raise ValueError(
         f"split must be 'train', 'eval' or a data set split name, got "
@@ -129,7 +89,7 @@ def create(config_input, *, global_batch_size: int, seed: int,
   """Returns this process's batch iterator (grain DatasetIterator).
 
   Args:
-    config_input: config.input (keys as in default_config()).
+    config_input: config.input (keys: config_lib.sections.input_defaults).
     global_batch_size: batch over all processes; must divide by
       process_count. Each process yields global_batch_size // process_count.
     seed: drives shuffling and per-example randomness (flips, latent noise).
@@ -176,7 +136,7 @@ def create(config_input, *, global_batch_size: int, seed: int,
 
   if train:
     ds = grain.MapDataset.source(prepared.source)
-    if config_input.get("shuffle", True):
+    if config_input.shuffle:
       # Shuffle before repeat: grain reseeds every epoch (seed + epoch), so
       # each epoch has its own order, deterministic from the seed.
       ds = ds.shuffle(seed=shuffle_seed)
@@ -197,14 +157,14 @@ def create(config_input, *, global_batch_size: int, seed: int,
     ds = ds.random_map(prepared.transform, seed=map_seed)
     ds = ds.batch(local_batch, drop_remainder=False)
 
-  num_threads = int(config_input.get("num_threads", 2))
-  prefetch = int(config_input.get("prefetch_batches", 4))
+  num_threads = int(config_input.num_threads)
+  prefetch = int(config_input.prefetch_batches)
   if num_threads < 0 or prefetch < 0:
     raise ValueError(
         "config.input.num_threads and prefetch_batches must be >= 0.")
   it_ds = ds.to_iter_dataset(grain.ReadOptions(
       num_threads=num_threads, prefetch_buffer_size=prefetch))
-  num_workers = int(config_input.get("num_workers", 0))
+  num_workers = int(config_input.num_workers)
   if num_workers < 0:
     raise ValueError(
         f"config.input.num_workers must be >= 0 (0 = in-process), got "

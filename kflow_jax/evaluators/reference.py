@@ -11,6 +11,8 @@ from typing import Optional
 
 import numpy as np
 
+from kflow_jax.config_lib import sections
+
 
 def load_split(dataset: str, split: str = "test", *,
                image_size: Optional[int] = None,
@@ -29,7 +31,7 @@ def load_split(dataset: str, split: str = "test", *,
     **input_overrides: other config.input keys (e.g. eval_patches=500).
   """
   from kflow_jax.data import input_pipeline  # pylint: disable=g-import-not-at-top
-  cfg = input_pipeline.default_config()
+  cfg = sections.input_defaults()
   cfg.name = dataset
   if image_size is not None:
     cfg.image_size = int(image_size)

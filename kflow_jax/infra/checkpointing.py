@@ -26,26 +26,7 @@ from etils import epath
 import jax
 import orbax.checkpoint as ocp
 
-# Keys that control how long / how verbosely a run goes, not what it
-# computes: a relaunch may change them without --allow_config_change.
-RUN_CONTROL_KEYS = (
-    "total_steps", "log_every_steps", "checkpoint_every_steps",
-    "keep_checkpoints", "sample_every_steps", "eval_every_steps",
-    "eval_steps", "sample", "restore", "evals", "progress_every_steps",
-    "recipe_devices")
-
-
-# Config keys added after runs were made, with the default they were
-# added with. A config.json that lacks one ran with that default, so a
-# relaunch with the default is the same run (config_diff), and a config at
-# the default hashes as it did before the key existed (config_hash).
-ADDED_KEYS = {
-    "model.scale_adaptive": False,
-    "loss.band_batch_sizes": None,
-    "path.hide_input": False,
-    "path.project_output": False,
-}
-
+from kflow_jax import config_lib
 
 class WorkdirError(ValueError):
   """The workdir cannot be used (permissions, or a different run in it)."""
@@ -80,13 +61,15 @@ def _flatten(d, prefix=""):
 
 
 def config_diff(old: dict, new: dict) -> list:
-  """Dotted keys whose values differ, ignoring RUN_CONTROL_KEYS."""
+  """Dotted keys whose values differ, ignoring config_lib.RUN_CONTROL_KEYS
+  (a relaunch may change them); a key of config_lib.ADDED_KEYS missing on
+  one side has the default it was added with."""
   a, b = _flatten(old), _flatten(new)
   diffs = []
   for key in sorted(set(a) | set(b)):
-    if key.split(".")[0] in RUN_CONTROL_KEYS:
+    if key.split(".")[0] in config_lib.RUN_CONTROL_KEYS:
       continue
-    missing = ADDED_KEYS.get(key, "<missing>")
+    missing = config_lib.ADDED_KEYS.get(key, "<missing>")
     if a.get(key, missing) != b.get(key, missing):
       diffs.append(f"{key}: {a.get(key, missing)!r} -> "
                    f"{b.get(key, missing)!r}")
@@ -95,11 +78,12 @@ def config_diff(old: dict, new: dict) -> list:
 
 def config_hash(config) -> str:
   """sha256 (16 hex digits) of what the config computes: every key but
-  RUN_CONTROL_KEYS, so outputs of one model share it."""
+  config_lib.RUN_CONTROL_KEYS, so outputs of one model share it."""
   flat = _flatten(json.loads(config.to_json_best_effort(sort_keys=True)))
   kept = {k: v for k, v in flat.items()
-          if k.split(".")[0] not in RUN_CONTROL_KEYS
-          and not (k in ADDED_KEYS and v == ADDED_KEYS[k])}
+          if k.split(".")[0] not in config_lib.RUN_CONTROL_KEYS
+          and not (k in config_lib.ADDED_KEYS
+                   and v == config_lib.ADDED_KEYS[k])}
   blob = json.dumps(kept, sort_keys=True, default=str).encode()
   return hashlib.sha256(blob).hexdigest()[:16]
 

@@ -3,7 +3,7 @@
 All of it is optax; this module only turns `config.optim` into a chain and
 checks the values, so a typo fails at start-up and not after compilation.
 
-config.optim keys (see `default_config`):
+config.optim keys (defaults: config_lib.sections.optim_defaults):
   learning_rate: peak learning rate.
   warmup_steps: linear warmup from 0 to the peak.
   schedule: "cosine" (decay to end_lr_factor * peak at total_steps) or
@@ -16,13 +16,6 @@ import ml_collections
 import optax
 
 SCHEDULES = ("cosine", "constant")
-
-
-def default_config() -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict(dict(
-      learning_rate=1e-3, warmup_steps=100, schedule="cosine",
-      end_lr_factor=0.0, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0,
-      grad_clip_norm=1.0))
 
 
 def _check(cfg, total_steps):

@@ -146,12 +146,17 @@ def main(argv):
   config = _CONFIG.value
   if config is None or not _OUT.value:
     raise app.UsageError("--config and --out are required.")
-  config_input = config.input if "input" in config else config
-  if config_input.get("name") == "latents":
+  if "input" not in config or "seed" not in config:
+    raise app.UsageError(
+        "--config must be an experiment config (config.input describes the "
+        "pixel data set, config.seed its randomness), e.g. "
+        "--config=configs/digits.py.")
+  config_input = config.input
+  if config_input.name == "latents":
     raise app.UsageError(
         "config.input must describe the pixel data set to encode, not "
         "latents; override with --config.input.name=...")
-  weights = _WEIGHTS.value or config_input.get("vae_weights", "")
+  weights = _WEIGHTS.value or config_input.vae_weights
   if not weights:
     raise app.UsageError(
         "--vae_weights is required: the path of "
@@ -165,7 +170,7 @@ def main(argv):
       config_input, _OUT.value, model=model, params=params,
       weights_path=weights, splits=tuple(_SPLITS.value),
       batch_size=_BATCH.value, flip=_FLIP.value, store_dtype=_STORE.value,
-      seed=config.get("seed", 0))
+      seed=int(config.seed))
   counts = {s: v["num_examples"] for s, v in info["splits"].items()}
   print(f"wrote {_OUT.value}: {counts}, latents {info['latent_shape']}")
 

@@ -1,15 +1,18 @@
-"""Experiment configs: every key with its default, and config arguments.
+"""Experiment configs as data: every key with its default, and config
+arguments.
 
-Every file in configs/ starts from `base()`, which assembles each section
-from the module that reads it (input_pipeline, optim, generate expose
-`default_config()`), so each key has one default in one place. Configs hold
-data only; `experiment.setup` is the one reader of the training sections,
-`generate.Spec` of `sample`. Keys (all overridable with --config.<key>=v):
+Every file in configs/ starts from `base()`, so each key has one default in
+one place: here (the sections read by one module each are in
+`sections.py`). This package imports nothing but ml_collections, so a
+config file loads without jax, flax or any other heavy library. Configs
+hold data only; each section has one reader that checks it and turns it
+into what it uses: `experiment.setup` the training sections,
+`generate.parse_spec` `sample`, `restore_spec.parse_restore` `restore`,
+`evaluators.config.parse_evals` `evals`. Keys (all overridable with
+--config.<key>=v):
 
-  seed, total_steps, batch_size (global, divisible by the device count)
-  recipe_devices     device count of the published recipe (0 = none): the
-                     run logs the per-device batch and warns if it differs
-  input.*            input_pipeline.default_config(): data set, size, ...
+  seed, batch_size (global, divisible by the device count)
+  input.*            the data set, size, reading (sections.input_defaults)
   conditional        class-conditional (labels from the data set)
   label_dropout      CFG training: P(label -> null class)
   transform.name     kamp transform (identity = plain flow matching,
@@ -25,19 +28,30 @@ data only; `experiment.setup` is the one reader of the training sections,
                      band times tau) come from the run, never the config
   model.scale_adaptive  run band s's network on bands 0..s as a smaller
                      image (kflow_jax/flow/adaptive.py; loss.band_batch_sizes)
-  optim.*            optim.default_config(): AdamW, warmup, schedule, clip
+  optim.*            AdamW, warmup, schedule, clip (sections.optim_defaults)
   ema_decays         one EMA of the params per decay
   mesh.fsdp          fsdp axis size (1 = pure data parallel)
-  log_every_steps, checkpoint_every_steps, keep_checkpoints,
+
+Run-control keys (`run_control()`, RUN_CONTROL_KEYS): how long and how
+verbosely a run goes and what the other modes do with it, not what it
+computes; a relaunch may change them (config.json comparisons and
+config_hash leave them out):
+
+  total_steps, log_every_steps, checkpoint_every_steps, keep_checkpoints,
   sample_every_steps, eval_steps (0 = whole eval split)
-  sample.*           generate.default_config(): solver, steps, guidance,
-                     steering, sample counts (see kflow_jax/generate.py)
-  restore.*          restoration.default_config(): --mode=restore / edit /
-                     mix (source images, degradation, kept bands, grid)
-  evals.*            evaluators/config.default_config(): --mode=eval
-                     metrics (loss, cheap, fid), sample set, reference,
-                     classifier, Inception weights, FID protocol, and the
-                     in-training evaluation every evals.every_steps
+  recipe_devices     device count of the published recipe (0 = none): the
+                     run logs the per-device batch and warns if it differs
+  sample.*           solver, steps, guidance, steering, sample counts
+                     (sections.sample_defaults)
+  restore.*          --mode=restore / edit / mix: source images,
+                     degradation, kept bands, grid (sections.restore_defaults)
+  evals.*            --mode=eval metrics (loss, cheap, fid), sample set,
+                     reference, classifier, Inception weights, FID protocol,
+                     and the in-training evaluation every evals.every_steps
+                     (sections.evals_defaults)
+
+ADDED_KEYS: keys added after runs were made, with the default they were
+added with, so an old workdir's config.json still matches on relaunch.
 
 Config arguments: `--config=configs/digits.py:transform=wavelet,runlocal`
 passes `transform="wavelet", runlocal=True` to the file's `get_config`
@@ -46,22 +60,49 @@ through `parse_args`, so one file covers a family of experiments.
 import ml_collections
 from ml_collections import config_dict
 
-from kflow_jax import generate
-from kflow_jax.data import input_pipeline
-from kflow_jax.run import optim
-from kflow_jax.modes import restoration
-from kflow_jax.evaluators import config as evals_config
+from kflow_jax.config_lib import sections
+
+
+def run_control() -> dict:
+  """The run-control keys with their defaults (see the module doc)."""
+  return dict(
+      total_steps=3000,
+      # Devices the recipe was published with (0 = none): the run logs the
+      # per-device batch and warns when its device count differs.
+      recipe_devices=0,
+      log_every_steps=50,
+      checkpoint_every_steps=500,
+      keep_checkpoints=3,
+      sample_every_steps=500,
+      eval_steps=0,
+      sample=sections.sample_defaults(),
+      restore=sections.restore_defaults(),
+      evals=sections.evals_defaults())
+
+
+# Top-level keys a relaunch may change (whole sections for sample, restore,
+# evals): derived from run_control(), so the list cannot drift from base().
+RUN_CONTROL_KEYS = tuple(run_control())
+
+# Config keys added after runs were made, with the default they were
+# added with. A config.json that lacks one ran with that default, so a
+# relaunch with the default is the same run (checkpointing.config_diff),
+# and a config at the default hashes as it did before the key existed
+# (checkpointing.config_hash).
+ADDED_KEYS = {
+    "model.scale_adaptive": False,
+    "loss.band_batch_sizes": None,
+    "path.hide_input": False,
+    "path.project_output": False,
+}
 
 
 def base() -> ml_collections.ConfigDict:
+  """Every config key with its default (see the module doc)."""
   c = ml_collections.ConfigDict()
   c.seed = 0
-  c.total_steps = 3000
   c.batch_size = 64
-  # Devices the recipe was published with (0 = none): the run logs the
-  # per-device batch and warns when its device count differs.
-  c.recipe_devices = 0
-  c.input = input_pipeline.default_config()
+  c.input = sections.input_defaults()
   c.conditional = False
   c.label_dropout = 0.0
   c.transform = ml_collections.ConfigDict(dict(name="identity"))
@@ -101,17 +142,11 @@ def base() -> ml_collections.ConfigDict:
   # and evaluation. Needs fourier, dct or an orthogonal wavelet with
   # cut-offs that fit (kamp.coarse.fitting_cutoffs).
   c.model.scale_adaptive = False
-  c.optim = optim.default_config()
+  c.optim = sections.optim_defaults()
   c.ema_decays = (0.999,)
   c.mesh = ml_collections.ConfigDict(dict(fsdp=1))
-  c.log_every_steps = 50
-  c.checkpoint_every_steps = 500
-  c.keep_checkpoints = 3
-  c.sample_every_steps = 500
-  c.eval_steps = 0
-  c.sample = generate.default_config()
-  c.restore = restoration.default_config()
-  c.evals = evals_config.default_config()
+  for key, value in run_control().items():
+    c[key] = value
   return c
 
 
@@ -167,9 +202,8 @@ def runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.optim.warmup_steps = 2
   # The smallest, fastest-compiling backbone: tests compile it many times.
   c.model = ml_collections.ConfigDict(dict(
-      name="dit", size="mu", patch_size=2, dtype=c.model.get(
-          "dtype", "float32"),
-      scale_adaptive=c.model.get("scale_adaptive", False)))
+      name="dit", size="mu", patch_size=2, dtype=c.model.dtype,
+      scale_adaptive=c.model.scale_adaptive))
   c.ema_decays = (0.9,)
   c.sample.num_samples = 8
   c.sample.batch_size = 8
@@ -196,7 +230,7 @@ def lfm_latent_recipe(c, *, total_steps: int, batch_size: int,
   EMA of 0.9999 for sampling, adaptive dopri5 sampling."""
   c.model = ml_collections.ConfigDict(dict(
       name=model, size="L", patch_size=2, dtype="bfloat16",
-      scale_adaptive=c.model.get("scale_adaptive", False)))
+      scale_adaptive=c.model.scale_adaptive))
   c.total_steps = int(total_steps)
   c.batch_size = int(batch_size)
   c.recipe_devices = int(recipe_devices)

@@ -1,0 +1,98 @@
+"""Configs are data: loading one imports no heavy library, every default
+lives in config_lib, and the run-control keys are declared with the keys."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from kflow_jax import config_lib
+from kflow_jax.config_lib import sections
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HEAVY = ("jax", "flax", "diffrax", "dm_pix", "optax", "orbax", "grain",
+         "tensorflow", "torch")
+
+# The real loading path of kflow_jax.main: its absl flags, with the config
+# file loaded by ml_collections' config_flags as the command line does.
+_LOAD = r"""
+import json, sys
+from kflow_jax import main
+main.parse_flags(["kflow_jax.main", "--config=" + sys.argv[1],
+                  "--workdir=/tmp/unused"])
+config = main._CONFIG.value
+heavy = sorted({m.split(".")[0] for m in sys.modules} & set(sys.argv[2:]))
+print(json.dumps({"heavy": heavy, "input": config.input.name,
+                  "restore": config.restore.degradation}))
+"""
+
+
+@pytest.mark.parametrize("config", ["configs/digits.py",
+                                    "configs/digits.py:cond,runlocal",
+                                    "configs/imagenet.py"])
+def test_loading_a_config_imports_no_heavy_library(config):
+  env = dict(os.environ, PYTHONPATH=REPO)
+  p = subprocess.run([sys.executable, "-c", _LOAD, config, *HEAVY],
+                     cwd=REPO, env=env, capture_output=True, text=True,
+                     timeout=120)
+  assert p.returncode == 0, p.stderr[-3000:]
+  out = json.loads(p.stdout.strip().splitlines()[-1])
+  assert out["heavy"] == [], (
+      f"loading {config} imported {out['heavy']}: config_lib and configs/ "
+      "must stay data (ml_collections only)")
+  assert out["restore"] == config_lib.base().restore.degradation
+
+
+def test_every_run_control_key_is_a_key_of_base():
+  base = config_lib.base()
+  assert set(config_lib.RUN_CONTROL_KEYS) <= set(base.keys())
+  for key in ("total_steps", "sample", "restore", "evals"):
+    assert key in config_lib.RUN_CONTROL_KEYS
+  # What a run computes is never run control.
+  for key in ("seed", "batch_size", "input", "path", "model", "optim"):
+    assert key not in config_lib.RUN_CONTROL_KEYS
+
+
+def test_added_keys_exist_with_the_default_they_were_added_with():
+  flat = {}
+
+  def walk(d, prefix=""):
+    for k, v in d.items():
+      if isinstance(v, dict):
+        walk(v, f"{prefix}{k}.")
+      else:
+        flat[f"{prefix}{k}"] = v
+  walk(json.loads(config_lib.base().to_json_best_effort()))
+  for key, default in config_lib.ADDED_KEYS.items():
+    assert key in flat, f"ADDED_KEYS names {key}, which base() lacks"
+    assert flat[key] == default, (key, flat[key], default)
+
+
+def test_sections_are_the_defaults_of_base():
+  base = config_lib.base()
+  for name, fn in (("input", sections.input_defaults),
+                   ("optim", sections.optim_defaults),
+                   ("sample", sections.sample_defaults),
+                   ("restore", sections.restore_defaults),
+                   ("evals", sections.evals_defaults)):
+    assert base[name].to_dict() == fn().to_dict(), name
+
+
+def test_config_lib_imports_only_ml_collections():
+  """The package reads like data: no kflow_jax module above it, nothing
+  but ml_collections outside the standard library."""
+  import ast  # pylint: disable=g-import-not-at-top
+  root = os.path.join(REPO, "kflow_jax", "config_lib")
+  for name in os.listdir(root):
+    if not name.endswith(".py"):
+      continue
+    with open(os.path.join(root, name)) as f:
+      tree = ast.parse(f.read())
+    for node in ast.walk(tree):
+      if isinstance(node, (ast.Import, ast.ImportFrom)):
+        mods = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                else [node.module])
+        for mod in mods:
+          assert mod.split(".")[0] == "ml_collections" or mod.startswith(
+              "kflow_jax.config_lib"), f"{name} imports {mod}"
