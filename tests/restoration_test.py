@@ -1,5 +1,6 @@
-"""--mode=restore / edit / mix (kflow_jax/modes/restoration.py) and the steering
-pieces they rest on: the overlap start state, exact lowres consistency,
+"""--mode=restore / edit / mix (kflow_jax/modes/restoration.py, mix.py,
+restore_spec.py), the restoration maths (kflow_jax/flow/degradation.py) and
+the steering pieces they rest on: the overlap start state, exact lowres consistency,
 band-wise noise mixing (white for orthonormal transforms, refused
 otherwise), and the three modes through the command line on a trained
 runlocal digits run."""
@@ -16,11 +17,14 @@ from PIL import Image
 import pytest
 
 from configs import digits
+from kflow_jax import config_lib
 from kflow_jax import generate
 from kflow_jax import kamp
+from kflow_jax.flow import degradation
 from kflow_jax.flow import paths
-from kflow_jax.modes import restoration
 from kflow_jax.flow import steering
+from kflow_jax.modes import mix
+from kflow_jax.modes import restore_spec
 from kflow_jax.modes import train
 from kflow_jax.generate import files as samples_lib
 
@@ -33,7 +37,7 @@ def _normal(seed, shape):
 
 
 def _spec(num_bands, **overrides):
-  c = generate.default_config()
+  c = config_lib.base().sample
   c.num_steps = 6
   c.update(overrides)
   return generate.parse_spec(c, 0, num_bands)
@@ -81,19 +85,61 @@ def test_lowres_degradation_keeps_the_observed_low_band_exactly(f):
 
 def test_operators_parse_and_refuse_bad_strings():
   for text in ("lowres:2", "blur:1.5", "noise:0.1", "inpaint:2,2,6,6"):
-    op = restoration.parse_operator(text, SHAPE)
+    op = degradation.parse_operator(text, SHAPE)
     assert op.kind == text.split(":")[0]
   for bad, match in (("lowres:3", "dividing"), ("lowres", "expected 1"),
                      ("blur:-1", "> 0"), ("inpaint:4,4,2,9", "X0 < X1"),
                      ("zoom:2", "unknown degradation")):
     with pytest.raises(ValueError, match=match):
-      restoration.parse_operator(bad, SHAPE)
+      degradation.parse_operator(bad, SHAPE)
   with pytest.raises(ValueError, match="-1..0"):
-    restoration.parse_keep("3", 2, "restore")
-  assert restoration.parse_keep("auto", 3, "edit") == (0,)
-  assert restoration.parse_keep("2,0", 3, "edit") == (0, 2)
+    restore_spec.parse_keep("3", 2, "restore")
+  assert restore_spec.parse_keep("auto", 3, "edit") == (0,)
+  assert restore_spec.parse_keep("2,0", 3, "edit") == (0, 2)
   with pytest.raises(ValueError, match="not all of them"):
-    restoration.parse_keep("0,1", 2, "edit")
+    restore_spec.parse_keep("0,1", 2, "edit")
+
+
+def _rcfg(**overrides):
+  c = config_lib.base().restore
+  c.update(overrides)
+  return c
+
+
+def test_restore_spec_is_read_once_and_checked_per_mode():
+  """config.restore -> RestoreSpec: each mode's keys checked against the
+  run before any image is read; other modes' keys are left alone."""
+  kw = dict(image_shape=SHAPE, num_bands=3, num_classes=10)
+  r = restore_spec.parse_restore(_rcfg(keep_bands="1"), "restore", **kw)
+  assert r.keep_bands == 1 and r.t_start is None and r.label == 0
+  assert list(r.batches(130)) == [(0, 64), (64, 128), (128, 130)]
+  assert r.labels(None, 2).tolist() == [0, 0]
+  assert r.labels(np.array([3, 4]), 2).tolist() == [3, 4]
+  e = restore_spec.parse_restore(_rcfg(keep_bands="2,0", label=-1), "edit",
+                                 **kw)
+  assert e.keep_bands == (0, 2) and e.label == 10     # -1: the null class
+  m = restore_spec.parse_restore(_rcfg(degradation="zoom:2",
+                                       mix_cutoffs=(0, 0.5, 1)), "mix", **kw)
+  assert m.keep_bands is None and m.mix_cutoffs == (0.0, 0.5, 1.0)
+  assert restore_spec.parse_restore(
+      _rcfg(), "mix", **dict(kw, num_classes=0)).labels(None, 4) is None
+  t = restore_spec.parse_restore(_rcfg(t_start=0.25), "restore", **kw)
+  assert t.t_start == 0.25 and t.keep_bands is None
+  for mode, overrides, match in (
+      ("restore", dict(degradation="zoom:2"), "unknown degradation"),
+      ("restore", dict(t_start=0.5, keep_bands="0"), "replaces the kept"),
+      ("restore", dict(t_start=1.0), r"\[0, 1\)"),
+      ("restore", dict(num_images=0), "num_images must be >= 1"),
+      ("restore", dict(source="/no/such/dir"), "neither 'eval'"),
+      ("restore", dict(determined=1.5), r"in \[0, 1\]"),
+      ("edit", dict(num_edits=0), "num_edits must be >= 1"),
+      ("edit", dict(keep_bands="0,1,2"), "not all of them"),
+      ("mix", dict(rows=0), "rows must be >= 1"),
+      ("mix", dict(label=10), r"label=10 must be in -1...9"),
+      ("mix", dict(batch_size=0), "batch_size must be >= 1"),
+      ("zoom", {}, "restoration modes are")):
+    with pytest.raises(ValueError, match=match):
+      restore_spec.parse_restore(_rcfg(**overrides), mode, **kw)
 
 
 def test_determined_fractions_match_what_lowres_fixes():
@@ -101,19 +147,19 @@ def test_determined_fractions_match_what_lowres_fixes():
   and says nothing about the details; the automatic start keeps band 0."""
   path = paths.make_path(kamp.get("wavelet", shape=SHAPE, wavelet="haar",
                                   levels=1), num_scales=2)
-  op = restoration.parse_operator("lowres:2", SHAPE)
-  fr = restoration.determined_fractions(path, op)
+  op = degradation.parse_operator("lowres:2", SHAPE)
+  fr = degradation.determined_fractions(path, op)
   np.testing.assert_allclose(fr, [1.0, 0.0], atol=1e-5)
-  assert restoration.auto_keep(fr, 0.5) == 0
+  assert degradation.auto_keep(fr, 0.5) == 0
   # lowres:4 fixes a quarter of the approximation: nothing is kept.
-  fr4 = restoration.determined_fractions(
-      path, restoration.parse_operator("lowres:4", SHAPE))
+  fr4 = degradation.determined_fractions(
+      path, degradation.parse_operator("lowres:4", SHAPE))
   np.testing.assert_allclose(fr4, [0.25, 0.0], atol=1e-5)
-  assert restoration.auto_keep(fr4, 0.5) == -1
+  assert degradation.auto_keep(fr4, 0.5) == -1
   # Measured on data that is constant on 2x2 blocks (a prior), lowres:2
   # observes everything.
   smooth = steering.degrade(_normal(9, (16,) + SHAPE), "lowres", 2)
-  frp = restoration.determined_fractions(path, op, prior=smooth)
+  frp = degradation.determined_fractions(path, op, prior=smooth)
   np.testing.assert_allclose(frp[0], 1.0, atol=1e-5)
 
 
@@ -123,18 +169,19 @@ def test_consistency_step_makes_the_result_agree_with_the_observation(text):
   gives area_downsample(x) == y (lowres) / the known pixels (inpaint)."""
   path = paths.make_path(kamp.get("fourier", shape=SHAPE), num_scales=2,
                          overlap=0.3)
-  op = restoration.parse_operator(text, SHAPE)
+  op = degradation.parse_operator(text, SHAPE)
   x = jnp.tanh(_normal(3, (4,) + SHAPE))
   y = op.apply(x)
   v = lambda z, t: jnp.sin(3.0 * z) + t[:, None, None, None]
   for project in (False, True):
-    out = restoration.run_flow(v, path, _spec(2, project=project),
-                               _normal(4, x.shape), op.estimate(y),
-                               float(path.tau[1]), op.observed)
+    out = degradation.run_flow(v, path, _spec(2), _normal(4, x.shape),
+                               op.estimate(y), float(path.tau[1]),
+                               op.observed, project=project)
     np.testing.assert_allclose(op.apply(out), y, atol=1e-5)
   # Without the step the field drifts away from the observation.
-  out = restoration.run_flow(v, path, _spec(2), _normal(4, x.shape),
-                             op.estimate(y), float(path.tau[1]), None)
+  out = degradation.run_flow(v, path, _spec(2), _normal(4, x.shape),
+                             op.estimate(y), float(path.tau[1]), None,
+                             project=False)
   assert np.abs(op.apply(out) - y).max() > 1e-2
 
 
@@ -153,29 +200,28 @@ def test_mixed_noise_is_white_for_orthonormal_and_refused_otherwise():
   # Entries of a sample covariance have std ~ sqrt(2/n) ~ 0.011.
   assert np.abs(cov - np.eye(64)).max() < 0.06, np.abs(cov - np.eye(64)).max()
   # In a grid, rows share the coarse noise and columns the fine noise.
-  grid = restoration.mix_noise_grid(path, jax.random.key(5), 2, 2, 1)
-  coarse = np.asarray(restoration.band_part(path, grid, [0]))
-  fine = np.asarray(restoration.band_part(path, grid, [1]))
+  grid = mix.mix_noise_grid(path, jax.random.key(5), 2, 2, 1)
+  coarse = np.asarray(degradation.band_part(path, grid, [0]))
+  fine = np.asarray(degradation.band_part(path, grid, [1]))
   np.testing.assert_allclose(coarse[0], coarse[1], atol=1e-5)
   np.testing.assert_allclose(fine[0], fine[2], atol=1e-5)
   assert np.abs(coarse[0] - coarse[2]).max() > 0.1
   # A one-band path (flow matching through the Fourier transform) is
   # steered with the K-Flow run's bands: config.restore.mix_cutoffs.
   one = paths.make_path(kamp.get("fourier", shape=SHAPE), num_scales=1)
-  bands = restoration.analysis_path(one, (0.0, 0.5, 1.0))
-  assert bands.num_bands == 2 and restoration.analysis_path(one, None) is one
+  bands = mix.analysis_path(one, (0.0, 0.5, 1.0))
+  assert bands.num_bands == 2 and mix.analysis_path(one, None) is one
   np.testing.assert_array_equal(
-      restoration.mix_noise_grid(bands, jax.random.key(5), 2, 2, 1), grid)
+      mix.mix_noise_grid(bands, jax.random.key(5), 2, 2, 1), grid)
 
   bior = paths.make_path(kamp.get("wavelet", shape=SHAPE, wavelet="bior2.2",
                                   levels=1), num_scales=2)
   eye = jnp.eye(64).reshape((64,) + SHAPE)
-  p0 = np.asarray(restoration.band_part(bior, eye, [0])).reshape(64, 64).T
+  p0 = np.asarray(degradation.band_part(bior, eye, [0])).reshape(64, 64).T
   p1 = np.eye(64) - p0
   off = np.abs(p0 @ p0.T + p1 @ p1.T - np.eye(64)).max()
   assert off > 0.05, off
-  for call in (lambda: restoration.mix_noise_grid(bior, jax.random.key(0),
-                                                  2, 2, 1),
+  for call in (lambda: mix.mix_noise_grid(bior, jax.random.key(0), 2, 2, 1),
                lambda: steering.shared_band_noise(jax.random.key(0), bior, 2,
                                                   [1])):
     with pytest.raises(ValueError, match="orthonormal transform.*haar"):
