@@ -9,6 +9,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+from kflow_jax import config_lib
 from kflow_jax.infra import checkpointing
 from kflow_jax.infra import sharding
 
@@ -84,6 +85,26 @@ def test_config_mismatch_is_refused_unless_allowed(tmp_path):
       "model"]["depth"] == 2
   assert json.loads((tmp_path / "config.json").read_text())[
       "model"]["depth"] == 3
+
+
+def test_run_control_keys_of_the_real_config_are_no_config_change():
+  """Every key of config_lib.run_control() may change on relaunch, the
+  hash of what the run computes stays; a computed key is a change."""
+  base = config_lib.base()
+  old = json.loads(base.to_json_best_effort())
+  new = config_lib.base()
+  new.total_steps = 9
+  new.recipe_devices = 8
+  new.sample.num_steps = 7
+  new.restore.degradation = "blur:1.0"
+  new.evals.metrics = ("fid",)
+  assert checkpointing.config_diff(old, json.loads(
+      new.to_json_best_effort())) == []
+  assert checkpointing.config_hash(new) == checkpointing.config_hash(base)
+  new.seed = 3
+  assert checkpointing.config_diff(old, json.loads(
+      new.to_json_best_effort())) == ["seed: 0 -> 3"]
+  assert checkpointing.config_hash(new) != checkpointing.config_hash(base)
 
 
 def test_unusable_workdir(tmp_path):

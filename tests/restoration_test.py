@@ -1,7 +1,7 @@
 """--mode=restore / edit / mix (kflow_jax/modes/restoration.py, mix.py,
 restore_spec.py), the restoration maths (kflow_jax/flow/degradation.py) and
-the steering pieces they rest on: the overlap start state, exact lowres consistency,
-band-wise noise mixing (white for orthonormal transforms, refused
+the steering pieces they rest on: the overlap start state, exact lowres
+consistency, band-wise noise mixing (white for orthonormal transforms, refused
 otherwise), and the three modes through the command line on a trained
 runlocal digits run."""
 import glob

@@ -56,9 +56,9 @@ def main(argv):
   del argv
   f = flags.FLAGS
   cfg = f.config
-  patch = f.patch
-  if patch is None and "transform" in cfg:
-    patch = cfg.transform.get("patch", None)
+  # patch is an option of the pca transform only (kamp/pca.py has its
+  # default), so other transforms' configs lack it.
+  patch = f.patch if f.patch is not None else cfg.transform.get("patch")
   fitted = fit_and_save(
       input_pipeline.epoch_images(cfg.input, batch_size=f.batch_size,
                                   seed=f.seed),
