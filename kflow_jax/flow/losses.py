@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from kflow_jax import kamp
+from kflow_jax import models
 from kflow_jax.flow import paths as paths_lib
 
 
@@ -50,6 +51,37 @@ def target_scale_weights(path) -> tuple:
   share = np.diff(np.asarray(path.tau, np.float64))
   w = lengths ** 2
   return tuple(float(v) for v in w / np.sum(share * w))
+
+
+def draw_examples(keys: jax.Array, example_shape, draw_t: Callable,
+                  labels: Optional[jax.Array] = None, *,
+                  label_dropout: float = 0.0, num_classes: int = 0):
+  """(x0 [B, *example_shape], t [B], y [B] or None): every training
+  example's random draw, from its own key.
+
+  The one place a training example's randomness is drawn (the
+  full-resolution and the scale-adaptive loss both call it), so the same
+  key gives the same noise in either, and the loss does not depend on how
+  the batch is split over devices (sharding.py). keys [B, 2];
+  draw_t(key) -> float32 scalar t (paths.sample_t for the run's law, or
+  adaptive_loss.band_time given the band); labels [B] are dropped to the
+  null class num_classes with probability label_dropout (classifier-free
+  guidance); y is None for unconditional runs (num_classes 0). The key
+  split is fixed: changing it changes every run's noise.
+  """
+  def draw(key):
+    k_loss, k_drop = jax.random.split(key)
+    r_noise, r_t = jax.random.split(k_loss)
+    x0 = jax.random.normal(r_noise, tuple(example_shape), jnp.float32)
+    return x0, draw_t(r_t), k_drop
+  x0, t, k_drop = jax.vmap(draw)(keys)
+  if not num_classes:
+    return x0, t, None
+  y = labels.astype(jnp.int32)
+  if label_dropout > 0:
+    y = jax.vmap(lambda k, yy: models.drop_labels(
+        k, yy[None], label_dropout, num_classes)[0])(k_drop, y)
+  return x0, t, y
 
 
 def kflow_loss(velocity_fn: Callable, path: paths_lib.Path, x1: jax.Array,

@@ -249,11 +249,11 @@ def make_grid(edges) -> Grid:
 
 
 def integrate(field: Callable, y0, edges, solver: str = "euler",
-              post_step: Optional[Callable] = None):
+              post_step: Optional[Callable] = None, unroll: bool = False):
   """Integrates dy/dt = field(y, t_scalar) over static `edges` with lax.scan.
 
   post_step(y, t1) -> y, if given, runs after each step (e.g. re-imposing
-  observed bands in restoration).
+  observed bands in restoration). unroll: the loop unrolled (FLOP counts).
   """
   if is_adaptive(solver):
     raise ValueError(
@@ -270,7 +270,7 @@ def integrate(field: Callable, y0, edges, solver: str = "euler",
     return y, None
 
   xs = tuple(jnp.asarray(a) for a in grid)
-  y, _ = jax.lax.scan(body, y0, xs)
+  y, _ = jax.lax.scan(body, y0, xs, unroll=bool(unroll))
   return y
 
 
@@ -302,7 +302,8 @@ def sample(velocity_fn: Callable, path: paths_lib.Path, x0: jax.Array, *,
            post_step: Optional[Callable] = None,
            rtol: float = 1e-5, atol: float = 1e-5, dt0: Optional[float] = None,
            max_steps: int = 4096, record_steps: bool = False,
-           extra_times: Sequence[float] = (), allocation: str = "time"):
+           extra_times: Sequence[float] = (), allocation: str = "time",
+           unroll: bool = False):
   """Integrates the sampling ODE from t_start to t_end.
 
   Args:
@@ -326,6 +327,7 @@ def sample(velocity_fn: Callable, path: paths_lib.Path, x0: jax.Array, *,
       (stats["step_ts"], padded with inf).
     extra_times: more times where velocity_fn switches (grid edges for
       fixed-step solvers, jump times for adaptive ones), e.g. [t_drop].
+    unroll: fixed-step solvers: the step loop unrolled (see integrate).
 
   Returns:
     x (or coefficients) for fixed-step solvers, (x, stats) for adaptive ones
@@ -353,11 +355,12 @@ def sample(velocity_fn: Callable, path: paths_lib.Path, x0: jax.Array, *,
   if project:
     c0 = x0 if init_in_coefficients else tr.forward(x0)
     field = coefficient_field(velocity_fn, path, batch)
-    c = integrate(field, c0, edges, solver, post_step)
+    c = integrate(field, c0, edges, solver, post_step, unroll)
     out = c if return_coefficients else tr.inverse(c)
   else:
     field = lambda x, t: velocity_fn(x, _batched_t(t, batch))
-    out = integrate(field, x0.astype(jnp.float32), edges, solver, post_step)
+    out = integrate(field, x0.astype(jnp.float32), edges, solver, post_step,
+                    unroll)
   if not return_stats:
     return out
   n = len(edges) - 1
