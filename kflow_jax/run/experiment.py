@@ -5,8 +5,10 @@ train, sample, eval, the tools and the benchmarks need: mesh, data info,
 transform (fitted on data first when it must be: PCA), path with its
 measured band energies, model (run-owned options such as the MoE's band
 times come from the path), optimizer, EMA decays, state init and
-shardings, and the generation spec. Each config section is read here (or
-in the module `setup` hands it to), nowhere else.
+shardings, the generation spec, and the run's field (run/field.py: the
+network as the run trains it, full-resolution or scale-adaptive, with its
+loss, velocity and sampler). Each config section is read here (or in the
+module `setup` hands it to), nowhere else.
 
 Run artifacts measured on data once (the PCA basis, the band energies
 behind energy-aware band times) and the path they give (path.json: band
@@ -24,13 +26,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from kflow_jax.flow import adaptive as adaptive_lib
 from kflow_jax.infra import checkpointing
 from kflow_jax import generate
 from kflow_jax.data import input_pipeline
 from kflow_jax import kamp
-from kflow_jax.flow import losses
+from kflow_jax.infra import metrics_io
 from kflow_jax import models
+from kflow_jax.run import field as field_lib
 from kflow_jax.run import optim
 from kflow_jax.flow import paths
 from kflow_jax.infra import sharding
@@ -62,20 +64,23 @@ class Run(NamedTuple):
   abstract_state: Any     # ShapeDtypeStructs with shardings
   spec: generate.Spec
   decoder: Optional[Callable]  # latents -> pixels (latent configs)
-  # adaptive.Plan when config.model.scale_adaptive (each band's network on
-  # its coarse grid: training, sampling, evaluation), else None.
-  adaptive: Any = None
+  # The network as the run trains it (field.Field: band I/O, loss and
+  # gradient, velocity, sampler), full-resolution or scale-adaptive.
+  field: field_lib.Field
 
 
 def setup(config, workdir: Optional[str], mode: str = "train", *,
-          devices=None, allow_config_change: bool = False) -> Run:
+          devices=None, allow_config_change: bool = False,
+          shape: Optional[tuple] = None) -> Run:
   """Builds the run of `config` in `workdir` for `mode` (see MODES).
 
   train writes config.json (or checks it against the saved one) and the
   data-measured artifacts; sample and eval only read and check them.
   `devices` (default: all) restricts the mesh, e.g. to compare device
   counts in one process. workdir=None (tools, benchmarks) measures
-  everything afresh and writes nothing.
+  everything afresh and writes nothing. `shape` (H, W, C), mode "tool"
+  only: build the run for inputs of that shape instead of the data set's
+  (benchmarks at any size; nothing may then be measured on the data).
   """
   if mode not in MODES:
     raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
@@ -90,24 +95,24 @@ def setup(config, workdir: Optional[str], mode: str = "train", *,
     sharding.check_batch_size(int(config.batch_size), mesh,
                               jax.process_count())
   info = input_pipeline.get_info(config.input, "train")
+  if shape is not None:
+    info = _reshaped(config, info, shape, mode)
   ncls = num_classes_of(config, info)
-  if scale_adaptive(config):
+  # The one place a run's being scale-adaptive is decided (the field).
+  adaptive = bool(config.model.scale_adaptive)
+  if adaptive:
     # Before a transform is fitted on data for nothing (pca).
     coarse.check_transform_name(config.transform.name)
   transform = build_transform(config, tuple(info.shape), workdir)
   path = build_path(config, transform, workdir, write=mode == "train")
   model = build_model(config, ncls, path)
-  plan = (adaptive_lib.plan(path, model) if scale_adaptive(config)
-          else None)
   tx, schedule = optim.make_optimizer(config.optim, int(config.total_steps))
   decays = train_state.validate_ema_decays(config.ema_decays)
   init, shardings, abstract = make_state_init(model, info, ncls, tx, decays,
                                               mesh, int(config.seed))
   spec = generate.parse_spec(config.sample, ncls, path.num_bands)
-  hide, project = band_io(config, transform)
-  # The network as it was trained, for the sampler too (network_velocity
-  # reads them from here as well).
-  spec = spec._replace(hide_input=hide, project_output=project)
+  field = field_lib.build(config, path, model, mesh, ncls,
+                          scale_adaptive=adaptive)
   if mode == "sample" and ncls and not float(config.label_dropout) and (
       spec.guidance != 1.0 or spec.class_drop_t is not None):
     logging.warning("Guidance / class drop use the null class, which this "
@@ -117,49 +122,32 @@ def setup(config, workdir: Optional[str], mode: str = "train", *,
              tx=tx, schedule=schedule, ema_decays=decays, init_state=init,
              state_shardings=shardings, abstract_state=abstract, spec=spec,
              decoder=input_pipeline.latent_decoder(config.input),
-             adaptive=plan)
+             field=field)
 
 
-def scale_adaptive(config) -> bool:
-  """config.model.scale_adaptive (False when absent: configs that replace
-  config.model wholesale, and runs from before the switch existed)."""
-  return bool(config.model.get("scale_adaptive", False))
-
-
-def band_io(config, transform) -> tuple:
-  """(hide_input, project_output) of config.path, checked (False for runs
-  from before they existed)."""
-  hide = bool(config.path.get("hide_input", False))
-  project = bool(config.path.get("project_output", False))
-  if (hide or project) and scale_adaptive(config):
-    # Not an error: configs/digits.py sets both for K-Flow, and a user
-    # turning scale_adaptive on from the command line should not have to
-    # turn them off too.
-    logging.info(
-        "config.path.hide_input / project_output are not used by a "
-        "scale-adaptive run: band s's network sees only its coarse grid, "
-        "which holds no unstarted band.")
-    return False, False
-  if hide:
-    coarse.check_orthonormal(
-        transform, why="hiding the unstarted bands "
-        "(config.path.hide_input=True) would lose information about the "
-        "target", fix="Set config.path.hide_input=False, or use an "
-        "orthonormal transform (fourier, dct, pca, an orthogonal wavelet "
-        "such as haar or db*).")
-  return hide, project
-
-
-def network_velocity(run: Run, params, train: bool = False) -> Callable:
-  """(x, t, y) -> v of the run's backbone at full resolution, seen through
-  the bands as the run trains it (paths.band_network: config.path.
-  hide_input, project_output)."""
-  model = run.model
-
-  def apply(x, t, y):
-    return model.apply({"params": params}, x, t, y, train=train)
-  return paths.band_network(run.path, apply, hide_input=run.spec.hide_input,
-                            project_output=run.spec.project_output)
+def _reshaped(config, info, shape, mode: str):
+  """The data set's info for inputs of `shape` (setup's override)."""
+  shape = tuple(int(v) for v in shape)
+  if len(shape) != 3 or min(shape) < 1:
+    raise ValueError(f"shape must be (H, W, C) of positive ints, got "
+                     f"{shape}.")
+  if mode != "tool":
+    raise ValueError(
+        f"setup(shape={shape}) builds a run for inputs the data set does "
+        f"not hold (it has {tuple(info.shape)}); only mode='tool' "
+        f"(benchmarks) may, not mode={mode!r}. Drop shape, or use "
+        "mode='tool'.")
+  measured = [k for k, on in (
+      ("config.path.gamma (band energies)", float(config.path.gamma) != 0),
+      ("config.transform (fitted on data)", kamp.needs_preparation(
+          config.transform.name, _kwargs(config.transform)))) if on]
+  if measured and shape != tuple(info.shape):
+    raise ValueError(
+        f"setup(shape={shape}): {measured[0]} is measured on the data set, "
+        f"whose inputs are {tuple(info.shape)}; use a config that measures "
+        "nothing on data (gamma=0, a transform that needs no fit), or no "
+        "shape override.")
+  return info._replace(shape=shape)
 
 
 def make_state_init(model, info, num_classes, tx, ema_decays, mesh,
@@ -212,8 +200,6 @@ def inference_params(run: Run, state, decay=None):
                                   else decay)
 
 
-
-
 def _kwargs(cfg, drop=("name",)) -> dict:
   return {k: v for k, v in cfg.to_dict().items() if k not in drop}
 
@@ -227,15 +213,6 @@ def _data_batches(config, num_examples: int):
                              process_count=1, split="train")
   for _ in range(max(1, -(-int(num_examples) // bs))):
     yield next(it)
-
-
-def _write_json(path: str, obj) -> None:
-  if jax.process_index() != 0:
-    return
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=2)
-  os.replace(tmp, path)
 
 
 def build_transform(config, shape, workdir: Optional[str]) -> kamp.KTransform:
@@ -282,8 +259,10 @@ def _band_energies(config, transform, cutoffs, workdir):
   logging.info("Measured band energies on %d examples: %s", n,
                np.round(energies, 5).tolist())
   if f is not None:
-    _write_json(f, {"cutoffs": list(cutoffs), "energies": energies.tolist(),
-                    "transform": transform.name, "num_examples": n})
+    metrics_io.write_json(f, {"cutoffs": list(cutoffs),
+                              "energies": energies.tolist(),
+                              "transform": transform.name,
+                              "num_examples": n})
   return energies
 
 
@@ -297,7 +276,7 @@ def build_path(config, transform, workdir: Optional[str],
     cutoffs = kamp.even_cutoffs(int(p.num_scales))
   cutoffs = kamp.validate_cutoffs(cutoffs)
   energies = None
-  rule = p.get("energy", "data")
+  rule = p.energy
   if rule not in paths.ENERGY_RULES:
     raise ValueError(f"config.path.energy={rule!r}; valid: "
                      f"{list(paths.ENERGY_RULES)}.")
@@ -330,7 +309,7 @@ def _check_path_record(f: str, path: paths.Path, write: bool) -> None:
           f"{record['transform']}, cutoffs {record['cutoffs']}, tau "
           f"{record['tau']}; use a new workdir for another path.")
   elif write:
-    _write_json(f, record)
+    metrics_io.write_json(f, record)
 
 
 def build_model(config, num_classes: int, path: paths.Path):
@@ -353,94 +332,3 @@ def build_model(config, num_classes: int, path: paths.Path):
 
 def num_classes_of(config, info) -> int:
   return int(info.num_classes) if config.conditional else 0
-
-
-_T_SAMPLING_KEYS = ("band_weights", "logit_mean", "logit_std")
-
-
-def _loss_options(run: Run) -> dict:
-  """config.loss read once: t sampling with its options, band loss weights,
-  sub-batch sizes of scale-adaptive runs, and the options left for
-  losses.kflow_loss."""
-  config = run.config
-  opts = _kwargs(config.loss, drop=())
-  method = opts.pop("t_sampling", "uniform")
-  t_opts = {k: opts.pop(k) for k in _T_SAMPLING_KEYS if k in opts}
-  sizes = opts.pop("band_batch_sizes", None)
-  if sizes is not None and run.adaptive is None:
-    raise ValueError(
-        "config.loss.band_batch_sizes sets the per-band sub-batches of a "
-        "scale-adaptive run; set config.model.scale_adaptive=True or remove "
-        "it.")
-  weighting = opts.pop("band_weighting", "none")
-  if weighting not in losses.BAND_WEIGHTINGS:
-    raise ValueError(f"config.loss.band_weighting={weighting!r}; valid: "
-                     f"{list(losses.BAND_WEIGHTINGS)}.")
-  if weighting != "none":
-    if opts.get("band_loss_weights") is not None:
-      raise ValueError(
-          "config.loss.band_weighting and config.loss.band_loss_weights both "
-          "set the per-band loss weights; set only one of them.")
-    opts["band_loss_weights"] = losses.target_scale_weights(run.path)
-  return {"method": method, "t_opts": t_opts, "band_batch_sizes": sizes,
-          "rest": opts}
-
-
-def make_loss(run: Run) -> Callable:
-  """(params, batch, keys) -> (loss, aux) on a local batch (see sharding).
-
-  Each example's noise x0, time t and label drop come from its own key, so
-  the loss does not depend on how the batch is split over devices; the
-  model then runs once on the whole local batch. Full-resolution runs only:
-  a scale-adaptive run splits the global batch by band first (see
-  `sharded_loss`).
-  """
-  if run.adaptive is not None:
-    raise ValueError(
-        "a scale-adaptive run's loss splits the global batch by band before "
-        "sharding it; use experiment.sharded_loss(run).")
-  config = run.config
-  o = _loss_options(run)
-  method, t_opts, opts = o["method"], o["t_opts"], o["rest"]
-  p_drop = float(config.label_dropout)
-  ncls, path = run.num_classes, run.path
-
-  def loss_fn(params, batch, keys):
-    x1 = batch["image"]
-
-    def draw(key):
-      k_loss, k_drop = jax.random.split(key)
-      # The same split as losses.kflow_loss makes for its own draws.
-      r_noise, r_t = jax.random.split(k_loss)
-      x0 = jax.random.normal(r_noise, x1.shape[1:], jnp.float32)
-      t = paths.sample_t(r_t, 1, path, method, **t_opts)[0]
-      return x0, t, k_drop
-    x0, t, k_drop = jax.vmap(draw)(keys)
-    y = None
-    if ncls:
-      y = batch["label"].astype(jnp.int32)
-      if p_drop > 0:
-        y = jax.vmap(lambda k, yy: models.drop_labels(
-            k, yy[None], p_drop, ncls)[0])(k_drop, y)
-
-    return losses.kflow_loss(network_velocity(run, params, train=True), path,
-                             x1, keys[0], y=y, x0=x0,
-                             t=t, mask=batch.get("mask"), **opts)
-  return loss_fn
-
-
-def sharded_loss(run: Run, with_grad: bool = True) -> Callable:
-  """fn(params, batch, keys) -> (loss, aux, grads) over a global batch
-  (sharding.sharded_loss_and_grad's contract): the full-resolution loss, or
-  for a scale-adaptive run the per-band loss of adaptive.py."""
-  if run.adaptive is None:
-    return sharding.sharded_loss_and_grad(make_loss(run), run.mesh,
-                                          with_grad=with_grad)
-  o = _loss_options(run)
-  setup = adaptive_lib.make_loss_setup(
-      run.path, o["method"], o["t_opts"],
-      band_loss_weights=o["rest"].get("band_loss_weights"),
-      band_batch_sizes=o["band_batch_sizes"])
-  return adaptive_lib.sharded_loss_and_grad(
-      run.model, run.adaptive, setup, run.mesh, num_classes=run.num_classes,
-      label_dropout=float(run.config.label_dropout), with_grad=with_grad)

@@ -1,0 +1,172 @@
+"""The full-resolution sampler and what every sampler shares.
+
+The sampling field of a network (docs/method.md#sampling, #guidance):
+
+  v = v_u + w(t) (v_c - v_u)
+  w = guidance (1: plain conditional), per band with guidance_bands, and 0
+  from class_drop_t on (the null label only).
+
+`guided_velocity` builds it from any network apply(x, t, y) (the run's
+Field gives the network as the run trains it, run/field.py), and
+`make_sampler` integrates it with the spec's solver at full resolution
+(the scale-adaptive sampler is flow/adaptive_sampler.py). The noise and
+labels of sample index i (`initial_noise`, `sample_labels`) do not depend
+on how a set is split into chunks, devices or hosts; `write_grid` is the
+training loop's sample grid and band strip.
+"""
+import os
+from typing import Callable
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from kflow_jax import generate
+from kflow_jax.flow import paths as paths_lib
+from kflow_jax.flow import sampling
+from kflow_jax.flow import steering
+from kflow_jax.generate import files as samples_lib
+
+
+def guided_velocity(apply: Callable, path: paths_lib.Path, num_classes: int,
+                    spec: generate.Spec, y) -> Callable:
+  """(x, t) -> v of the spec's guidance and class drop for labels y, from
+  the network apply(x, t, y) -> v (any grid: guidance reads t only)."""
+  if not num_classes:
+    return lambda x, t: apply(x, t, None)
+  guidance = spec.guidance
+  if spec.guidance_bands:
+    # Guidance only in the chosen bands, plain conditional elsewhere.
+    guidance = steering.band_guidance(path, guidance, spec.guidance_bands)
+  t_drop = spec.class_drop_t
+  if t_drop is not None and np.ndim(guidance) == 0:
+    return steering.class_drop_velocity(apply, path, y,
+                                        num_classes=num_classes,
+                                        t_drop=t_drop, guidance=guidance)
+  if t_drop is not None:
+    # Per-band guidance while the label is kept, the null label after.
+    def w(t):
+      return jnp.where(t < t_drop,
+                       sampling.guidance_weights(path, guidance, t), 0.0)
+    return sampling.cfg_velocity(apply, path, y, num_classes=num_classes,
+                                 guidance=w)
+  return sampling.cfg_velocity(apply, path, y, num_classes=num_classes,
+                               guidance=guidance)
+
+
+def make_sampler(velocity: Callable, path: paths_lib.Path,
+                 spec: generate.Spec, *, project: bool,
+                 unroll: bool = False) -> Callable:
+  """fn(params, x0, y, t_start=0, t_end=1, num_steps=None) -> (x, stats).
+
+  velocity(params, y) -> (x, t) -> v at full resolution. project: the
+  band projection of v (the spec's, or the run's trained output
+  projection), integrated in coefficient space. stats["nfe"] counts
+  network evaluations (a CFG call of 2B counts once, as the batch is
+  evaluated in one call). Jit it with static t_start, t_end, num_steps
+  (jit_sampler). unroll: fixed-step solvers, the step loop unrolled
+  (sampling.integrate: FLOP counts).
+  """
+  def run(params, x0, y, t_start=0.0, t_end=1.0, num_steps=None):
+    vfn = velocity(params, y)
+    if sampling.is_adaptive(spec.solver):
+      kwargs = dict(rtol=spec.rtol, atol=spec.atol)
+    else:
+      kwargs = dict(num_steps=int(num_steps or spec.num_steps),
+                    allocation=spec.step_allocation, return_stats=True,
+                    unroll=unroll)
+    return sampling.sample(vfn, path, x0, solver=spec.solver,
+                           project=project, t_start=t_start, t_end=t_end,
+                           extra_times=spec.extra_times, **kwargs)
+  return run
+
+
+def jit_sampler(sampler) -> Callable:
+  return jax.jit(sampler, static_argnames=("t_start", "t_end", "num_steps"))
+
+
+def sample_labels(num_classes: int, indices) -> jax.Array:
+  """Label of each sample index: i % K, so any run of K consecutive samples
+  holds every class once (a set of N = m K samples is class-balanced) and
+  the class-row grid has one column per repeat. Zeros for unconditional
+  models (which ignore them)."""
+  return (jnp.asarray(indices).astype(jnp.int32)
+          % max(int(num_classes), 1))
+
+
+def initial_noise(path, shape, spec: generate.Spec, rng, indices):
+  """x0 of the samples with global indices `indices` [B]: sample i's noise
+  is drawn from fold_in(rng, i), so a sample set does not depend on how it
+  is split into chunks, devices or hosts. spec.shared_bands take their
+  noise from rng itself, shared by every sample of the set (the paper's
+  fix-some-bands steering experiment)."""
+  idx = jnp.asarray(indices, jnp.int32)
+  draw = lambda i: jax.random.normal(jax.random.fold_in(rng, i),
+                                     tuple(shape), jnp.float32)
+  x0 = jax.vmap(draw)(idx)
+  if not spec.shared_bands:
+    return x0
+  ref = steering.shared_band_noise(rng, path, 1, spec.shared_bands)
+  sources = [0 if s in spec.shared_bands else 1
+             for s in range(path.num_bands)]
+  return steering.mix_noise(path, [ref, x0], sources)
+
+
+def band_strip_states(path, sampler, params, x0, y, spec: generate.Spec):
+  """States at every band boundary tau_0..tau_S, integrating band by band
+  with the same solver: [S+1, B, H, W, C] (index 0 is the noise)."""
+  tau = [float(v) for v in path.tau]
+  states = [x0]
+  x = x0
+  for a, b in zip(tau[:-1], tau[1:]):
+    # The band's share of the step budget, at least one step per segment
+    # between switch times (window edges with overlap, a class-drop time).
+    segments = 1 + len(sampling.switch_times(path, a, b, spec.extra_times))
+    share = sampling.step_share(path, a, b, spec.step_allocation)
+    n = max(segments, round(spec.num_steps * share))
+    x, _ = sampler(params, x, y, t_start=a, t_end=b, num_steps=n)
+    states.append(x)
+  return jnp.stack(states)
+
+
+def grid_layout(num_classes: int, labels) -> dict:
+  """save_grid keywords: one class per row for class-conditional runs."""
+  if not num_classes:
+    return {}
+  return {"labels": np.asarray(labels), "num_classes": int(num_classes)}
+
+
+def decode(decoder, x) -> np.ndarray:
+  """Latents -> images with the VAE (latent configs); pixels unchanged."""
+  x = x if decoder is None else decoder(x)
+  return np.asarray(jax.device_get(x))
+
+
+def write_grid(run, sampler, params, step: int, writer=None,
+               final: bool = False):
+  """The training loop's sample grid (and, at the end, the band strip)."""
+  spec, path = run.spec, run.path
+  n = spec.num_samples
+  rng = jax.random.PRNGKey(spec.seed)
+  x0 = initial_noise(path, run.info.shape, spec, rng, jnp.arange(n))
+  y = sample_labels(run.num_classes, jnp.arange(n))
+  x = decode(run.decoder, sampler(params, x0, y)[0])
+  if jax.process_index() != 0:
+    return
+  name = "samples.png" if final else os.path.join(
+      "samples", f"step_{step:08d}.png")
+  layout = grid_layout(run.num_classes, y)
+  samples_lib.save_grid(os.path.join(run.workdir, name), x, **layout)
+  if writer is not None:
+    writer.write_image(step, "samples", (
+        samples_lib.class_grid(x, **layout) if layout else
+        samples_lib.grid(x)))
+  if final:
+    k = min(4, n)
+    states = band_strip_states(path, sampler, params, x0[:k], y[:k], spec)
+    states = np.stack([decode(run.decoder, s) for s in states])
+    samples_lib.save_band_strip(
+        os.path.join(run.workdir, "band_strip.png"),
+        [states[:, i] for i in range(k)], path.tau)
+  logging.info("Wrote samples for step %d to %s", step, run.workdir)

@@ -1,0 +1,266 @@
+"""The network as the run trains it: one Field per run.
+
+`build` (called once, by experiment.setup) decides how the run uses its
+backbone, at full resolution or scale-adaptive (config.model.
+scale_adaptive: band s's network on bands 0..s as a smaller image,
+flow/adaptive.py), and returns a `Field` of pure functions that train,
+sample, eval, restore and the benchmarks call alike, whichever it is. A new
+loss or sampler option is then written here once, and nothing else asks
+which kind of run it is.
+
+The Field owns what follows from how the network is trained:
+  band I/O       config.path.hide_input / project_output, checked
+                 (paths.band_network; a scale-adaptive network sees only
+                 bands 0..s by construction and uses neither)
+  the loss       config.loss and config.label_dropout, read once; every
+                 example's noise, time and label drop are drawn by
+                 losses.draw_examples, from that example's own key
+  the velocity   the network with the spec's guidance, per-band guidance
+                 and class drop (generate/sampler.guided_velocity)
+  the sampler    generate/sampler.make_sampler at full resolution, or
+                 flow/adaptive_sampler.make_sampler band by band
+"""
+from typing import Callable, NamedTuple, Optional
+
+from absl import logging
+
+from kflow_jax.flow import adaptive
+from kflow_jax.flow import adaptive_loss
+from kflow_jax.flow import adaptive_sampler
+from kflow_jax.flow import losses
+from kflow_jax.flow import paths
+from kflow_jax.generate import sampler as sampler_lib
+from kflow_jax.infra import sharding
+from kflow_jax.kamp import coarse
+
+
+class BandIO(NamedTuple):
+  """What the network sees and moves (config.path, docs/method.md#band-io):
+  hide_input zeroes the bands not started at t, project_output keeps only
+  the bands that flow at t."""
+  hide_input: bool = False
+  project_output: bool = False
+
+
+class Field(NamedTuple):
+  """The run's network as it is trained (see `build`).
+
+  band_io: BandIO, the network's band I/O.
+  plan: adaptive.Plan of a scale-adaptive run (each band's grid and frame,
+    for reports such as the cost benchmark), None at full resolution.
+  tag: suffix of --mode=sample's set directory ("" or "_adaptive").
+  record: what a sample set records about the field ({} or
+    {"scale_adaptive": True}).
+  band_grids: "HxW" of the grid each band's network runs on (reports; ()
+    at full resolution).
+  loss_and_grad: (params, batch, keys) -> (loss, aux, grads) over a global
+    batch, sharded over the mesh (sharding.sharded_loss_and_grad's
+    contract: keys [B, 2] one per example, batch-sharded).
+  loss: the same without the gradient (evaluation; grads None).
+  network: (params, train=False) -> (x, t, y) -> v, the network at full
+    resolution as it is trained (band I/O included; scale-adaptive: the
+    network of t's band on its grid, all examples in one band).
+  velocity: (params, y, spec) -> (x, t) -> v, the sampling field of
+    generate.Spec `spec` for labels y (guidance, guidance_bands, class
+    drop), at full resolution. The output projection is the sampler's
+    (`projects`), done on its coefficient state.
+  sampler: (spec, unroll=False) -> fn(params, x0, y, t_start=0.0,
+    t_end=1.0, num_steps=None) -> (x, stats), stats["nfe"] (and for a
+    scale-adaptive run nfe_per_band, nfe_full_equivalent); jit it with
+    generate.sampler.jit_sampler. unroll: fixed-step solvers, step loops
+    unrolled (XLA counts a loop body once: FLOP counts need it).
+  projects: (spec) -> bool, whether samplers project v on the bands active
+    at t: asked for (spec.project) or trained so (project_output).
+  """
+  band_io: BandIO
+  plan: Optional[adaptive.Plan]
+  tag: str
+  record: dict
+  band_grids: tuple
+  loss_and_grad: Callable
+  loss: Callable
+  network: Callable
+  velocity: Callable
+  sampler: Callable
+  projects: Callable
+
+
+class LossOptions(NamedTuple):
+  """config.loss, checked (see read_loss_options)."""
+  t_sampling: str
+  t_options: dict             # band_weights, logit_mean, logit_std
+  band_loss_weights: Optional[tuple]
+  band_batch_sizes: Optional[tuple]
+
+
+_T_OPTIONS = ("band_weights", "logit_mean", "logit_std")
+_LOSS_KEYS = ("t_sampling", *_T_OPTIONS, "band_loss_weights",
+              "band_weighting", "band_batch_sizes")
+
+
+def read_band_io(config, transform, scale_adaptive: bool) -> BandIO:
+  """config.path.hide_input / project_output, checked."""
+  io = BandIO(bool(config.path.hide_input), bool(config.path.project_output))
+  if (io.hide_input or io.project_output) and scale_adaptive:
+    # Not an error: configs/digits.py sets both for K-Flow, and a user
+    # turning scale_adaptive on from the command line should not have to
+    # turn them off too.
+    logging.info(
+        "config.path.hide_input / project_output are not used by a "
+        "scale-adaptive run: band s's network sees only its coarse grid, "
+        "which holds no unstarted band.")
+    return BandIO()
+  if io.hide_input:
+    coarse.check_orthonormal(
+        transform, why="hiding the unstarted bands "
+        "(config.path.hide_input=True) would lose information about the "
+        "target", fix="Set config.path.hide_input=False, or use an "
+        "orthonormal transform (fourier, dct, pca, an orthogonal wavelet "
+        "such as haar or db*).")
+  return io
+
+
+def read_loss_options(config, path: paths.Path,
+                      scale_adaptive: bool) -> LossOptions:
+  """config.loss read once: t sampling with its options, the band loss
+  weights (given, or by a band_weighting rule) and the per-band
+  sub-batches of scale-adaptive runs."""
+  lc = config.loss
+  unknown = sorted(set(lc.keys()) - set(_LOSS_KEYS))
+  if unknown:
+    raise ValueError(
+        f"config.loss.{unknown[0]} is not a loss option; valid: "
+        f"{list(_LOSS_KEYS)}. Remove it, or add it to run/field.py.")
+  sizes = lc.band_batch_sizes
+  if sizes is not None and not scale_adaptive:
+    raise ValueError(
+        "config.loss.band_batch_sizes sets the per-band sub-batches of a "
+        "scale-adaptive run; set config.model.scale_adaptive=True or remove "
+        "it.")
+  weighting = lc.band_weighting
+  if weighting not in losses.BAND_WEIGHTINGS:
+    raise ValueError(f"config.loss.band_weighting={weighting!r}; valid: "
+                     f"{list(losses.BAND_WEIGHTINGS)}.")
+  weights = lc.band_loss_weights
+  if weighting != "none":
+    if weights is not None:
+      raise ValueError(
+          "config.loss.band_weighting and config.loss.band_loss_weights both "
+          "set the per-band loss weights; set only one of them.")
+    weights = losses.target_scale_weights(path)
+  return LossOptions(
+      t_sampling=lc.t_sampling, t_options={k: lc[k] for k in _T_OPTIONS},
+      band_loss_weights=weights,
+      band_batch_sizes=None if sizes is None else tuple(sizes))
+
+
+def build(config, path: paths.Path, model, mesh, num_classes: int, *,
+          scale_adaptive: bool) -> Field:
+  """The run's Field: the one place where a run's being scale-adaptive
+  changes what is computed. Raises a ValueError naming the fix for a run
+  that cannot be built (band I/O on a transform that is not orthonormal,
+  a scale-adaptive run whose transform, cut-offs, overlap or backbone do
+  not allow coarse grids, config.loss errors)."""
+  opts = read_loss_options(config, path, scale_adaptive)
+  io = read_band_io(config, path.transform, scale_adaptive)
+  make = _scale_adaptive if scale_adaptive else _full_resolution
+  return make(path, model, mesh, int(num_classes),
+              float(config.label_dropout), opts, io)
+
+
+def _projects(io: BandIO) -> Callable:
+  return lambda spec: bool(spec.project or io.project_output)
+
+
+def _full_resolution(path, model, mesh, num_classes, label_dropout, opts,
+                     io) -> Field:
+  """The backbone at full resolution, seen through paths.band_network."""
+
+  def network(params, train=False):
+    def apply(x, t, y):
+      return model.apply({"params": params}, x, t, y, train=train)
+    return paths.band_network(path, apply, hide_input=io.hide_input,
+                              project_output=io.project_output)
+
+  def local_loss(params, batch, keys):
+    # On one device's examples; the model runs once on them all (which a
+    # band-routed MoE needs).
+    x1 = batch["image"]
+    x0, t, y = losses.draw_examples(
+        keys, x1.shape[1:], lambda r: paths.sample_t(
+            r, 1, path, opts.t_sampling, **opts.t_options)[0],
+        batch.get("label"), label_dropout=label_dropout,
+        num_classes=num_classes)
+    return losses.kflow_loss(network(params, train=True), path, x1, keys[0],
+                             y=y, x0=x0, t=t, mask=batch.get("mask"),
+                             band_loss_weights=opts.band_loss_weights)
+
+  def velocity(params, y, spec):
+    def apply(x, t, yy):
+      return model.apply({"params": params}, x, t, yy, train=False)
+    # Hidden input as trained; the output projection is the sampler's.
+    return sampler_lib.guided_velocity(
+        paths.band_network(path, apply, hide_input=io.hide_input), path,
+        num_classes, spec, y)
+
+  projects = _projects(io)
+
+  def sampler(spec, unroll=False):
+    return sampler_lib.make_sampler(
+        lambda params, y: velocity(params, y, spec), path, spec,
+        project=projects(spec), unroll=unroll)
+
+  return Field(
+      band_io=io, plan=None, tag="", record={}, band_grids=(),
+      loss_and_grad=sharding.sharded_loss_and_grad(local_loss, mesh),
+      loss=sharding.sharded_loss_and_grad(local_loss, mesh,
+                                          with_grad=False),
+      network=network, velocity=velocity, sampler=sampler,
+      projects=projects)
+
+
+def _scale_adaptive(path, model, mesh, num_classes, label_dropout, opts,
+                    io) -> Field:
+  """Band s's network on bands 0..s at its coarse grid (flow/adaptive*)."""
+  plan = adaptive.plan(path, model)
+  setup = adaptive_loss.make_loss_setup(
+      path, opts.t_sampling, opts.t_options,
+      band_loss_weights=opts.band_loss_weights,
+      band_batch_sizes=opts.band_batch_sizes)
+
+  def loss(with_grad):
+    return adaptive_loss.sharded_loss_and_grad(
+        model, plan, setup, mesh, num_classes=num_classes,
+        label_dropout=label_dropout, with_grad=with_grad)
+
+  def on_grid(params, frame, train):
+    return lambda z, t, y: model.apply({"params": params}, z, t, y,
+                                       train=train, frame=frame)
+
+  def network(params, train=False):
+    def apply(z, t, y, frame):
+      return on_grid(params, frame, train)(z, t, y)
+    return lambda x, t, y=None: adaptive.velocity(apply, plan, x, t, y)
+
+  def band_velocity(params, y, spec, frame):
+    """The sampling field on a band's grid (the adaptive sampler's)."""
+    return sampler_lib.guided_velocity(on_grid(params, frame, False), path,
+                                       num_classes, spec, y)
+
+  def velocity(params, y, spec):
+    def apply(z, t, yy, frame):
+      del yy  # the labels are bound in band_velocity
+      return band_velocity(params, y, spec, frame)(z, t)
+    return lambda x, t: adaptive.velocity(apply, plan, x, t)
+
+  def sampler(spec, unroll=False):
+    return adaptive_sampler.make_sampler(
+        lambda params, y, frame: band_velocity(params, y, spec, frame),
+        plan, spec, unroll=unroll)
+
+  return Field(
+      band_io=io, plan=plan, tag="_adaptive",
+      record={"scale_adaptive": True},
+      band_grids=tuple(f"{g.shape[0]}x{g.shape[1]}" for g in plan.grids),
+      loss_and_grad=loss(True), loss=loss(False), network=network,
+      velocity=velocity, sampler=sampler, projects=_projects(io))
