@@ -30,7 +30,7 @@ import numpy as np
 
 from benchmarks import loop
 from kflow_jax.run import experiment
-from kflow_jax import generate
+from kflow_jax.generate import sample_set
 from kflow_jax import models
 # The peak table lives in kflow_jax.infra.flops, shared with the training log.
 from kflow_jax.infra.flops import peak_tflops
@@ -49,8 +49,7 @@ def config(size: str, transform: str, batch: int, dtype: str):
   c.path.num_scales = 1 if transform == "identity" else 2
   for k, v in TRANSFORMS[transform].items():
     c.transform[k] = v
-  c.model = type(c.model)(dict(name="dit", size=size, patch_size=2,
-                               dtype=dtype))
+  loop.set_model(c, name="dit", size=size, patch_size=2, dtype=dtype)
   return c
 
 
@@ -144,7 +143,7 @@ def sampling(size: str, batch: int) -> dict:
   c.sample.batch_size = batch
   run = experiment.setup(c, tempfile.mkdtemp(prefix="kflow_acc_"), "tool")
   params = run.init_state().params
-  fn, chunk = generate.make_chunk_fn(run)
+  fn, chunk = sample_set.make_chunk_fn(run)
   jax.block_until_ready(fn(params, np.int32(0)))
   reps = 3
   t = time.perf_counter()

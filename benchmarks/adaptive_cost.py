@@ -17,7 +17,7 @@ Three arms, built by experiment.setup exactly as training builds them:
 Same backbone, batch, optimizer and sampler settings. Per S (--bands):
 
 * train: XLA-counted FLOPs of one loss + gradient over the batch
-  (experiment.sharded_loss: for adaptive one sub-batch per band, sizes by
+  (run.field.loss_and_grad: for adaptive one sub-batch per band, sizes by
   the band's share of uniform t, at its grid). train_ratio = full /
   adaptive. step_gflops_*: the whole train step (train.make_run_step:
   optimizer and EMA included), the one that is timed.
@@ -25,11 +25,12 @@ Same backbone, batch, optimizer and sampler settings. Per S (--bands):
   the same number of steps per band, sample_ratio = S F(full) / sum_s
   F(grid_s). sample_gflops_*: a whole Euler sampler run (--sample_steps in
   total, the run's own time grid, so every arm takes the same steps and
-  the adaptive one the same per band) through the real samplers
-  (generate.make_sampler; with the run's plan, adaptive.make_sampler). XLA
-  counts a loop's body once whatever its trip count, so that count is
-  taken on the sampler lowered with its scan unrolled; the timed sampler
-  is the ordinary, rolled one.
+  the adaptive one the same per band) through the runs' own samplers
+  (run.field.sampler: generate/sampler.py, or flow/adaptive_sampler.py for
+  adaptive). XLA counts a loop's body once whatever its trip count, so that
+  count is taken on the sampler built with its step loops unrolled
+  (sampler(spec, unroll=True)); the timed sampler is the ordinary, rolled
+  one.
 * estimate: the ratio from DiT.analytic_flops (matmuls only; the cost
   model's 1.61x, 2.30x, 3.02x for 2, 3, 4 bands at DiT-S..XL), or from the
   pixel counts for a backbone without that count (the U-Net).
@@ -42,23 +43,20 @@ accelerator; on a shared CPU only ratios measured side by side are, and
 they carry its noise. One JSON line per S, then the tables.
 """
 import argparse
-import contextlib
 import functools
 import json
 import statistics
 import time
-from unittest import mock
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import loop
-from benchmarks import scaling
-from kflow_jax.flow import adaptive
+from kflow_jax.flow import adaptive_loss
+from kflow_jax.flow import adaptive_sampler
 from kflow_jax.run import experiment
 from kflow_jax.infra import flops
-from kflow_jax import generate
 from kflow_jax.flow import sampling
 from kflow_jax.infra import sharding
 from kflow_jax.modes import train
@@ -78,8 +76,7 @@ def arm_config(data: str, arm: str, num_bands: int, *, size: str,
   transform = "identity" if arm == "fm" else "wavelet"
   c = loop.load_config("digits", f"transform={transform}")
   if data == "dit":
-    c.model = type(c.model)(dict(name="dit", size=size, patch_size=2,
-                                 dtype="float32"))
+    loop.set_model(c, name="dit", size=size, patch_size=2, dtype="float32")
   if arm != "fm":
     c.transform.levels = num_bands - 1
     c.path.num_scales = num_bands
@@ -96,24 +93,12 @@ def arm_config(data: str, arm: str, num_bands: int, *, size: str,
 def build_run(data: str, config):
   """experiment.setup on one device (nothing written); for dit the input
   shape is SHAPE, not the data set's."""
-  devices = jax.devices()[:1]
-  if data == "dit":
-    return scaling.shaped_run(config, SHAPE, devices)
-  return experiment.setup(config, None, "tool", devices=devices)
+  return experiment.setup(config, None, "tool", devices=jax.devices()[:1],
+                          shape=SHAPE if data == "dit" else None)
 
 
 def _flops(fn, *args) -> float:
   return float(flops.step_flops(jax.jit(fn).lower(*args).compile()))
-
-
-@contextlib.contextmanager
-def _unrolled_scans():
-  """jax.lax.scan fully unrolled while tracing: XLA's cost analysis counts
-  a while loop's body once, whatever its trip count."""
-  scan = jax.lax.scan
-  with mock.patch.object(jax.lax, "scan",
-                         functools.partial(scan, unroll=True)):
-    yield
 
 
 def _train_batch(run):
@@ -125,11 +110,6 @@ def _train_batch(run):
       "label": np.zeros((b,), np.int32)})
 
 
-def _sampler(run):
-  return generate.make_sampler(run.model, run.path, run.num_classes,
-                               run.spec, plan=run.adaptive)
-
-
 def _sample_noise(run):
   return jax.random.normal(jax.random.PRNGKey(3), (
       int(run.spec.batch_size),) + tuple(run.info.shape), jnp.float32)
@@ -139,15 +119,16 @@ def loss_flops(run, params, batch) -> float:
   """FLOPs of the run's loss and gradient over `batch` (no update)."""
   keys = jax.random.split(jax.random.PRNGKey(2),
                           int(run.config.batch_size))
-  return _flops(experiment.sharded_loss(run), params, batch, keys)
+  return _flops(run.field.loss_and_grad, params, batch, keys)
 
 
 def sample_flops(run, params) -> float:
-  """FLOPs of one whole sampler run, counted unrolled."""
-  sampler = _sampler(run)
-  x0 = _sample_noise(run)
-  with _unrolled_scans():
-    return _flops(lambda p, x: sampler(p, x, None)[0], params, x0)
+  """FLOPs of one whole sampler run, counted with its step loops unrolled
+  (XLA's cost analysis counts a loop's body once, whatever its trip
+  count)."""
+  sampler = run.field.sampler(run.spec, unroll=True)
+  return _flops(lambda p, x: sampler(p, x, None)[0], params,
+                _sample_noise(run))
 
 
 def sampler_nfe(run) -> tuple:
@@ -158,7 +139,7 @@ def sampler_nfe(run) -> tuple:
                              extra_times=run.spec.extra_times,
                              allocation=run.spec.step_allocation)
   per = [0 if e is None else e.size - 1
-         for e in adaptive.band_steps(edges, run.path, 0.0, 1.0)]
+         for e in adaptive_sampler.band_steps(edges, run.path, 0.0, 1.0)]
   return len(edges) - 1, per
 
 
@@ -170,7 +151,8 @@ def grid_flops(run, params) -> tuple:
   fwd, est = [], []
   model = run.model
   counted = hasattr(model, "analytic_flops")
-  for g, f in zip(run.adaptive.grids, run.adaptive.frames):
+  plan = run.field.plan
+  for g, f in zip(plan.grids, plan.frames):
     z = jnp.zeros((b,) + g.shape)
     fwd.append(_flops(lambda p, z, t, f=f: model.apply(
         {"params": p}, z, t, frame=f), params, z, t))
@@ -226,9 +208,9 @@ def measure(num_bands: int, *, data: str = "dit", size: str = "S",
       "model": (f"DiT-{size}/2" if data == "dit" else
                 f"{full.config.model.name}-{full.config.model.size}"),
       "shape": list(full.info.shape), "batch": b,
-      "grids": [f"{g.shape[0]}x{g.shape[1]}" for g in ad.adaptive.grids],
-      "sub_batches": list(adaptive.batch_sizes(
-          adaptive.band_shares(ad.path), b)),
+      "grids": list(ad.field.band_grids),
+      "sub_batches": list(adaptive_loss.batch_sizes(
+          adaptive_loss.band_shares(ad.path), b)),
       "train_gflops_fm": loss["fm"] / 1e9,
       "train_gflops_full": loss["full"] / 1e9,
       "train_gflops_adaptive": loss["adaptive"] / 1e9,
@@ -245,7 +227,7 @@ def measure(num_bands: int, *, data: str = "dit", size: str = "S",
       "nfe": sampler_nfe(full)[0],
       "nfe_per_band": per_band,
       "nfe_full_equivalent": float(np.dot(per_band,
-                                          ad.adaptive.pixel_ratio)),
+                                          ad.field.plan.pixel_ratio)),
   }
   for a in ARMS:
     out[f"step_gflops_{a}"] = flops.step_flops(step_c[a]) / 1e9
@@ -282,7 +264,7 @@ def time_arms(data, runs, params, step_c, states, batches, rounds,
   samplers = {}
   for a, r in runs.items():
     x0 = _sample_noise(r)
-    jitted = jax.jit(lambda p, x, s=_sampler(r): s(p, x, None)[0])
+    jitted = jax.jit(lambda p, x, s=r.field.sampler(r.spec): s(p, x, None)[0])
     compiled = jitted.lower(params, x0).compile()
     samplers[a] = functools.partial(compiled, params, x0)
   sample_s = round_robin(samplers, rounds)

@@ -32,6 +32,14 @@ def load_config(name: str, arg: str = ""):
   return importlib.import_module(f"configs.{name}").get_config(arg)
 
 
+def set_model(config, **model) -> None:
+  """config.model replaced by a backbone's options (`model`); how the run
+  uses the backbone (model.scale_adaptive, read by experiment.setup) is
+  kept."""
+  config.model = type(config.model)(dict(
+      model, scale_adaptive=config.model.scale_adaptive))
+
+
 def bare_step(config, devices=None, return_run=False):
   """(step_fn, state, batch, block): the train step on a resident batch,
   built by the same `experiment.setup` as training.
@@ -101,15 +109,14 @@ def main(argv=None):
   if args.dit_s:
     config = load_config("patches")
     config.input.image_size = 32
-    config.model = type(config.model)(dict(name="dit", size="S",
-                                           patch_size=2, dtype="float32"))
+    set_model(config, name="dit", size="S", patch_size=2, dtype="float32")
     config.batch_size = 64
     config.path.gamma = 0.0
   steps, log_every = args.steps, args.log_every
   if args.quick:
     steps, log_every = 12, 3
-    config.model = type(config.model)(dict(name="dit", size="mu",
-                                           patch_size=2, dtype="float32"))
+    set_model(config, name="dit", size="mu", patch_size=2,
+              dtype="float32")
   if args.dit_s and not args.quick:
     log_every = max(1, min(log_every, steps // 3))
   config.total_steps = steps

@@ -12,7 +12,7 @@ code behind --mode=train) with the same backbone, budget and seed: K-Flow
 then sampled from its checkpoint (the EMA params, as --mode=sample does),
 every sampler from the same noise.
 
-1. Solvers: every solver of sampling.SOLVERS through generate.make_sampler,
+1. Solvers: every solver of sampling.SOLVERS through the run's sampler,
    the sampler of --mode=sample. The fixed-step ones at one NFE budget
    (--nfe: euler takes nfe steps, midpoint and heun nfe/2, rk4 nfe/4), the
    adaptive ones at each of --tols (rtol = atol). Samples/s of the compiled
@@ -61,7 +61,7 @@ import numpy as np
 from benchmarks import loop
 from kflow_jax.evaluators import evaluate
 from kflow_jax.run import experiment
-from kflow_jax import generate
+from kflow_jax.generate import sampler as sampler_lib
 from kflow_jax.data import input_pipeline
 from kflow_jax.flow import paths
 from kflow_jax.flow import sampling
@@ -132,7 +132,8 @@ def _segments(path) -> int:
 
 def solver_rows(name, run, params, x0, y, score, nfe: int, tols,
                 repeats: int) -> list:
-  """One row per solver (and tolerance) through generate.make_sampler."""
+  """One row per solver (and tolerance) through the run's sampler
+  (run.field.sampler)."""
   rows = []
   for solver in sampling.SOLVERS.names():
     if sampling.is_adaptive(solver):
@@ -142,8 +143,7 @@ def solver_rows(name, run, params, x0, y, score, nfe: int, tols,
       variants = [{"num_steps": max(nfe // stages, _segments(run.path))}]
     for v in variants:
       spec = run.spec._replace(solver=solver, **v)
-      fn = jax.jit(generate.make_sampler(run.model, run.path,
-                                         run.num_classes, spec))
+      fn = jax.jit(run.field.sampler(spec))
       start = time.perf_counter()
       compiled = fn.lower(params, x0, y).compile()
       compile_s = time.perf_counter() - start
@@ -183,8 +183,7 @@ def make_grid_sampler(run, solver: str):
   spec = run.spec
 
   def fn(params, x0, y, t0, t1, t1m, n):
-    vfn = generate.velocity_fn(run.model, params, run.path, run.num_classes,
-                               spec, y)
+    vfn = run.field.velocity(params, y, spec)
     return integrate_on_grid(vfn, x0, (t0, t1, t1m), n, step)
   return jax.jit(fn)
 
@@ -333,9 +332,10 @@ def main(argv=None):
     kf = runs["kflow"]
     spec = kf.spec
     n = args.num_samples
-    x0 = generate.initial_noise(kf.path, kf.info.shape, spec,
-                                jax.random.PRNGKey(spec.seed), jnp.arange(n))
-    y = generate.sample_labels(kf.num_classes, jnp.arange(n))
+    x0 = sampler_lib.initial_noise(kf.path, kf.info.shape, spec,
+                                   jax.random.PRNGKey(spec.seed),
+                                   jnp.arange(n))
+    y = sampler_lib.sample_labels(kf.num_classes, jnp.arange(n))
     score = Scorer(kf, n)
     energies = band_energies(kf, int(kf.config.path.energy_examples))
     rows = []

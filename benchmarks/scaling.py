@@ -36,7 +36,6 @@ import statistics
 import subprocess
 import sys
 import time
-from unittest import mock
 
 import jax
 import jax.numpy as jnp
@@ -44,7 +43,6 @@ import numpy as np
 
 from benchmarks import loop
 from kflow_jax.run import experiment
-from kflow_jax.data import input_pipeline
 from kflow_jax.infra import sharding
 from kflow_jax.modes import train
 
@@ -72,30 +70,29 @@ def fit_exponent(x, y) -> dict:
 def make_config(base: str, model: str, patch: int, transform: str,
                 batch: int):
   """The config `base` (configs/<name>.py[:args]) with the backbone and
-  transform; the input shape is given to setup by `shaped_run`, not read
+  transform; the input shape is given to setup (`shaped_run`), not read
   from data."""
   name, _, arg = base.partition(":")
   c = loop.load_config(name, ",".join(
       filter(None, [f"transform={transform}", arg])))
   if model == "dit":
-    c.model = type(c.model)(dict(name="dit", size="mu", patch_size=patch,
-                                 dtype="float32"))
+    loop.set_model(c, name="dit", size="mu", patch_size=patch,
+                   dtype="float32")
   else:
     # Four levels, so the middle block's attention runs at S/8 x S/8 (the
     # two-level U-Net-mu would attend over (S/2)^2 tokens at 256 px).
-    c.model = type(c.model)(dict(name="unet", size="mu",
-                                 channel_mult=(1, 2, 2, 2), dtype="float32"))
+    loop.set_model(c, name="unet", size="mu", channel_mult=(1, 2, 2, 2),
+                   dtype="float32")
   c.batch_size = batch
   c.path.num_scales = 1 if transform == "identity" else 2
   return c
 
 
 def shaped_run(config, shape, devices=None):
-  """experiment.setup for inputs of `shape` (H, W, C): setup takes the
-  shape from the data set's info, which is the one thing replaced."""
-  info = input_pipeline.DatasetInfo(tuple(shape), 10, 1024)
-  with mock.patch.object(input_pipeline, "get_info", return_value=info):
-    return experiment.setup(config, None, "tool", devices=devices)
+  """experiment.setup for inputs of `shape` (H, W, C) instead of the data
+  set's (setup's shape override; nothing is read from the data)."""
+  return experiment.setup(config, None, "tool", devices=devices,
+                          shape=tuple(shape))
 
 
 def _cost(compiled) -> float:

@@ -77,8 +77,8 @@ def main(argv=None):
   for name in names:
     config = loop.load_config(*args.config.split(":", 1))
     if args.quick:
-      config.model = type(config.model)(dict(name="dit", size="mu",
-                                             patch_size=2, dtype="float32"))
+      loop.set_model(config, name="dit", size="mu", patch_size=2,
+                     dtype="float32")
     config.transform.name = name
     for k, v in TRANSFORM_OPTIONS.get(name, {}).items():
       config.transform[k] = v

@@ -113,7 +113,7 @@ def run(argv):
   # pylint: disable=g-import-not-at-top
   from kflow_jax.evaluators import evaluate
   from kflow_jax.run import experiment
-  from kflow_jax import generate
+  from kflow_jax.generate import sample_set
   from kflow_jax.modes import restoration
   from kflow_jax.modes import train
   # pylint: enable=g-import-not-at-top
@@ -139,7 +139,7 @@ def run(argv):
   if steer:
     restoration.main(run_, params, step, _MODE.value)
   elif _MODE.value == "sample":
-    generate.sample(run_, params, step)
+    sample_set.sample(run_, params, step)
   else:
     evaluate.evaluate(run_, step, params)  # config.evals: what is scored
 

@@ -27,7 +27,6 @@ training distribution (a harder test). change_*_finer are the same changes
 on bands s+1.. (information only: that output is not used by a projected
 sampler, and the optimal field is 0 there).
 """
-import json
 import os
 from typing import Callable, Optional
 
@@ -36,9 +35,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from kflow_jax.flow import adaptive
-from kflow_jax.run import experiment
+from kflow_jax.flow import adaptive_loss
 from kflow_jax.data import input_pipeline
 from kflow_jax.flow import paths as paths_lib
+from kflow_jax.infra import metrics_io
 from kflow_jax.kamp import coarse
 
 FILE = "band_independence.json"
@@ -102,11 +102,11 @@ def band_energy(path: paths_lib.Path, d, keep) -> jax.Array:
 
 def draw(path: paths_lib.Path, s: int, key, shape) -> tuple:
   """(x0, fresh noise, t) of one example from its key: t uniform inside
-  band s's window (adaptive.band_time, half-open)."""
+  band s's window (adaptive_loss.band_time, half-open)."""
   r_noise, r_fresh, r_t = jax.random.split(key, 3)
   return (jax.random.normal(r_noise, shape, jnp.float32),
           jax.random.normal(r_fresh, shape, jnp.float32),
-          adaptive.band_time(r_t, path, s))
+          adaptive_loss.band_time(r_t, path, s))
 
 
 def measure_batch(velocity_fn: Callable, path: paths_lib.Path, s: int, x1,
@@ -217,13 +217,14 @@ def run_tool(run, params, step: int, *, num_examples: int = 256,
              params_name: str = "") -> dict:
   """The band_independence.json record of checkpoint `step` of `run`
   (experiment.Run), written into the run's workdir."""
-  check_run(run.path, run.adaptive is not None, run.spec.hide_input)
+  check_run(run.path, run.field.plan is not None,
+            run.field.band_io.hide_input)
   if int(num_examples) < 2:
     raise ValueError(f"--num_examples={num_examples}: need at least 2 "
                      "(the standard errors need two).")
   images, labels = load_examples(run.config, split, int(num_examples),
                                  int(run.config.seed))
-  bands = measure(experiment.network_velocity(run, params), run.path, images,
+  bands = measure(run.field.network(params), run.path, images,
                   labels if run.num_classes else None,
                   jax.random.PRNGKey(int(seed)),
                   int(batch_size or run.config.batch_size))
@@ -237,11 +238,8 @@ def run_tool(run, params, step: int, *, num_examples: int = 256,
       "blend": run.path.blend, "bands": bands,
       "below_error": all(b["below_error"] for b in bands),
   }
-  if run.workdir is not None and jax.process_index() == 0:
-    tmp = os.path.join(run.workdir, FILE + ".tmp")
-    with open(tmp, "w") as f:
-      json.dump(out, f, indent=2)
-    os.replace(tmp, os.path.join(run.workdir, FILE))
+  if run.workdir is not None:
+    metrics_io.write_json(os.path.join(run.workdir, FILE), out)
   return out
 
 

@@ -16,11 +16,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from kflow_jax import generate
 from kflow_jax.flow import degradation
 from kflow_jax.flow import paths as paths_lib
 from kflow_jax.flow import steering
 from kflow_jax.generate import files as samples_lib
+from kflow_jax.generate import sampler as sampler_lib
 from kflow_jax.infra import metrics_io
 from kflow_jax.modes import restore_spec
 
@@ -91,11 +91,10 @@ def mix_mode(run, params, step: int,
   bands = analysis_path(path, rspec.mix_cutoffs)
   x0 = mix_noise_grid(bands, jax.random.key(rspec.seed), rows, cols, split)
   y = rspec.labels(None, rows * cols)
-  sampler = generate.jit_sampler(generate.make_sampler(
-      run.model, path, run.num_classes, spec, plan=run.adaptive))
+  sampler = sampler_lib.jit_sampler(run.field.sampler(spec))
   out = []
   for i, j in rspec.batches(rows * cols):
-    out.append(generate.decode(run.decoder, sampler(
+    out.append(sampler_lib.decode(run.decoder, sampler(
         params, x0[i:j], jnp.zeros((j - i,), jnp.int32) if y is None
         else y[i:j])[0]))
   grid = np.concatenate(out).reshape((rows, cols) + out[0].shape[1:])

@@ -5,7 +5,7 @@
 
 At every multiple of evals.every_steps (0: off) the inference params
 (experiment.inference_params: the EMA by default) generate
-evals.train_num_samples samples with the run's sampler (generate's chunk
+evals.train_num_samples samples with the run's sampler (sample_set's chunk
 function: the seed-determined noise and labels of --mode=sample, sharded
 over every device), scored with evaluators/cheap.py against the reference
 split (classifier metrics when a classifier is configured or found, see
@@ -23,7 +23,7 @@ import numpy as np
 
 from kflow_jax.evaluators import evaluate
 from kflow_jax.run import experiment
-from kflow_jax import generate
+from kflow_jax.generate import sample_set
 from kflow_jax.infra import metrics_io
 from kflow_jax.evaluators import plots
 from kflow_jax.generate import files as samples_lib
@@ -37,7 +37,7 @@ BAND_LOSS_PNG = "band_loss.png"
 def generate_samples(run, params, num: int):
   """(uint8 images [num, H, W, C], labels [num]) of the first `num` global
   sample indices of the run's spec (the same as --mode=sample's set)."""
-  fn, chunk = generate.make_chunk_fn(run)
+  fn, chunk = sample_set.make_chunk_fn(run)
   images, labels = [], []
   for start in range(0, num, chunk):
     x, y, _ = fn(params, np.int32(start))

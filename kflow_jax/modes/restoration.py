@@ -26,10 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from kflow_jax import generate
 from kflow_jax.data import input_pipeline
 from kflow_jax.evaluators import image_quality
-from kflow_jax.flow import adaptive
 from kflow_jax.flow import degradation
 from kflow_jax.flow import steering
 from kflow_jax.generate import files as samples_lib
@@ -94,19 +92,6 @@ def _prior_images(run, count: int, seed: int):
   return np.asarray(next(iter(it))["image"], np.float32)
 
 
-def _velocity(run, params, y):
-  if run.adaptive is not None:
-    # The network of a scale-adaptive run on each band's grid, as a
-    # full-resolution field for the steering samplers below (exact; the
-    # compute saving is the sampler's, not used here).
-    return adaptive.full_velocity(
-        lambda p, yy, frame: generate.velocity_fn(
-            run.model, p, run.path, run.num_classes, run.spec, yy, frame),
-        run.adaptive, params, y)
-  return generate.velocity_fn(run.model, params, run.path, run.num_classes,
-                              run.spec, y)
-
-
 def _tag(step: int, text: str) -> str:
   clean = "".join(ch if ch.isalnum() else "-" for ch in text).strip("-")
   return f"step_{step:08d}_{clean}"
@@ -164,9 +149,12 @@ def restore_mode(run, params, step: int,
 
   @jax.jit
   def restore_batch(params, y_obs, x0, y):
-    return degradation.run_flow(_velocity(run, params, y), path, spec, x0,
-                                op.estimate(y_obs), t_start, observed,
-                                rspec.num_steps,
+    # The run's sampling field at full resolution (a scale-adaptive run's
+    # too: each band's network on its grid; exact, the compute saving is
+    # its sampler's, not used by this steering flow).
+    return degradation.run_flow(run.field.velocity(params, y, spec), path,
+                                spec, x0, op.estimate(y_obs), t_start,
+                                observed, rspec.num_steps,
                                 project=run.field.projects(spec))
 
   noise = jax.random.normal(r_noise, x_true.shape, jnp.float32)
@@ -240,8 +228,9 @@ def edit_mode(run, params, step: int,
 
   @jax.jit
   def edit_batch(params, x, x0, y):
-    return degradation.run_flow(_velocity(run, params, y), path, spec, x0, x,
-                                t_start, observed, rspec.num_steps,
+    return degradation.run_flow(run.field.velocity(params, y, spec), path,
+                                spec, x0, x, t_start, observed,
+                                rspec.num_steps,
                                 project=run.field.projects(spec))
 
   out = []

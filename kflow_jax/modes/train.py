@@ -24,7 +24,7 @@ import optax
 from kflow_jax.infra import checkpointing
 from kflow_jax.run import experiment
 from kflow_jax.infra import flops
-from kflow_jax import generate
+from kflow_jax.generate import sampler as sampler_lib
 from kflow_jax.data import input_pipeline
 from kflow_jax import kamp
 from kflow_jax.infra import metrics_io
@@ -44,8 +44,8 @@ def make_train_step(local_loss, tx, schedule, mesh, ema_decays,
 
   local_loss(params, batch, keys) -> (loss, aux) as in sharding.py; or
   grad_fn(params, batch, keys) -> (loss, aux, grads) over the global batch
-  (sharding.sharded_loss_and_grad's contract, e.g. the scale-adaptive loss,
-  which splits the batch by band before sharding it), and local_loss None.
+  (sharding.sharded_loss_and_grad's contract, e.g. a run's
+  field.loss_and_grad), and local_loss None.
   """
   if grad_fn is None:
     grad_fn = sharding.sharded_loss_and_grad(local_loss, mesh)
@@ -164,10 +164,11 @@ def compile_flops(step_fn, state, batch, mesh):
 
 
 def make_run_step(run):
-  """The run's jitted train step (see make_train_step)."""
+  """The run's jitted train step (see make_train_step) on the loss and
+  gradient of the run's field (full-resolution or scale-adaptive)."""
   return make_train_step(None, run.tx, run.schedule, run.mesh,
                          run.ema_decays, run.state_shardings,
-                         grad_fn=experiment.sharded_loss(run))
+                         grad_fn=run.field.loss_and_grad)
 
 
 def train_and_evaluate(config, workdir: str, *,
@@ -187,7 +188,7 @@ def train_and_evaluate(config, workdir: str, *,
                          allow_config_change=allow_config_change)
   workdir, mesh, decays = run.workdir, run.mesh, run.ema_decays
   line, warning = sharding.batch_report(
-      int(config.batch_size), mesh.size, int(config.get("recipe_devices", 0)))
+      int(config.batch_size), mesh.size, int(config.recipe_devices))
   logging.info("%s", line)
   if warning:
     logging.warning("%s", warning)
@@ -207,8 +208,7 @@ def train_and_evaluate(config, workdir: str, *,
                  workdir)
   total = int(config.total_steps)
   step_fn = make_run_step(run)
-  sampler = generate.jit_sampler(generate.make_sampler(
-      run.model, run.path, run.num_classes, run.spec, plan=run.adaptive))
+  sampler = sampler_lib.jit_sampler(run.field.sampler(run.spec))
   writer = metrics_io.MetricWriter(workdir, resume_step=start or None)
   evals = periodic_eval.PeriodicEval(run, writer)  # config.evals.every_steps
   progress = metrics_io.Progress(start, total)
@@ -258,7 +258,7 @@ def train_and_evaluate(config, workdir: str, *,
         window = []
       evals.after_step(step, state)
       if sample_every > 0 and step % sample_every == 0 and step != total:
-        generate.write_grid(run, sampler, experiment.inference_params(
+        sampler_lib.write_grid(run, sampler, experiment.inference_params(
             run, state), step, writer)
       stopping = stop.should_stop(step, ckpt)
       if (ckpt_every > 0 and step % ckpt_every == 0) or stopping:
@@ -274,7 +274,7 @@ def train_and_evaluate(config, workdir: str, *,
       ckpt.save(step, state, data_state)
     ckpt.wait()
     if step == total and run.spec.at_end:
-      generate.write_grid(run, sampler, experiment.inference_params(
+      sampler_lib.write_grid(run, sampler, experiment.inference_params(
           run, state), step, writer, final=True)
   finally:
     prefetch.close()

@@ -50,8 +50,8 @@ def main(argv):
   try:
     run = experiment.setup(_CONFIG.value, _WORKDIR.value, "eval")
     # Before restoring anything: the claim is not made for this run.
-    band_independence.check_run(run.path, run.adaptive is not None,
-                                run.spec.hide_input)
+    band_independence.check_run(run.path, run.field.plan is not None,
+                                run.field.band_io.hide_input)
     step, state, _ = experiment.restore(run, step=_STEP.value)
     spec = run.spec
     name = (f"ema {spec.ema_decay or run.ema_decays[0]}" if spec.use_ema
