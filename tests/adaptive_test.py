@@ -1,4 +1,6 @@
-"""Tests for kflow_jax.flow.adaptive: each band's network on bands 0..s only.
+"""Tests for scale-adaptive compute (kflow_jax/flow/adaptive.py,
+adaptive_loss.py, adaptive_sampler.py and the run's field): each band's
+network on bands 0..s only.
 
 The backbones at every band's grid (one set of weights; the DiT's position
 embedding in the full-resolution frame), the field that is zero outside
@@ -17,7 +19,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from kflow_jax import config_lib
 from kflow_jax.flow import adaptive
+from kflow_jax.flow import adaptive_loss
+from kflow_jax.flow import adaptive_sampler
 from kflow_jax.run import experiment
 from kflow_jax import generate
 from kflow_jax import kamp
@@ -225,7 +230,7 @@ def _reference_loss(path, field, x1, keys, sizes, shares, method="uniform"):
       k_loss, _ = jax.random.split(keys[i])
       r_noise, r_t = jax.random.split(k_loss)
       x0 = jax.random.normal(r_noise, SHAPE, jnp.float32)[None]
-      t = adaptive.band_time(r_t, path, s, method)[None]
+      t = adaptive_loss.band_time(r_t, path, s, method)[None]
       x_t, u_t = paths.interpolate_and_target(path, x0, x1[i:i + 1], t)
       v = paths.project_velocity(path, field.apply({}, x_t, t), t)
       errs.append(float(jnp.mean(jnp.square(v - u_t))))
@@ -243,15 +248,15 @@ def test_loss_equals_masked_full_resolution_loss(name):
   b = 16
   x1 = _x(batch=b, seed=3)
   keys = jax.random.split(jax.random.PRNGKey(7), b)
-  setup = adaptive.make_loss_setup(path)
-  sizes = adaptive.batch_sizes(setup.shares, b)
+  setup = adaptive_loss.make_loss_setup(path)
+  sizes = adaptive_loss.batch_sizes(setup.shares, b)
   assert sizes == (6, 5, 5)
   want, per_band = _reference_loss(path, field, x1, keys, sizes,
                                    setup.shares)
   for devices in (jax.devices()[:1], jax.devices()[:8]):
     mesh = sharding.make_mesh(1, devices)
-    fn = adaptive.sharded_loss_and_grad(field, plan, setup, mesh,
-                                        with_grad=False)
+    fn = adaptive_loss.sharded_loss_and_grad(field, plan, setup, mesh,
+                                             with_grad=False)
     bsh = sharding.batch_sharding(mesh)
     loss, aux, _ = jax.jit(fn)({}, {"image": jax.device_put(x1, bsh)},
                                jax.device_put(keys, bsh))
@@ -271,10 +276,10 @@ def test_loss_weights_keep_it_unbiased_for_any_sub_batch_sizes():
   b = 12
   x1 = _x(batch=b, seed=4)
   keys = jax.random.split(jax.random.PRNGKey(8), b)
-  setup = adaptive.make_loss_setup(path, band_loss_weights=(1.0, 2.0, 0.5),
-                                   band_batch_sizes=(2, 3, 7))
+  setup = adaptive_loss.make_loss_setup(
+      path, band_loss_weights=(1.0, 2.0, 0.5), band_batch_sizes=(2, 3, 7))
   mesh = sharding.make_mesh(1, jax.devices()[:1])
-  loss, aux, _ = adaptive.sharded_loss_and_grad(
+  loss, aux, _ = adaptive_loss.sharded_loss_and_grad(
       field, plan, setup, mesh, with_grad=False)({}, {"image": x1}, keys)
   _, per_band = _reference_loss(path, field, x1, keys, (2, 3, 7),
                                 setup.shares)
@@ -290,12 +295,12 @@ def test_sampler_equals_full_resolution_sampler(name):
   path = _path(name)
   plan = adaptive.plan(path)
   field = _BandField(path, plan)
-  spec = generate.parse_spec(generate.default_config(), 0, path.num_bands)
+  spec = generate.parse_spec(config_lib.base().sample, 0, path.num_bands)
   spec = spec._replace(solver="heun", num_steps=9)
   build = lambda params, y, frame: (
       lambda z, t: field.apply({}, z, t, frame=frame))
   x0 = _x(batch=3, seed=5)
-  x, stats = jax.jit(adaptive.make_sampler(build, plan, spec))(
+  x, stats = jax.jit(adaptive_sampler.make_sampler(build, plan, spec))(
       {}, x0, None)
   want = sampling.sample(lambda x, t: field.apply({}, x, t), path, x0,
                          solver="heun", num_steps=9, project=True)
@@ -304,7 +309,7 @@ def test_sampler_equals_full_resolution_sampler(name):
   np.testing.assert_allclose(stats["nfe_full_equivalent"],
                              6 * (1 / 16 + 1 / 4 + 1))
   # A span inside the path (the band strip) runs only its bands.
-  x, stats = adaptive.make_sampler(build, plan, spec)(
+  x, stats = adaptive_sampler.make_sampler(build, plan, spec)(
       {}, x0, None, t_start=float(path.tau[1]), t_end=1.0, num_steps=4)
   assert list(stats["nfe_per_band"]) == [0, 4, 4]
   want = sampling.sample(lambda x, t: field.apply({}, x, t), path, x0,
@@ -318,18 +323,18 @@ def test_sampler_equals_full_resolution_sampler(name):
 
 
 def test_batch_sizes_round_by_largest_remainder():
-  assert adaptive.batch_sizes((0.5, 0.3, 0.2), 7) == (4, 2, 1)
-  assert adaptive.batch_sizes((1 / 3,) * 3, 16) == (6, 5, 5)
+  assert adaptive_loss.batch_sizes((0.5, 0.3, 0.2), 7) == (4, 2, 1)
+  assert adaptive_loss.batch_sizes((1 / 3,) * 3, 16) == (6, 5, 5)
   # Every band with a share gets an example, taken from the largest.
-  assert adaptive.batch_sizes((0.96, 0.02, 0.02), 10) == (8, 1, 1)
-  assert adaptive.batch_sizes((0.5, 0.0, 0.5), 4) == (2, 0, 2)
-  assert adaptive.batch_sizes((0.5, 0.5), 6, explicit=(1, 5)) == (1, 5)
+  assert adaptive_loss.batch_sizes((0.96, 0.02, 0.02), 10) == (8, 1, 1)
+  assert adaptive_loss.batch_sizes((0.5, 0.0, 0.5), 4) == (2, 0, 2)
+  assert adaptive_loss.batch_sizes((0.5, 0.5), 6, explicit=(1, 5)) == (1, 5)
   with pytest.raises(ValueError, match="summing to the batch size 6"):
-    adaptive.batch_sizes((0.5, 0.5), 6, explicit=(1, 4))
+    adaptive_loss.batch_sizes((0.5, 0.5), 6, explicit=(1, 4))
   with pytest.raises(ValueError, match="positive share"):
-    adaptive.batch_sizes((0.5, 0.5), 6, explicit=(0, 6))
+    adaptive_loss.batch_sizes((0.5, 0.5), 6, explicit=(0, 6))
   with pytest.raises(ValueError, match="cannot hold one example"):
-    adaptive.batch_sizes((1 / 3,) * 3, 2)
+    adaptive_loss.batch_sizes((1 / 3,) * 3, 2)
 
 
 @pytest.mark.parametrize("method,opts", [
@@ -341,7 +346,7 @@ def test_band_times_follow_the_run_t_sampling_given_the_band(method, opts):
   path = paths.make_path(kamp.get("wavelet", SHAPE, wavelet="haar",
                                   levels=2), cutoffs=kamp.even_cutoffs(3),
                          tau=(0.0, 0.2, 0.7, 1.0))
-  shares = adaptive.band_shares(path, method, **opts)
+  shares = adaptive_loss.band_shares(path, method, **opts)
   np.testing.assert_allclose(np.sum(shares), 1.0, atol=1e-12)
   n = 20000
   t_all = np.asarray(paths.sample_t(jax.random.PRNGKey(0), n, path, method,
@@ -350,7 +355,7 @@ def test_band_times_follow_the_run_t_sampling_given_the_band(method, opts):
   np.testing.assert_allclose(np.bincount(band, minlength=3) / n, shares,
                              atol=0.015)
   for s in range(3):
-    t = np.asarray(jax.vmap(lambda k: adaptive.band_time(
+    t = np.asarray(jax.vmap(lambda k: adaptive_loss.band_time(
         k, path, s, method, **opts))(jax.random.split(
             jax.random.PRNGKey(s + 1), 4000)))
     assert t.min() >= path.tau[s] and t.max() < path.tau[s + 1]
@@ -393,14 +398,15 @@ def test_runs_that_cannot_be_scale_adaptive_are_refused_clearly():
                                     "path.num_scales": 2,
                                     "path.cutoffs": (0.0, 0.377124, 1.0)}),
                          None, "tool")
-  assert [g.shape for g in run.adaptive.grids] == [(8, 8, 1), (16, 16, 1)]
+  assert [g.shape for g in run.field.plan.grids] == [(8, 8, 1), (16, 16, 1)]
+  assert run.field.band_grids == ("8x8", "16x16")
   with pytest.raises(ValueError, match="overlap=0"):
     experiment.setup(_digits(**{"path.overlap": 0.2}), None, "tool")
   with pytest.raises(ValueError, match="band_batch_sizes .*"
                      "scale_adaptive=True"):
-    experiment.sharded_loss(experiment.setup(
-        _digits(**{"model.scale_adaptive": False,
-                   "loss.band_batch_sizes": (8, 8)}), None, "tool"))
+    experiment.setup(_digits(**{"model.scale_adaptive": False,
+                                "loss.band_batch_sizes": (8, 8)}), None,
+                     "tool")
 
 
 def _main(*args, workdir):

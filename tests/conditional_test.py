@@ -1,6 +1,6 @@
 """Class-conditional K-Flow end to end: train the digits CFG config, then
 sample with CFG, class drop, band guidance and shared fine-band noise
-through --mode=sample (generate.sample) and the command line.
+through --mode=sample (sample_set.sample) and the command line.
 
 The sampler checks compare against velocities built here from the model
 directly, so they fail if an option is ignored or misapplied.
@@ -18,8 +18,11 @@ import pytest
 
 from configs import digits
 from kflow_jax.run import experiment
+from kflow_jax.run import field as field_lib
 from kflow_jax import generate
 from kflow_jax.flow import sampling
+from kflow_jax.generate import sample_set
+from kflow_jax.generate import sampler as sampler_lib
 from kflow_jax.modes import train
 from kflow_jax.run import train_state
 from kflow_jax.generate import files as samples_lib
@@ -67,7 +70,7 @@ def _read_set(wd, tag_part):
           if os.path.basename(d).endswith(tag_part)]
   assert len(sets) == 1, (tag_part, os.listdir(os.path.join(wd,
                                                             "sample_mode")))
-  return generate.load_samples(sets[0]), os.path.join(sets[0], "grid.png")
+  return sample_set.load_samples(sets[0]), os.path.join(sets[0], "grid.png")
 
 
 def _check_class_grid(png, images, labels):
@@ -123,8 +126,17 @@ def _sample_mode(config, wd):
   """--mode=sample in process: the set's uint8 images in index order."""
   r = experiment.setup(config, wd, "sample")
   step, state, _ = experiment.restore(r)
-  d = generate.sample(r, experiment.inference_params(r, state), step)
-  return generate.load_samples(d)["images"]
+  d = sample_set.sample(r, experiment.inference_params(r, state), step)
+  return sample_set.load_samples(d)["images"]
+
+
+def _sampler(exp, spec):
+  """The run's sampler for `spec`, its network without band I/O (the
+  digits default hides and projects bands), so that the references below
+  are written with the bare network."""
+  c = _cfg(**{"path.hide_input": False, "path.project_output": False})
+  return field_lib.build(c, exp.path, exp.model, exp.mesh, K,
+                         scale_adaptive=False).sampler(spec)
 
 
 def _spec(exp, config):
@@ -165,7 +177,7 @@ def test_shared_band_noise_across_the_set(run):
   _, exp, _ = run
   spec = _spec(exp, _cfg(**{"sample.shared_bands": (1,)}))
   rng = jax.random.PRNGKey(0)
-  x = generate.initial_noise(exp.path, exp.info.shape, spec, rng,
+  x = sampler_lib.initial_noise(exp.path, exp.info.shape, spec, rng,
                              jnp.arange(6))
   c = exp.transform.forward(x)
   band = np.broadcast_to(exp.path.band, c.shape[1:])
@@ -174,7 +186,7 @@ def test_shared_band_noise_across_the_set(run):
                              atol=1e-5)
   assert np.abs(coarse[1:] - coarse[:1]).min() > 0
   # Sample i's own noise comes from fold_in(rng, i), whatever the chunk.
-  plain = generate.initial_noise(exp.path, exp.info.shape,
+  plain = sampler_lib.initial_noise(exp.path, exp.info.shape,
                                  _spec(exp, _cfg()), rng, jnp.arange(4, 7))
   np.testing.assert_array_equal(
       plain[1], jax.random.normal(jax.random.fold_in(rng, 5), (16, 16, 1)))
@@ -185,7 +197,7 @@ def _sample(run, y, **sample_overrides):
   spec = _spec(exp, _cfg(**{f"sample.{k}": v
                              for k, v in sample_overrides.items()}))
   x0 = jax.random.normal(jax.random.PRNGKey(7), (len(y), 16, 16, 1))
-  sampler = generate.make_sampler(exp.model, exp.path, K, spec)
+  sampler = _sampler(exp, spec)
   return np.asarray(sampler(params, x0, y)[0]), x0
 
 
@@ -258,11 +270,11 @@ def test_sampler_matches_reference_velocities(run):
 def test_band_strip_with_class_drop_inside_a_band(run):
   _, exp, params = run
   spec = _spec(exp, _cfg(**{"sample.class_drop_t": 0.3}))
-  sampler = generate.make_sampler(exp.model, exp.path, K, spec)
+  sampler = _sampler(exp, spec)
   x0 = jax.random.normal(jax.random.PRNGKey(1), (2, 16, 16, 1))
   y = jnp.asarray([1, 2], jnp.int32)
   # 2 steps over 2 bands: band 0 needs 2 (0..0.3, 0.3..0.5).
-  states = generate.band_strip_states(exp.path, sampler, params, x0, y,
+  states = sampler_lib.band_strip_states(exp.path, sampler, params, x0, y,
                                       spec._replace(num_steps=2))
   assert states.shape == (3, 2, 16, 16, 1)
   assert np.all(np.isfinite(np.asarray(states)))

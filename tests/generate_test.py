@@ -17,7 +17,8 @@ import pytest
 
 from configs import digits
 from kflow_jax.run import experiment
-from kflow_jax import generate
+from kflow_jax.run import field as field_lib
+from kflow_jax.generate import sample_set
 from kflow_jax.modes import train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -73,7 +74,7 @@ def test_one_and_eight_devices_give_the_same_set(trained, tmp_path):
   _sample(w1, 1, *flags)
   log = _sample(w8, 8, *flags)
   assert "NFE 4" in log
-  a, b = (generate.load_samples(_set_dir(w)) for w in (w1, w8))
+  a, b = (sample_set.load_samples(_set_dir(w)) for w in (w1, w8))
   np.testing.assert_array_equal(a["indices"], np.arange(20))
   np.testing.assert_array_equal(a["labels"], np.arange(20) % 10)
   np.testing.assert_array_equal(a["labels"], b["labels"])
@@ -81,7 +82,7 @@ def test_one_and_eight_devices_give_the_same_set(trained, tmp_path):
   # differently with another batch split, by at most one grey level.
   diff = np.abs(a["images"].astype(int) - b["images"].astype(int))
   assert diff.max() <= 1 and np.mean(diff == 0) > 0.99
-  meta = [json.load(open(os.path.join(_set_dir(w), generate.SET_FILE)))
+  meta = [json.load(open(os.path.join(_set_dir(w), sample_set.SET_FILE)))
           for w in (w1, w8)]
   assert [m["chunk_size"] for m in meta] == [8, 8]
   assert meta[0]["complete"] and meta[0]["nfe_max"] == 4
@@ -111,7 +112,7 @@ def test_killed_run_resumes_to_the_same_set(trained, tmp_path):
   assert 3 <= len(done) < 12, done  # killed mid-way
   log = _sample(cut, 1, *flags)
   assert f"at chunk {len(done)} of 12" in log
-  a, b = (generate.load_samples(_set_dir(w)) for w in (full, cut))
+  a, b = (sample_set.load_samples(_set_dir(w)) for w in (full, cut))
   for k in a:
     np.testing.assert_array_equal(a[k], b[k])
 
@@ -150,13 +151,14 @@ def test_adaptive_nfe_equals_counted_calls(trained, tmp_path):
   run = experiment.setup(c, _copy(trained, tmp_path, "w"), "sample",
                          devices=jax.devices()[:1])
   model = _CountingModel()
-  run = run._replace(model=model)
-  fn, chunk = generate.make_chunk_fn(run)
+  run = run._replace(model=model, field=field_lib.build(
+      c, run.path, model, run.mesh, run.num_classes, scale_adaptive=False))
+  fn, chunk = sample_set.make_chunk_fn(run)
   _, _, nfe = fn({}, np.int32(0))
   jax.effects_barrier()
   assert chunk == 6 and int(nfe) == model.calls > 6
   # The same count lands in samples.json and the log of --mode=sample.
-  d = generate.sample(run, {}, 4)
-  meta = json.load(open(os.path.join(d, generate.SET_FILE)))
+  d = sample_set.sample(run, {}, 4)
+  meta = json.load(open(os.path.join(d, sample_set.SET_FILE)))
   assert meta["chunks"]["0"]["nfe"] == int(nfe) == meta["nfe_max"]
   assert meta["spec"]["solver"] == "dopri5"

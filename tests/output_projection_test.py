@@ -13,7 +13,7 @@ import pytest
 
 from configs import digits
 from kflow_jax.run import experiment
-from kflow_jax import generate
+from kflow_jax.run import field as field_lib
 from kflow_jax.flow import losses
 from kflow_jax.flow import paths
 from kflow_jax.flow import sampling
@@ -48,13 +48,14 @@ def _inputs(run, n=4):
 
 def test_output_moves_only_the_bands_active_at_t():
   run, plain = _run(True), _run(False)
-  assert run.spec.projects and not plain.spec.projects
+  assert run.field.projects(run.spec)
+  assert not plain.field.projects(plain.spec)
   params = _params(run)
   x, t = _inputs(run)
   tr = run.path.transform
   inactive = ~np.asarray(paths.active_mask(run.path, t))
-  v = experiment.network_velocity(run, params)(x, t, None)
-  raw = experiment.network_velocity(plain, params)(x, t, None)
+  v = run.field.network(params)(x, t, None)
+  raw = plain.field.network(params)(x, t, None)
   c, c_raw = np.asarray(tr.forward(v)), np.asarray(tr.forward(raw))
   # Both bands of the 2-band path occur among the 4 times.
   assert inactive.any() and (~inactive).any()
@@ -69,9 +70,10 @@ def test_loss_uses_the_projected_output():
   params = _params(run)
   x1, _ = _inputs(run)
   keys = jax.random.split(jax.random.PRNGKey(5), x1.shape[0])
-  loss, _ = experiment.make_loss(run)(params, {"image": x1}, keys)
+  loss, _, grads = run.field.loss(params, {"image": x1}, keys)
+  assert grads is None
 
-  # The same draws as make_loss, the projection written out here.
+  # The same draws as the field's loss, the projection written out here.
   def draw(key):
     k_loss, _ = jax.random.split(key)
     r_noise, r_t = jax.random.split(k_loss)
@@ -86,8 +88,7 @@ def test_loss_uses_the_projected_output():
     mask = paths.active_mask(run.path, tt)
     return tr.inverse(jnp.where(mask, tr.forward(v), 0.0))
   want, _ = losses.kflow_loss(projected, run.path, x1, keys[0], x0=x0, t=t)
-  unprojected, _ = experiment.make_loss(_run(False))(params, {"image": x1},
-                                                     keys)
+  unprojected, _, _ = _run(False).field.loss(params, {"image": x1}, keys)
   np.testing.assert_allclose(float(loss), float(want), rtol=1e-5)
   assert abs(float(unprojected) - float(loss)) > 1e-3 * float(loss)
 
@@ -111,9 +112,9 @@ def test_hidden_input_bands_do_not_reach_the_network():
   x2 = x + tr.inverse(jnp.where(unstarted, tr.forward(noise), 0.0))
   for hidden in (True, False):
     r = run if hidden else _run(False)
-    fns = [experiment.network_velocity(r, params),
-           lambda xx, tt, y, r=r: generate.velocity_fn(
-               r.model, params, r.path, 0, r.spec, None)(xx, tt)]
+    fns = [r.field.network(params),
+           lambda xx, tt, y, r=r: r.field.velocity(params, None, r.spec)(
+               xx, tt)]
     for fn in fns:
       gap = float(jnp.max(jnp.abs(fn(x, t, None) - fn(x2, t, None))))
       assert (gap < 1e-5) if hidden else (gap > 1e-3), (hidden, gap)
@@ -123,25 +124,30 @@ def test_sampler_runs_the_network_as_trained():
   run = _run(True, hide=True)
   params = _params(run)
   x0, _ = _inputs(run)
-  sampler = generate.make_sampler(run.model, run.path, 0, run.spec)
+  sampler = run.field.sampler(run.spec)
   got = np.asarray(sampler(params, x0, None, num_steps=6)[0])
-  net = experiment.network_velocity(run, params)
+  net = run.field.network(params)
   want = np.asarray(sampling.sample(lambda x, t: net(x, t, None), run.path,
                                     x0, solver="euler", num_steps=6,
                                     project=True))
   np.testing.assert_allclose(got, want, atol=1e-5)
-  plain = np.asarray(generate.make_sampler(
-      run.model, run.path, 0, _run(False).spec)(params, x0, None,
-                                               num_steps=6)[0])
+  other = _run(False)
+  plain = np.asarray(other.field.sampler(other.spec)(params, x0, None,
+                                                     num_steps=6)[0])
   assert np.abs(plain - got).max() > 1e-3
 
 
 def test_sampler_projects_every_velocity():
   # The run's training choice, not a sampling option: not in the tag.
-  spec = _run(True).spec
-  assert spec.projects and spec.project_output and not spec.project
-  assert not _run(False).spec.projects
-  assert _run(False, hide=True).spec.hide_input
+  run = _run(True)
+  assert run.field.projects(run.spec) and not run.spec.project
+  assert run.field.band_io == field_lib.BandIO(False, True)
+  other = _run(False)
+  assert not other.field.projects(other.spec)
+  assert _run(False, hide=True).field.band_io.hide_input
+  # The network's band I/O belongs to how it was trained, not to the
+  # sampling spec.
+  assert not hasattr(run.spec, "project_output")
 
 
 def test_hiding_bands_of_a_non_orthonormal_transform_is_refused():
@@ -154,8 +160,9 @@ def test_scale_adaptive_run_does_not_use_them():
   # The digits K-Flow default sets both; scale_adaptive on top must work.
   run = _run(True, arg="transform=wavelet,runlocal", hide=True,
              **{"model.scale_adaptive": True})
-  assert run.adaptive is not None
-  assert not run.spec.projects and not run.spec.hide_input
+  assert run.field.plan is not None
+  assert run.field.band_io == field_lib.BandIO()
+  assert not run.field.projects(run.spec)
 
 
 def test_command_line_trains_and_samples_projected(tmp_path):

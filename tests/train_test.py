@@ -11,7 +11,7 @@ from configs import digits
 from kflow_jax.infra import checkpointing
 from kflow_jax.evaluators import evaluate
 from kflow_jax.run import experiment
-from kflow_jax import generate
+from kflow_jax.generate import sample_set
 from kflow_jax.modes import train
 from kflow_jax.run import train_state
 
@@ -74,7 +74,8 @@ def test_one_and_eight_devices_same_loss_and_outputs(tmp_path):
                          "sample", devices=jax.devices()[:8])
   step, state, _ = experiment.restore(run)
   params = experiment.inference_params(run, state)
-  images = generate.load_samples(generate.sample(run, params, step))["images"]
+  images = sample_set.load_samples(sample_set.sample(run, params,
+                                                    step))["images"]
   assert images.shape == (4, 16, 16, 1) and images.dtype == np.uint8
   out = os.listdir(os.path.join(w8, "sample_mode"))
   assert os.path.exists(os.path.join(w8, "sample_mode", out[0], "grid.png"))
