@@ -38,16 +38,6 @@ usage() {
   exit 2
 }
 
-workdir_from_args() {
-  while [[ $# -gt 0 ]]; do
-    case $1 in
-      --workdir=*) echo "${1#--workdir=}"; return 0 ;;
-      --workdir) echo "${2:-}"; return 0 ;;
-    esac
-    shift
-  done
-}
-
 main() {
   local rank="" nodes="" coord="" gpus="" python=${PYTHON:-python}
   local check_shared=1 dry_run=0
@@ -76,7 +66,7 @@ main() {
   [[ $# -gt 0 ]] || die "no kflow_jax flags after --; need --config=..." \
     "and --workdir=..."
   local workdir
-  workdir=$(workdir_from_args "$@")
+  workdir=$(bash "$(dirname "$0")/shared_workdir.sh" --workdir-of "$@")
   [[ -n $workdir ]] || die "no --workdir=... among the kflow_jax flags."
   local arg
   for arg in "$@"; do

@@ -2,6 +2,7 @@
 # Checks that a multi-node run's workdir is one directory all nodes share.
 #
 #   launch/shared_workdir.sh WORKDIR NODE_RANK NUM_NODES
+#   launch/shared_workdir.sh --workdir-of KFLOW_FLAGS...   (prints --workdir)
 #
 # Every node of the run calls it (slurm_gpu.sh and multinode_gpu.sh do,
 # before starting python); it exits 0 once it has seen the workdir shared,
@@ -33,7 +34,24 @@ die() {
   exit 1
 }
 
+# Prints the value of --workdir in kflow_jax flags (either spelling): the
+# launchers find the workdir to check with it.
+workdir_of() {
+  while [[ $# -gt 0 ]]; do
+    case $1 in
+      --workdir=*) echo "${1#--workdir=}"; return 0 ;;
+      --workdir) echo "${2:-}"; return 0 ;;
+    esac
+    shift
+  done
+}
+
 main() {
+  if [[ ${1:-} == --workdir-of ]]; then
+    shift
+    workdir_of "$@"
+    return 0
+  fi
   [[ $# -eq 3 ]] || die "usage: $0 WORKDIR NODE_RANK NUM_NODES"
   local workdir=$1 rank=$2 nodes=$3
   [[ $rank =~ ^[0-9]+$ && $nodes =~ ^[0-9]+$ && $rank -lt $nodes ]] ||

@@ -31,17 +31,6 @@ usage() {
   exit 2
 }
 
-# Prints the value of --workdir in the kflow_jax flags (either spelling).
-workdir_from_args() {
-  while [[ $# -gt 0 ]]; do
-    case $1 in
-      --workdir=*) echo "${1#--workdir=}"; return 0 ;;
-      --workdir) echo "${2:-}"; return 0 ;;
-    esac
-    shift
-  done
-}
-
 main() {
   local check_shared=1
   if [[ ${1:-} == --i-know-workdir-is-shared ]]; then
@@ -55,18 +44,18 @@ main() {
       "on machines without SLURM." >&2
     exit 1
   fi
-  local workdir
-  workdir=$(workdir_from_args "$@")
-  if [[ -z $workdir ]]; then
-    echo "slurm_gpu.sh: error: no --workdir=... among the flags." >&2
-    exit 1
-  fi
   # sbatch copies this script to a spool directory, so $0 does not point
   # into the repository; the submit directory does (submit from the root).
   local repo=${REPO_DIR:-${SLURM_SUBMIT_DIR:-$(pwd)}}
   if [[ ! -f $repo/kflow_jax/main.py ]]; then
     echo "slurm_gpu.sh: error: $repo is not the kflow_jax repository." \
       "Fix: run sbatch from the repository root or set REPO_DIR." >&2
+    exit 1
+  fi
+  local workdir
+  workdir=$(bash "$repo/launch/shared_workdir.sh" --workdir-of "$@")
+  if [[ -z $workdir ]]; then
+    echo "slurm_gpu.sh: error: no --workdir=... among the flags." >&2
     exit 1
   fi
   local coord_host coord_port python=${PYTHON:-python}
