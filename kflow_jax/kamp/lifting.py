@@ -196,20 +196,16 @@ def _divide_state(state, bottom):
 def _finish(state):
   """Clears the last off-diagonal entry: (steps, swap, scales, shifts)."""
   a, b, c, d, steps = state
-  if b[0].size == 0:  # [[a, 0], [c, d]]: clear c with column 1
-    if not (_monomial(a) and _monomial(d)):
-      return None
-    q = _mul(c, _inv_monomial(d))
-    if q[0].size:
-      steps += (Step(1, _floats(q[0]), q[1]),)
-    swap, out_a, out_d = False, a, d
-  else:  # [[0, b], [c, d]]: clear d with column 0
-    if not (_monomial(b) and _monomial(c)):
-      return None
-    q = _mul(d, _inv_monomial(c))
-    if q[0].size:
-      steps += (Step(0, _floats(q[0]), q[1]),)
-    swap, out_a, out_d = True, b, c
+  # [[a, 0], [c, d]]: clear c with column 1; [[0, b], [c, d]]: clear d with
+  # column 0 (the two diagonal entries then swap places).
+  swap = b[0].size != 0
+  column, (out_a, out_d), clear, pivot = (
+      (0, (b, c), d, c) if swap else (1, (a, d), c, d))
+  if not (_monomial(out_a) and _monomial(out_d)):
+    return None
+  q = _mul(clear, _inv_monomial(pivot))
+  if q[0].size:
+    steps += (Step(column, _floats(q[0]), q[1]),)
   scales = (float(out_a[0][0]), float(out_d[0][0]))
   shifts = (int(out_a[1]), int(out_d[1]))
   return steps, swap, scales, shifts

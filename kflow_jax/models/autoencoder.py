@@ -116,9 +116,9 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
+  out_channels: int
   block_out_channels: Sequence[int]
   layers_per_block: int
-  out_channels: int
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
@@ -152,8 +152,8 @@ class AutoencoderKL(nn.Module):
   def setup(self):
     self.encoder = Encoder(self.block_out_channels, self.layers_per_block,
                            self.latent_channels, self.dtype)
-    self.decoder = Decoder(self.block_out_channels, self.layers_per_block,
-                           self.in_channels, self.dtype)
+    self.decoder = Decoder(self.in_channels, self.block_out_channels,
+                           self.layers_per_block, self.dtype)
     self.quant_conv = nn.Conv(2 * self.latent_channels, (1, 1),
                               dtype=self.dtype)
     self.post_quant_conv = nn.Conv(self.latent_channels, (1, 1),

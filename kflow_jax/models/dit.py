@@ -113,10 +113,6 @@ class DiT(nn.Module):
     if self.pos_embed not in POS_EMBEDS:
       raise ValueError(
           f"pos_embed must be one of {POS_EMBEDS}, got {self.pos_embed!r}.")
-    if int(self.num_classes) < 0:
-      raise ValueError(
-          f"num_classes must be >= 0 (0 = unconditional), got "
-          f"{self.num_classes}.")
     hidden, _, heads = self.dims
     layers.check_positive_ints("hidden/depth/num_heads", self.dims)
     if hidden % heads:
@@ -127,8 +123,7 @@ class DiT(nn.Module):
     if self.pos_embed == "sincos" and hidden % 4:
       raise ValueError(
           f"pos_embed='sincos' needs hidden divisible by 4, got {hidden}.")
-    layers.resolve_dtype(self.dtype)
-    layers.resolve_dtype(self.param_dtype)
+    layers.check_head(self.num_classes, self.dtype, self.param_dtype)
     super().__post_init__()
 
   @property

@@ -27,6 +27,16 @@ TOKENS = ("batch", "length", "embed")
 IMAGE = ("batch", "height", "width", "embed")
 
 
+def check_head(num_classes, *dtypes) -> None:
+  """The checks every backbone's __post_init__ shares: a label table size
+  >= 0 (0 = unconditional) and dtypes that resolve."""
+  if int(num_classes) < 0:
+    raise ValueError(
+        f"num_classes must be >= 0 (0 = unconditional), got {num_classes}.")
+  for dtype in dtypes:
+    resolve_dtype(dtype)
+
+
 def resolve_dtype(dtype) -> jnp.dtype:
   """Accepts a jnp dtype or its name ("bfloat16", "float32", ...)."""
   try:

@@ -36,9 +36,7 @@ class MLP(nn.Module):
       raise ValueError(
           f"Unknown MLP size {self.size!r}; valid sizes: {list(SIZES)}.")
     layers.check_positive_ints("hidden/depth", self.dims)
-    if int(self.num_classes) < 0:
-      raise ValueError(f"num_classes must be >= 0, got {self.num_classes}.")
-    layers.resolve_dtype(self.dtype)
+    layers.check_head(self.num_classes, self.dtype)
     super().__post_init__()
 
   @property

@@ -145,9 +145,7 @@ class UNet(nn.Module):
           f"{ch}, e.g. 8.")
     if not 0.0 <= self.dropout < 1.0:
       raise ValueError(f"dropout must be in [0, 1), got {self.dropout}.")
-    if int(self.num_classes) < 0:
-      raise ValueError(f"num_classes must be >= 0, got {self.num_classes}.")
-    layers.resolve_dtype(self.dtype)
+    layers.check_head(self.num_classes, self.dtype)
     super().__post_init__()
 
   @property
