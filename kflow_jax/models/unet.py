@@ -85,8 +85,8 @@ class ResBlock(nn.Module):
 
 class AttnBlock(nn.Module):
   """Self-attention over all pixels of a level; zero output projection."""
-  num_heads: int
-  groups: int
+  num_heads: int  # channels // head_channels, at least 1
+  groups: int     # GroupNorm groups before attention, as in the ResBlocks
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
 
