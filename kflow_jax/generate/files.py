@@ -189,11 +189,38 @@ def label_grid(array: np.ndarray, tile_w: int, tile_h: int, pad: int,
   return out[..., None] if out.ndim == 2 else out
 
 
+def fold_rows(images, col_labels: Sequence[str], max_rows: int):
+  """[R, K, ...] with R > max_rows -> [max_rows, B*K + B-1, ...]: blocks of
+  max_rows rows side by side, a blank column between blocks, so that a
+  figure of many examples is a compact grid rather than one long strip.
+  Each block's first column label says which examples (rows) it holds.
+  Returns (images, col_labels)."""
+  x = np.asarray(images)
+  r, k = x.shape[:2]
+  blocks = math.ceil(r / max_rows)
+  blank = np.ones((max_rows, 1) + x.shape[2:], x.dtype)  # white in [-1, 1]
+  x = np.concatenate([x, np.ones((blocks * max_rows - r,) + x.shape[1:],
+                                 x.dtype)])
+  parts, labels = [], []
+  for b in range(blocks):
+    if b:
+      parts.append(blank)
+      labels.append("")
+    parts.append(x[b * max_rows:(b + 1) * max_rows])
+    first, last = b * max_rows, min(r, (b + 1) * max_rows) - 1
+    names = list(col_labels) or [""] * k
+    labels += [f"#{first}-{last}\n{names[0]}"] + names[1:]
+  return np.concatenate(parts, axis=1), labels
+
+
 def save_labelled_grid(path: str, images, col_labels: Sequence[str] = (),
                        row_labels: Sequence[str] = (),
-                       scale: Optional[int] = None, pad: int = 1) -> str:
+                       scale: Optional[int] = None, pad: int = 1,
+                       max_rows: Optional[int] = None) -> str:
   """Writes images [R, K, H, W, C] in [-1, 1] as an R x K PNG grid with a
-  label above each column and left of each row (either may be empty)."""
+  label above each column and left of each row (either may be empty).
+  With max_rows and R > max_rows, the rows are folded into blocks side by
+  side (fold_rows) and the row labels are replaced by each block's range."""
   x = np.asarray(images)
   if x.ndim != 5:
     raise ValueError(f"images must be [rows, cols, H, W, C], got {x.shape}.")
@@ -203,6 +230,10 @@ def save_labelled_grid(path: str, images, col_labels: Sequence[str] = (),
     if labels and len(labels) != n:
       raise ValueError(f"{what} has {len(labels)} entries for {n} "
                        f"{what[:3]}s; give one per {what[:3]} or none.")
+  if max_rows is not None and r > max_rows:
+    x, col_labels = fold_rows(x, col_labels, max_rows)
+    row_labels = ()
+    r, k = x.shape[:2]
   scale = _auto_scale(min(h, w)) if scale is None else int(scale)
   g = grid(x.reshape((r * k,) + x.shape[2:]), ncol=k, pad=pad, scale=scale)
   return _write_png(path, label_grid(g, w * scale, h * scale, pad * scale,

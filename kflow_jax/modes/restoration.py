@@ -41,6 +41,11 @@ MODES = restore_spec.MODES
 # ----------------------------------------------------------------------------
 # Inputs, the field and outputs.
 
+# Figures of many images fold into blocks of this many rows side by side
+# (files.fold_rows): 64 restored images make an 8 x 8-block grid, not a
+# strip 64 rows tall.
+FIGURE_ROWS = 8
+
 
 def load_images(run, rspec: restore_spec.RestoreSpec):
   """(images [N, H, W, C] in [-1, 1], labels [N] or None) of the source."""
@@ -200,7 +205,8 @@ def restore_mode(run, params, step: int,
     cols = list(columns) + ["original"]
     grid = np.stack([columns[c] for c in columns] + [images], axis=1)
     samples_lib.save_labelled_grid(base + ".png", grid[:64], cols,
-                                   [f"#{i}" for i in range(min(n, 64))])
+                                   [f"#{i}" for i in range(min(n, 64))],
+                                   max_rows=FIGURE_ROWS)
     metrics_io.write_json(base + ".json", result)
     logging.info(
         "Restored %d images (%s, keep bands 0..%d, t_start %.3f): %s -> "
@@ -247,7 +253,7 @@ def edit_mode(run, params, step: int,
     samples_lib.save_labelled_grid(
         base + ".png", grid[:64],
         ["original", f"bands {join}"] + [f"edit {k}" for k in range(e)],
-        [f"#{i}" for i in range(min(n, 64))])
+        [f"#{i}" for i in range(min(n, 64))], max_rows=FIGURE_ROWS)
     logging.info("Edited %d images keeping bands %s (start t=%.3f): %s.png",
                  n, keep, t_start, base)
   return grid
