@@ -243,8 +243,9 @@ def save_labelled_grid(path: str, images, col_labels: Sequence[str] = (),
 def band_strip_labels(tau: Sequence[float]) -> list:
   """Column labels of the band strip: the time and which band is done.
 
-  Column s is the state at t = tau_s, when bands 0..s-1 have finished
-  flowing (no overlap); column 0 is the noise.
+  Column s is at t = tau_s, when bands 0..s-1 have finished flowing (no
+  overlap); column 0 is the noise. The training run's strip gives each
+  sample two rows: the state, and its projection on the finished bands.
   """
   out = []
   for s, t in enumerate(tau):

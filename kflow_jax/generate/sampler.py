@@ -130,6 +130,20 @@ def band_strip_states(path, sampler, params, x0, y, spec: generate.Spec):
   return jnp.stack(states)
 
 
+def finished_bands(path, states) -> jax.Array:
+  """The band strip's second row: at tau_s, the state projected on the
+  bands that have finished, 0..s-1 ([S+1, B, ...]; column 0, where none
+  has, is 0). The full state at tau_s still holds the unit-variance noise
+  of the unfinished bands, which hides the finished coarse bands from the
+  eye; their projection shows what the flow has decided so far."""
+  tr = path.transform
+  out = [jnp.zeros_like(states[0])]
+  for s in range(1, states.shape[0]):
+    keep = steering.bands_mask(path, range(s))
+    out.append(tr.inverse(jnp.where(keep, tr.forward(states[s]), 0)))
+  return jnp.stack(out)
+
+
 def grid_layout(num_classes: int, labels) -> dict:
   """save_grid keywords: one class per row for class-conditional runs."""
   if not num_classes:
@@ -165,8 +179,12 @@ def write_grid(run, sampler, params, step: int, writer=None,
   if final:
     k = min(4, n)
     states = band_strip_states(path, sampler, params, x0[:k], y[:k], spec)
-    states = np.stack([decode(run.decoder, s) for s in states])
+    done = finished_bands(path, states)
+    states, done = (np.stack([decode(run.decoder, s) for s in a])
+                    for a in (states, done))
     samples_lib.save_band_strip(
         os.path.join(run.workdir, "band_strip.png"),
-        [states[:, i] for i in range(k)], path.tau)
+        [r for i in range(k) for r in (states[:, i], done[:, i])], path.tau,
+        row_labels=[r for i in range(k)
+                    for r in (f"#{i} state", f"#{i} bands done")])
   logging.info("Wrote samples for step %d to %s", step, run.workdir)
