@@ -28,3 +28,20 @@ def test_save_labelled_grid_folds_only_long_figures(tmp_path, rows,
                                [f"#{i}" for i in range(rows)], max_rows=8)
   w, h = Image.open(f).size
   assert (w > h) == expect_wide, (w, h)
+
+
+def test_finished_bands_row_of_the_band_strip():
+  import jax  # pylint: disable=g-import-not-at-top
+  from kflow_jax import kamp  # pylint: disable=g-import-not-at-top
+  from kflow_jax.flow import degradation  # pylint: disable=g-import-not-at-top
+  from kflow_jax.flow import paths  # pylint: disable=g-import-not-at-top
+  from kflow_jax.generate import sampler  # pylint: disable=g-import-not-at-top
+  path = paths.make_path(kamp.get("fourier", (8, 8, 1)), num_scales=2)
+  states = jax.random.normal(jax.random.key(0), (3, 2, 8, 8, 1))
+  done = np.asarray(sampler.finished_bands(path, states))
+  assert (done[0] == 0).all()  # nothing finished at t = 0
+  np.testing.assert_allclose(
+      done[1], degradation.band_part(path, states[1], [0]), atol=1e-6)
+  # Band 0's part differs from the state: the fine band is still noise.
+  assert np.abs(done[1] - np.asarray(states[1])).max() > 0.1
+  np.testing.assert_allclose(done[2], states[2], atol=1e-5)  # all finished
