@@ -9,7 +9,9 @@ import sys
 import numpy as np
 import pytest
 
+from kflow_jax import config_lib
 from kflow_jax.evaluators import class_drop
+from kflow_jax.evaluators import config as evals_config
 from kflow_jax import kamp
 from kflow_jax.flow import paths
 from kflow_jax.evaluators import fid
@@ -189,6 +191,24 @@ def test_class_drop_ratio_refuses_unconditional(trained, cache):
       "--config=configs/digits.py:runlocal", f"--workdir={trained}",
       "--metric=random_fd"], cache)
   assert p.returncode == 1 and "class-conditional" in p.stderr
+
+
+def test_evals_spec_is_read_once_and_checked():
+  """config.evals -> EvalSpec: counts of 0 mean all (None), bad values
+  are refused with the key named, before any sampling."""
+  ev = evals_config.parse_evals(config_lib.base().evals)
+  assert ev.metrics == ("loss", "cheap") and ev.num_samples is None
+  assert ev.num_reference is None and ev.protocol == "pytorch_fid"
+  for key, value, match in (
+      ("metrics", ("loss", "isc"), r"unknown \['isc'\]"),
+      ("metrics", (), "choose from"),
+      ("protocol", "tf", "protocol='tf'"),
+      ("num_reference", -1, "num_reference=-1 must be >= 0"),
+      ("feature_batch_size", 0, "feature_batch_size must be >= 1")):
+    c = config_lib.base().evals
+    c[key] = value
+    with pytest.raises(ValueError, match=match):
+      evals_config.parse_evals(c)
 
 
 def test_flowed_share():

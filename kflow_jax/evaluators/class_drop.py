@@ -3,7 +3,7 @@
     python -m kflow_jax.tools.class_drop_ratio --config=configs/digits.py:cond \
         --workdir=DIR --fraction=0.3 [--metric=class_accuracy]
 
-Two sample sets of the same noise and labels (generate.sample, so both are
+Two sample sets of the same noise and labels (sample_set.sample, so both are
 chunked, resumable and kept under sample_mode/): one with the label all
 the way (config.sample as given, class_drop_t off) and one whose label is
 dropped after time t = fraction (config.sample.class_drop_t = fraction:
@@ -29,8 +29,9 @@ from absl import logging
 import numpy as np
 
 from kflow_jax.evaluators import evaluate
-from kflow_jax import generate
+from kflow_jax.generate import sample_set
 from kflow_jax.evaluators import sharded_features
+from kflow_jax.infra import metrics_io
 
 METRICS = ("class_accuracy", "classifier_fd", "random_fd")
 CDR_FILE = "cdr.json"
@@ -61,8 +62,8 @@ def class_drop_ratio(run, params, step: int, fraction: float,
   sets = {}
   for name, t_drop in (("full", None), ("drop", float(fraction))):
     sub = run._replace(spec=run.spec._replace(class_drop_t=t_drop))
-    directory = generate.sample(sub, params, step)
-    s = generate.load_samples(directory)
+    directory = sample_set.sample(sub, params, step)
+    s = sample_set.load_samples(directory)
     scores = evaluate.cheap_scores(sub, s["images"], reference,
                                    labels=s["labels"], classifier=clf)
     sets[name] = {"samples": directory, "metrics": scores,
@@ -85,9 +86,9 @@ def class_drop_ratio(run, params, step: int, fraction: float,
       "classifier_sha256": clf and sharded_features.sha256(clf),
       "sets": sets,
   }
-  evaluate.write_json(os.path.join(run.workdir, CDR_FILE), out)
-  evaluate.write_json(os.path.join(run.workdir, f"cdr_{fraction:g}.json"),
-                      out)
+  metrics_io.write_json(os.path.join(run.workdir, CDR_FILE), out)
+  metrics_io.write_json(
+      os.path.join(run.workdir, f"cdr_{fraction:g}.json"), out)
   logging.info("CDR at step %d, drop after t=%g: %s %.4f / %.4f = %.4f "
                "(class accuracy with drop %s)", step, fraction, metric, drop,
                full, out["ratio"], out["class_accuracy_drop"])

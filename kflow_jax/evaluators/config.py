@@ -1,29 +1,71 @@
-"""config.evals: what --mode=eval and the in-training evaluation score.
+"""config.evals read once: the EvalSpec of --mode=eval and the in-training
+evaluation.
 
-Kept apart from kflow_jax/evaluators/evaluate.py so config_lib.base() can build the
-section without importing jax-heavy modules before jax is configured.
+`parse_evals` is the one reader of the section (its keys and defaults:
+kflow_jax/config_lib/sections.py, `evals_defaults`); it checks every
+value, so a typo fails before minutes of sampling, and the evaluation code
+takes the spec.
 """
-import ml_collections
+from typing import NamedTuple
+
+from kflow_jax.evaluators import preprocess
+
+METRICS = ("loss", "cheap", "fid")
 
 
-def default_config() -> ml_collections.ConfigDict:
-  """Every config.evals key with its default."""
-  return ml_collections.ConfigDict(dict(
-      metrics=("loss", "cheap"),  # any of METRICS, for --mode=eval
-      # A sample-set directory (sample_mode/<tag> of --mode=sample) to
-      # score; "": generate one from config.sample (resumable).
-      samples="",
-      num_samples=0,              # score the set's first N; 0: all of it
-      reference_split="eval",     # input_pipeline split of the reference
-      num_reference=0,            # its first N examples; 0: all
-      # Classifier .npz of tools/train_classifier; "": look in the workdir
-      # and ~/.cache/kflow_jax (none found: no classifier metrics).
-      classifier="",
-      # FID: pytorch-fid's .pth ("": $KFLOW_INCEPTION_WEIGHTS or
-      # ~/.cache/kflow_jax/), its sha256 check (off only for test weights),
-      # the reference statistics file, the preprocessing protocol.
-      inception_weights="", check_weights_hash=True, fid_reference="",
-      protocol="pytorch_fid", feature_batch_size=50,
-      # During training: cheap metrics of train_num_samples fresh samples
-      # every every_steps steps (0: off), and the spectrum / band-loss PNGs.
-      every_steps=0, train_num_samples=256, plots=True))
+class EvalSpec(NamedTuple):
+  """A checked config.evals (see config_lib.sections.evals_defaults).
+
+  num_samples / num_reference: None for all of the set / the split.
+  """
+  metrics: tuple
+  samples: str
+  num_samples: object
+  reference_split: str
+  num_reference: object
+  classifier: str
+  inception_weights: str
+  check_weights_hash: bool
+  fid_reference: str
+  protocol: str
+  feature_batch_size: int
+  every_steps: int
+  train_num_samples: int
+  plots: bool
+
+
+def _count(ecfg, key: str):
+  n = int(ecfg[key])
+  if n < 0:
+    raise ValueError(f"config.evals.{key}={n} must be >= 0 (0: all).")
+  return n or None
+
+
+def parse_evals(ecfg) -> EvalSpec:
+  """Checks config.evals and returns its EvalSpec."""
+  metrics = tuple(ecfg.metrics)
+  unknown = [m for m in metrics if m not in METRICS]
+  if unknown or not metrics:
+    raise ValueError(f"config.evals.metrics={metrics} has unknown {unknown}; "
+                     f"choose from {METRICS}, e.g. "
+                     "--config.evals.metrics=loss,cheap.")
+  protocol = str(ecfg.protocol)
+  if protocol not in preprocess.PROTOCOLS:
+    raise ValueError(f"config.evals.protocol={protocol!r}; valid: "
+                     f"{preprocess.PROTOCOLS}.")
+  for key, low in (("feature_batch_size", 1), ("every_steps", 0)):
+    if int(ecfg[key]) < low:
+      raise ValueError(f"config.evals.{key} must be >= {low}, got "
+                       f"{ecfg[key]}.")
+  return EvalSpec(
+      metrics=metrics, samples=str(ecfg.samples),
+      num_samples=_count(ecfg, "num_samples"),
+      reference_split=str(ecfg.reference_split),
+      num_reference=_count(ecfg, "num_reference"),
+      classifier=str(ecfg.classifier),
+      inception_weights=str(ecfg.inception_weights),
+      check_weights_hash=bool(ecfg.check_weights_hash),
+      fid_reference=str(ecfg.fid_reference), protocol=protocol,
+      feature_batch_size=int(ecfg.feature_batch_size),
+      every_steps=int(ecfg.every_steps),
+      train_num_samples=int(ecfg.train_num_samples), plots=bool(ecfg.plots))

@@ -23,12 +23,13 @@ Metrics (config.evals.metrics, any of):
          over every device, statistics float64 on the host.
 
 The sample set is evals.samples (a directory written by --mode=sample) or,
-by default, generated with generate.sample from config.sample (chunked,
-sharded, resumable: a relaunch reuses the finished chunks). eval.json (in
-the workdir, and a copy in the sample set's directory) holds every metric,
-the checkpoint step, the sample and reference counts, the reference and
-weights files with their sha256, and the sampler provenance copied from
-the set's samples.json (solver, NFE, guidance, steering).
+by default, generated with generate.sample_set.sample from config.sample
+(chunked, sharded, resumable: a relaunch reuses the finished chunks).
+eval.json (in the workdir, and a copy in the sample set's directory) holds
+every metric, the checkpoint step, the sample and reference counts, the
+reference and weights files with their sha256, and the sampler provenance
+copied from the set's samples.json (solver, NFE, guidance, steering).
+config.evals is read through evals_spec (evaluators/config.parse_evals).
 """
 import json
 import os
@@ -38,8 +39,8 @@ from absl import logging
 import jax
 import numpy as np
 
-from kflow_jax.run import experiment
-from kflow_jax import generate
+from kflow_jax.generate import sample_set as sample_set_lib
+from kflow_jax.generate import sampler as sampler_lib
 from kflow_jax.data import input_pipeline
 from kflow_jax import kamp
 from kflow_jax.infra import metrics_io
@@ -50,12 +51,14 @@ from kflow_jax.evaluators import fid
 from kflow_jax.generate import files as samples_lib
 from kflow_jax.evaluators import sharded_features
 
-METRICS = ("loss", "cheap", "fid")
+METRICS = evals_config.METRICS
 EVAL_FILE = "eval.json"
 CLASSIFIER_FILE = "classifier.npz"
 
 
-default_config = evals_config.default_config
+def evals_spec(config) -> evals_config.EvalSpec:
+  """config.evals as its checked EvalSpec (evaluators/config.py)."""
+  return evals_config.parse_evals(config.evals)
 
 
 def to_float(images_uint8) -> np.ndarray:
@@ -70,9 +73,9 @@ def reference_images(config, split: Optional[str] = None,
   examples), read once in order through the input pipeline (latents
   decoded to pixels), quantised like the samples so both sides of every
   metric are uint8."""
-  ev = config.evals
-  split = split or str(ev.reference_split)
-  num = int(ev.num_reference) if num is None else int(num)
+  ev = evals_spec(config)
+  split = split or ev.reference_split
+  num = (ev.num_reference or 0) if num is None else int(num)
   decoder = input_pipeline.latent_decoder(config.input)
   it = input_pipeline.create(config.input, global_batch_size=256,
                              seed=int(config.seed), process_index=0,
@@ -82,7 +85,7 @@ def reference_images(config, split: Optional[str] = None,
     keep = np.asarray(batch["mask"], bool)
     x = np.asarray(batch["image"])[keep]
     if decoder is not None:
-      x = generate.decode(decoder, x)
+      x = sampler_lib.decode(decoder, x)
     images.append(samples_lib.to_uint8(x))
     labels.append(np.asarray(batch["label"], np.int32)[keep])
     count += int(keep.sum())
@@ -109,7 +112,7 @@ def find_classifier(run, required: bool = False) -> Optional[str]:
   """evals.classifier (must exist), else the first default path found;
   None when there is none (or a ValueError with the command that trains
   one, when `required`)."""
-  given = str(run.config.evals.classifier)
+  given = evals_spec(run.config).classifier
   if given:
     if not os.path.isfile(os.path.expanduser(given)):
       raise ValueError(
@@ -145,23 +148,23 @@ def fid_scores(run, images_uint8) -> tuple:
   """({fid, sfid, inception_score[, precision, recall]}, record) of uint8
   samples against config.evals.fid_reference; record names the weights,
   the reference and their sha256."""
-  ev = run.config.evals
+  ev = evals_spec(run.config)
   if not ev.fid_reference:
     raise ValueError(
         "the fid metrics need a reference: build one with python -m "
         "kflow_jax.tools.fid_reference --config=<this config> --out=ref.npz "
         "(or use an ADM VIRTUAL_*.npz) and pass "
         "--config.evals.fid_reference=ref.npz.")
-  ref_path = os.path.expanduser(str(ev.fid_reference))
+  ref_path = os.path.expanduser(ev.fid_reference)
   variables, wpath = sharded_features.load_weights(
-      str(ev.inception_weights), bool(ev.check_weights_hash))
+      ev.inception_weights, ev.check_weights_hash)
   wsha = sharded_features.sha256(wpath)
-  meta = sharded_features.check_reference(ref_path, str(ev.protocol), wsha)
+  meta = sharded_features.check_reference(ref_path, ev.protocol, wsha)
   with np.load(ref_path, allow_pickle=False) as npz:
     has_images = "arr_0" in npz.files
   ref = fid.load_reference(ref_path, load_images=has_images)
-  fn, bs = sharded_features.feature_fn(variables, str(ev.protocol),
-                                       run.mesh, int(ev.feature_batch_size))
+  fn, bs = sharded_features.feature_fn(variables, ev.protocol,
+                                       run.mesh, ev.feature_batch_size)
   feats = fid.extract_features(fn, images_uint8, batch_size=bs)
   ref_pool = None
   if has_images:
@@ -181,7 +184,7 @@ def fid_scores(run, images_uint8) -> tuple:
 
 def sampler_provenance(directory: str) -> dict:
   """How a sample set was made, from its samples.json."""
-  with open(os.path.join(directory, generate.SET_FILE)) as f:
+  with open(os.path.join(directory, sample_set_lib.SET_FILE)) as f:
     meta = json.load(f)
   spec = meta.get("spec", {})
   keys = ("solver", "num_steps", "rtol", "atol", "project", "guidance",
@@ -194,68 +197,40 @@ def sampler_provenance(directory: str) -> dict:
   return out
 
 
-def _jsonable(v):
-  # numpy scalars and per-band arrays; strict JSON has no NaN (-> null).
-  if isinstance(v, dict):
-    return {k: _jsonable(e) for k, e in v.items()}
-  if isinstance(v, (list, tuple)):
-    return [_jsonable(e) for e in v]
-  if isinstance(v, (np.ndarray, np.generic)):
-    return _jsonable(np.asarray(v).tolist())
-  if isinstance(v, float) and not np.isfinite(v):
-    return None
-  return v
-
-
-def write_json(path: str, obj) -> None:
-  if jax.process_index() != 0:
-    return
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(_jsonable(obj), f, indent=2)
-  os.replace(tmp, path)
-
-
 def sample_set(run, params, step: int) -> str:
   """The directory of the set to score: evals.samples, or generated."""
-  given = str(run.config.evals.samples)
+  given = evals_spec(run.config).samples
   if given:
-    if not os.path.isfile(os.path.join(given, generate.SET_FILE)):
+    if not os.path.isfile(os.path.join(given, sample_set_lib.SET_FILE)):
       raise ValueError(
           f"config.evals.samples={given!r} is not a sample set (no "
-          f"{generate.SET_FILE}); give a sample_mode/<tag> directory written "
-          "by --mode=sample, or leave it empty to generate one.")
+          f"{sample_set_lib.SET_FILE}); give a sample_mode/<tag> directory "
+          "written by --mode=sample, or leave it empty to generate one.")
     return given
   if params is None:
     raise ValueError("generating a sample set needs the checkpoint.")
-  return generate.sample(run, params, step)
+  return sample_set_lib.sample(run, params, step)
 
 
 def evaluate(run, step: int, params) -> dict:
   """--mode=eval: the config.evals.metrics of checkpoint `step` with its
   inference params (see the module docstring); writes eval.json and
   returns its content."""
-  ev = run.config.evals
-  wanted = tuple(ev.metrics)
-  unknown = [m for m in wanted if m not in METRICS]
-  if unknown or not wanted:
-    raise ValueError(f"config.evals.metrics={wanted} has unknown {unknown}; "
-                     f"choose from {METRICS}, e.g. "
-                     "--config.evals.metrics=loss,cheap.")
+  ev = evals_spec(run.config)
+  wanted = ev.metrics
   # Check the FID inputs before minutes of sampling.
   if "fid" in wanted:
-    sharded_features.load_weights(str(ev.inception_weights),
-                                  bool(ev.check_weights_hash))
+    sharded_features.load_weights(ev.inception_weights,
+                                  ev.check_weights_hash)
     if ev.fid_reference:
-      fid.load_reference(os.path.expanduser(str(ev.fid_reference)))
+      fid.load_reference(os.path.expanduser(ev.fid_reference))
   out = {"checkpoint_step": int(step), "metrics": {}}
   if "loss" in wanted:
     out["metrics"].update(eval_loss(run, params, step, write=False))
   directory = None
   if "cheap" in wanted or "fid" in wanted:
     directory = sample_set(run, params, step)
-    n = int(ev.num_samples) or None
-    s = generate.load_samples(directory, limit=n)
+    s = sample_set_lib.load_samples(directory, limit=ev.num_samples)
     out.update(samples=directory, num_samples=int(len(s["images"])),
                sampler=sampler_provenance(directory))
     if "cheap" in wanted:
@@ -270,24 +245,24 @@ def evaluate(run, step: int, params) -> dict:
             run.config.input.name)
       out["metrics"].update(cheap_scores(run, s["images"], ref,
                                          labels=s["labels"], classifier=clf))
-      out.update(reference_split=str(ev.reference_split),
+      out.update(reference_split=ev.reference_split,
                  num_reference=int(len(ref)), classifier=clf,
                  classifier_sha256=clf and sharded_features.sha256(clf),
                  cutoffs=list(run.path.cutoffs))
     if "fid" in wanted:
       scores, record = fid_scores(run, s["images"])
       out["metrics"].update(scores)
-      out.update(record, protocol=str(ev.protocol))
+      out.update(record, protocol=ev.protocol)
   writer = metrics_io.MetricWriter(run.workdir)
   # One metrics.jsonl line per evaluation (eval_loss keeps its name).
   writer.write(step, {k if k.startswith("eval_") else f"eval_{k}": v
                       for k, v in out["metrics"].items()})
   writer.close()
-  write_json(os.path.join(run.workdir, EVAL_FILE), out)
+  metrics_io.write_json(os.path.join(run.workdir, EVAL_FILE), out)
   if directory is not None:
-    write_json(os.path.join(directory, EVAL_FILE), out)
+    metrics_io.write_json(os.path.join(directory, EVAL_FILE), out)
   logging.info("Eval of step %d: %s", step,
-               json.dumps(_jsonable(out["metrics"])))
+               json.dumps(metrics_io.jsonable(out["metrics"])))
   return out
 
 
@@ -295,9 +270,9 @@ def eval_loss(run, params, step: int, write: bool = True) -> dict:
   """{"eval_loss", "eval_examples", "eval_band_loss"}, written to
   metrics.jsonl at `step` when `write`."""
   config = run.config
-  # The training loss on a local batch (the model runs once on it, which
-  # a band-routed MoE needs), with padding masked out.
-  loss_fn = experiment.sharded_loss(run, with_grad=False)
+  # The training loss of the run's field (full-resolution or
+  # scale-adaptive), with padding masked out.
+  loss_fn = run.field.loss
   bs = int(config.batch_size)
 
   @jax.jit
