@@ -36,6 +36,7 @@ def _positive(values):
   return bool(values) and all(v is not None and v > 0 for v in values)
 
 
+@pytest.mark.slow
 def test_run_all_quick(tmp_path):
   """Every benchmark runs at toy size through run_all, which writes one
   JSON and one markdown file named after the machine."""

@@ -127,7 +127,11 @@ def _main(args, cache):
                         timeout=600)
 
 
-@pytest.mark.parametrize("index", range(len(CASES)))
+# Slow tier, except the configs without their data: those stop at once with
+# the data-set error, a quick command-line error test.
+@pytest.mark.parametrize("index", [
+    pytest.param(i, marks=() if c[2] == "data" else pytest.mark.slow)
+    for i, c in enumerate(CASES)])
 def test_config_runs_through_main(index, tmp_path, cache_dir, tiny_data):
   arg, flags, expect = CASES[index]
   wd = str(tmp_path / "run")

@@ -8,6 +8,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLAIMS = ("quality", "recipe", "class_drop", "steerability", "restoration",
           "adaptive")
@@ -24,6 +26,7 @@ def _numbers(obj):
     yield obj
 
 
+@pytest.mark.slow
 def test_run_all_quick(tmp_path):
   root = tmp_path / "experiments"
   env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu", XLA_FLAGS="",

@@ -100,6 +100,7 @@ def _steps(workdir):
                 if s.isdigit()) if os.path.isdir(d) else []
 
 
+@pytest.mark.slow
 def test_sigkill_and_sigterm_resume_bit_identical(tmp_path, cache_dir):
   ref, run = str(tmp_path / "ref"), str(tmp_path / "run")
   _run(ref, cache_dir)
@@ -130,6 +131,7 @@ def _free_port():
     return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_process(tmp_path, cache_dir):
   w2 = str(tmp_path / "two")
   port = _free_port()

@@ -51,6 +51,7 @@ def test_committed_notebook_has_outputs_and_parameters(name):
   assert not errors
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(TINY))
 def test_notebook_runs_headless_at_tiny_size(name, tmp_path):
   params, pictures = TINY[name]
