@@ -97,7 +97,7 @@ class PaddedSource:
 
 def resolve_size(cfg, family: Family, name: str) -> int:
   """config.input.image_size, or the family's default when it is None."""
-  size = cfg.get("image_size", None)
+  size = cfg.image_size
   if size is None:
     size = family.default_size
   if size is None:
@@ -112,5 +112,5 @@ def resolve_size(cfg, family: Family, name: str) -> int:
 
 def resolve_flip(cfg, family: Family) -> bool:
   """config.input.random_flip, or the family default when it is None."""
-  flip = cfg.get("random_flip", None)
+  flip = cfg.random_flip
   return family.default_flip if flip is None else bool(flip)

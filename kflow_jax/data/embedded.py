@@ -25,7 +25,6 @@ COLOR_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket",
                 "hubble_deep_field", "retina", "immunohistochemistry",
                 "motorcycle")
 GREY_PHOTOS = ("brick", "grass", "gravel", "camera", "moon", "coins", "clock")
-DEFAULT_EVAL_PHOTOS = ("chelsea", "gravel")
 
 
 # ------------------------------------------------------------------ digits
@@ -82,7 +81,7 @@ def _split_kind(split: str, name: str) -> bool:
 
 def _digits_info(cfg, split):
   size = base.resolve_size(cfg, DIGITS, "digits")
-  _check_digits_size(size, cfg.get("digits_fit", "resize"))
+  _check_digits_size(size, cfg.digits_fit)
   test = _split_kind(split, "digits")
   n = DIGITS_TEST_SIZE if test else 1797 - DIGITS_TEST_SIZE
   return base.DatasetInfo((size, size, 1), 10, n)
@@ -90,8 +89,7 @@ def _digits_info(cfg, split):
 
 def _digits_prepare(cfg, split, train):
   info = _digits_info(cfg, split)
-  images, labels, is_test = _digits_arrays(info.shape[0],
-                                           cfg.get("digits_fit", "resize"))
+  images, labels, is_test = _digits_arrays(info.shape[0], cfg.digits_fit)
   keep = is_test if _split_kind(split, "digits") else ~is_test
   source = base.ArraySource(images[keep], labels[keep])
   flip = train and base.resolve_flip(cfg, DIGITS)
@@ -122,9 +120,9 @@ def load_photo(name: str) -> np.ndarray:
 
 
 def _photo_lists(cfg):
-  photos = cfg.get("photos", None)
+  photos = cfg.photos
   photos = tuple(photos) if photos else COLOR_PHOTOS + GREY_PHOTOS
-  eval_photos = tuple(cfg.get("eval_photos", DEFAULT_EVAL_PHOTOS) or ())
+  eval_photos = tuple(cfg.eval_photos or ())
   for p in photos + eval_photos:
     if p not in COLOR_PHOTOS + GREY_PHOTOS:
       raise ValueError(
@@ -178,7 +176,7 @@ def _patches_info(cfg, split):
   size = base.resolve_size(cfg, PATCHES, "natural_patches")
   photos, _, _ = _photo_lists(cfg)
   test = _split_kind(split, "natural_patches")
-  count = int(cfg.get("eval_patches" if test else "patches_per_epoch"))
+  count = int(cfg.eval_patches if test else cfg.patches_per_epoch)
   if count < 1:
     raise ValueError(
         "config.input.patches_per_epoch and eval_patches must be >= 1, "
@@ -190,13 +188,13 @@ def _patches_prepare(cfg, split, train):
   info = _patches_info(cfg, split)
   photos, train_photos, eval_photos = _photo_lists(cfg)
   test = _split_kind(split, "natural_patches")
-  zoom = float(cfg.get("patch_max_zoom", 2.0))
+  zoom = float(cfg.patch_max_zoom)
   if zoom < 1.0:
     raise ValueError(
         f"config.input.patch_max_zoom must be >= 1.0, got {zoom}.")
   # Different bank seeds per split, both fixed by patch_seed (the data set
   # is part of the experiment; the training seed only drives order/flips).
-  seed = (int(cfg.get("patch_seed", 0)), 1 if test else 0)
+  seed = (int(cfg.patch_seed), 1 if test else 0)
   images, labels = _patch_bank(
       photos, eval_photos if test else train_photos, info.shape[0],
       info.num_examples, zoom, seed)

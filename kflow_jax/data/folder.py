@@ -160,9 +160,9 @@ def make_test_folder(root: str, num_classes: int = 2, per_class: int = 6,
 
 
 def _resolve(cfg, split):
-  path = cfg.get("path", "")
+  path = cfg.path
   info = records.read_info(path, "images", "folder")
-  size = cfg.get("image_size", None) or info.get("image_size")
+  size = cfg.image_size or info.get("image_size")
   if not size:
     raise ValueError(
         f"the folder data set at {path} stores original files; set "
@@ -182,7 +182,7 @@ def _prepare(cfg, split, train):
   source = records.open_split(path, info, split)
   flip = train and base.resolve_flip(cfg, FOLDER)
   transform = preprocess.ImagePreprocess(
-      size, info["channels"], cfg.get("crop", "center"), flip)
+      size, info["channels"], cfg.crop, flip)
   return base.Prepared(source, transform, _info(cfg, split))
 
 

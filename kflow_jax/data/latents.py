@@ -43,10 +43,10 @@ class LatentSample(grain.transforms.RandomMap):
 
 
 def _resolve(cfg, split):
-  path = cfg.get("path", "")
+  path = cfg.path
   info = records.read_info(path, "latents", "latents")
   records.split_entry(info, split, path)
-  size = cfg.get("image_size", None)
+  size = cfg.image_size
   if size and int(size) != info["image_size"]:
     raise ValueError(
         f"config.input.image_size={size} but the latents at {path} encode "
@@ -63,17 +63,16 @@ def _info(cfg, split):
 
 def _prepare(cfg, split, train):
   path, info = _resolve(cfg, split)
-  flip = cfg.get("random_flip", None)
+  flip = cfg.random_flip
   if flip and not info["flipped"]:
     raise ValueError(
         f"config.input.random_flip=True but the latents at {path} have no "
         "flipped copies (a latent can not be flipped exactly); re-encode "
         "with `encode_latents --flip` or set random_flip=None/False.")
   flip = info["flipped"] if flip is None else bool(flip)
-  scale = cfg.get("latent_scale_factor", None)
+  scale = cfg.latent_scale_factor
   scale = info["vae"]["scale_factor"] if scale is None else float(scale)
-  transform = LatentSample(scale, cfg.get("latent_sample", True),
-                           train and flip)
+  transform = LatentSample(scale, cfg.latent_sample, train and flip)
   return base.Prepared(records.open_split(path, info, split), transform,
                        _info(cfg, split))
 
@@ -87,20 +86,20 @@ def make_decoder(config_input) -> Optional[Callable]:
   Returns None for pixel data sets (nothing to decode). The VAE weights are
   config.input.vae_weights, else the file the latents were encoded with.
   """
-  if config_input.get("name") != "latents":
+  if config_input.name != "latents":
     return None
   import jax  # pylint: disable=g-import-not-at-top
   from kflow_jax.models import autoencoder  # pylint: disable=g-import-not-at-top
-  path = config_input.get("path", "")
+  path = config_input.path
   info = records.read_info(path, "latents", "latents")
   vae = info["vae"]
-  weights = config_input.get("vae_weights", "") or vae["weights"]
+  weights = config_input.vae_weights or vae["weights"]
   model = autoencoder.AutoencoderKL(
       block_out_channels=tuple(vae["block_out_channels"]),
       layers_per_block=vae["layers_per_block"],
       latent_channels=vae["latent_channels"])
   params = autoencoder.load_diffusers_weights(weights, model)
-  scale = config_input.get("latent_scale_factor", None)
+  scale = config_input.latent_scale_factor
   scale = vae["scale_factor"] if scale is None else float(scale)
 
   # params as an argument, not a closed-over constant: 84M weights baked

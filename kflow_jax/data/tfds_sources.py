@@ -51,7 +51,7 @@ SPECS = {
 
 def data_dir(cfg) -> str:
   """config.input.data_dir, or where TFDS looks by default."""
-  d = cfg.get("data_dir", None)
+  d = cfg.data_dir
   if d:
     return str(d)
   return os.environ.get("TFDS_DATA_DIR",
@@ -59,7 +59,7 @@ def data_dir(cfg) -> str:
 
 
 def _tfds_name(cfg, name: str) -> str:
-  tfds_name = cfg.get("tfds_name", "") or SPECS[name].tfds_name
+  tfds_name = cfg.tfds_name or SPECS[name].tfds_name
   if not tfds_name:
     raise ValueError(
         "config.input.name='tfds' needs config.input.tfds_name, the TFDS "
@@ -173,7 +173,7 @@ def make_family(name: str) -> base.Family:
     source = TfdsRecords(_open(tfds_name, split, directory), has_label)
     flip = train and base.resolve_flip(cfg, family)
     transform = preprocess.ImagePreprocess(
-        size, channels, cfg.get("crop", "center"), flip)
+        size, channels, cfg.crop, flip)
     info = base.DatasetInfo((size, size, channels), num_classes, len(source))
     return base.Prepared(source, transform, info)
 
