@@ -66,29 +66,19 @@ Without the encoded latents this stops at once with the data-set error.
 
 from kflow_jax import config_lib
 
-# Options of each transform on 32x32x4 latents.
-TRANSFORMS = {
-    "identity": {}, "fourier": {}, "pca": {},
-    "wavelet": dict(wavelet="db6", levels=1),
-}
+TRANSFORMS = config_lib.LATENT_TRANSFORMS
 
 
 def get_config(arg=None):
-  a = config_lib.parse_args(arg, transform="wavelet", runlocal=False)
-  if a.transform not in TRANSFORMS:
-    raise ValueError(f"configs/celebahq.py: transform={a.transform!r}; "
-                     f"valid: {sorted(TRANSFORMS)}.")
+  a = config_lib.parse_transform_args(arg, "configs/celebahq.py", TRANSFORMS,
+                                      transform="wavelet", runlocal=False)
   c = config_lib.base()
-  c.input.name = "latents"
-  c.input.path = "/data/celebahq256_sdvae_latents"
+  config_lib.lfm_latent_recipe(c, "/data/celebahq256_sdvae_latents",
+                               total_steps=468_750, batch_size=32,
+                               learning_rate=2e-4, recipe_devices=1)
   # Only a train split exists (see the docstring).
   c.input.eval_split = "train"
-  c.input.num_workers = 8
-  config_lib.set_transform(c, a.transform, **TRANSFORMS[a.transform])
-  c.path.num_scales = 1 if a.transform == "identity" else 2
-  c.path.gamma = 0.0
+  config_lib.set_bands(c, a.transform, 2, **TRANSFORMS[a.transform])
   # 4x the 4096 latent dimensions, so the fitted covariance has full rank.
   c.pca_examples = 16384
-  config_lib.lfm_latent_recipe(c, total_steps=468_750, batch_size=32,
-                               learning_rate=2e-4, recipe_devices=1)
   return config_lib.runlocal_latent(c) if a.runlocal else c

@@ -64,35 +64,21 @@ TRANSFORMS = {
 
 
 def get_config(arg=None):
-  a = config_lib.parse_args(arg, transform="fourier", runlocal=False)
-  if a.transform not in TRANSFORMS:
-    raise ValueError(f"configs/cifar10.py: transform={a.transform!r}; "
-                     f"valid: {sorted(TRANSFORMS)}.")
+  a = config_lib.parse_transform_args(arg, "configs/cifar10.py", TRANSFORMS,
+                                      transform="fourier", runlocal=False)
   c = config_lib.base()
   c.input.name = "cifar10"
   c.input.num_workers = 4
-  config_lib.set_transform(c, a.transform, **TRANSFORMS[a.transform])
-  c.path.num_scales = 1 if a.transform == "identity" else 2
+  config_lib.set_bands(c, a.transform, 2, **TRANSFORMS[a.transform])
   c.path.gamma = 0.0
   c.model = ml_collections.ConfigDict(dict(
       name="unet", size="cifar", dtype="float32", scale_adaptive=False))
-  c.total_steps = 400_000
-  c.batch_size = 128
-  c.recipe_devices = 1
-  c.optim.learning_rate = 2e-4
-  c.optim.schedule = "constant"
-  c.optim.warmup_steps = 5000
-  c.optim.weight_decay = 0.0
-  c.optim.grad_clip_norm = 1.0
-  c.ema_decays = (0.9999,)
-  c.log_every_steps = 100
-  c.checkpoint_every_steps = 10000
-  c.sample_every_steps = 20000
-  c.eval_steps = 20
-  c.sample.solver = "dopri5"
-  c.sample.num_steps = 50          # for the band strip (fixed steps per band)
-  c.sample.num_samples = 64
-  c.sample.batch_size = 500
+  # torchcfm's recipe (see the docstring).
+  config_lib.recipe(c, total_steps=400_000, batch_size=128, recipe_devices=1,
+                    learning_rate=2e-4, warmup_steps=5000, grad_clip_norm=1.0,
+                    ema_decay=0.9999, log_every_steps=100,
+                    checkpoint_every_steps=10000, sample_every_steps=20000,
+                    eval_steps=20, sample_batch_size=500)
   if a.runlocal:
     c = config_lib.runlocal(c)
     # Keep the U-Net path (runlocal's default backbone is a DiT), tiny.

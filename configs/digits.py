@@ -41,15 +41,12 @@ TRANSFORMS = {
 
 
 def get_config(arg=None):
-  a = config_lib.parse_args(arg, transform="fourier", cond=False,
-                            runlocal=False)
-  if a.transform not in TRANSFORMS:
-    raise ValueError(f"configs/digits.py: transform={a.transform!r}; valid: "
-                     f"{sorted(TRANSFORMS)}.")
+  a = config_lib.parse_transform_args(arg, "configs/digits.py", TRANSFORMS,
+                                      transform="fourier", cond=False,
+                                      runlocal=False)
   c = config_lib.base()
   c.input.name = "digits"
-  config_lib.set_transform(c, a.transform, **TRANSFORMS[a.transform])
-  c.path.num_scales = 1 if a.transform == "identity" else 2
+  config_lib.set_bands(c, a.transform, 2, **TRANSFORMS[a.transform])
   c.total_steps = 2000
   c.batch_size = 64
   c.optim.learning_rate = 1e-3

@@ -81,36 +81,26 @@ Without the encoded latents this stops at once with the data-set error.
 
 from kflow_jax import config_lib
 
-# Options of each transform on 32x32x4 latents.
-TRANSFORMS = {
-    "identity": {}, "fourier": {}, "pca": {},
-    "wavelet": dict(wavelet="db6", levels=1),
-}
+TRANSFORMS = config_lib.LATENT_TRANSFORMS
 
 
 def get_config(arg=None):
-  a = config_lib.parse_args(arg, transform="fourier", moe=False,
-                            runlocal=False)
-  if a.transform not in TRANSFORMS:
-    raise ValueError(f"configs/imagenet.py: transform={a.transform!r}; "
-                     f"valid: {sorted(TRANSFORMS)}.")
+  a = config_lib.parse_transform_args(arg, "configs/imagenet.py", TRANSFORMS,
+                                      transform="fourier", moe=False,
+                                      runlocal=False)
   if a.moe and a.transform == "identity":
     raise ValueError("configs/imagenet.py: moe routes by band, and "
                      "transform=identity has one band; use moe with "
                      "fourier, wavelet or pca.")
   c = config_lib.base()
-  c.input.name = "latents"
-  c.input.path = "/data/imagenet256_sdvae_latents"
-  c.input.num_workers = 8
-  c.conditional = True
-  c.label_dropout = 0.1
-  config_lib.set_transform(c, a.transform, **TRANSFORMS[a.transform])
-  c.path.num_scales = 1 if a.transform == "identity" else 2
-  c.path.gamma = 0.0
-  # 4x the 4096 latent dimensions, so the fitted covariance has full rank.
-  c.pca_examples = 16384
-  config_lib.lfm_latent_recipe(c, total_steps=875_000, batch_size=1280,
+  config_lib.lfm_latent_recipe(c, "/data/imagenet256_sdvae_latents",
+                               total_steps=875_000, batch_size=1280,
                                learning_rate=1e-4, recipe_devices=8,
                                model="moe_dit" if a.moe else "dit")
+  c.conditional = True
+  c.label_dropout = 0.1
   c.sample.guidance = 1.5
+  config_lib.set_bands(c, a.transform, 2, **TRANSFORMS[a.transform])
+  # 4x the 4096 latent dimensions, so the fitted covariance has full rank.
+  c.pca_examples = 16384
   return config_lib.runlocal_latent(c) if a.runlocal else c

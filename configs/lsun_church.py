@@ -71,28 +71,19 @@ SCALES = (2, 3)
 
 
 def get_config(arg=None):
-  a = config_lib.parse_args(arg, transform="wavelet", scales=3,
-                            runlocal=False)
-  if a.transform not in TRANSFORMS:
-    raise ValueError(f"configs/lsun_church.py: transform={a.transform!r}; "
-                     f"valid: {sorted(TRANSFORMS)}.")
+  a = config_lib.parse_transform_args(arg, "configs/lsun_church.py",
+                                      TRANSFORMS, transform="wavelet",
+                                      scales=3, runlocal=False)
   if a.scales not in SCALES:
     raise ValueError(f"configs/lsun_church.py: scales={a.scales}; the "
                      f"paper's LSUN runs use {SCALES}.")
   c = config_lib.base()
-  c.input.name = "latents"
-  c.input.path = "/data/lsun_church256_sdvae_latents"
-  c.input.num_workers = 8
-  if a.transform == "wavelet":
-    # S - 1 levels give S distinct kappas (0, 1/(S-1), ..., 1), so the S
-    # even bands are exactly the approximation and one detail level each.
-    config_lib.set_transform(c, "wavelet", wavelet="db6",
-                             levels=a.scales - 1)
-    c.path.num_scales = a.scales
-  else:
-    config_lib.set_transform(c, "identity")
-    c.path.num_scales = 1
-  c.path.gamma = 0.0
-  config_lib.lfm_latent_recipe(c, total_steps=789_000, batch_size=96,
+  config_lib.lfm_latent_recipe(c, "/data/lsun_church256_sdvae_latents",
+                               total_steps=789_000, batch_size=96,
                                learning_rate=1e-4, recipe_devices=2)
+  # S - 1 wavelet levels give S distinct kappas (0, 1/(S-1), ..., 1), so
+  # the S even bands are exactly the approximation and one detail level each.
+  options = (dict(wavelet="db6", levels=a.scales - 1)
+             if a.transform == "wavelet" else {})
+  config_lib.set_bands(c, a.transform, a.scales, **options)
   return config_lib.runlocal_latent(c) if a.runlocal else c

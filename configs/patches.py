@@ -26,20 +26,16 @@ TRANSFORMS = {
 
 
 def get_config(arg=None):
-  a = config_lib.parse_args(arg, transform="fourier", runlocal=False)
-  if a.transform not in TRANSFORMS:
-    raise ValueError(f"configs/patches.py: transform={a.transform!r}; "
-                     f"valid: {sorted(TRANSFORMS)}.")
+  a = config_lib.parse_transform_args(arg, "configs/patches.py", TRANSFORMS,
+                                      transform="fourier", runlocal=False)
   c = config_lib.base()
   c.input.name = "natural_patches"
   c.input.image_size = 16
-  config_lib.set_transform(c, a.transform, **TRANSFORMS[a.transform])
-  fm = a.transform == "identity"
-  c.path.num_scales = 1 if fm else 3
+  config_lib.set_bands(c, a.transform, 3, **TRANSFORMS[a.transform])
   # Uniform band times: the recipe study's replacement for gamma 0.5
   # (docs/results/recipe.md, natural_patches).
   c.path.gamma = 0.0
-  if not fm:
+  if a.transform != "identity":
     # docs/results/recipe.md, natural_patches: band I/O on top.
     c.path.hide_input = True
     c.path.project_output = True

@@ -96,3 +96,40 @@ def test_config_lib_imports_only_ml_collections():
         for mod in mods:
           assert mod.split(".")[0] == "ml_collections" or mod.startswith(
               "kflow_jax.config_lib"), f"{name} imports {mod}"
+
+
+def test_transform_helpers_check_and_select():
+  menu = {"identity": {}, "wavelet": dict(wavelet="haar", levels=1)}
+  a = config_lib.parse_transform_args("transform=identity", "configs/x.py",
+                                      menu, transform="wavelet",
+                                      runlocal=False)
+  assert a.transform == "identity" and not a.runlocal
+  with pytest.raises(ValueError, match=r"configs/x.py: transform='dct'; "
+                     r"valid: \['identity', 'wavelet'\]"):
+    config_lib.parse_transform_args("transform=dct", "configs/x.py", menu,
+                                    transform="wavelet")
+  c = config_lib.base()
+  config_lib.set_bands(c, "wavelet", 3, **menu["wavelet"])
+  assert c.transform.to_dict() == dict(name="wavelet", wavelet="haar",
+                                       levels=1)
+  assert c.path.num_scales == 3
+  config_lib.set_bands(c, "identity", 3)
+  assert c.transform.to_dict() == dict(name="identity")
+  assert c.path.num_scales == 1
+
+
+def test_recipe_sets_every_number_it_is_given():
+  c = config_lib.base()
+  config_lib.recipe(c, total_steps=10, batch_size=8, recipe_devices=2,
+                    learning_rate=0.5, warmup_steps=3, grad_clip_norm=0.0,
+                    ema_decay=0.99, log_every_steps=1,
+                    checkpoint_every_steps=4, sample_every_steps=5,
+                    eval_steps=6, sample_batch_size=7)
+  assert (c.total_steps, c.batch_size, c.recipe_devices) == (10, 8, 2)
+  assert (c.optim.learning_rate, c.optim.warmup_steps,
+          c.optim.grad_clip_norm, c.optim.schedule) == (0.5, 3, 0.0,
+                                                        "constant")
+  assert c.ema_decays == (0.99,)
+  assert (c.log_every_steps, c.checkpoint_every_steps, c.sample_every_steps,
+          c.eval_steps, c.sample.batch_size) == (1, 4, 5, 6, 7)
+  assert c.sample.solver == "dopri5"

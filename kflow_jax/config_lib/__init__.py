@@ -55,7 +55,11 @@ added with, so an old workdir's config.json still matches on relaunch.
 
 Config arguments: `--config=configs/digits.py:transform=wavelet,runlocal`
 passes `transform="wavelet", runlocal=True` to the file's `get_config`
-through `parse_args`, so one file covers a family of experiments.
+through `parse_args`, so one file covers a family of experiments;
+`parse_transform_args` adds the check of a `transform` argument. One
+helper each for the other jobs the config files share: `set_bands` (the
+transform and its bands), `recipe` (a published recipe's numbers),
+`lfm_latent_recipe` (the paper's latent configs), `runlocal`.
 """
 import ml_collections
 from ml_collections import config_dict
@@ -216,38 +220,91 @@ def runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   return c
 
 
+def parse_transform_args(arg, file: str, transforms, *, transform: str,
+                         **extra) -> ml_collections.ConfigDict:
+  """parse_args for a config that chooses its transform: the arguments are
+  `transform` (its default given) and `extra` (name=default, e.g.
+  runlocal=False). A transform not in `transforms` (its names, or a dict
+  name -> options) is refused naming the valid ones; `file` names the
+  config in the message."""
+  a = parse_args(arg, transform=transform, **extra)
+  if a.transform not in transforms:
+    raise ValueError(f"{file}: transform={a.transform!r}; valid: "
+                     f"{sorted(transforms)}.")
+  return a
+
+
 def set_transform(c, name: str, **options) -> None:
   """Selects transform `name` with its options (identity: one band)."""
   c.transform = ml_collections.ConfigDict(dict(name=name, **options))
 
 
-def lfm_latent_recipe(c, *, total_steps: int, batch_size: int,
-                      learning_rate: float, recipe_devices: int,
-                      model: str = "dit") -> None:
-  """The LFM DiT-L/2 recipe on SD-VAE latents (VinAIResearch/LFM), used by
-  the paper's latent configs where the paper is silent: bf16 DiT-L/2,
-  AdamW at a constant learning rate (no warmup, decay or clipping), an
-  EMA of 0.9999 for sampling, adaptive dopri5 sampling."""
-  c.model = ml_collections.ConfigDict(dict(
-      name=model, size="L", patch_size=2, dtype="bfloat16",
-      scale_adaptive=c.model.scale_adaptive))
+def set_bands(c, name: str, num_scales: int, **options) -> None:
+  """Selects transform `name` with its options and the path's bands:
+  identity is plain flow matching (one band), any other transform flows in
+  `num_scales` bands."""
+  set_transform(c, name, **options)
+  c.path.num_scales = 1 if name == "identity" else int(num_scales)
+
+
+def recipe(c, *, total_steps: int, batch_size: int, recipe_devices: int,
+           learning_rate: float, warmup_steps: int, grad_clip_norm: float,
+           ema_decay: float, log_every_steps: int,
+           checkpoint_every_steps: int, sample_every_steps: int,
+           eval_steps: int, sample_batch_size: int) -> None:
+  """A published recipe, every number explicit: AdamW at a constant
+  learning rate after a linear warmup (no decay, weight decay 0), one EMA
+  for sampling, the run's cadence, and adaptive dopri5 sampling (64
+  samples; num_steps 50 only for the band strip's fixed steps per band)."""
   c.total_steps = int(total_steps)
   c.batch_size = int(batch_size)
   c.recipe_devices = int(recipe_devices)
   c.optim.learning_rate = float(learning_rate)
   c.optim.schedule = "constant"
-  c.optim.warmup_steps = 0
+  c.optim.warmup_steps = int(warmup_steps)
   c.optim.weight_decay = 0.0
-  c.optim.grad_clip_norm = 0.0
-  c.ema_decays = (0.9999,)
-  c.log_every_steps = 100
-  c.checkpoint_every_steps = 5000
-  c.sample_every_steps = 25000
-  c.eval_steps = 50
+  c.optim.grad_clip_norm = float(grad_clip_norm)
+  c.ema_decays = (float(ema_decay),)
+  c.log_every_steps = int(log_every_steps)
+  c.checkpoint_every_steps = int(checkpoint_every_steps)
+  c.sample_every_steps = int(sample_every_steps)
+  c.eval_steps = int(eval_steps)
   c.sample.solver = "dopri5"
-  c.sample.num_steps = 50          # for the band strip (fixed steps per band)
+  c.sample.num_steps = 50
   c.sample.num_samples = 64
-  c.sample.batch_size = 250
+  c.sample.batch_size = int(sample_batch_size)
+
+
+# The transforms of the paper's latent configs, with their options on SD-VAE
+# latents (32x32x4 at 256 px): db6 (the paper's CelebA-HQ wavelet) at 1
+# level, so its two bands are the approximation and then the detail.
+LATENT_TRANSFORMS = {
+    "identity": {}, "fourier": {}, "pca": {},
+    "wavelet": dict(wavelet="db6", levels=1),
+}
+
+
+def lfm_latent_recipe(c, path: str, *, total_steps: int, batch_size: int,
+                      learning_rate: float, recipe_devices: int,
+                      model: str = "dit") -> None:
+  """The LFM DiT-L/2 recipe on the SD-VAE latents at `path`
+  (VinAIResearch/LFM), used by the paper's latent configs where the paper
+  is silent: bf16 DiT-L/2, AdamW at a constant learning rate (no warmup,
+  decay or clipping), an EMA of 0.9999 for sampling, adaptive dopri5
+  sampling; and our choices for all of them: 8 reader processes, uniform
+  band times."""
+  c.input.name = "latents"
+  c.input.path = path
+  c.input.num_workers = 8
+  c.path.gamma = 0.0
+  c.model = ml_collections.ConfigDict(dict(
+      name=model, size="L", patch_size=2, dtype="bfloat16",
+      scale_adaptive=c.model.scale_adaptive))
+  recipe(c, total_steps=total_steps, batch_size=batch_size,
+         recipe_devices=recipe_devices, learning_rate=learning_rate,
+         warmup_steps=0, grad_clip_norm=0.0, ema_decay=0.9999,
+         log_every_steps=100, checkpoint_every_steps=5000,
+         sample_every_steps=25000, eval_steps=50, sample_batch_size=250)
 
 
 def runlocal_latent(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
