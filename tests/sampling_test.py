@@ -7,6 +7,7 @@ import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from kflow_jax import kamp
+from kflow_jax.flow import guidance as guidance_lib
 from kflow_jax.flow import paths
 from kflow_jax.flow import sampling
 
@@ -231,23 +232,23 @@ def test_cfg_constant_and_per_band():
   x = jnp.zeros((3,) + SHAPE)
   y = jnp.asarray([0, 1, 2])
   t = jnp.asarray([0.1, 0.5, 0.9])  # one per band
-  v = sampling.cfg_velocity(apply_fn, path, y, num_classes=5, guidance=1.5)(
+  v = guidance_lib.cfg_velocity(apply_fn, path, y, num_classes=5, guidance=1.5)(
       x, t)
   np.testing.assert_allclose(v[:, 0, 0, 0], 5 + 1.5 * (np.asarray([0, 1, 2])
                                                        - 5))
   assert calls[-1] == 6  # one batched call of 2B
   sched = [2.0, 1.0, 0.0]
-  v = sampling.cfg_velocity(apply_fn, path, y, num_classes=5,
+  v = guidance_lib.cfg_velocity(apply_fn, path, y, num_classes=5,
                             guidance=sched)(x, t)
   np.testing.assert_allclose(v[:, 0, 0, 0], [5 + 2 * (0 - 5), 1, 5])
-  v = sampling.cfg_velocity(apply_fn, path, y, num_classes=5)(x, t)
+  v = guidance_lib.cfg_velocity(apply_fn, path, y, num_classes=5)(x, t)
   np.testing.assert_allclose(v[:, 0, 0, 0], [0, 1, 2])
   assert calls[-1] == 3  # guidance 1: a single conditional call
   with pytest.raises(ValueError, match="per-band guidance schedule"):
-    sampling.cfg_velocity(apply_fn, path, y, num_classes=5,
+    guidance_lib.cfg_velocity(apply_fn, path, y, num_classes=5,
                           guidance=[1.0, 2.0])
   with pytest.raises(ValueError, match="num_classes"):
-    sampling.cfg_velocity(apply_fn, path, y, num_classes=0)
+    guidance_lib.cfg_velocity(apply_fn, path, y, num_classes=0)
 
 
 def test_coefficient_options_need_projection():

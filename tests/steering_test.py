@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from kflow_jax import kamp
+from kflow_jax.flow import guidance as guidance_lib
 from kflow_jax.flow import paths
 from kflow_jax.flow import sampling
 from kflow_jax.flow import steering
@@ -148,7 +149,7 @@ def test_class_drop_and_band_guidance():
   sched = steering.band_guidance(path, 3.0, [0])
   assert sched == (3.0, 1.0, 1.0)
   t = jnp.asarray([0.1, 0.5, 0.9])  # one per band
-  v = sampling.cfg_velocity(apply_fn, path, y, num_classes=10,
+  v = guidance_lib.cfg_velocity(apply_fn, path, y, num_classes=10,
                             guidance=sched)(x, t)
   np.testing.assert_allclose(v[:, 0, 0, 0], [10 + 3 * (1 - 10), 2, 3])
   assert steering.band_end_time(path, 0) == path.tau[1]

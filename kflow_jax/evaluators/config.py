@@ -53,7 +53,9 @@ def parse_evals(ecfg) -> EvalSpec:
   if protocol not in preprocess.PROTOCOLS:
     raise ValueError(f"config.evals.protocol={protocol!r}; valid: "
                      f"{preprocess.PROTOCOLS}.")
-  for key, low in (("feature_batch_size", 1), ("every_steps", 0)):
+  # train_num_samples: the in-training metrics need at least 2 samples.
+  for key, low in (("feature_batch_size", 1), ("every_steps", 0),
+                   ("train_num_samples", 2)):
     if int(ecfg[key]) < low:
       raise ValueError(f"config.evals.{key} must be >= {low}, got "
                        f"{ecfg[key]}.")

@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from kflow_jax.flow import guidance as guidance_lib
 from kflow_jax.flow import paths as paths_lib
 from kflow_jax.flow import sampling
 
@@ -166,7 +167,7 @@ def class_drop_velocity(apply_fn: Callable, path: paths_lib.Path,
     return velocity_fn
   # After t_drop the guidance weight is 0: v = v_u, the unconditional field.
   w = lambda t: jnp.where(t < t_drop, float(guidance), 0.0)
-  return sampling.cfg_velocity(apply_fn, path, y, num_classes=num_classes,
+  return guidance_lib.cfg_velocity(apply_fn, path, y, num_classes=num_classes,
                                guidance=w)
 
 

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from kflow_jax import generate
+from kflow_jax.flow import guidance as guidance_lib
 from kflow_jax.flow import paths as paths_lib
 from kflow_jax.flow import sampling
 from kflow_jax.flow import steering
@@ -48,10 +49,10 @@ def guided_velocity(apply: Callable, path: paths_lib.Path, num_classes: int,
     # Per-band guidance while the label is kept, the null label after.
     def w(t):
       return jnp.where(t < t_drop,
-                       sampling.guidance_weights(path, guidance, t), 0.0)
-    return sampling.cfg_velocity(apply, path, y, num_classes=num_classes,
+                       guidance_lib.guidance_weights(path, guidance, t), 0.0)
+    return guidance_lib.cfg_velocity(apply, path, y, num_classes=num_classes,
                                  guidance=w)
-  return sampling.cfg_velocity(apply, path, y, num_classes=num_classes,
+  return guidance_lib.cfg_velocity(apply, path, y, num_classes=num_classes,
                                guidance=guidance)
 
 

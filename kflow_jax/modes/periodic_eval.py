@@ -89,7 +89,9 @@ class PeriodicEval:
 
   def __init__(self, run, writer):
     self.run, self.writer = run, writer
-    self.every = int(run.config.evals.every_steps)
+    # config.evals read once, through its one reader.
+    self.spec = evaluate.evals_spec(run.config)
+    self.every = self.spec.every_steps
     self._ready = False
 
   def _prepare(self):
@@ -97,11 +99,7 @@ class PeriodicEval:
     run = self.run
     self.reference, _ = evaluate.reference_images(run.config)
     self.classifier = evaluate.find_classifier(run)
-    self.num = int(run.config.evals.train_num_samples)
-    if self.num < 2:
-      raise ValueError(
-          f"config.evals.train_num_samples={self.num}: the metrics need at "
-          "least 2 samples.")
+    self.num = self.spec.train_num_samples
     self._ready = True
 
   def due(self, step: int) -> bool:
@@ -123,7 +121,7 @@ class PeriodicEval:
     self.writer.write(step, metrics)
     logging.info("Eval at step %d on %d samples: %s", step, self.num,
                  ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
-    if bool(run.config.evals.plots) and jax.process_index() == 0:
+    if self.spec.plots and jax.process_index() == 0:
       spec_img = spectrum_plot(self.reference, images, run.path.cutoffs,
                                step)
       plots.save_png(os.path.join(run.workdir, SPECTRUM_PNG), spec_img)
