@@ -107,19 +107,12 @@ def speed(size: str, batch: int, rounds: int, steps: int,
         config(size, name, batch, dtype), return_run=True)
     state, m = step_fn(state, b)
     jax.block_until_ready(m)
-    runs[name] = [step_fn, state, b, run]
-  times = {n: [] for n in runs}
-  for _ in range(rounds):
-    for name, r in runs.items():
-      step_fn, state, b, _ = r
-      t = time.perf_counter()
-      for _ in range(steps):
-        state, m = step_fn(state, b)
-      jax.block_until_ready((state, m))
-      times[name].append((time.perf_counter() - t) / steps)
-      r[1] = state
+    runs[name] = [step_fn, state, b, False, run]
+  # Run entries are [step_fn, state, batch, block, run]; the accelerator
+  # blocks once per timing, not per step.
+  times = loop.round_robin(runs, rounds, steps)
   ndev = jax.local_device_count()
-  flops = step_flops(runs["identity"][3], runs["identity"][2])
+  flops = step_flops(runs["identity"][4], runs["identity"][2])
   rows = []
   base = times["identity"]
   for name in runs:

@@ -72,6 +72,28 @@ def time_bare(step_fn, state, batch, block, steps: int):
   return steps / (time.perf_counter() - t), state
 
 
+def round_robin(runs: dict, rounds: int, steps: int) -> dict:
+  """Seconds per step of each run, timed in turns: `rounds` times, each run
+  takes `steps` steps, so a noisy machine slows every run alike and their
+  ratios stay meaningful. runs: name -> [step_fn, state, batch, block]
+  (warmed up; block: wait for each step's loss, as the CPU backend with
+  several devices needs); each run's state is advanced in place. Returns
+  name -> [seconds per step of each round]."""
+  times = {n: [] for n in runs}
+  for _ in range(rounds):
+    for name, run in runs.items():
+      step_fn, state, batch, block = run[:4]
+      t = time.perf_counter()
+      for _ in range(steps):
+        state, m = step_fn(state, batch)
+        if block:
+          jax.block_until_ready(m["loss"])
+      jax.block_until_ready((state, m))
+      times[name].append((time.perf_counter() - t) / steps)
+      run[1] = state
+  return times
+
+
 def time_loop(config, workdir, devices=None, waits=None):
   """Steps per second of the full loop, excluding the first log window.
 

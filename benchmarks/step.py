@@ -93,18 +93,7 @@ def main(argv=None):
     runs[name] = [step_fn, state, batch, block]
     path_us[name] = path_time_us(exp.path, batch["image"],
                                  20 if args.quick else 200)
-  times = {n: [] for n in runs}
-  for _ in range(rounds):
-    for name, run in runs.items():
-      step_fn, state, batch, block = run
-      t = time.perf_counter()
-      for _ in range(steps):
-        state, m = step_fn(state, batch)
-        if block:
-          jax.block_until_ready(m["loss"])
-      jax.block_until_ready(state)
-      times[name].append((time.perf_counter() - t) / steps)
-      run[1] = state
+  times = loop.round_robin(runs, rounds, steps)
   base = times["identity"]
   base_ms = 1e3 * statistics.median(base)
   out = {"config": args.config, "devices": jax.device_count(),
