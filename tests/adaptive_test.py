@@ -75,6 +75,7 @@ def nn_unbox(v):
 # Backbones at every band's grid.
 
 
+@pytest.mark.slow
 def test_backbones_run_at_every_band_grid_with_one_set_of_weights():
   plan = adaptive.plan(_path("haar"))
   assert [g.shape for g in plan.grids] == [(4, 4, 2), (8, 8, 2), (16, 16, 2)]
@@ -123,6 +124,7 @@ def _sincos_at(ph, pw, dim):
   return np.concatenate([axis(pw), axis(ph)], 1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pos_embed", ["sincos", "learned"])
 def test_coarse_tokens_get_the_embedding_of_their_full_grid_place(pos_embed):
   model = models.get("dit", size="mu", patch_size=2, pos_embed=pos_embed)
@@ -164,6 +166,7 @@ def test_coarse_tokens_get_the_embedding_of_their_full_grid_place(pos_embed):
 # The field.
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_adaptive_velocity_is_zero_outside_the_band(name):
   path = _path(name)
@@ -240,7 +243,9 @@ def _reference_loss(path, field, x1, keys, sizes, shares, method="uniform"):
   return total, per_band
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.parametrize("name", [
+    pytest.param(n, marks=() if n == "haar" else pytest.mark.slow)
+    for n in sorted(CASES)])  # haar fast, the rest in -m slow
 def test_loss_equals_masked_full_resolution_loss(name):
   path = _path(name, blend="smoothstep")
   plan = adaptive.plan(path)
@@ -279,8 +284,9 @@ def test_loss_weights_keep_it_unbiased_for_any_sub_batch_sizes():
   setup = adaptive_loss.make_loss_setup(
       path, band_loss_weights=(1.0, 2.0, 0.5), band_batch_sizes=(2, 3, 7))
   mesh = sharding.make_mesh(1, jax.devices()[:1])
-  loss, aux, _ = adaptive_loss.sharded_loss_and_grad(
-      field, plan, setup, mesh, with_grad=False)({}, {"image": x1}, keys)
+  # Jitted: shard_map run op by op takes minutes on the CPU.
+  loss, aux, _ = jax.jit(adaptive_loss.sharded_loss_and_grad(
+      field, plan, setup, mesh, with_grad=False))({}, {"image": x1}, keys)
   _, per_band = _reference_loss(path, field, x1, keys, (2, 3, 7),
                                 setup.shares)
   means = np.asarray(per_band) / np.asarray([2, 3, 7])
@@ -288,7 +294,9 @@ def test_loss_weights_keep_it_unbiased_for_any_sub_batch_sizes():
   np.testing.assert_allclose(float(loss), want, rtol=2e-5)
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.parametrize("name", [
+    pytest.param(n, marks=() if n == "haar" else pytest.mark.slow)
+    for n in sorted(CASES)])  # haar fast, the rest in -m slow
 def test_sampler_equals_full_resolution_sampler(name):
   """Each band's steps on its grid give the full-resolution projected
   sampler's result from the same noise (the reduction is exact)."""
@@ -420,6 +428,7 @@ def _main(*args, workdir):
       cwd=REPO, env=env, capture_output=True, text=True, timeout=1200)
 
 
+@pytest.mark.slow
 def test_command_trains_resumes_samples_and_evaluates(tmp_path):
   wd = str(tmp_path / "run")
   p = _main("--config.total_steps=4", "--config.sample.at_end=false",
@@ -468,6 +477,7 @@ def test_command_error_for_a_transform_without_coarse_grid(tmp_path):
   assert "Traceback" not in p.stderr
 
 
+@pytest.mark.slow
 def test_cost_benchmark_runs():
   """benchmarks/adaptive_cost.py at toy size: its XLA-counted sampling
   ratio is the DiT's matmul estimate, and training saves about as much;

@@ -190,6 +190,7 @@ def test_sd_vae_shapes_at_256():
   assert out.shape == (2, 256, 256, 3)
 
 
+@pytest.mark.slow
 def test_tiny_forward_encode_sample_decode():
   # Imported random weights (model.init's per-parameter RNG is slow to
   # compile on the CPU; the forward pass is what is under test).

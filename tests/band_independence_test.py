@@ -54,6 +54,7 @@ def _data(n=12, seed=0):
       (n,) + SHAPE).astype(np.float32)
 
 
+@pytest.mark.slow
 def test_field_of_coarse_bands_gives_no_change_and_a_reader_does():
   path = _haar_path()
   x1 = _data()
@@ -143,6 +144,7 @@ CONFIG = "--config=configs/digits.py:transform=wavelet,runlocal"
 SEEN = "--config.path.hide_input=False"
 
 
+@pytest.mark.slow
 def test_tool_on_a_trained_run(tmp_path):
   wd = str(tmp_path / "run")
   p = _run("kflow_jax.main", CONFIG, SEEN, f"--workdir={wd}",

@@ -62,6 +62,8 @@ def _noise(shape, seed=0):
 # --------------------------------------------------------------- classifier
 
 
+# Fast: the module-scoped classifier is trained once for the fast tests
+# anyway; the check itself takes a fraction of a second.
 def test_tool_classifier_loads_and_beats_90_percent(clf, digits):
   _, _, x_test, y_test = digits
   assert clf.dataset == "digits" and clf.image_shape == (16, 16, 1)

@@ -107,7 +107,9 @@ def _cov(z):
   return flat.T @ flat / flat.shape[0]
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.parametrize("name", [
+    pytest.param(n, marks=() if n == "haar" else pytest.mark.slow)
+    for n in sorted(CASES)])  # haar fast, the rest in -m slow
 def test_white_noise_stays_white(name):
   """to_coarse of N(0, I) is N(0, Pi), Pi the projector on bands 0..s of
   the coarse grid: the identity for wavelets (bands 0..s are the whole
@@ -246,7 +248,9 @@ def _velocity(tr, path, x_t, t, lam):
   return tr.inverse(gain * tr.forward(x_t))
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.parametrize("name", [
+    pytest.param(n, marks=() if n == "haar" else pytest.mark.slow)
+    for n in sorted(CASES)])  # haar fast, the rest in -m slow
 def test_optimal_velocity_from_coarse_input_is_exact(name):
   tr, path = _case(name)
   lam = _spectrum(tr.kappa)

@@ -91,6 +91,7 @@ def _check_class_grid(png, images, labels):
                                        x0:x0 + scale * h:scale], tiles[i])
 
 
+@pytest.mark.slow
 def test_training_writes_class_row_grid(run):
   wd, exp, _ = run
   assert exp.num_classes == K
@@ -144,6 +145,7 @@ def _spec(exp, config):
                              exp.path.num_bands)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(VARIANTS))
 def test_sample_mode_outputs(run, sampled, name):
   images = sampled[name]
@@ -157,6 +159,7 @@ def test_sample_mode_outputs(run, sampled, name):
   _check_class_grid(png, images, labels)
 
 
+@pytest.mark.slow
 def test_variants_differ_and_shared_noise_spans_batches(sampled):
   names = ["plain", "cfg", "drop", "band0", "shared"]
   for i, a in enumerate(names):
@@ -173,6 +176,7 @@ def _diff(a, b):
   return int(np.abs(a.astype(np.int32) - b.astype(np.int32)).max())
 
 
+@pytest.mark.slow
 def test_shared_band_noise_across_the_set(run):
   _, exp, _ = run
   spec = _spec(exp, _cfg(**{"sample.shared_bands": (1,)}))
@@ -214,6 +218,7 @@ def _model(run):
                                          train=False)
 
 
+@pytest.mark.slow
 def test_sampler_matches_reference_velocities(run):
   exp = run[1]
   f = _model(run)
@@ -267,6 +272,7 @@ def test_sampler_matches_reference_velocities(run):
       extra_times=[0.75]), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_band_strip_with_class_drop_inside_a_band(run):
   _, exp, params = run
   spec = _spec(exp, _cfg(**{"sample.class_drop_t": 0.3}))
@@ -280,8 +286,9 @@ def test_band_strip_with_class_drop_inside_a_band(run):
   assert np.all(np.isfinite(np.asarray(states)))
 
 
-def test_bad_steering_options_are_clear_errors(run):
-  _, exp, _ = run
+def test_bad_steering_options_are_clear_errors():
+  # The run's experiment, untrained: the fast tier skips the `run` fixture.
+  exp = experiment.setup(_cfg(), None, "tool")
   for key, value in (("guidance", 1.5), ("class_drop_t", 0.3),
                      ("guidance_bands", (0,))):
     with pytest.raises(ValueError, match="class-conditional"):
@@ -296,6 +303,7 @@ def test_bad_steering_options_are_clear_errors(run):
     samples_lib.class_grid(np.zeros((2, 4, 4, 1)), np.array([0, 10]), 10)
 
 
+@pytest.mark.slow
 def test_command_line_class_drop_and_band_guidance(run, tmp_path):
   wd = run[0]
   env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu",

@@ -75,6 +75,7 @@ def _metrics(wd):
     return [json.loads(line) for line in f]
 
 
+@pytest.mark.slow
 def test_in_training_eval_at_its_steps(trained):
   rows = [r for r in _metrics(trained) if "eval_random_fd" in r]
   assert [r["step"] for r in rows] == [2, 4]
@@ -86,6 +87,7 @@ def test_in_training_eval_at_its_steps(trained):
     assert os.path.getsize(os.path.join(trained, png)) > 1000, png
 
 
+@pytest.mark.slow
 def test_mode_eval_writes_eval_json(trained, clf_path, cache):
   _ok(_run("kflow_jax.main", [
       "--config=configs/digits.py:runlocal", f"--workdir={trained}", *TRAIN,
@@ -109,6 +111,7 @@ def test_mode_eval_writes_eval_json(trained, clf_path, cache):
   assert any("eval_classifier_fd" in r for r in _metrics(trained))
 
 
+@pytest.mark.slow
 def test_fid_end_to_end_with_random_weights(trained, weights, cache,
                                             tmp_path):
   ref = str(tmp_path / "ref.npz")
@@ -137,6 +140,8 @@ def test_fid_end_to_end_with_random_weights(trained, weights, cache,
   assert out["inception_weights_sha256"] == sharded_features.sha256(weights)
 
 
+# Needs the trained run; inception_test checks the message in process.
+@pytest.mark.slow
 def test_missing_inception_weights_is_one_line(trained, cache, tmp_path):
   missing = str(tmp_path / "nope.pth")
   p = _run("kflow_jax.main", [
@@ -147,13 +152,16 @@ def test_missing_inception_weights_is_one_line(trained, cache, tmp_path):
   assert "nope.pth" in p.stderr and inception.WEIGHTS_URL in p.stderr
 
 
-def test_reference_of_the_wrong_kind_is_named(tmp_path, clf_path):
+def test_reference_of_the_wrong_kind_is_named(tmp_path):
   samples = str(tmp_path / "samples.npz")
   np.savez(samples, np.zeros((2, 8, 8, 3), np.uint8))
   with pytest.raises(ValueError, match="sample batch"):
     sharded_features.check_reference(samples, "pytorch_fid", "x")
+  # Any other .npz (as a classifier's): no training run needed.
+  other = str(tmp_path / "classifier.npz")
+  np.savez(other, w=np.zeros(3, np.float32))
   with pytest.raises(ValueError, match="not a reference batch"):
-    sharded_features.check_reference(clf_path, "pytorch_fid", "x")
+    sharded_features.check_reference(other, "pytorch_fid", "x")
   ref = str(tmp_path / "ref.npz")
   d, ds = inception.POOL_DIM, 5
   np.savez(ref, mu=np.zeros(d), sigma=np.eye(d), mu_s=np.zeros(ds),
@@ -165,6 +173,7 @@ def test_reference_of_the_wrong_kind_is_named(tmp_path, clf_path):
     sharded_features.check_reference(ref, "adm", "def")
 
 
+@pytest.mark.slow
 def test_class_drop_ratio_tool(tmp_path, clf_path, cache):
   wd = str(tmp_path / "cond")
   cfg = "--config=configs/digits.py:cond,runlocal"
@@ -186,11 +195,21 @@ def test_class_drop_ratio_tool(tmp_path, clf_path, cache):
   np.testing.assert_allclose(out["band_flowed_share_at_drop"], [0.6, 0.0])
 
 
+@pytest.mark.slow
 def test_class_drop_ratio_refuses_unconditional(trained, cache):
   p = _run("kflow_jax.tools.class_drop_ratio", [
       "--config=configs/digits.py:runlocal", f"--workdir={trained}",
       "--metric=random_fd"], cache)
   assert p.returncode == 1 and "class-conditional" in p.stderr
+
+
+def test_class_drop_ratio_refuses_unconditional_in_process():
+  """The fast tier's check of that refusal, without a trained run."""
+  from configs import digits  # pylint: disable=g-import-not-at-top
+  from kflow_jax.run import experiment  # pylint: disable=g-import-not-at-top
+  run = experiment.setup(digits.get_config("runlocal"), None, "tool")
+  with pytest.raises(ValueError, match="class-conditional"):
+    class_drop.class_drop_ratio(run, None, 0, 0.3)
 
 
 def test_evals_spec_is_read_once_and_checked():

@@ -46,6 +46,7 @@ def test_every_example_draws_from_its_own_key_only():
   assert losses.draw_examples(keys, (2,), draw_t)[2] is None
 
 
+@pytest.mark.slow
 def test_full_and_scale_adaptive_runs_give_the_same_field_api():
   full = _run("transform=wavelet,runlocal")
   ad = _run("transform=wavelet,runlocal", **{"model.scale_adaptive": True})
@@ -61,8 +62,9 @@ def test_full_and_scale_adaptive_runs_give_the_same_field_api():
       full.info.shape))}
   for run in (full, ad):
     f = run.field
-    loss, aux, grads = f.loss_and_grad(params, batch, keys)
-    loss_only, aux_only, none = f.loss(params, batch, keys)
+    # Jitted: the sharded loss run op by op takes minutes on the CPU.
+    loss, aux, grads = jax.jit(f.loss_and_grad)(params, batch, keys)
+    loss_only, aux_only, none = jax.jit(f.loss)(params, batch, keys)
     assert none is None and np.isfinite(float(loss))
     np.testing.assert_allclose(float(loss_only), float(loss), rtol=1e-6)
     assert len(aux["band_count"]) == 2 and jax.tree.structure(
@@ -81,6 +83,7 @@ def test_full_and_scale_adaptive_runs_give_the_same_field_api():
   assert c[:, np.asarray(ad.path.band) != 0].max() < 1e-5 * c.max()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("adaptive", [False, True])
 def test_unrolled_sampler_takes_the_same_steps(adaptive):
   run = _run("transform=wavelet,runlocal",
@@ -100,14 +103,15 @@ def test_unrolled_sampler_takes_the_same_steps(adaptive):
   assert cost(unrolled) > 1.5 * cost(rolled)
 
 
+@pytest.mark.slow
 def test_setup_builds_a_run_for_another_input_shape():
   run = _run(**{"shape": (32, 32, 3)})
   assert tuple(run.info.shape) == (32, 32, 3)
   assert tuple(run.path.transform.shape) == (32, 32, 3)
   assert run.abstract_state.params is not None
   keys = jax.random.split(jax.random.PRNGKey(0), 16)
-  loss, _, _ = run.field.loss(run.init_state().params,
-                              {"image": jnp.zeros((16, 32, 32, 3))}, keys)
+  loss, _, _ = jax.jit(run.field.loss)(  # op by op: minutes on the CPU
+      run.init_state().params, {"image": jnp.zeros((16, 32, 32, 3))}, keys)
   assert np.isfinite(float(loss))
   c = digits.get_config("runlocal")
   with pytest.raises(ValueError, match="only mode='tool'"):

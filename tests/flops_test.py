@@ -149,6 +149,7 @@ def _matmul_flops(jaxpr) -> int:
   return total
 
 
+@pytest.mark.slow
 def test_dit_xla_flops_match_analytic():
   # DiT-S/2 widths (hidden 384, 6 heads) on 32x32x4 latents, 256 tokens;
   # two blocks instead of twelve: both counts are linear in the depth.
@@ -188,6 +189,7 @@ def test_progress_line_shows_tflops_and_mfu():
   assert "TFLOP" not in p.line(5, 0.5, timing)
 
 
+@pytest.mark.slow
 def test_main_logs_tflops_and_no_mfu_on_cpu(tmp_path):
   wd = str(tmp_path / "run")
   env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu",
@@ -212,6 +214,7 @@ def test_main_logs_tflops_and_no_mfu_on_cpu(tmp_path):
   assert "no FLOP count" not in p.stderr
 
 
+@pytest.mark.slow
 def test_train_step_compiles_once_and_counts_all_devices(tmp_path):
   names = []
 

@@ -68,6 +68,7 @@ def _sample(wd, devices, *flags):
   return p.stderr
 
 
+@pytest.mark.slow
 def test_one_and_eight_devices_give_the_same_set(trained, tmp_path):
   flags = ("--config.sample.num_samples=20", "--config.sample.batch_size=8")
   w1, w8 = _copy(trained, tmp_path, "d1"), _copy(trained, tmp_path, "d8")
@@ -91,6 +92,7 @@ def test_one_and_eight_devices_give_the_same_set(trained, tmp_path):
     assert meta[0][key] == meta[1][key], key
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_set(trained, tmp_path):
   flags = ("--config.sample.num_samples=96", "--config.sample.batch_size=8",
            "--config.sample.num_steps=200")
@@ -117,6 +119,7 @@ def test_killed_run_resumes_to_the_same_set(trained, tmp_path):
     np.testing.assert_array_equal(a[k], b[k])
 
 
+@pytest.mark.slow
 def test_another_set_in_the_directory_is_refused(trained, tmp_path):
   wd = _copy(trained, tmp_path, "w")
   _sample(wd, 1, "--config.sample.num_samples=8")
@@ -142,6 +145,7 @@ class _CountingModel:
     return -x
 
 
+@pytest.mark.slow
 def test_adaptive_nfe_equals_counted_calls(trained, tmp_path):
   c = _cfg()
   c.sample.solver = "dopri5"

@@ -87,6 +87,7 @@ def forward(random_variables):
   return lambda x: apply(random_variables, x)
 
 
+@pytest.mark.slow
 def test_forward_outputs(forward, random_variables):
   x = jax.random.uniform(jax.random.PRNGKey(1), (2, 299, 299, 3), minval=-1)
   out = jax.device_get(forward(x))

@@ -278,6 +278,7 @@ def test_missing_tfds_data_set_is_a_clear_error(tmp_path):
     input_pipeline.get_info(_cfg(name="tfds", data_dir=str(tmp_path)))
 
 
+@pytest.mark.slow
 def test_worker_processes_give_the_same_stream_and_resume():
   cfg = _cfg(name="digits", image_size=8, random_flip=True)
   plain = input_pipeline.create(cfg, global_batch_size=32, seed=4)

@@ -167,6 +167,7 @@ def test_wrong_input_shape_errors():
     t.inverse(np.zeros((2, 8, 8, 3), np.float32))
 
 
+@pytest.mark.slow  # a benchmark script (with the others in -m slow)
 def test_benchmark_quick_mode_runs():
   import importlib.util  # pylint: disable=g-import-not-at-top
   import os  # pylint: disable=g-import-not-at-top

@@ -277,6 +277,7 @@ def test_tpu_relaunch(fake_bin, state, subs):
       _started(_command_of(lines[-2]))
 
 
+@pytest.mark.slow
 def test_tpu_worker_scripts_run_locally(tmp_path, fake_bin):
   """The commands `run`, `logs`, `status` and `stop` send to the workers,
   executed here with HOME=tmp and a fake venv python: checks their quoting,

@@ -97,7 +97,11 @@ SHAPES = ([(n, dict(TINY[n], num_classes=10)) for n in sorted(TINY)]
              ("mlp", dict(size="S")), ("mlp", dict(size="B"))])
 
 
-@pytest.mark.parametrize("name,kw", SHAPES, ids=lambda v: str(v))
+# The mu and ti sizes in the fast tier, the large ones in -m slow.
+@pytest.mark.parametrize("name,kw", [
+    pytest.param(n, kw, marks=() if kw.get("size") in ("mu", "ti")
+                 else pytest.mark.slow) for n, kw in SHAPES],
+    ids=lambda v: str(v))
 def test_output_shape_all_sizes_by_eval_shape(name, kw):
   model = models.get(name, **kw)
   for c in (1, 3, 4):
@@ -117,6 +121,7 @@ def test_mlp_takes_flat_2d_points():
   assert jitted(model)(v, x, t, None).shape == (16, 2)
 
 
+@pytest.mark.slow
 def test_resolution_agnostic_dit_and_unet():
   for name, extra in (("dit", {}), ("dit", {"pos_embed": "learned"}),
                       ("unet", {})):
@@ -198,6 +203,7 @@ def test_dit_param_counts_match_paper(size, paper):
   assert abs(count.total / paper - 1) < 0.02, (size, count.total)
 
 
+@pytest.mark.slow
 def test_analytic_flops_match_paper_and_xla():
   xl = models.get("dit", size="XL", patch_size=2, num_classes=1000)
   # DiT paper: DiT-XL/2 at 256 px (latent 32x32x4) is 118.6 Gflops (MACs).
@@ -270,6 +276,7 @@ def test_moe_hard_routing_matches_dense_reference():
   np.testing.assert_allclose(got, jnp.stack(ref), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_moe_soft_router_learns_and_fewer_experts_share():
   from kflow_jax.models import moe
   mlp = moe.ExpertMlp(32, 64, 3, 3, "soft")
@@ -290,7 +297,9 @@ def test_moe_soft_router_learns_and_fewer_experts_share():
 # ------------------------------------------------- precision and remat ---
 
 
-@pytest.mark.parametrize("name", sorted(TINY))
+@pytest.mark.parametrize("name", [
+    pytest.param(n, marks=() if n == "mlp" else pytest.mark.slow)
+    for n in sorted(TINY)])  # mlp fast, the rest in -m slow
 def test_bf16_compute_finite_outputs_and_grads(name):
   model, variables, x, t, y = built(name, dtype="bfloat16")
   assert all(a.dtype == jnp.float32 for a in jax.tree.leaves(variables))
@@ -309,6 +318,7 @@ def test_bf16_compute_finite_outputs_and_grads(name):
   assert np.abs(out - jitted(fp32)(variables, x, t, y)).max() > 0
 
 
+@pytest.mark.slow
 def test_remat_same_values_and_grads():
   model, variables, x, t, y = built("dit")
   remat = models.get("dit", num_classes=5, remat=True, **TINY["dit"])
@@ -329,7 +339,8 @@ def test_remat_same_values_and_grads():
 # ------------------------------------------------------------- sharding ---
 
 
-@pytest.mark.parametrize("name", ["dit", "moe_dit"])
+@pytest.mark.parametrize("name", [
+    "dit", pytest.param("moe_dit", marks=pytest.mark.slow)])
 def test_fsdp_mesh_shardings_init_and_apply(name):
   model = built(name)[0]
   x, t, y = inputs(b=8)

@@ -46,6 +46,7 @@ def _inputs(run, n=4):
   return x, t
 
 
+@pytest.mark.slow
 def test_output_moves_only_the_bands_active_at_t():
   run, plain = _run(True), _run(False)
   assert run.field.projects(run.spec)
@@ -65,12 +66,14 @@ def test_output_moves_only_the_bands_active_at_t():
   np.testing.assert_allclose(c[~inactive], c_raw[~inactive], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_loss_uses_the_projected_output():
   run = _run(True)
   params = _params(run)
   x1, _ = _inputs(run)
   keys = jax.random.split(jax.random.PRNGKey(5), x1.shape[0])
-  loss, _, grads = run.field.loss(params, {"image": x1}, keys)
+  # Jitted: the sharded loss run op by op takes a minute on the CPU.
+  loss, _, grads = jax.jit(run.field.loss)(params, {"image": x1}, keys)
   assert grads is None
 
   # The same draws as the field's loss, the projection written out here.
@@ -88,11 +91,13 @@ def test_loss_uses_the_projected_output():
     mask = paths.active_mask(run.path, tt)
     return tr.inverse(jnp.where(mask, tr.forward(v), 0.0))
   want, _ = losses.kflow_loss(projected, run.path, x1, keys[0], x0=x0, t=t)
-  unprojected, _, _ = _run(False).field.loss(params, {"image": x1}, keys)
+  unprojected, _, _ = jax.jit(_run(False).field.loss)(params,
+                                                      {"image": x1}, keys)
   np.testing.assert_allclose(float(loss), float(want), rtol=1e-5)
   assert abs(float(unprojected) - float(loss)) > 1e-3 * float(loss)
 
 
+@pytest.mark.slow
 def test_hidden_input_bands_do_not_reach_the_network():
   run = _run(False, hide=True)
   params = _params(run)
@@ -120,6 +125,7 @@ def test_hidden_input_bands_do_not_reach_the_network():
       assert (gap < 1e-5) if hidden else (gap > 1e-3), (hidden, gap)
 
 
+@pytest.mark.slow
 def test_sampler_runs_the_network_as_trained():
   run = _run(True, hide=True)
   params = _params(run)
@@ -165,6 +171,7 @@ def test_scale_adaptive_run_does_not_use_them():
   assert not run.field.projects(run.spec)
 
 
+@pytest.mark.slow
 def test_command_line_trains_and_samples_projected(tmp_path):
   wd = str(tmp_path / "run")
   base = [sys.executable, "-m", "kflow_jax.main",

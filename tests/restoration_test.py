@@ -281,6 +281,7 @@ def _one(pattern):
   return files[0]
 
 
+@pytest.mark.slow
 def test_restore_mode_from_the_command_line(trained):
   wd, cache = trained
   _main([f"--workdir={wd}", "--mode=restore", "--config.restore.num_images=3",
@@ -306,6 +307,7 @@ def test_restore_mode_from_the_command_line(trained):
   assert res["consistency_error"] < 1e-5
 
 
+@pytest.mark.slow
 def test_edit_and_mix_modes_from_the_command_line(trained):
   wd, cache = trained
   _main([f"--workdir={wd}", "--mode=edit", "--config.restore.num_images=2",
@@ -325,6 +327,9 @@ def test_edit_and_mix_modes_from_the_command_line(trained):
   assert corr["band_1"]["same_col"] > corr["band_1"]["other_col"] + 0.1, corr
 
 
+# Needs the trained run (the error comes after the checkpoint is found);
+# test_operators_parse_and_refuse_bad_strings checks the parse in process.
+@pytest.mark.slow
 def test_mode_errors_are_one_line(trained):
   wd, cache = trained
   env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=REPO,

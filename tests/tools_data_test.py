@@ -139,6 +139,7 @@ def get_config():
 '''
 
 
+@pytest.mark.slow
 def test_encode_latents_cli_then_train_and_decode(tmp_path):
   import jax  # pylint: disable=g-import-not-at-top
   model, params, weights = _tiny_vae_file(tmp_path)
@@ -192,6 +193,7 @@ def test_encode_latents_cli_then_train_and_decode(tmp_path):
   assert input_pipeline.latent_decoder(pixels_cfg) is None
 
 
+@pytest.mark.slow
 def test_image_folder_trains_for_a_few_steps(tmp_path):
   """A user's folder of PNGs -> build_dataset -> a K-Flow run on it."""
   import jax  # pylint: disable=g-import-not-at-top

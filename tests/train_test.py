@@ -27,6 +27,7 @@ def _cfg(**overrides):
   return c
 
 
+@pytest.mark.slow
 def test_one_and_eight_devices_same_loss_and_outputs(tmp_path):
   w1, w8 = str(tmp_path / "d1"), str(tmp_path / "d8")
   s1 = train.train_and_evaluate(_cfg(**{"sample.at_end": False}), w1,
@@ -86,6 +87,7 @@ def test_one_and_eight_devices_same_loss_and_outputs(tmp_path):
   assert np.isfinite(result["eval_loss"]) and result["eval_examples"] == 32
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
   # Adam's step is ~lr, so lr 1e30 blows the params up after warmup.
   c = _cfg(**{"optim.learning_rate": 1e30, "optim.grad_clip_norm": 0.0,

@@ -126,7 +126,9 @@ def test_bad_wavelet_options():
     kamp.get("wavelet", (16, 16, 3), wavelet="dmey")
 
 
-@pytest.mark.parametrize("name", ["haar", "db2", "db6", "bior4.4"])
+@pytest.mark.parametrize("name", [
+    pytest.param(n, marks=() if n == "haar" else pytest.mark.slow)
+    for n in ("haar", "db2", "db6", "bior4.4")])  # haar fast, the rest -m slow
 def test_stencil_path_equals_pywt(monkeypatch, name):
   # Axes above _MATMUL_MAX use the periodic stencils; force them at a small
   # shape so that every level, including lengths shorter than the filter
