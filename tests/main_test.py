@@ -200,6 +200,18 @@ def test_design_card_command_names_the_missing_latents(tmp_path, cache_dir):
   assert "encode_latents" in errors[0] and "Traceback" not in p.stderr
 
 
+def test_restore_without_checkpoint_is_one_error_line(tmp_path, cache_dir):
+  # A mode that opens the checkpoint manager and finds nothing must close
+  # it before exiting: the error is the last line of stderr, with no
+  # shutdown traceback from the manager's threads after it.
+  err = _main_error([CONFIG, f"--workdir={tmp_path / 'empty'}",
+                     "--mode=restore"], cache_dir, tmp_path)
+  errors = [l for l in err.splitlines() if "error" in l.lower()]
+  assert errors == [err.strip().splitlines()[-1]], errors
+  assert errors[0].startswith("kflow_jax: error: No checkpoint in")
+  assert "Traceback" not in err and "RuntimeError" not in err
+
+
 def test_imagenet_fourier_is_imagenet_with_fourier():
   import importlib.util  # pylint: disable=g-import-not-at-top
 
