@@ -1,7 +1,7 @@
 """Data set families behind `kflow_jax.data.input_pipeline`.
 
 One module per concern: `preprocess` (crop/resize/flip/scale), `embedded`
-(digits, natural_patches), `tfds_sources` (TFDS array_record data sets),
+(digits, mnist5k, natural_patches), `tfds_sources` (TFDS array_record data sets),
 `folder` (image folders converted to array_record), `latents` (encoded
 latent data sets), `records` (the array_record format shared by the last
 two). `get(name)` returns the `base.Family` of a data set name; its error
@@ -22,6 +22,7 @@ from kflow_jax.data.base import Prepared
 _TFDS = "kflow_jax.data.tfds_sources"
 DATASETS = registry.Registry("data set", "config.input")
 DATASETS.register("digits", ("kflow_jax.data.embedded", "DIGITS", None))
+DATASETS.register("mnist5k", ("kflow_jax.data.embedded", "MNIST5K", None))
 DATASETS.register("natural_patches",
                   ("kflow_jax.data.embedded", "PATCHES", None))
 for _name in ("cifar10", "mnist", "celeb_a", "celeb_a_hq", "imagenet2012",
