@@ -13,6 +13,7 @@ second call only rewrites the tables.
 """
 import contextlib
 import fcntl
+import hashlib
 import json
 import math
 import os
@@ -53,6 +54,9 @@ class Scale(NamedTuple):
   # Only read what earlier calls produced: a run or score not there yet
   # raises Missing, and the tables show "-" for it (run_all --report).
   report_only: bool = False
+  # MNIST-5k (experiments/mnist.py): training steps of its runs, which use
+  # the shipped recipes (no pinning).
+  mnist_budgets: tuple = (800,)
 
 
 class Missing(Exception):
@@ -71,7 +75,7 @@ FULL = Scale(name="full", seeds=(0, 1, 2), ablation_seeds=(0,),
 QUICK = Scale(name="quick", seeds=(0,), ablation_seeds=(0,),
               digits_budgets=(4,), patches_budgets=(4,), num_samples=16,
               num_steps=8, classifier_steps=20, restore_images=4,
-              mix_size=2, all_arms=False,
+              mix_size=2, all_arms=False, mnist_budgets=(4,),
               extra_flags=("--config.batch_size=8",
                            "--config.optim.warmup_steps=1",
                            "--config.path.energy_examples=16",
@@ -144,15 +148,65 @@ def _locked(workdir: str):
       fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def resolved_config(run: Run) -> str:
+  """sha256 of the config `run.flags()` resolves to, read the way
+  kflow_jax.main reads it (ml_collections only: nothing is built)."""
+  from absl import flags as absl_flags  # pylint: disable=g-import-not-at-top
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  argv = ["experiments", f"--config={run.config}", *run.overrides,
+          f"--config.seed={run.seed}"]
+  values = absl_flags.FlagValues()
+  # sys_argv: the overrides are found in it when the flag is defined.
+  config_flags.DEFINE_config_file("config", None, "", flag_values=values,
+                                  sys_argv=argv)
+  cwd = os.getcwd()
+  os.chdir(REPO)  # config paths are relative to the repository
+  try:
+    values(argv)
+  finally:
+    os.chdir(cwd)
+  text = values.config.to_json(sort_keys=True)
+  return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _same_config_run(root: str, run: Run) -> Run:
+  """`run`, or an earlier arm's run when both resolve to the same config:
+  such arms cannot differ, so they share one run (and reports say "same
+  config", never an effect). ROOT/resolved.json maps config hashes to the
+  first arm's workdir."""
+  index = os.path.join(root, "resolved.json")
+  key = f"{resolved_config(run)}"
+  with _locked(root):
+    table = {}
+    if os.path.exists(index):
+      with open(index) as fh:
+        table = json.load(fh)
+    first = table.setdefault(key, run.workdir)
+    if first == run.workdir:
+      with open(index + ".tmp", "w") as fh:
+        json.dump(table, fh, indent=1, sort_keys=True)
+      os.replace(index + ".tmp", index)
+      return run
+  return run._replace(workdir=first)
+
+
+def same_run(a: "Run", b: "Run") -> bool:
+  """True when two arms resolved to one config and so share a run."""
+  return a is not None and b is not None and a.workdir == b.workdir
+
+
 def train(root: str, scale: Scale, name: str, config: str,
           overrides: Sequence[str], seed: int, budgets: Sequence[int]) -> Run:
   """Trains (or reuses) arm `name` with `seed`, keeping a checkpoint at
   every budget (one run: the shorter budgets are its earlier checkpoints,
-  mid-way through the learning-rate schedule of the longest)."""
+  mid-way through the learning-rate schedule of the longest). An arm whose
+  resolved config equals an earlier arm's gets that arm's run."""
   wd = os.path.join(root, "runs", name, f"seed{seed}")
   run = Run(name, config, tuple(scale.pinned) + tuple(overrides) +
             tuple(scale.extra_flags), seed,
             wd)
+  run = _same_config_run(root, run)
+  wd = run.workdir
   final = max(budgets)
   done = os.path.join(wd, "checkpoints", str(final))
   if os.path.isdir(done):
@@ -242,14 +296,15 @@ def steer(run: Run, scale: Scale, step: int, mode: str, tag: str,
   return _cached(run, f"{mode}_{tag}_step{step}", make, scale.report_only)
 
 
-def classifier(root: str, scale: Scale) -> str:
-  """The digits classifier of the FD and class accuracy, trained once by
-  the tool a user runs."""
-  out = os.path.join(root, f"digits_classifier_{scale.classifier_steps}.npz")
+def classifier(root: str, scale: Scale, dataset: str = "digits") -> str:
+  """The classifier of the FD and class accuracy on `dataset`, trained
+  once by the tool a user runs."""
+  out = os.path.join(root,
+                     f"{dataset}_classifier_{scale.classifier_steps}.npz")
   if not os.path.exists(out) and not scale.report_only:
-    command(["-m", "kflow_jax.tools.train_classifier", "--dataset=digits",
+    command(["-m", "kflow_jax.tools.train_classifier", f"--dataset={dataset}",
              f"--out={out}", f"--steps={scale.classifier_steps}"],
-            os.path.join(root, "classifier.log"))
+            os.path.join(root, f"{dataset}_classifier.log"))
   return out
 
 

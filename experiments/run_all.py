@@ -3,7 +3,7 @@
     python -m experiments.run_all            # the committed results
     python -m experiments.run_all --quick    # toy size (CI), ROOT/results
 
-Runs quality, recipe, class_drop, steerability, restoration and adaptive (runs are
+Runs quality, mnist, recipe, class_drop, steerability, restoration and adaptive (runs are
 shared and reused across them and across calls), then writes
 docs/results/README.md from their numbers. Interrupted, the same command
 resumes: finished runs and evaluations are read back, not redone.
@@ -15,13 +15,15 @@ import time
 from experiments import adaptive
 from experiments import class_drop
 from experiments import common
+from experiments import mnist
 from experiments import quality
 from experiments import recipe
 from experiments import restoration
 from experiments import steerability
 
 # The cheap ones after quality reuse its runs; recipe, the longest, last.
-SCRIPTS = (("quality", quality), ("restoration", restoration),
+SCRIPTS = (("quality", quality), ("mnist", mnist),
+           ("restoration", restoration),
            ("steerability", steerability), ("class_drop", class_drop),
            ("adaptive", adaptive), ("recipe", recipe))
 

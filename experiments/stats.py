@@ -15,6 +15,9 @@ allows, never more:
                    i.e. two one-sided 5 % tests, lies inside (-delta, delta))
   same config      the two arms resolve to the same config: they cannot
                    differ, so there is no effect to report
+  identical        every per-seed difference is exactly 0: different
+                   configs that compute the same thing (e.g. band weights
+                   that are all 1): not an effect either
   one seed         n < 2: no interval
 
 The t quantile comes from scipy (installed with scikit-learn, a dependency
@@ -28,6 +31,7 @@ import numpy as np
 CONFIDENCE = 0.95
 BETTER, WORSE, NOT_RESOLVED = "better", "worse", "not resolved"
 EQUIVALENT, SAME_CONFIG, ONE_SEED = "equivalent", "same config", "one seed"
+IDENTICAL = "identical"
 
 
 def t_quantile(p: float, dof: int) -> float:
@@ -36,11 +40,12 @@ def t_quantile(p: float, dof: int) -> float:
 
 
 def interval(d: Sequence[float], confidence: float = CONFIDENCE):
-  """(mean, low, high) of the mean of d, Student-t over len(d) values."""
+  """(mean, low, high) of the mean of d, Student-t over len(d) values;
+  low = high = None for one value (None, not NaN: result files are JSON)."""
   d = np.asarray(d, np.float64)
   mean = float(d.mean())
   if d.size < 2:
-    return mean, math.nan, math.nan
+    return mean, None, None
   half = (t_quantile(0.5 + confidence / 2, d.size - 1)
           * float(d.std(ddof=1)) / math.sqrt(d.size))
   return mean, mean - half, mean + half
@@ -76,6 +81,8 @@ def paired(a: Sequence[Optional[float]], b: Sequence[Optional[float]], *,
   out.update(diff=d, mean=mean, low=low, high=high)
   if same_config:
     return dict(out, verdict=SAME_CONFIG)
+  if all(v == 0.0 for v in d):
+    return dict(out, verdict=IDENTICAL)
   if len(d) < 2:
     return dict(out, verdict=ONE_SEED)
   if margin is not None:
@@ -96,8 +103,8 @@ def fmt(p: dict, digits: int = 3) -> str:
   if p.get("mean") is None:
     return "-"
   g = f"{{:+.{digits}g}}"
-  if p["verdict"] == SAME_CONFIG:
-    return "same config (not an effect)"
+  if p["verdict"] in (SAME_CONFIG, IDENTICAL):
+    return f"{p['verdict']} (not an effect)"
   if p["n"] < 2:
     return f"{g.format(p['mean'])} (one seed)"
   word = p["verdict"]
@@ -114,6 +121,9 @@ def sentence(name_a: str, name_b: str, metric: str, p: dict) -> str:
   if p["verdict"] == SAME_CONFIG:
     return (f"{name_a} and {name_b} resolve to the same config: the same "
             "run, not an effect.")
+  if p["verdict"] == IDENTICAL:
+    return (f"{name_a} and {name_b} give bit-identical {metric} on every "
+            "seed: the change computes nothing different, not an effect.")
   if p["verdict"] == ONE_SEED:
     return (f"{name_a} - {name_b} ({metric}) = {p['mean']:+.3g} on one seed: "
             "no interval, no verdict.")

@@ -1,6 +1,4 @@
 """experiments/stats.py: the paired rule every verdict of docs/results uses."""
-import math
-
 import numpy as np
 import pytest
 from scipy import stats as sps
@@ -46,9 +44,12 @@ def test_same_config_and_one_seed_give_no_effect():
                    same_config=True)
   assert p["verdict"] == stats.SAME_CONFIG
   assert "not an effect" in stats.fmt(p)
+  p = stats.paired([58.884, 41.2], [58.884, 41.2], lower_is_better=True)
+  assert p["verdict"] == stats.IDENTICAL
+  assert "not an effect" in stats.sentence("A", "B", "fd", p)
   p = stats.paired([1.0, None], [3.0, 2.0], lower_is_better=True)
   assert p["n"] == 1 and p["verdict"] == stats.ONE_SEED
-  assert math.isnan(p["low"])
+  assert p["low"] is None and p["high"] is None
 
 
 def test_refuses_unpaired_or_nan_scores():
