@@ -47,31 +47,5 @@ def get_config(arg=None):
   c = config_lib.base()
   c.input.name = "digits"
   config_lib.set_bands(c, a.transform, 2, **TRANSFORMS[a.transform])
-  c.total_steps = 2000
-  c.batch_size = 64
-  c.optim.learning_rate = 1e-3
-  c.optim.warmup_steps = 200
-  # The recipe study (docs/results/recipe.md, classifier FD at 800 steps):
-  # logit-normal t was the best single change for both methods; for K-Flow,
-  # band I/O with logit-normal t inside each band then beat it.
-  c.loss.t_sampling = "logit_normal"
-  if a.transform != "identity":
-    c.path.hide_input = True
-    c.path.project_output = True
-    c.loss.t_sampling = "band_logit_normal"
-  if a.cond:
-    c.conditional = True
-    # LFM's ImageNet label dropout (K-Flow's own is not published).
-    c.label_dropout = 0.1
-    c.sample.guidance = 1.5
-    # 10 per class: a 10 x 10 grid, one class per row.
-    c.sample.num_samples = 100
-    c.sample.batch_size = 100
-  if a.runlocal:
-    c = config_lib.runlocal(c)
-    if a.cond:
-      # Two per class over two batches: exercises the class-row layout and
-      # noise that must be shared across sampling batches.
-      c.sample.num_samples = 20
-      c.sample.batch_size = 10
-  return c
+  return config_lib.digit_recipe(c, a.transform, cond=a.cond,
+                                  local=a.runlocal)

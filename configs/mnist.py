@@ -51,25 +51,5 @@ def get_config(arg=None):
   options = (dict(wavelet="haar", levels=a.bands - 1)
              if a.transform == "wavelet" else {})
   config_lib.set_bands(c, a.transform, a.bands, **options)
-  c.total_steps = 2000
-  c.batch_size = 64
-  c.optim.learning_rate = 1e-3
-  c.optim.warmup_steps = 200
-  # The recipes of docs/results/recipe.md (found on digits).
-  c.loss.t_sampling = "logit_normal"
-  if a.transform != "identity":
-    c.path.hide_input = True
-    c.path.project_output = True
-    c.loss.t_sampling = "band_logit_normal"
-  if a.cond:
-    c.conditional = True
-    c.label_dropout = 0.1
-    c.sample.guidance = 1.5
-    c.sample.num_samples = 100
-    c.sample.batch_size = 100
-  if a.runlocal:
-    c = config_lib.runlocal(c)
-    if a.cond:
-      c.sample.num_samples = 20
-      c.sample.batch_size = 10
-  return c
+  return config_lib.digit_recipe(c, a.transform, cond=a.cond,
+                                  local=a.runlocal)

@@ -52,7 +52,6 @@ def _check_digits_size(size: int, fit: str):
 def _digits_arrays(size: int, fit: str):
   """All 1797 digits as float32 [N, S, S, 1] in [-1, 1], labels, test mask."""
   from sklearn import datasets  # pylint: disable=g-import-not-at-top
-  from sklearn import model_selection  # pylint: disable=g-import-not-at-top
   digits = datasets.load_digits()
   images = digits.images.astype(np.float32) / 16.0  # 0..16 grey levels
   if size != 8:
@@ -63,11 +62,18 @@ def _digits_arrays(size: int, fit: str):
       images = np.stack([
           np.asarray(Image.fromarray(im, mode="F").resize(
               (size, size), resample=Image.BICUBIC)) for im in images])
-  images = np.clip(images * 2.0 - 1.0, -1.0, 1.0)[..., None]
-  labels = digits.target.astype(np.int32)
-  # A fixed stratified split, so every class is in both halves.
+  return _with_split(images, digits.target, DIGITS_TEST_SIZE)
+
+
+def _with_split(images01, labels, test_size: int):
+  """Images in [0, 1] [N, S, S] -> (float32 [N, S, S, 1] in [-1, 1],
+  int32 labels, held-out mask), read-only. The split is a fixed
+  stratified draw, so every class is in both halves."""
+  from sklearn import model_selection  # pylint: disable=g-import-not-at-top
+  images = np.clip(images01 * 2.0 - 1.0, -1.0, 1.0)[..., None]
+  labels = np.asarray(labels).astype(np.int32)
   _, test_idx = model_selection.train_test_split(
-      np.arange(len(labels)), test_size=DIGITS_TEST_SIZE, random_state=0,
+      np.arange(len(labels)), test_size=test_size, random_state=0,
       stratify=labels)
   is_test = np.zeros(len(labels), bool)
   is_test[test_idx] = True
@@ -139,7 +145,6 @@ def mnist5k_path() -> str:
 @functools.lru_cache(maxsize=4)
 def _mnist5k_arrays(size: int):
   """All 5000 digits as float32 [N, S, S, 1] in [-1, 1], labels, test mask."""
-  from sklearn import model_selection  # pylint: disable=g-import-not-at-top
   with gzip.open(mnist5k_path(), "rt") as fh:
     # One text parse of all numbers: 6x faster than np.loadtxt.
     flat = np.fromstring(fh.read().replace("\n", ","), np.float32, sep=",")
@@ -157,16 +162,7 @@ def _mnist5k_arrays(size: int):
     images = np.stack([
         np.asarray(Image.fromarray(im, mode="F").resize(
             (size, size), resample=resample)) for im in images])
-  images = np.clip(images * 2.0 - 1.0, -1.0, 1.0)[..., None]
-  labels = table[:, -1].astype(np.int32)
-  _, test_idx = model_selection.train_test_split(
-      np.arange(len(labels)), test_size=MNIST5K_TEST_SIZE, random_state=0,
-      stratify=labels)
-  is_test = np.zeros(len(labels), bool)
-  is_test[test_idx] = True
-  for a in (images, labels, is_test):
-    a.setflags(write=False)
-  return images, labels, is_test
+  return _with_split(images, table[:, -1], MNIST5K_TEST_SIZE)
 
 
 def _mnist5k_info(cfg, split):
