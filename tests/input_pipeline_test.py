@@ -86,6 +86,8 @@ def test_mnist5k_is_the_padded_mnist_digits_with_a_fixed_split():
   assert te_x.max() == 1.0  # full-contrast MNIST strokes
   # 256 grey levels, not the 16 of sklearn's digits.
   assert len(np.unique(te_x)) > 200
+  # The file is sorted by class; the split's fixed order is not.
+  assert len(np.unique(te_y[:50])) == 10
   tr_x, _ = all_of("train", 4500)
   train_rows = {r.tobytes() for r in tr_x}
   assert not any(r.tobytes() in train_rows for r in te_x)

