@@ -18,6 +18,9 @@ smaller image; docs/method.md, "Scale-adaptive compute").
 * The best t sampling of docs/results/recipe.md (logit-normal) given to
   both flow matching and the 2-band adaptive arm, held against each other.
 
+Every comparison is seed by seed (experiments/stats.py): an arm reaches
+flow matching's quality only when the paired interval says better.
+
     python -m experiments.adaptive [--quick] [--root=DIR] [--out=DIR]
 """
 import json
@@ -26,6 +29,7 @@ import statistics
 
 from experiments import common
 from experiments import quality
+from experiments import stats
 
 HAAR = "configs/digits.py:transform=wavelet"
 # name -> (config, overrides, bands). `fm` and `kflow_2` are quality's runs.
@@ -55,11 +59,9 @@ RUN_NAMES = {"fm": "digits_fm", "kflow_2": "digits_wavelet_haar",
              "fm_logit": "digits_fm_logit_normal"}
 # Seeds of the 3-band arms: two (a spread at two thirds of the cost).
 THREE_BAND_SEEDS = 2
-WORDS = {"lower": "better than", "higher": "worse than",
-         "within": "within the spread of",
-         "undecided": "not comparable yet (fewer than two seeds) with"}
-SHORT = {"lower": "better", "higher": "worse", "within": "within the spread",
-         "undecided": "no spread yet"}
+# The full-resolution K-Flow arm each adaptive arm is the same objective
+# as (same transform, bands and t sampling).
+FULL_RESOLUTION = {"adaptive_2": "kflow_2", "adaptive_3": "kflow_3"}
 # Timing runs: steps, log interval, rounds (arms interleaved per round).
 TIMING = {"full": (120, 20, 2), "quick": (4, 2, 1)}
 
@@ -105,7 +107,9 @@ def _step_times(root, scale, arms) -> dict:
 
 def _scores(root, scale, clf, name, steps, seeds, at=None):
   """Scores of arm `name` trained for `steps`, at checkpoint `at` (default:
-  the last)."""
+  the last): {metric: mean_std} and "per_seed", the classifier FD seed by
+  seed of scale.seeds (None for a seed the arm does not run or has no
+  score for), so that arms with fewer seeds still pair with the rest."""
   config, overrides, _ = ARMS[name]
   run_name = RUN_NAMES.get(name, f"digits_{name}")
   if steps != max(scale.digits_budgets):
@@ -113,15 +117,37 @@ def _scores(root, scale, clf, name, steps, seeds, at=None):
   budgets = scale.digits_budgets if steps == max(scale.digits_budgets) else (
       steps,)
   evs = []
-  for seed in seeds:
-    run = common.attempt(common.train, root, scale, run_name, config,
-                         overrides, seed, budgets)
+  for seed in scale.seeds:
+    run = seed in seeds and common.attempt(
+        common.train, root, scale, run_name, config, overrides, seed,
+        budgets)
     ev = run and common.attempt(common.evaluate, run, scale, at or steps,
                                 "main", classifier=clf)
-    if ev:
-      evs.append(ev)
-  return {m: common.mean_std([e.get(m) for e in evs])
-          for m in ("classifier_fd", "nfe")}
+    evs.append(ev or {})
+  out = {m: common.mean_std([e.get(m) for e in evs])
+         for m in ("classifier_fd", "nfe")}
+  out["per_seed"] = [e.get("classifier_fd") for e in evs]
+  return out
+
+
+def versus(a: dict, b: dict) -> dict:
+  """Classifier FD of a minus b, seed by seed (lower is better). No two
+  arms here share a config (their overrides differ in the backbone or
+  the transform), so none is reported as the same config."""
+  return stats.paired(a["per_seed"], b["per_seed"], lower_is_better=True)
+
+
+def reaches(p: dict, cost: float) -> str:
+  """Whether an arm at `cost` (its training time / flow matching's)
+  reaches flow matching's quality at less than half its cost, as the
+  paired verdict allows."""
+  if cost >= 0.5:
+    return "no (not below half the cost)"
+  return {stats.BETTER: "yes (better beyond the interval)",
+          stats.WORSE: "no (worse beyond the interval)",
+          stats.NOT_RESOLVED: "not shown (not resolved: no difference "
+                              "detected, which is not equality)",
+          }.get(p["verdict"], f"no verdict ({p['verdict']})")
 
 
 def independence(run, scale, step) -> dict:
@@ -183,44 +209,62 @@ def run(scale, root, out_dir) -> dict:
                          RUN_NAMES.get(name, f"digits_{name}"), config,
                          overrides, scale.seeds[0], scale.digits_budgets)
       indep[name] = r and common.attempt(independence, r, scale, steps)
+  # Seed by seed against flow matching: at equal steps, at flow
+  # matching's wall time, at the early checkpoint; and each adaptive arm
+  # against full-resolution K-Flow on the same objective at equal steps.
+  paired = {"same_steps": {}, "same_wall_time": {}, "early": {},
+            "adaptive_vs_full": {}}
+  for name in arms:
+    ref = REFERENCE.get(name, "fm")
+    if name == ref or ref not in same:
+      continue
+    paired["same_steps"][name] = versus(same[name], same[ref])
+    if name in wall:
+      paired["same_wall_time"][name] = versus(wall[name], same[ref])
+    if name in early:
+      paired["early"][name] = versus(early[name], same[ref])
+    full = FULL_RESOLUTION.get(name)
+    if full in same:
+      paired["adaptive_vs_full"][name] = versus(same[name], same[full])
   rows = []
   for name, (_, _, bands) in arms.items():
     ref = REFERENCE.get(name, "fm")
     cost = (t.get(ref, 0) / t[name]) if t.get(name) else None
+    p = (paired["same_wall_time"].get(name)
+         or paired["same_steps"].get(name))
     rows.append([
         name, bands,
         "-" if name not in t else f"{t[name] * 1e3:.0f}",
         "-" if cost is None else f"{cost:.2f}",
         common.fmt(same[name]["classifier_fd"]),
         wall_steps.get(name, "-" if name.startswith("adaptive") else steps),
-        common.fmt((wall.get(name) or same[name])["classifier_fd"])])
+        common.fmt((wall.get(name) or same[name])["classifier_fd"]),
+        "-" if p is None else f"{stats.fmt(p)} ({ref})"])
   verdicts = []
   for name in arms:
     if not name.startswith("adaptive") or name not in wall:
       continue
     ref = REFERENCE.get(name, "fm")
-    fm = same[ref]["classifier_fd"]
     cost = t[ref] / t[name]
-    word = WORDS[common.compare(wall[name]["classifier_fd"], fm)]
-    reaches = word in ("better than", "within the spread of")
     if name in early:
       e_cost = early_steps / steps / cost
-      e_word = common.compare(early[name]["classifier_fd"], fm)
+      p = paired["early"][name]
       verdicts.append(
           f"- {name} at its {early_steps}-step checkpoint ({e_cost:.2f} of "
-          f"{ref}'s training time): {common.fmt(early[name]['classifier_fd'])}"
-          f" against {ref}'s {common.fmt(fm)} ({SHORT[e_word]}); flow "
-          "matching's "
-          f"quality at less than half its cost: **"
-          + ("yes" if e_word in ("lower", "within") and e_cost < 0.5
-             else "no") + "**.")
+          f"{ref}'s training time): FD - {ref}'s = {stats.fmt(p)}; flow "
+          f"matching's quality at less than half its cost: "
+          f"**{reaches(p, e_cost)}**.")
+    p = paired["same_wall_time"][name]
     verdicts.append(
-        f"- {name}: a training step costs 1/{cost:.2f} of {ref}'s; "
-        f"in {ref}'s wall time ({wall_steps[name]} steps) it scores "
-        f"{common.fmt(wall[name]['classifier_fd'])}, {word} {ref}'s "
-        f"{common.fmt(fm)}. Flow matching's quality at less than half its "
-        f"cost: **{'yes' if reaches and cost >= 2 else 'no'}**"
-        + ("" if cost >= 2 else " (the step is not 2x cheaper)") + ".")
+        f"- {name}: a training step costs 1/{cost:.2f} of {ref}'s; in "
+        f"{ref}'s wall time ({wall_steps[name]} steps): "
+        + stats.sentence(name, ref, "classifier FD", p)
+        + f" Flow matching's quality at less than half its cost: "
+        f"**{reaches(p, 1 / cost)}**.")
+  verdicts += [f"- At equal steps: "
+               + stats.sentence(name, FULL_RESOLUTION[name], "classifier FD",
+                                p) for name, p in
+               paired["adaptive_vs_full"].items()]
   md = [
       "# Claim 6: scale-adaptive compute",
       "",
@@ -235,7 +279,9 @@ def run(scale, root, out_dir) -> dict:
       common.table(["arm", "bands", "ms / train step",
                     "cost: flow matching / arm", f"FD, {steps} steps",
                     "steps in flow matching's time",
-                    "FD, flow matching's time"], rows),
+                    "FD, flow matching's time",
+                    "FD - flow matching, seed by seed (95 % interval)"],
+                   rows),
       "",
       *verdicts,
       "",
@@ -259,7 +305,8 @@ def run(scale, root, out_dir) -> dict:
   data = {"scale": scale._asdict(), "step_time_s": t, "same_steps": same,
           "early": early, "early_steps": early_steps,
           "band_independence": indep,
-          "same_wall_time": wall, "wall_steps": wall_steps}
+          "same_wall_time": wall, "wall_steps": wall_steps,
+          "paired": paired}
   common.write_result(out_dir, "adaptive", "\n".join(md), data)
   return data
 

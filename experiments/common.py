@@ -339,16 +339,6 @@ def fmt(stat: dict, digits: int = 3) -> str:
           else f"{f.format(m)} ± {f.format(s)}")
 
 
-def compare(a: dict, b: dict) -> str:
-  """'lower' / 'higher' when a's mean differs from b's by more than the
-  two seed spreads together, 'within' otherwise, 'undecided' with fewer
-  than two seeds on either side (no spread to judge by)."""
-  if a["mean"] is None or b["mean"] is None or min(a["n"], b["n"]) < 2:
-    return "undecided"
-  gap, noise = a["mean"] - b["mean"], a["std"] + b["std"]
-  return "lower" if gap < -noise else "higher" if gap > noise else "within"
-
-
 def table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
   lines = ["| " + " | ".join(header) + " |",
            "|" + "---|" * len(header)]
@@ -357,10 +347,13 @@ def table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
 
 
 def write_result(out_dir: str, name: str, markdown: str, data: dict) -> str:
-  """docs/results/<name>.md and <name>.json (the numbers behind it)."""
+  """docs/results/<name>.md and <name>.json (the numbers behind it). A NaN
+  or infinity is refused (allow_nan=False): a missing number is None, and
+  a non-finite score is a failed run to look at, not a table cell."""
   os.makedirs(out_dir, exist_ok=True)
+  text = json.dumps(data, indent=1, sort_keys=True, allow_nan=False)
   with open(os.path.join(out_dir, name + ".json"), "w") as fh:
-    json.dump(data, fh, indent=1, sort_keys=True)
+    fh.write(text)
   path = os.path.join(out_dir, name + ".md")
   with open(path, "w") as fh:
     fh.write(markdown.rstrip() + "\n")

@@ -8,12 +8,15 @@ classifier (lower is better; real against real: about 17); on
 `natural_patches` (no classifier) the radially averaged spectrum error
 (overall and in the finest third of frequencies), the sliced Wasserstein
 distance and the random-feature FD. Every arm runs for every seed; each
-budget is a checkpoint of the same run; the solvers are compared at equal
-NFE on seed 0's last checkpoint.
+budget is a checkpoint of the same run, and each K-Flow arm is held
+against flow matching seed by seed (experiments/stats.py: mean paired
+difference, 95 % t interval, verdict); the solvers are compared at equal
+NFE on seed 0's last checkpoint (one seed: no verdict).
 
     python -m experiments.quality [--quick] [--root=DIR] [--out=DIR]
 """
 from experiments import common
+from experiments import stats
 
 # name -> (config, overrides). The configs as shipped, so the comparison is
 # what a user gets; `fm` is plain flow matching through the same code.
@@ -37,29 +40,56 @@ PATCHES = {
 # Solvers at equal NFE (network calls per sample): steps = NFE / stages.
 SOLVERS = (("euler", 1), ("midpoint", 2), ("heun", 2), ("rk4", 4))
 SOLVER_ARMS = ("fm", "fourier", "wavelet_haar")
+PAIRED_NOTE = ("Each K-Flow arm minus flow matching, seed by seed (same seeds: "
+               "same data order and noise): mean difference, 95 % t "
+               "interval over seeds, verdict (`experiments/stats.py`; "
+               "lower is better, so a negative difference favours K-Flow; "
+               "\"not resolved\": the interval holds 0, which is not "
+               "evidence that they are equal).")
 DIGITS_METRICS = ("classifier_fd", "random_fd", "sliced_w2")
 PATCHES_METRICS = ("spectrum_error", "spectrum_error_fine", "sliced_w2",
                    "random_fd")
 
 
 def _comparison(root, scale, data, arms_, budgets, metrics, clf):
-  """{arm: {budget: {metric: mean_std}}} and the per-seed values."""
-  out, raw = {}, {}
+  """{arm: {budget: {metric: mean_std}}}, the scores seed by seed
+  {arm: {budget: [{metric: value} per seed of scale.seeds]}} ({} where a
+  seed has no score) and the runs {arm: [Run or None per seed]}."""
+  out, per_seed, runs = {}, {}, {}
   for name, (config, overrides) in common.arms(scale, arms_.items()):
-    out[name], raw[name] = {}, {}
+    per_seed[name] = {str(b): [] for b in budgets}
+    runs[name] = []
     for seed in scale.seeds:
       run = common.attempt(common.train, root, scale, f"{data}_{name}",
                            config, overrides, seed, budgets)
+      runs[name].append(run)
       for b in budgets:
         ev = run and common.attempt(common.evaluate, run, scale, b, "main",
                                     classifier=clf)
-        if ev:
-          raw[name].setdefault(str(b), []).append(ev)
-    for b in budgets:
-      evs = raw[name].get(str(b), [])
-      out[name][str(b)] = {m: common.mean_std([e.get(m) for e in evs])
-                           for m in metrics}
-  return out, raw
+        per_seed[name][str(b)].append(
+            {m: ev.get(m) for m in metrics} if ev else {})
+    out[name] = {str(b): {m: common.mean_std(
+        [r.get(m) for r in per_seed[name][str(b)]]) for m in metrics}
+                 for b in budgets}
+  return out, per_seed, runs
+
+
+def paired(per_seed, runs, metrics, budgets, ref="fm") -> dict:
+  """{arm: {budget: {metric: stats.paired(arm, ref)}}}: every arm against
+  flow matching seed by seed (all metrics here: lower is better)."""
+  out = {}
+  if ref not in per_seed:
+    return out
+  for name in per_seed:
+    if name == ref:
+      continue
+    same = all(common.same_run(a, b) for a, b in zip(runs[name], runs[ref]))
+    out[name] = {str(b): {m: stats.paired(
+        [r.get(m) for r in per_seed[name][str(b)]],
+        [r.get(m) for r in per_seed[ref][str(b)]],
+        lower_is_better=True, same_config=same) for m in metrics}
+                 for b in budgets}
+  return out
 
 
 def _solvers(root, scale, data, arms_, budgets, clf, metric):
@@ -118,32 +148,33 @@ def _solver_table(result, metric):
                       rows)
 
 
-def verdict(result, metric, budget) -> list:
-  """One line per K-Flow arm: better or worse than fm beyond the spread."""
-  fm = result["fm"][str(budget)][metric]
-  lines = []
-  for name, per in result.items():
-    if name == "fm":
-      continue
-    s = per[str(budget)][metric]
-    if s["mean"] is None or fm["mean"] is None:
-      continue
-    word = {"lower": "better than", "higher": "worse than",
-            "within": "within the spread of",
-            "undecided": "(one seed, no spread to judge by) compared with"
-            }[common.compare(s, fm)]
-    lines.append(f"- {name}: {common.fmt(s)} vs fm {common.fmt(fm)} "
-                 f"({metric}, {budget} steps): {word} flow matching.")
-  return lines
+def _paired_table(pairs, metrics, budgets):
+  rows = [[name, b] + [stats.fmt(per[str(b)][m]) for m in metrics]
+          for name, per in pairs.items() for b in budgets]
+  return common.table(["arm - fm", "steps"] + list(metrics), rows)
+
+
+def verdict(pairs, metric, budget) -> list:
+  """One line per K-Flow arm: arm - flow matching seed by seed, the 95 %
+  interval and what it allows (experiments/stats.py)."""
+  return ["- " + stats.sentence(name, "flow matching",
+                                f"{metric}, {budget} steps",
+                                per[str(budget)][metric])
+          for name, per in pairs.items()]
 
 
 def run(scale, root, out_dir) -> dict:
   clf = common.classifier(root, scale)
-  digits, digits_raw = _comparison(root, scale, "digits", DIGITS,
-                                   scale.digits_budgets, DIGITS_METRICS, clf)
-  patches, patches_raw = _comparison(root, scale, "patches", PATCHES,
-                                     scale.patches_budgets, PATCHES_METRICS,
-                                     "")
+  digits, digits_seeds, digits_runs = _comparison(
+      root, scale, "digits", DIGITS, scale.digits_budgets, DIGITS_METRICS,
+      clf)
+  patches, patches_seeds, patches_runs = _comparison(
+      root, scale, "patches", PATCHES, scale.patches_budgets,
+      PATCHES_METRICS, "")
+  pairs = {"digits": paired(digits_seeds, digits_runs, DIGITS_METRICS,
+                            scale.digits_budgets),
+           "patches": paired(patches_seeds, patches_runs, PATCHES_METRICS,
+                             scale.patches_budgets)}
   solvers = {"digits": _solvers(root, scale, "digits", DIGITS,
                                 scale.digits_budgets, clf, "classifier_fd"),
              "patches": {}}
@@ -187,7 +218,11 @@ def run(scale, root, out_dir) -> dict:
       "",
       f"![digits]({figs['digits']})",
       "",
-      *verdict(digits, "classifier_fd", max(scale.digits_budgets)),
+      PAIRED_NOTE,
+      "",
+      _paired_table(pairs["digits"], DIGITS_METRICS, scale.digits_budgets),
+      "",
+      *verdict(pairs["digits"], "classifier_fd", max(scale.digits_budgets)),
       "",
       "## natural_patches (16x16x3)",
       "",
@@ -199,8 +234,14 @@ def run(scale, root, out_dir) -> dict:
       "",
       f"![patches]({figs['patches']})",
       "",
-      *verdict(patches, "spectrum_error_fine", max(scale.patches_budgets)),
-      *verdict(patches, "sliced_w2", max(scale.patches_budgets)),
+      PAIRED_NOTE,
+      "",
+      _paired_table(pairs["patches"], PATCHES_METRICS,
+                    scale.patches_budgets),
+      "",
+      *verdict(pairs["patches"], "spectrum_error_fine",
+               max(scale.patches_budgets)),
+      *verdict(pairs["patches"], "sliced_w2", max(scale.patches_budgets)),
       "",
       f"## Solvers at equal NFE ({scale.num_steps}), seed "
       f"{scale.seeds[0]}, last checkpoint",
@@ -218,8 +259,9 @@ def run(scale, root, out_dir) -> dict:
       _solver_table(solvers["patches"], "spectrum_error_fine"),
   ]
   data = {"scale": scale._asdict(), "digits": digits, "patches": patches,
-          "solvers": solvers, "digits_raw": digits_raw,
-          "patches_raw": patches_raw}
+          "solvers": solvers,
+          "per_seed": {"digits": digits_seeds, "patches": patches_seeds},
+          "paired": pairs}
   common.write_result(out_dir, "quality", "\n".join(md), data)
   return data
 
