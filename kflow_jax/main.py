@@ -139,7 +139,8 @@ def run(argv):
   if steer:
     restoration.main(run_, params, step, _MODE.value)
   elif _MODE.value == "sample":
-    sample_set.sample(run_, params, step)
+    sample_set.sample(run_, params, step,
+                      evaluate.sample_quantization(config))
   else:
     evaluate.evaluate(run_, step, params)  # config.evals: what is scored
 

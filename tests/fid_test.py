@@ -12,6 +12,7 @@ from scipy import linalg
 
 from kflow_jax.evaluators import fid
 from kflow_jax.evaluators import frechet
+from kflow_jax.evaluators import preprocess
 from torch_parity import import_pytorch_fid
 
 
@@ -171,6 +172,49 @@ def test_reference_round_trip_and_adm_layout(tmp_path):
     fid.load_reference(stats_only, load_images=True)
 
 
+def test_adm_reference_without_protocol_is_refused_under_pytorch_fid(
+    tmp_path):
+  # ADM's VIRTUAL_*.npz carry no meta_* keys: statistics of ADM's TF
+  # pipeline, so meaningful under protocol "adm" only.
+  adm = str(tmp_path / "VIRTUAL_imagenet64_labeled.npz")
+  fid.save_reference(adm, _stats(np.random.default_rng(10)))
+  with pytest.raises(ValueError, match="records no protocol") as e:
+    fid.check_reference(adm, "pytorch_fid", "abc")
+  msg = str(e.value)
+  assert "--config.evals.protocol=adm" in msg
+  assert "python -m kflow_jax.tools.fid_reference" in msg
+  assert fid.check_reference(adm, "adm", "abc") == {}
+  # A file of tools/fid_reference names its protocol and passes under it.
+  ours = str(tmp_path / "ours.npz")
+  np.savez(ours, **{k: np.asarray(v) for k, v in
+                    _stats(np.random.default_rng(11))._asdict().items()},
+           meta_protocol=np.asarray("pytorch_fid"),
+           meta_weights_sha256=np.asarray("abc"))
+  assert fid.check_reference(ours, "pytorch_fid", "abc")["protocol"] == (
+      "pytorch_fid")
+
+
+def test_adm_truncates_to_uint8_and_pytorch_fid_rounds():
+  # Values whose rounding and truncation differ (and the clipped ends).
+  x = np.asarray([-1.2, -1.0, -0.999, -0.5, 0.0, 0.3, 0.999, 1.0, 1.5],
+                 np.float32).reshape(1, 3, 3, 1)
+  # ADM's image_sample.py: ((sample + 1) * 127.5).clamp(0, 255).to(uint8).
+  adm = np.clip((x + 1) * np.float32(127.5), 0, 255).astype(np.uint8)
+  rounded = np.clip(np.floor((x + 1) * np.float32(127.5) + 0.5), 0,
+                    255).astype(np.uint8)
+  assert np.any(adm != rounded)  # the values do tell the two apart
+  np.testing.assert_array_equal(fid.quantize(x, "adm"), adm)
+  np.testing.assert_array_equal(fid.quantize(x, "pytorch_fid"), rounded)
+  np.testing.assert_array_equal(fid.quantize(adm, "adm"), adm)  # uint8 kept
+  # Floats in adm's [0, 255] range meet the network as the uint8 ADM's
+  # evaluator would read: truncated, not interpolated between levels.
+  f = ((x + 1) * np.float32(127.5)).clip(0, 255)
+  np.testing.assert_array_equal(preprocess.preprocess(f, "adm", size=3),
+                                preprocess.preprocess(adm, "adm", size=3))
+  assert not np.array_equal(preprocess.preprocess(rounded, "adm", size=3),
+                            preprocess.preprocess(adm, "adm", size=3))
+
+
 def test_wrong_files_are_named(tmp_path):
   rng = np.random.default_rng(7)
   sample = str(tmp_path / "samples.npz")
@@ -228,6 +272,51 @@ def test_extract_features_uses_every_image_with_one_shape():
                          protocol="pytorch_fid")
   with pytest.raises(ValueError, match="no images"):
     fid.extract_features(_fake_fn([]), iter([]), 3)
+
+
+def test_one_call_fid_is_the_chained_path(tmp_path, monkeypatch):
+  """fid_from_images / fid_from_sample_set against feature_fn ->
+  extract_features -> feature_statistics -> fid, with a stand-in network
+  (the real one: inception_test.py, -m slow)."""
+  def fake_features(variables, images, protocol):
+    del variables
+    x = preprocess.preprocess(images, protocol, size=4)
+    return {"pool": x.reshape(len(x), -1)[:, :6],
+            "spatial": x.reshape(len(x), -1)[:, 6:9]}
+  monkeypatch.setattr(fid, "_features", fake_features)
+  rng = np.random.default_rng(13)
+  samples = rng.integers(0, 256, (7, 8, 8, 3), dtype=np.uint8)
+  ref_images = rng.integers(0, 256, (9, 8, 8, 3), dtype=np.uint8)
+  fn = fid.feature_fn({}, "pytorch_fid")
+  ref_stats = fid.feature_statistics(fid.extract_features(fn, ref_images, 4))
+  want = fid.fid(fid.feature_statistics(fid.extract_features(fn, samples, 4)),
+                 ref_stats)
+  assert want > 0
+  one = lambda *a, **k: fid.fid_from_images(*a, weights={}, batch_size=4, **k)
+  assert one(samples, ref_images) == pytest.approx(want, rel=1e-12)
+  assert one(samples, ref_stats) == pytest.approx(want, rel=1e-12)
+  assert one(iter([samples[:3], samples[3:]]), ref_images) == (
+      pytest.approx(want, rel=1e-12))
+  # [-1, 1] floats are quantised as the protocol's pipeline does.
+  floats = samples / np.float32(127.5) - 1
+  assert one(floats, ref_images) == pytest.approx(want, rel=1e-12)
+  # A sample set of --mode=sample (chunk_*.npz + samples.json).
+  folder = tmp_path / "set"
+  folder.mkdir()
+  for c, lo in enumerate(range(0, 7, 3)):
+    np.savez(folder / f"chunk_{c:06d}.npz", images=samples[lo:lo + 3],
+             labels=np.zeros(len(samples[lo:lo + 3]), np.int32),
+             indices=np.arange(lo, min(lo + 3, 7)))
+  (folder / "samples.json").write_text('{"num_samples": 7, "chunk_size": 3}')
+  assert fid.fid_from_sample_set(str(folder), ref_images, weights={},
+                                 batch_size=4) == pytest.approx(want,
+                                                                rel=1e-12)
+  assert fid.fid_from_sample_set(
+      str(folder), ref_images, weights={}, batch_size=4,
+      num_samples=5) != pytest.approx(want, rel=1e-6)
+  with pytest.raises(ValueError, match="quantised by 'round'"):
+    fid.fid_from_sample_set(str(folder), ref_images, weights={},
+                            protocol="adm")
 
 
 def test_evaluate():

@@ -166,3 +166,37 @@ def test_adaptive_nfe_equals_counted_calls(trained, tmp_path):
   meta = json.load(open(os.path.join(d, sample_set.SET_FILE)))
   assert meta["chunks"]["0"]["nfe"] == int(nfe) == meta["nfe_max"]
   assert meta["spec"]["solver"] == "dopri5"
+
+
+@pytest.mark.slow
+def test_truncated_set_for_the_adm_protocol(trained, tmp_path):
+  """A set sampled for FID protocol "adm" holds the sampler's output
+  truncated to uint8 as ADM's sampler does, beside the rounded set, and
+  says so in samples.json; scoring it under the other protocol is refused."""
+  from kflow_jax.evaluators import fid  # pylint: disable=g-import-not-at-top
+  from kflow_jax.generate import files  # pylint: disable=g-import-not-at-top
+  c = _cfg()
+  c.sample.num_samples = 6
+  c.sample.batch_size = 6
+  run = experiment.setup(c, _copy(trained, tmp_path, "w"), "sample",
+                         devices=jax.devices()[:1])
+  model = _CountingModel()  # v = -x: fast, and the same field for both
+  run = run._replace(model=model, field=field_lib.build(
+      c, run.path, model, run.mesh, run.num_classes, scale_adaptive=False))
+  fn, _ = sample_set.make_chunk_fn(run)
+  x = np.asarray(fn({}, np.int32(0))[0])
+  rounded = sample_set.sample(run, {}, 4)
+  trunc = sample_set.sample(run, {}, 4, quantization="truncate")
+  assert trunc == rounded + "_trunc"
+  got = sample_set.load_samples(trunc)["images"]
+  np.testing.assert_array_equal(got, files.to_uint8(x, truncate=True))
+  np.testing.assert_array_equal(
+      got, np.clip((x + 1) * np.float32(127.5), 0, 255).astype(np.uint8))
+  assert np.any(got != sample_set.load_samples(rounded)["images"])
+  assert sample_set.quantization_of(trunc) == "truncate"
+  assert sample_set.quantization_of(rounded) == "round"
+  fid.check_quantization(trunc, "adm")
+  with pytest.raises(ValueError, match="--config.evals.protocol=adm"):
+    fid.check_quantization(rounded, "adm")
+  with pytest.raises(ValueError, match="quantised by 'truncate'"):
+    fid.check_quantization(trunc, "pytorch_fid")

@@ -168,12 +168,16 @@ def test_missing_weights_say_where_to_get_them(tmp_path, monkeypatch):
   assert "nope.pth" in msg and inception.WEIGHTS_URL in msg
   assert "pt_inception-2015-12-05-6726825d.pth" in msg
   assert inception.WEIGHTS_ENV in msg
+  assert "--config.evals.inception_weights=" in msg
 
 
 def test_wrong_file_fails_the_hash_check():
   path = os.path.join(TESTDATA, "tiny_state_dict_zip.pth")
-  with pytest.raises(ValueError, match="not 6726825d"):
+  with pytest.raises(ValueError, match="not 6726825d") as e:
     inception.load_pytorch_fid_weights(path)
+  # It names the way to use a converted copy of the weights.
+  assert "--config.evals.check_weights_hash=False" in str(e.value)
+  assert "check_hash=False" in str(e.value)
   # Without the hash check the names are compared and listed.
   with pytest.raises(ValueError, match="missing 467 .*unexpected 2"):
     inception.load_pytorch_fid_weights(path, check_hash=False)
@@ -255,6 +259,90 @@ def test_protocol_scaling():
   with pytest.raises(ValueError, match="Pass uint8"):
     preprocess.check_range(img.astype(np.float32), "pytorch_fid")
   preprocess.check_range(img.astype(np.float32), "adm")
+
+
+# ---------------------------------------------------------------------------
+# FID in one call against the chained functions (random weights).
+
+def _sample_set_dir(root, images, chunk):
+  """A sample set as --mode=sample writes it (chunk_*.npz, samples.json)."""
+  os.makedirs(root)
+  for c in range(-(-len(images) // chunk)):
+    part = images[c * chunk:(c + 1) * chunk]
+    np.savez(os.path.join(root, f"chunk_{c:06d}.npz"), images=part,
+             labels=np.zeros(len(part), np.int32),
+             indices=np.arange(c * chunk, c * chunk + len(part)))
+  with open(os.path.join(root, "samples.json"), "w") as f:
+    f.write(f'{{"num_samples": {len(images)}, "chunk_size": {chunk}}}')
+  return str(root)
+
+
+def _eigh_frechet(calls):
+  """frechet_distance by eigendecompositions (seconds, where scipy's sqrtm
+  of a singular 2048 x 2048 product takes minutes on 2 cores), recording
+  its inputs; frechet itself is tested against it in fid_test.py."""
+  def fd(mu1, s1, mu2, s2):
+    calls.append((mu1, s1, mu2, s2))
+    w, v = np.linalg.eigh(s1)
+    r1 = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    inner = np.linalg.eigvalsh(r1 @ s2 @ r1)
+    return float(np.sum((mu1 - mu2) ** 2) + np.trace(s1) + np.trace(s2)
+                 - 2 * np.sum(np.sqrt(np.clip(inner, 0, None))))
+  return fd
+
+
+@pytest.mark.slow
+def test_fid_in_one_call_equals_the_chained_path(random_variables, tmp_path,
+                                                 monkeypatch):
+  calls = []
+  monkeypatch.setattr(frechet, "frechet_distance", _eigh_frechet(calls))
+  rng = np.random.default_rng(12)
+  samples = rng.integers(0, 256, (6, 16, 16, 1), dtype=np.uint8)
+  ref_images = rng.integers(0, 256, (6, 16, 16, 3), dtype=np.uint8)
+  weights = torch_pickle.save_state_dict(
+      str(tmp_path / "w.pth"),
+      inception.to_pytorch_fid_state_dict(random_variables))
+  # The chained path of fid.py's docstring, and a tools/fid_reference-style
+  # file of the reference images' statistics.
+  variables = inception.load_pytorch_fid_weights(weights, check_hash=False)
+  fn = fid.feature_fn(variables, "pytorch_fid")
+  ref_stats = fid.feature_statistics(
+      fid.extract_features(fn, ref_images, batch_size=4))
+  want = fid.fid(fid.feature_statistics(
+      fid.extract_features(fn, samples, batch_size=4)), ref_stats)
+  ref = str(tmp_path / "ref.npz")
+  fid.save_reference(ref, ref_stats)
+  with np.load(ref) as npz:
+    arrays = dict(npz)
+  np.savez(ref, **arrays, meta_protocol=np.asarray("pytorch_fid"),
+           meta_weights_sha256=np.asarray(inception.sha256_prefix(weights,
+                                                                  64)))
+  assert np.isfinite(want) and want > 0
+  got = fid.fid_from_images(samples, ref, weights=weights, check_hash=False,
+                            batch_size=4)
+  assert got == pytest.approx(want, rel=1e-9)
+  # Reference images instead of a file; variables instead of a path.
+  assert fid.fid_from_images(samples, ref_images, weights=variables,
+                             batch_size=4) == pytest.approx(want, rel=1e-9)
+  # A sample folder of --mode=sample, read chunk by chunk.
+  folder = _sample_set_dir(tmp_path / "set", samples, chunk=4)
+  assert fid.fid_from_sample_set(
+      folder, ref, weights=weights, check_hash=False,
+      batch_size=4) == pytest.approx(want, rel=1e-9)
+  # Every call compared the same two Gaussians.
+  assert len(calls) == 4
+  for got_call in calls[1:]:
+    for a, b in zip(got_call, calls[0]):
+      np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+  # Checked like --mode=eval: the hash, the reference's protocol and
+  # weights, the set's quantisation.
+  with pytest.raises(ValueError, match="check_weights_hash=False"):
+    fid.fid_from_images(samples, ref, weights=weights)
+  with pytest.raises(ValueError, match="protocol 'pytorch_fid'"):
+    fid.fid_from_images(samples, ref, weights=weights, check_hash=False,
+                        protocol="adm")
+  with pytest.raises(ValueError, match="quantised by 'round'"):
+    fid.fid_from_sample_set(folder, ref, weights=variables, protocol="adm")
 
 
 # ---------------------------------------------------------------------------

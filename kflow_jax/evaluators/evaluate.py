@@ -48,6 +48,7 @@ from kflow_jax.infra import sharding
 from kflow_jax.evaluators import cheap
 from kflow_jax.evaluators import config as evals_config
 from kflow_jax.evaluators import fid
+from kflow_jax.evaluators import preprocess
 from kflow_jax.generate import files as samples_lib
 from kflow_jax.evaluators import sharded_features
 
@@ -59,6 +60,12 @@ CLASSIFIER_FILE = "classifier.npz"
 def evals_spec(config) -> evals_config.EvalSpec:
   """config.evals as its checked EvalSpec (evaluators/config.py)."""
   return evals_config.parse_evals(config.evals)
+
+
+def sample_quantization(config) -> str:
+  """How the run's sample sets quantise: as the FID protocol's pipeline
+  does (config.evals.protocol "adm": truncated like ADM's sampler)."""
+  return preprocess.QUANTIZATION[evals_spec(config).protocol]
 
 
 def to_float(images_uint8) -> np.ndarray:
@@ -209,7 +216,8 @@ def sample_set(run, params, step: int) -> str:
     return given
   if params is None:
     raise ValueError("generating a sample set needs the checkpoint.")
-  return sample_set_lib.sample(run, params, step)
+  return sample_set_lib.sample(run, params, step,
+                               sample_quantization(run.config))
 
 
 def evaluate(run, step: int, params) -> dict:
@@ -220,16 +228,20 @@ def evaluate(run, step: int, params) -> dict:
   wanted = ev.metrics
   # Check the FID inputs before minutes of sampling.
   if "fid" in wanted:
-    sharded_features.load_weights(ev.inception_weights,
-                                  ev.check_weights_hash)
+    _, wpath = sharded_features.load_weights(ev.inception_weights,
+                                             ev.check_weights_hash)
     if ev.fid_reference:
-      fid.load_reference(os.path.expanduser(ev.fid_reference))
+      sharded_features.check_reference(
+          os.path.expanduser(ev.fid_reference), ev.protocol,
+          sharded_features.sha256(wpath))
   out = {"checkpoint_step": int(step), "metrics": {}}
   if "loss" in wanted:
     out["metrics"].update(eval_loss(run, params, step, write=False))
   directory = None
   if "cheap" in wanted or "fid" in wanted:
     directory = sample_set(run, params, step)
+    if "fid" in wanted:
+      fid.check_quantization(directory, ev.protocol)
     s = sample_set_lib.load_samples(directory, limit=ev.num_samples)
     out.update(samples=directory, num_samples=int(len(s["images"])),
                sampler=sampler_provenance(directory))

@@ -17,8 +17,16 @@ computed from the outputs of `inception.InceptionV3`:
 Reference statistics are .npz files with ADM's key names (mu, sigma, mu_s,
 sigma_s), so ADM's VIRTUAL_*.npz reference batches (which add the 10k
 reference images as arr_0) load directly, and our own files work with the
-ADM evaluator. Statistics and distances are float64 numpy on the host;
-features and k-NN distances are computed with JAX.
+ADM evaluator (reading and writing them: evaluators/fid_files.py, whose
+names are re-exported here). Statistics and distances are float64 numpy
+on the host; features and k-NN distances are computed with JAX.
+
+One call from images, or from a sample set of --mode=sample, to FID:
+
+    fid.fid_from_images(images, "ref.npz", weights="pt_inception.pth")
+    fid.fid_from_sample_set("WORKDIR/sample_mode/<tag>", "ref.npz")
+
+The same number step by step (and sFID, IS, precision/recall):
 
     variables = inception.load_pytorch_fid_weights()   # no torch needed
     fn = fid.feature_fn(variables, "adm")              # or "pytorch_fid"
@@ -29,33 +37,28 @@ features and k-NN distances are computed with JAX.
 """
 import functools
 import os
-import zipfile
-from typing import Callable, Dict, Iterable, NamedTuple, Optional
+from typing import Callable, Dict, Iterable, Optional, Union
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from scipy import special
 
+from kflow_jax.evaluators import fid_files
 from kflow_jax.evaluators import frechet
 from kflow_jax.evaluators import inception
 from kflow_jax.evaluators import preprocess
+from kflow_jax.generate import files
+from kflow_jax.generate import sample_set
 
-_STAT_KEYS = ("mu", "sigma", "mu_s", "sigma_s")
-
-
-class FeatureStats(NamedTuple):
-  """Gaussian fits of pool3 (mu, sigma) and spatial (mu_s, sigma_s) features."""
-  mu: np.ndarray
-  sigma: np.ndarray
-  mu_s: np.ndarray
-  sigma_s: np.ndarray
-
-
-class ReferenceBatch(NamedTuple):
-  """An ADM reference batch: statistics and (optionally) its uint8 images."""
-  stats: FeatureStats
-  images: Optional[np.ndarray]  # arr_0, uint8 [N, H, W, 3], or None
+# Reference and sample batches on disk (fid_files), re-exported.
+FeatureStats = fid_files.FeatureStats
+ReferenceBatch = fid_files.ReferenceBatch
+save_reference = fid_files.save_reference
+load_reference = fid_files.load_reference
+load_sample_batch = fid_files.load_sample_batch
+reference_meta = fid_files.reference_meta
+check_reference = fid_files.check_reference
 
 
 # ---------------------------------------------------------------------------
@@ -70,13 +73,15 @@ def feature_fn(variables, protocol: str = "pytorch_fid") -> Callable:
   if protocol not in preprocess.PROTOCOLS:
     raise ValueError(f"unknown protocol {protocol!r}; use one of "
                      f"{preprocess.PROTOCOLS}.")
-  model = inception.InceptionV3()
+  return functools.partial(_features, variables, protocol=protocol)
 
-  @jax.jit
-  def apply(variables, images):
-    return model.apply(variables, preprocess.preprocess(images, protocol))
 
-  return functools.partial(apply, variables)
+@functools.partial(jax.jit, static_argnames="protocol")
+def _features(variables, images, protocol):
+  # One module-level jit: every feature_fn of a protocol shares its
+  # compilations (the weights are an argument, not constants).
+  return inception.InceptionV3().apply(
+      variables, preprocess.preprocess(images, protocol))
 
 
 def _rechunk(images: Iterable, batch_size: int):
@@ -257,85 +262,6 @@ def precision_recall(ref_features, sample_features, k: int = 3,
 
 
 # ---------------------------------------------------------------------------
-# Reference statistics and ADM .npz batches.
-
-def save_reference(path: str, stats: FeatureStats, images=None):
-  """Writes stats (and optionally uint8 images as arr_0) in ADM's layout."""
-  arrays = {k: np.asarray(v, np.float64) for k, v in stats._asdict().items()}
-  if images is not None:
-    arrays["arr_0"] = np.asarray(images, np.uint8)
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  np.savez(path, **arrays)
-
-
-def _open_npz(path: str):
-  if not os.path.isfile(path):
-    raise ValueError(f"no reference batch at {path!r}.")
-  if not zipfile.is_zipfile(path):
-    raise ValueError(
-        f"{path} is not an .npz file; a reference batch is the .npz of "
-        "ADM's VIRTUAL_*.npz or of save_reference (keys mu, sigma, mu_s, "
-        "sigma_s, optional arr_0).")
-  return np.load(path, allow_pickle=False)
-
-
-def _check_stats(stats: FeatureStats, path: str):
-  for mu, sigma, what in ((stats.mu, stats.sigma, "mu/sigma"),
-                          (stats.mu_s, stats.sigma_s, "mu_s/sigma_s")):
-    if mu.ndim != 1 or sigma.shape != (mu.size, mu.size):
-      raise ValueError(f"{path}: {what} have shapes {mu.shape} and "
-                       f"{sigma.shape}, not [D] and [D, D].")
-  if stats.mu.size != inception.POOL_DIM:
-    raise ValueError(f"{path}: mu has {stats.mu.size} dims, not the "
-                     f"{inception.POOL_DIM} of Inception pool3.")
-
-
-def load_reference(path: str, load_images: bool = False) -> ReferenceBatch:
-  """Reads an ADM reference batch or a save_reference file.
-
-  load_images: also read arr_0 (needed for precision/recall; 10k images of
-  256 px are about 2 GB).
-  """
-  with _open_npz(path) as npz:
-    keys = set(npz.files)
-    missing = [k for k in _STAT_KEYS if k not in keys]
-    if missing:
-      kind = ("a sample batch (arr_0 images only)" if "arr_0" in keys
-              else "not a reference batch")
-      raise ValueError(
-          f"{path} has keys {sorted(keys)}, missing {missing}: it is {kind}. "
-          "A reference batch holds precomputed mu, sigma, mu_s, sigma_s "
-          "(ADM's VIRTUAL_*.npz or save_reference); for a sample batch use "
-          "load_sample_batch and compute its features.")
-    stats = FeatureStats(*(np.asarray(npz[k], np.float64)
-                           for k in _STAT_KEYS))
-    _check_stats(stats, path)
-    images = None
-    if load_images:
-      if "arr_0" not in keys:
-        raise ValueError(f"{path} holds no reference images (arr_0); "
-                         "precision/recall need them.")
-      images = _check_images(npz["arr_0"], path)
-  return ReferenceBatch(stats, images)
-
-
-def _check_images(images, path):
-  if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
-    raise ValueError(f"{path}: arr_0 is {images.dtype} {images.shape}, not "
-                     "uint8 [N, H, W, 3] images.")
-  return images
-
-
-def load_sample_batch(path: str) -> np.ndarray:
-  """arr_0 of an ADM-style sample batch (np.savez(path, images[, labels]))."""
-  with _open_npz(path) as npz:
-    if "arr_0" not in npz.files:
-      raise ValueError(f"{path} has keys {sorted(npz.files)} but no arr_0 "
-                       "images; it is not a sample batch.")
-    return _check_images(npz["arr_0"], path)
-
-
-# ---------------------------------------------------------------------------
 # Everything at once.
 
 def evaluate(sample_features: Dict[str, np.ndarray],
@@ -356,3 +282,108 @@ def evaluate(sample_features: Dict[str, np.ndarray],
         ref_pool, sample_features["pool"])
   return out
 
+
+
+# ---------------------------------------------------------------------------
+# One call: images (or a sample set) and a reference -> FID.
+
+def quantize(images, protocol: str = "pytorch_fid") -> np.ndarray:
+  """[-1, 1] float samples -> uint8 [N, H, W, C] as the protocol's pipeline
+  makes them ("adm" truncates like ADM's sampler, "pytorch_fid" rounds;
+  preprocess.QUANTIZATION). uint8 images are kept as they are."""
+  if protocol not in preprocess.PROTOCOLS:
+    raise ValueError(f"unknown protocol {protocol!r}; use one of "
+                     f"{preprocess.PROTOCOLS}.")
+  return files.to_uint8(
+      images, truncate=preprocess.QUANTIZATION[protocol] == "truncate")
+
+
+def _weights(weights, check_hash: bool):
+  """(variables, sha256 of the weights file, or None for variables)."""
+  if isinstance(weights, dict):
+    return weights, None
+  path = (os.path.expanduser(str(weights)) if weights
+          else inception.default_weights_path())
+  variables = inception.load_pytorch_fid_weights(path, check_hash=check_hash)
+  return variables, inception.sha256_prefix(path, 64)
+
+
+def _batches(images, protocol):
+  if hasattr(images, "shape"):
+    return quantize(images, protocol)
+  return (quantize(b, protocol) for b in images)
+
+
+def reference_statistics(reference, fn: Callable, protocol: str,
+                         weights_sha256: Optional[str] = None,
+                         batch_size: int = 50) -> FeatureStats:
+  """FeatureStats of a reference: a reference .npz path (checked with
+  check_reference), FeatureStats, a ReferenceBatch, or images (uint8, or
+  [-1, 1] floats) whose features `fn` computes."""
+  if isinstance(reference, (str, os.PathLike)):
+    path = os.path.expanduser(os.fspath(reference))
+    check_reference(path, protocol, weights_sha256)
+    return load_reference(path).stats
+  if isinstance(reference, ReferenceBatch):
+    return reference.stats
+  if isinstance(reference, FeatureStats):
+    return reference
+  return feature_statistics(extract_features(
+      fn, _batches(reference, protocol), batch_size=batch_size))
+
+
+def fid_from_images(images, reference,
+                    weights: Union[str, dict, None] = None, *,
+                    protocol: str = "pytorch_fid", check_hash: bool = True,
+                    batch_size: int = 50) -> float:
+  """FID of images against a reference, in one call.
+
+  Args:
+    images: uint8 [N, H, W, C] (C 1 or 3), or float samples in [-1, 1]
+      (quantised for the protocol, see `quantize`), or an iterable of such
+      batches.
+    reference: a reference .npz (tools/fid_reference, or ADM's
+      VIRTUAL_*.npz under protocol "adm"), FeatureStats, a ReferenceBatch,
+      or reference images (as `images`).
+    weights: pytorch-fid's .pth path (None: $KFLOW_INCEPTION_WEIGHTS, else
+      ~/.cache/kflow_jax/pt_inception-2015-12-05-6726825d.pth), or
+      variables already loaded.
+    protocol: "pytorch_fid" or "adm" (evaluators/preprocess.py).
+    check_hash: the weights file's sha256 check (off for converted or test
+      weights, see inception.load_pytorch_fid_weights).
+    batch_size: Inception batch size (memory only).
+  """
+  variables, wsha = _weights(weights, check_hash)
+  fn = feature_fn(variables, protocol)
+  ref = reference_statistics(reference, fn, protocol, wsha, batch_size)
+  feats = extract_features(fn, _batches(images, protocol),
+                           batch_size=batch_size)
+  return fid(feature_statistics(feats), ref)
+
+
+def check_quantization(directory: str, protocol: str):
+  """Refuses to score under `protocol` a sample set of --mode=sample
+  quantised otherwise (samples.json's "quantization", default "round")."""
+  made, want = (sample_set.quantization_of(directory),
+                preprocess.QUANTIZATION[protocol])
+  if made != want:
+    raise ValueError(
+        f"the sample set {directory} was quantised by {made!r}, but FID "
+        f"protocol {protocol!r} quantises by {want!r} (as its published "
+        f"pipeline does); sample it with --config.evals.protocol={protocol} "
+        "(--mode=sample, or --mode=eval without evals.samples).")
+
+
+def fid_from_sample_set(directory: str, reference,
+                        weights: Union[str, dict, None] = None, *,
+                        num_samples: Optional[int] = None,
+                        protocol: str = "pytorch_fid", **kwargs) -> float:
+  """fid_from_images of a sample set written by --mode=sample (its
+  chunk_*.npz, read one chunk at a time; the first num_samples, None: all).
+  A set must be quantised as the protocol's pipeline does (sets are
+  rounded unless sampled with --config.evals.protocol=adm)."""
+  check_quantization(directory, protocol)
+  chunks = (c["images"] for c in sample_set.iter_chunks(directory,
+                                                        num_samples))
+  return fid_from_images(chunks, reference, weights, protocol=protocol,
+                         **kwargs)

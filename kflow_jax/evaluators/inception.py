@@ -329,8 +329,9 @@ def _missing_weights_message(path: str) -> str:
   return (
       f"no FID Inception weights at {path!r}. Download {WEIGHTS_FILENAME} "
       f"from {WEIGHTS_URL} (pytorch-fid's release) and put it at "
-      f"{os.path.expanduser(DEFAULT_WEIGHTS_PATH)}, or set ${WEIGHTS_ENV} / "
-      "pass its path.")
+      f"{os.path.expanduser(DEFAULT_WEIGHTS_PATH)}, or set ${WEIGHTS_ENV} "
+      "to its path, or pass it (--config.evals.inception_weights=PATH, "
+      "tools: --weights=PATH, library: weights=PATH).")
 
 
 def sha256_prefix(path: str, length: int = 8) -> str:
@@ -355,7 +356,11 @@ def load_pytorch_fid_weights(path: Optional[str] = None,
     path: the file; default ${KFLOW_INCEPTION_WEIGHTS} or
       ~/.cache/kflow_jax/pt_inception-2015-12-05-6726825d.pth.
     check_hash: compare the file's sha256 with the 6726825d of its release
-      name. Turn off only for test files with other weights.
+      name. Turn off for test files with other weights, or for a converted
+      copy of the same weights (re-saved by another torch version, say),
+      whose bytes and so its hash differ: --config.evals.check_weights_hash
+      =False, tools' --nocheck_hash. Check the copy's features first (the
+      parity tests of tests/inception_test.py show how).
 
   Returns:
     {'params': ..., 'batch_stats': ...} for InceptionV3().apply.
@@ -369,5 +374,9 @@ def load_pytorch_fid_weights(path: Optional[str] = None,
       raise ValueError(
           f"{path} has sha256 {got}..., not {WEIGHTS_SHA256_PREFIX}... of "
           f"{WEIGHTS_FILENAME}: it is a different or damaged file. "
-          f"Download it again from {WEIGHTS_URL}.")
+          f"Download it again from {WEIGHTS_URL}. A converted copy of the "
+          "same weights (re-saved, so other bytes) is accepted without "
+          "this check: --config.evals.check_weights_hash=False (tools: "
+          "--nocheck_hash; library: check_hash=False); eval.json records "
+          "its sha256.")
   return convert_pytorch_fid_state_dict(torch_pickle.load_state_dict(path))

@@ -14,6 +14,12 @@ network and weights are the same), so both are reproduced exactly:
                  src = dst * in / out; then (x - 128) / 128, so 255 maps to
                  0.9921875, not 1.
 
+Samples reach both as uint8. ADM's sampler truncates, ((x + 1) * 127.5)
+.clamp(0, 255).to(uint8), and its evaluator reads only uint8, so under
+"adm" [-1, 1] samples are truncated (QUANTIZATION; fid.quantize, the sample
+sets of --mode=sample) and float inputs in [0, 255] are floored here;
+"pytorch_fid" rounds to the nearest level, as image savers do.
+
 Both resizes are separable: each output pixel lerps the two source pixels
 lo = floor(src) and hi = min(lo + 1, in - 1). jax.image.resize is not used:
 it antialiases when shrinking unless told not to, and has no legacy TF mode.
@@ -23,6 +29,9 @@ import jax.numpy as jnp
 import numpy as np
 
 PROTOCOLS = ("pytorch_fid", "adm")
+# How each protocol's pipeline turns [-1, 1] samples into uint8
+# (generate.files.to_uint8, generate.sample_set.QUANTIZATIONS).
+QUANTIZATION = {"pytorch_fid": "round", "adm": "truncate"}
 INCEPTION_SIZE = 299
 
 
@@ -81,8 +90,10 @@ def preprocess(images, protocol: str = "pytorch_fid",
 
   Args:
     images: uint8 in [0, 255], or floats in [0, 1] for "pytorch_fid" and in
-      [0, 255] for "adm" (their native ranges). Generated [-1, 1] samples
-      should be quantised to uint8 first, as the published pipelines do.
+      [0, 255] for "adm" (their native ranges; "adm" floors floats, as the
+      uint8 cast of its pipeline does). Generated [-1, 1] samples should be
+      quantised to uint8 first (fid.quantize), as the published pipelines
+      do.
     protocol: "pytorch_fid" or "adm" (see the module docstring).
     size: 299 for every published number.
 
@@ -98,6 +109,8 @@ def preprocess(images, protocol: str = "pytorch_fid",
     if is_uint8:
       x = x / 255.0
     return 2.0 * resize_bilinear(x, size, half_pixel=True) - 1.0
+  if not is_uint8:  # ADM's evaluator sees the uint8 its sampler truncated
+    x = jnp.floor(jnp.clip(x, 0.0, 255.0))
   x = resize_bilinear(x, size, half_pixel=False)
   return (x - 128.0) * 0.0078125
 

@@ -20,7 +20,7 @@ from jax.experimental import multihost_utils
 import numpy as np
 
 from kflow_jax.infra import sharding
-from kflow_jax.evaluators import fid
+from kflow_jax.evaluators import fid_files
 from kflow_jax.evaluators import inception
 from kflow_jax.evaluators import preprocess
 
@@ -76,38 +76,10 @@ def load_weights(path: Optional[str], check_hash: bool = True):
   return inception.load_pytorch_fid_weights(path, check_hash=check_hash), path
 
 
-# Keys tools/fid_reference adds beside ADM's (mu, sigma, mu_s, sigma_s,
-# arr_0); ADM's evaluator ignores them.
-META_PROTOCOL = "meta_protocol"
-META_WEIGHTS = "meta_weights_sha256"
-META_SOURCE = "meta_source"
-
-
-def reference_meta(path: str) -> dict:
-  """{protocol, weights_sha256, source} recorded in a reference file by
-  tools/fid_reference (absent keys: an ADM reference batch)."""
-  with np.load(path, allow_pickle=False) as npz:
-    return {k[len("meta_"):]: str(npz[k]) for k in
-            (META_PROTOCOL, META_WEIGHTS, META_SOURCE) if k in npz.files}
-
-
-def check_reference(path: str, protocol: str, weights_sha256: str) -> dict:
-  """Loads the reference's metadata and refuses one made under another
-  protocol or with other Inception weights (the FID would be meaningless).
-  """
-  fid.load_reference(path)  # raises a clear error for a wrong kind of file
-  meta = reference_meta(path)
-  made = meta.get("protocol")
-  if made is not None and made != protocol:
-    raise ValueError(
-        f"the FID reference {path} was computed with protocol {made!r}, but "
-        f"config.evals.protocol is {protocol!r}; set "
-        f"--config.evals.protocol={made} or rebuild the reference with "
-        f"python -m kflow_jax.tools.fid_reference --protocol={protocol}.")
-  w = meta.get("weights_sha256")
-  if w is not None and w != weights_sha256:
-    raise ValueError(
-        f"the FID reference {path} was computed with Inception weights of "
-        f"sha256 {w[:12]}..., these are {weights_sha256[:12]}...; rebuild "
-        "the reference with the weights you score with.")
-  return meta
+# The reference file's provenance keys and their check live in fid_files
+# (kept here under their old names).
+META_PROTOCOL = fid_files.META_PROTOCOL
+META_WEIGHTS = fid_files.META_WEIGHTS
+META_SOURCE = fid_files.META_SOURCE
+reference_meta = fid_files.reference_meta
+check_reference = fid_files.check_reference

@@ -16,8 +16,13 @@ from PIL import ImageDraw
 from PIL import ImageFont
 
 
-def to_uint8(images) -> np.ndarray:
-  """[-1, 1] floats (or uint8, kept) -> uint8 [N, H, W, C], C in {1, 3}."""
+def to_uint8(images, truncate: bool = False) -> np.ndarray:
+  """[-1, 1] floats (or uint8, kept) -> uint8 [N, H, W, C], C in {1, 3}.
+
+  Rounded to the nearest level (image savers, torchvision's save_image);
+  truncate=True floors instead, as ADM's sampler does
+  (((x + 1) * 127.5).clamp(0, 255).to(uint8)), for the "adm" FID protocol.
+  """
   x = np.asarray(images)
   if x.dtype != np.uint8:
     x = x.astype(np.float32)
@@ -35,7 +40,8 @@ def to_uint8(images) -> np.ndarray:
     x = np.transpose(x, (0, 1, 3, 2)).reshape(n, h, w * c, 1)
   if x.dtype == np.uint8:
     return x
-  x = np.clip((x + 1.0) * 127.5 + 0.5, 0, 255)
+  x = np.clip((x + 1.0) * np.float32(127.5) + (0.0 if truncate else 0.5),
+              0, 255)
   return x.astype(np.uint8)
 
 

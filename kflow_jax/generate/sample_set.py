@@ -27,12 +27,19 @@ from kflow_jax.infra import metrics_io
 from kflow_jax.infra import sharding
 
 SET_FILE = "samples.json"
+# How float samples become the set's uint8 images: "round" to the nearest
+# level (the default), or "truncate" as ADM's sampler does (for the "adm"
+# FID protocol, evaluators/preprocess.QUANTIZATION).
+QUANTIZATIONS = ("round", "truncate")
 
 
-def sample_set_dir(run, step: int) -> str:
+def sample_set_dir(run, step: int, quantization: str = "round") -> str:
   """Where --mode=sample writes the set of checkpoint `step` (the field's
-  tag keeps a scale-adaptive sampler's set in its own directory)."""
+  tag keeps a scale-adaptive sampler's set in its own directory, and
+  "_trunc" a truncated set beside the rounded one)."""
   tag = generate.sample_tag(run.spec, step) + run.field.tag
+  if quantization == "truncate":
+    tag += "_trunc"
   return os.path.join(run.workdir, "sample_mode", tag)
 
 
@@ -46,7 +53,7 @@ def _chunk_file(directory: str, c: int) -> str:
   return os.path.join(directory, f"chunk_{c:06d}.npz")
 
 
-def _set_record(run, step: int, chunk: int) -> dict:
+def _set_record(run, step: int, chunk: int, quantization: str) -> dict:
   """What identifies a sample set: a relaunch must match it to resume."""
   spec = run.spec
   decay = None
@@ -72,6 +79,9 @@ def _set_record(run, step: int, chunk: int) -> dict:
       **run.field.record,
       "images": "uint8 [n, H, W, C], decoded" if run.decoder else
                 "uint8 [n, H, W, C]",
+      # Only truncated sets say so: rounded sets keep their old records.
+      **({"quantization": quantization} if quantization != "round"
+         else {}),
   }
 
 
@@ -166,19 +176,24 @@ def _summary(run, chunks: list) -> dict:
   return out
 
 
-def sample(run, params, step: int) -> str:
+def sample(run, params, step: int, quantization: str = "round") -> str:
   """--mode=sample: spec.num_samples samples of checkpoint `step`, streamed
   to <workdir>/sample_mode/<tag>/chunk_*.npz (uint8 images, labels, global
   indices; latents too with sample.save_latents) with samples.json
   beside them (how the set was made, NFE per chunk). Sharded over every
   device and host; a relaunch resumes at the first missing chunk. Host
-  memory holds one chunk at a time. Returns the set's directory."""
+  memory holds one chunk at a time. quantization: one of QUANTIZATIONS,
+  how float samples become uint8 (samples.json records "truncate").
+  Returns the set's directory."""
+  if quantization not in QUANTIZATIONS:
+    raise ValueError(f"quantization={quantization!r}; use one of "
+                     f"{QUANTIZATIONS}.")
   spec = run.spec
-  directory = sample_set_dir(run, step)
+  directory = sample_set_dir(run, step, quantization)
   fn, chunk = make_chunk_fn(run, with_stats=True)
   n = spec.num_samples
   num_chunks = -(-n // chunk)
-  record = _set_record(run, step, chunk)
+  record = _set_record(run, step, chunk, quantization)
   lead = jax.process_index() == 0
   meta_file = os.path.join(directory, SET_FILE)
   if lead:
@@ -207,7 +222,8 @@ def sample(run, params, step: int) -> str:
       if spec.save_latents and run.decoder is not None:
         arrays["latents"] = x.astype(np.float32)
         x = sampler_lib.decode(run.decoder, x)
-      arrays["images"] = samples_lib.to_uint8(x)
+      arrays["images"] = samples_lib.to_uint8(
+          x, truncate=quantization == "truncate")
       f = _chunk_file(directory, c)
       with open(f + ".tmp", "wb") as fh:
         np.savez(fh, **arrays)
@@ -232,14 +248,15 @@ def sample(run, params, step: int) -> str:
   return directory
 
 
-def load_samples(directory: str, limit: Optional[int] = None) -> dict:
-  """The arrays of a sample set written by `sample`, in index order:
-  images uint8, labels, indices (and latents if saved); `limit` reads
-  only the first chunks."""
+def iter_chunks(directory: str, limit: Optional[int] = None):
+  """The chunks of a sample set written by `sample`, in index order, one
+  dict of arrays at a time (images uint8, labels, indices, and latents if
+  saved), so host memory holds one chunk; `limit` stops after the first
+  that many samples (None or 0: all)."""
   with open(os.path.join(directory, SET_FILE)) as fh:
     meta = json.load(fh)
   num_chunks = -(-meta["num_samples"] // meta["chunk_size"])
-  parts = []
+  seen = 0
   for c in range(num_chunks):
     f = _chunk_file(directory, c)
     if not os.path.exists(f):
@@ -247,8 +264,24 @@ def load_samples(directory: str, limit: Optional[int] = None) -> dict:
           f"{directory} lacks {os.path.basename(f)}: the sample set is "
           "incomplete; relaunch --mode=sample to finish it.")
     with np.load(f) as d:
-      parts.append({k: d[k] for k in d.files})
-    if limit is not None and sum(len(p["indices"]) for p in parts) >= limit:
-      break
-  out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-  return {k: v[:limit] for k, v in out.items()} if limit else out
+      part = {k: d[k] for k in d.files}
+    if limit:
+      part = {k: v[:limit - seen] for k, v in part.items()}
+    yield part
+    seen += len(part["indices"])
+    if limit and seen >= limit:
+      return
+
+
+def quantization_of(directory: str) -> str:
+  """How a sample set's images were quantised (one of QUANTIZATIONS)."""
+  with open(os.path.join(directory, SET_FILE)) as fh:
+    return json.load(fh).get("quantization", "round")
+
+
+def load_samples(directory: str, limit: Optional[int] = None) -> dict:
+  """The arrays of a sample set written by `sample`, in index order:
+  images uint8, labels, indices (and latents if saved); `limit` reads
+  only the first chunks."""
+  parts = list(iter_chunks(directory, limit))
+  return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
