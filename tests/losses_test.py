@@ -147,3 +147,105 @@ def test_target_scale_weights_undo_the_short_band_blow_up():
   uniform = paths.make_path(tr, num_scales=2)
   np.testing.assert_allclose(losses.target_scale_weights(uniform), [1, 1],
                              rtol=1e-6)
+
+
+# ----------------------------------------------------------------------------
+# t exactly on a band edge, in training and in sampling.
+#
+# Band windows are [start, end): the edge tau_s belongs to band s, the band
+# that starts there (t = 1 belongs to the last band). At t = tau_s band
+# s - 1 has finished (alpha = 1, alpha' = 0) and band s starts (alpha = 0,
+# alpha' = 1 / L_s): x_t is continuous across the edge, and the target u_t,
+# hence the loss, is the limit from above. The edges below are not dyadic
+# (0.3, 0.7), so float32 rounding is part of the test.
+
+EDGE_TAU = (0.0, 0.3, 0.7, 1.0)
+
+
+def _edge_path():
+  tr = kamp.get("dct", shape=SHAPE)
+  path = paths.make_path(tr, num_scales=3, tau=EDGE_TAU)
+  k0, k1 = jax.random.split(jax.random.key(7))
+  return (path, jax.random.normal(k0, (4,) + SHAPE),
+          jax.random.normal(k1, (4,) + SHAPE))
+
+
+def test_loss_at_a_band_edge_is_the_limit_from_above():
+  path, x0, x1 = _edge_path()
+  zero = lambda x, t, y: jnp.zeros_like(x)
+  exact = lambda x, t, y: paths.target_velocity(path, x0, x1, t)
+  sq = lambda u: np.mean(np.square(np.asarray(u)), axis=(1, 2, 3))
+  for s, edge in enumerate(np.asarray(EDGE_TAU, np.float32)):
+    at, above, below = (jnp.full((4,), v, jnp.float32) for v in (
+        edge, np.nextafter(edge, np.float32(2)),
+        np.nextafter(edge, np.float32(-1))))
+    owner = min(s, path.num_bands - 1)  # t = 1: the last band
+    np.testing.assert_array_equal(paths.active_band(path, at), owner)
+    a, da = paths.alpha(path, at)
+    bands = np.asarray(path.band)
+    if s < path.num_bands:  # band s starts here
+      np.testing.assert_array_equal(np.asarray(a)[0][bands == s], 0.0)
+      np.testing.assert_allclose(
+          np.asarray(da)[0][bands == s], 1 / (EDGE_TAU[s + 1] - EDGE_TAU[s]),
+          rtol=1e-5)
+    if s:  # band s - 1 is done: alpha 1, and it no longer moves
+      np.testing.assert_array_equal(np.asarray(a)[0][bands == s - 1], 1.0)
+      if s < path.num_bands:
+        np.testing.assert_array_equal(np.asarray(da)[0][bands == s - 1], 0)
+    x_at = paths.interpolate(path, x0, x1, at)
+    u_at = paths.target_velocity(path, x0, x1, at)
+    loss, aux = losses.kflow_loss(zero, path, x1, jax.random.key(0), t=at,
+                                  x0=x0)
+    assert np.isfinite(float(loss))
+    np.testing.assert_allclose(loss, sq(u_at).mean(), rtol=1e-5)
+    np.testing.assert_array_equal(aux["band_count"],
+                                  4 * np.eye(path.num_bands)[owner])
+    exact_loss, _ = losses.kflow_loss(exact, path, x1, jax.random.key(0),
+                                      t=at, x0=x0)
+    assert float(exact_loss) < 1e-10
+    sides = [below] if s == path.num_bands else [above]
+    if 0 < s < path.num_bands:
+      sides.append(below)
+    for side in sides:  # x_t is continuous from either side
+      np.testing.assert_allclose(paths.interpolate(path, x0, x1, side), x_at,
+                                 atol=1e-5)
+    if s == path.num_bands:  # t = 1 is the end of the last band
+      np.testing.assert_allclose(
+          paths.target_velocity(path, x0, x1, below), u_at, rtol=1e-5)
+      continue
+    # The target (and the loss) is the limit from above ...
+    np.testing.assert_allclose(paths.target_velocity(path, x0, x1, above),
+                               u_at, rtol=1e-5, atol=1e-6)
+    loss_above, _ = losses.kflow_loss(zero, path, x1, jax.random.key(0),
+                                      t=above, x0=x0)
+    np.testing.assert_allclose(loss_above, loss, rtol=1e-5)
+    if s:  # ... not from below, where band s - 1 still moves.
+      loss_below, _ = losses.kflow_loss(zero, path, x1, jax.random.key(0),
+                                        t=below, x0=x0)
+      assert abs(float(loss_below) - float(loss)) > 0.1 * float(loss)
+
+
+@pytest.mark.parametrize("project", [False, True])
+@pytest.mark.parametrize("solver", ["euler", "midpoint", "heun", "rk4"])
+def test_sampler_steps_that_land_on_band_edges(solver, project):
+  """With the exact field of one pair (constant inside each band for the
+  linear blend), any fixed-step solver whose steps end on the band edges
+  lands on x1: a stage at a step's right edge is evaluated just below it,
+  in its own band. Evaluated at the edge itself, Heun would mix in the
+  next band's field and miss."""
+  from kflow_jax.flow import sampling  # pylint: disable=g-import-not-at-top
+  path, x0, x1 = _edge_path()
+  field = lambda x, t: paths.target_velocity(path, x0, x1, t)
+  for num_steps in (3, 6):
+    edges = sampling.time_grid(path, num_steps)
+    assert set(np.asarray(EDGE_TAU, np.float32)) <= set(edges)
+    out = sampling.sample(field, path, x0, solver=solver,
+                          num_steps=num_steps, project=project)
+    np.testing.assert_allclose(out, x1, atol=2e-5)
+  # Heun with its second stage at the edge itself (band s + 1's field).
+  x = x0
+  for t0, t1 in zip(EDGE_TAU[:-1], EDGE_TAU[1:]):
+    f0 = field(x, jnp.full((4,), t0, jnp.float32))
+    f1 = field(x + (t1 - t0) * f0, jnp.full((4,), t1, jnp.float32))
+    x = x + (t1 - t0) / 2 * (f0 + f1)
+  assert float(jnp.abs(x - x1).max()) > 0.1
