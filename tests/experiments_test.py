@@ -15,15 +15,42 @@ CLAIMS = ("quality", "recipe", "class_drop", "steerability", "restoration",
           "adaptive")
 
 
-def _numbers(obj):
+def _numbers(obj, where=""):
+  """(where, value) of every number in a results JSON, where a path such
+  as "digits/fm/4/classifier_fd/mean" (json.loads reads NaN and Infinity
+  as floats)."""
   if isinstance(obj, dict):
-    for v in obj.values():
-      yield from _numbers(v)
+    for k, v in obj.items():
+      yield from _numbers(v, f"{where}/{k}")
   elif isinstance(obj, list):
-    for v in obj:
-      yield from _numbers(v)
-  elif isinstance(obj, float):
-    yield obj
+    for i, v in enumerate(obj):
+      yield from _numbers(v, f"{where}[{i}]")
+  elif isinstance(obj, (int, float)) and not isinstance(obj, bool):
+    yield where, obj
+
+
+def _non_finite(data) -> list:
+  """Where a results JSON holds NaN or an infinity."""
+  return [w for w, v in _numbers(data) if not math.isfinite(v)]
+
+
+def _check_results(out_dir):
+  """Every results/*.json holds numbers, all finite."""
+  files = sorted(out_dir.glob("*.json"))
+  assert files, out_dir
+  for f in files:
+    data = json.loads(f.read_text())
+    assert list(_numbers(data)), f.name
+    bad = _non_finite(data)
+    assert not bad, f"{f.name}: NaN or inf at {bad[:10]}"
+
+
+def test_non_finite_numbers_are_found():
+  data = json.loads('{"a": {"b": [1.0, NaN, 2]}, "c": Infinity, "d": null, '
+                    '"e": {"mean": -Infinity, "n": 3, "ok": true}}')
+  assert _non_finite(data) == ["/a/b[1]", "/c", "/e/mean"]
+  assert [w for w, _ in _numbers(data)] == [
+      "/a/b[0]", "/a/b[1]", "/a/b[2]", "/c", "/e/mean", "/e/n"]
 
 
 @pytest.mark.slow
@@ -41,9 +68,8 @@ def test_run_all_quick(tmp_path):
     assert md.startswith("# Claim") and "|---|" in md, claim
     data = json.loads((out / f"{claim}.json").read_text())
     assert data["scale"]["name"] == "quick"
-    values = list(_numbers(data))
-    assert values and all(math.isfinite(v) for v in values
-                          if not math.isnan(v)), claim
+  # No number read back is NaN or inf, in any result file.
+  _check_results(out)
   q = json.loads((out / "quality.json").read_text())
   assert q["digits"]["fm"]["4"]["classifier_fd"]["mean"] > 0
   # Euler (the toy size's one solver) by time share and equally per band.
@@ -97,6 +123,8 @@ def test_report_on_an_empty_root_runs_nothing(tmp_path):
                      timeout=300)
   assert p.returncode == 0, p.stderr[-3000:]
   assert _commands(tmp_path) == 0 and not (tmp_path / "runs").exists()
+  for f in (tmp_path / "out").glob("*.json"):  # empty cells, never NaN
+    assert not _non_finite(json.loads(f.read_text())), f.name
   quality = (tmp_path / "out" / "quality.md").read_text()
   assert "| fm | 800 | - | - | - |" in quality
   assert "none scored yet" in (tmp_path / "out" / "recipe.md").read_text()
