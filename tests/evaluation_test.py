@@ -25,11 +25,11 @@ TRAIN = ("--config.total_steps=4", "--config.log_every_steps=2",
          "--config.evals.every_steps=2", "--config.evals.train_num_samples=8")
 
 
-def _run(module, args, cache):
+def _run(module, args, cache, env=None):
   env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=REPO,
              XLA_FLAGS="--xla_force_host_platform_device_count=2",
              JAX_COMPILATION_CACHE_DIR=cache,
-             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", **(env or {}))
   return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO,
                         env=env, capture_output=True, text=True, timeout=900)
 
@@ -193,6 +193,70 @@ def test_class_drop_ratio_tool(tmp_path, clf_path, cache):
   assert out["sets"]["full"]["sampler"]["class_drop_t"] is None
   assert out["tau"] == [0.0, 0.5, 1.0]
   np.testing.assert_allclose(out["band_flowed_share_at_drop"], [0.6, 0.0])
+
+
+@pytest.mark.slow
+def test_class_drop_ratio_with_inception_fid(tmp_path, weights, clf_path,
+                                             cache):
+  """The paper's ratio as a user types it: --metric=fid with Inception
+  weights (random ones here) is FID(label dropped) / FID(kept); without
+  weights it is the classifier FD, and cdr.json names which."""
+  wd = str(tmp_path / "cond")
+  cfg = "--config=configs/digits.py:cond,runlocal"
+  _ok(_run("kflow_jax.main", [cfg, f"--workdir={wd}",
+                              "--config.total_steps=2"], cache))
+  small = ("--config.sample.num_samples=10", "--config.evals.num_reference=16",
+           "--config.evals.feature_batch_size=8")
+  p = _ok(_run("kflow_jax.tools.class_drop_ratio", [
+      cfg, f"--workdir={wd}", "--fraction=0.3", "--metric=fid",
+      f"--config.evals.inception_weights={weights}",
+      "--config.evals.check_weights_hash=False", *small], cache))
+  with open(os.path.join(wd, "cdr.json")) as f:
+    out = json.load(f)
+  assert out["metric"] == class_drop.INCEPTION_FID == "inception_fid"
+  assert out["metric_requested"] == "fid" and out["metric_note"] is None
+  keep, drop = (out["sets"][k]["metrics"]["inception_fid"]
+                for k in ("full", "drop"))
+  assert (out["metric_full"], out["metric_drop"]) == (keep, drop)
+  assert np.isfinite(out["ratio"]) and keep > 0 and drop > 0
+  assert out["ratio"] == pytest.approx(drop / keep, rel=1e-12)
+  assert out["inception_weights_sha256"] == sharded_features.sha256(weights)
+  assert out["protocol"] == "pytorch_fid"
+  assert out["fid_reference"] == "eval split, 16 images"
+  assert out["sets"]["drop"]["sampler"]["class_drop_t"] == 0.3
+  assert json.loads(p.stdout.strip().splitlines()[-1])["metric"] == (
+      "inception_fid")
+  # No weights given and none in the cache: the classifier FD, named so.
+  home = tmp_path / "home"
+  home.mkdir()
+  _ok(_run("kflow_jax.tools.class_drop_ratio", [
+      cfg, f"--workdir={wd}", "--fraction=0.3", "--metric=fid",
+      f"--config.evals.classifier={clf_path}", *small], cache,
+           env={"HOME": str(home), inception.WEIGHTS_ENV: ""}))
+  with open(os.path.join(wd, "cdr.json")) as f:
+    out = json.load(f)
+  assert out["metric"] == "classifier_fd" and out["metric_requested"] == "fid"
+  assert "no Inception weights" in out["metric_note"]
+  assert "inception_weights" not in out
+  assert out["ratio"] == pytest.approx(out["metric_drop"] / out["metric_full"],
+                                       rel=1e-12)
+
+
+def test_cdr_finds_inception_weights_where_eval_looks(tmp_path, monkeypatch):
+  """--metric=fid: evals.inception_weights, else $KFLOW_INCEPTION_WEIGHTS,
+  else the cache file; None (the classifier FD) only when none is there."""
+  monkeypatch.setenv("HOME", str(tmp_path))
+  monkeypatch.delenv(inception.WEIGHTS_ENV, raising=False)
+  ev = evals_config.parse_evals(config_lib.base().evals)
+  assert class_drop.inception_weights(ev) is None
+  cached = tmp_path / ".cache" / "kflow_jax" / inception.WEIGHTS_FILENAME
+  cached.parent.mkdir(parents=True)
+  cached.write_bytes(b"")
+  assert class_drop.inception_weights(ev) == str(cached)
+  monkeypatch.setenv(inception.WEIGHTS_ENV, "/elsewhere/w.pth")
+  assert class_drop.inception_weights(ev) == "/elsewhere/w.pth"
+  given = ev._replace(inception_weights="~/mine.pth")
+  assert class_drop.inception_weights(given) == str(tmp_path / "mine.pth")
 
 
 @pytest.mark.slow

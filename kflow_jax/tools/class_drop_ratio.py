@@ -2,8 +2,10 @@ r"""The class-drop ratio of a trained class-conditional run.
 
   python -m kflow_jax.tools.class_drop_ratio \
       --config=configs/digits.py:cond --workdir=/tmp/digits_cfg \
-      --fraction=0.3 [--metric=class_accuracy|classifier_fd|random_fd] \
+      --fraction=0.3 [--metric=class_accuracy|classifier_fd|random_fd|fid] \
       [--config.evals.classifier=/tmp/digits_classifier.npz] \
+      [--config.evals.inception_weights=pt_inception-2015-12-05-6726825d.pth] \
+      [--config.evals.fid_reference=ref.npz] \
       [--config.sample.num_samples=1000]
 
 Samples the newest checkpoint twice (label kept, label dropped after
@@ -12,6 +14,13 @@ both and writes <workdir>/cdr.json: both metrics, their ratio, the class
 accuracy of the dropped samples, band times and each band's flowed share
 at the drop. The sample sets stay under sample_mode/ (a relaunch reuses
 them).
+
+--metric=fid is the paper's ratio, Inception FID with the label dropped
+over FID with it kept, when Inception weights are found
+(--config.evals.inception_weights, $KFLOW_INCEPTION_WEIGHTS or
+~/.cache/kflow_jax/pt_inception-2015-12-05-6726825d.pth); without them
+the classifier FD, and cdr.json's "metric" says which ("inception_fid" or
+"classifier_fd").
 """
 import json
 import sys
@@ -27,7 +36,9 @@ _FRACTION = flags.DEFINE_float("fraction", 0.3,
                                "Drop the label from t = fraction on.")
 _METRIC = flags.DEFINE_enum(
     "metric", "class_accuracy",
-    ["class_accuracy", "classifier_fd", "random_fd"], "Metric of the ratio.")
+    ["class_accuracy", "classifier_fd", "random_fd", "fid"],
+    "Metric of the ratio (fid: Inception FID when weights are found, else "
+    "the classifier FD; cdr.json's metric names which).")
 
 
 def main(argv):
@@ -47,7 +58,8 @@ def main(argv):
     print(f"\nkflow_jax: error: {e}", file=sys.stderr)
     sys.exit(1)
   print(json.dumps({k: out[k] for k in (
-      "checkpoint_step", "fraction", "metric", "metric_full", "metric_drop",
+      "checkpoint_step", "fraction", "metric", "metric_requested",
+      "metric_full", "metric_drop",
       "ratio", "class_accuracy_drop", "tau",
       "band_flowed_share_at_drop")}))
 
