@@ -37,7 +37,7 @@ The same number step by step (and sFID, IS, precision/recall):
 """
 import functools
 import os
-from typing import Callable, Dict, Iterable, Optional, Union
+from typing import Callable, Dict, Iterable, Mapping, Optional, Union
 
 import jax
 import jax.numpy as jnp
@@ -300,7 +300,7 @@ def quantize(images, protocol: str = "pytorch_fid") -> np.ndarray:
 
 def _weights(weights, check_hash: bool):
   """(variables, sha256 of the weights file, or None for variables)."""
-  if isinstance(weights, dict):
+  if isinstance(weights, Mapping):  # variables (a dict or a FrozenDict)
     return weights, None
   path = (os.path.expanduser(str(weights)) if weights
           else inception.default_weights_path())
