@@ -123,6 +123,13 @@ def test_restore_spec_is_read_once_and_checked_per_mode():
   assert m.keep_bands is None and m.mix_cutoffs == (0.0, 0.5, 1.0)
   assert restore_spec.parse_restore(
       _rcfg(), "mix", **dict(kw, num_classes=0)).labels(None, 4) is None
+  o = restore_spec.parse_restore(
+      _rcfg(degradation="noise:0.2", estimate="wiener", sampler="predict",
+            renoise=0.5, num_draws=4), "restore", **kw)
+  assert (o.estimate, o.sampler, o.renoise, o.num_draws) == (
+      "wiener", "predict", 0.5, 4)
+  assert (r.estimate, r.sampler, r.renoise, r.num_draws) == (
+      "operator", "ode", 0.0, 1)
   t = restore_spec.parse_restore(_rcfg(t_start=0.25), "restore", **kw)
   assert t.t_start == 0.25 and t.keep_bands is None
   for mode, overrides, match in (
@@ -132,6 +139,17 @@ def test_restore_spec_is_read_once_and_checked_per_mode():
       ("restore", dict(num_images=0), "num_images must be >= 1"),
       ("restore", dict(source="/no/such/dir"), "neither 'eval'"),
       ("restore", dict(determined=1.5), r"in \[0, 1\]"),
+      ("restore", dict(estimate="bm3d"), "not one of"),
+      ("restore", dict(estimate="wiener"), "noise:SIGMA"),
+      ("restore", dict(estimate="wiener", degradation="noise:0.1",
+                       prior_examples=0), "prior_examples >= 2"),
+      ("restore", dict(match_noise=True), "needs degradation=noise"),
+      ("restore", dict(match_noise=True, degradation="noise:0.1",
+                       estimate="wiener"), "estimate='operator'"),
+      ("restore", dict(sampler="sde"), "not one of"),
+      ("restore", dict(renoise=0.5), "sampler='predict'"),
+      ("restore", dict(renoise=1.5, sampler="predict"), r"in \[0, 1\]"),
+      ("restore", dict(num_draws=0), "num_draws must be >= 1"),
       ("edit", dict(num_edits=0), "num_edits must be >= 1"),
       ("edit", dict(keep_bands="0,1,2"), "not all of them"),
       ("mix", dict(rows=0), "rows must be >= 1"),
@@ -183,6 +201,150 @@ def test_consistency_step_makes_the_result_agree_with_the_observation(text):
                              op.estimate(y), float(path.tau[1]), None,
                              project=False)
   assert np.abs(op.apply(out) - y).max() > 1e-2
+
+
+def _field(z, t):
+  return jnp.sin(3.0 * z) + t[:, None, None, None]
+
+
+@pytest.mark.parametrize("overlap", [0.0, 0.3])
+def test_predict_sampler_without_consistency_is_euler(overlap):
+  """Steps on the predicted image (data and noise from the field, the state
+  re-formed on the path at t1) are Euler on the projected field when
+  nothing is made consistent and nothing re-noised: a check that the
+  prediction c + (1 - a) / a' T(v) and its noise are the path's."""
+  path = paths.make_path(kamp.get("fourier", shape=SHAPE), num_scales=3,
+                         overlap=overlap)
+  x0, ref = _normal(4, (3,) + SHAPE), jnp.tanh(_normal(3, (3,) + SHAPE))
+  t = float(path.tau[1])
+  kw = dict(project=True, num_steps=7)
+  ode = degradation.run_flow(_field, path, _spec(3, solver="euler"), x0,
+                             ref, t, None, **kw)
+  pred = degradation.run_flow(_field, path, _spec(3, solver="heun"), x0,
+                              ref, t, None, sampler="predict", **kw)
+  np.testing.assert_allclose(pred, ode, atol=2e-5)
+  # Heun (the spec's solver) is not what predict runs.
+  heun = degradation.run_flow(_field, path, _spec(3, solver="heun"), x0,
+                              ref, t, None, **kw)
+  assert np.abs(np.asarray(heun) - np.asarray(ode)).max() > 1e-3
+
+
+@pytest.mark.parametrize("renoise", [0.0, 0.5, 1.0])
+def test_predict_sampler_ends_consistent_with_the_observation(renoise):
+  """lowres:2 through sampler=predict, re-noised or not: at t = 1 the
+  result is the consistent prediction, area_downsample(x) == y exactly;
+  the fresh noise changes the draw and depends only on the keys."""
+  path = paths.make_path(kamp.get("fourier", shape=SHAPE), num_scales=2)
+  op = degradation.parse_operator("lowres:2", SHAPE)
+  x = jnp.tanh(_normal(3, (4,) + SHAPE))
+  y = op.apply(x)
+  keys = jax.random.split(jax.random.key(7), 4)
+  run = lambda r, k: degradation.run_flow(
+      _field, path, _spec(2), _normal(4, x.shape), op.estimate(y),
+      float(path.tau[1]), op.observed, project=False, sampler="predict",
+      renoise=r, keys=k)
+  out = run(renoise, keys)
+  np.testing.assert_allclose(op.apply(out), y, atol=1e-5)
+  if renoise:
+    np.testing.assert_array_equal(out, run(renoise, keys))
+    assert np.abs(np.asarray(out) - np.asarray(run(0.0, None))).max() > 1e-3
+    # Image i's draw does not depend on the others' keys (batching).
+    other = keys.at[1:].set(jax.random.split(jax.random.key(8), 3))
+    np.testing.assert_allclose(run(renoise, other)[0], out[0], atol=1e-6)
+  else:
+    with pytest.raises(ValueError, match="needs keys"):
+      run(0.5, None)
+
+
+def test_mean_of_draws_is_the_mean_of_single_runs():
+  """num_draws: the mean of the restorations of draw_key(rng, d); draw 0
+  is the single run of rng itself (num_draws=1 restores as before)."""
+  path = paths.make_path(kamp.get("fourier", shape=SHAPE), num_scales=2)
+  op = degradation.parse_operator("lowres:2", SHAPE)
+  y = op.apply(jnp.tanh(_normal(3, (2,) + SHAPE)))
+
+  def one(key):
+    return degradation.run_flow(
+        _field, path, _spec(2), jax.random.normal(key, (2,) + SHAPE),
+        op.estimate(y), float(path.tau[1]), op.observed, project=True)
+  rng = jax.random.key(11)
+  mean, first = degradation.mean_of_draws(one, rng, 3)
+  singles = [np.asarray(degradation.mean_of_draws(
+      one, degradation.draw_key(rng, d), 1)[0]) for d in range(3)]
+  np.testing.assert_allclose(mean, np.mean(singles, axis=0), atol=1e-6)
+  np.testing.assert_array_equal(first, np.asarray(one(rng)))
+  assert np.abs(singles[1] - singles[0]).max() > 1e-2      # distinct noises
+  one_draw = degradation.mean_of_draws(one, rng, 1)
+  np.testing.assert_array_equal(one_draw[0], one_draw[1])
+
+
+def test_wiener_estimate_denoises_a_known_gaussian():
+  """noise:SIGMA on a stationary Gaussian with a known spectrum: the Wiener
+  estimate fitted on prior examples reaches the theoretical MMSE
+  mean_f P sigma^2 / (P + sigma^2), far below y's own error sigma^2."""
+  h, sigma, n = 8, 0.5, 4096
+  fy, fx = np.fft.fftfreq(h)[:, None], np.fft.fftfreq(h)[None, :]
+  amp = 2.0 * np.exp(-20.0 * (fy ** 2 + fx ** 2))         # |g(f)|, P = amp^2
+
+  def draw(seed, count):
+    w = np.random.default_rng(seed).standard_normal((count, h, h))
+    x = np.fft.ifft2(np.fft.fft2(w, norm="ortho") * amp, norm="ortho").real
+    return (0.3 + x[..., None]).astype(np.float32)
+  shape = (h, h, 1)
+  op = degradation.parse_operator(f"noise:{sigma}", shape)
+  x = jnp.asarray(draw(1, 512))
+  y = op.apply(x, jax.random.key(0))
+  wop = degradation.with_wiener(op, draw(2, n), sigma)
+  mse = lambda v: float(jnp.mean((v - x) ** 2))
+  theory = float(np.mean(amp ** 2 * sigma ** 2 / (amp ** 2 + sigma ** 2)))
+  assert abs(mse(y) - sigma ** 2) < 0.02 * sigma ** 2
+  assert abs(mse(wop.estimate(y)) - theory) < 0.1 * theory, (
+      mse(wop.estimate(y)), theory)
+  assert theory < 0.3 * sigma ** 2
+  # Its observed component is the gain G = P / (P + sigma^2): it shrinks
+  # white noise by mean(G^2).
+  e = _normal(5, (256,) + shape)
+  shrink = float(jnp.mean(wop.observed(e) ** 2) / jnp.mean(e ** 2))
+  gain = amp ** 2 / (amp ** 2 + sigma ** 2)
+  assert abs(shrink - np.mean(gain ** 2)) < 0.1 * np.mean(gain ** 2)
+  with pytest.raises(ValueError, match="noise:SIGMA"):
+    degradation.with_wiener(degradation.parse_operator("lowres:2", shape),
+                            draw(2, 8), sigma)
+
+
+@pytest.mark.parametrize("num_scales", [1, 2])
+def test_matched_noise_start_is_on_the_path(num_scales):
+  """match_noise: started from y = x + sigma eps at t, with the start's own
+  noise shrunk (matched_noise), each coefficient holds a x plus noise of
+  std 1 - a: the path's state at t, y's noise counted in it. matched_time
+  is 1 / (1 + sigma) for flow matching and inside band 0 for K-Flow."""
+  sigma, n = 0.3, 4096
+  path = paths.make_path(kamp.get("fourier", shape=SHAPE),
+                         num_scales=num_scales)
+  t = degradation.matched_time(path, sigma)
+  top = 1.0 / (1.0 + sigma)
+  if num_scales == 1:
+    assert abs(t - top) < 1e-6
+  else:
+    assert abs(t - top * float(path.tau[1])) < 1e-6
+  x = jnp.tanh(_normal(1, (n,) + SHAPE))
+  y = degradation.parse_operator(f"noise:{sigma}", SHAPE).apply(
+      x, jax.random.key(2))
+  tb = jnp.full((n,), t, jnp.float32)
+  start = paths.interpolate(
+      path, degradation.matched_noise(path, _normal(3, x.shape), t, sigma),
+      y, tb)
+  a, _ = paths.alpha(path, tb)
+  tr = path.transform
+  resid = np.asarray(tr.forward(start) - a * tr.forward(x))
+  std = np.sqrt(np.mean(np.abs(resid) ** 2, axis=0))
+  want = 1.0 - np.asarray(a[0])
+  np.testing.assert_allclose(std, want, atol=0.04)
+  # Unmatched (the fresh noise as drawn) it is noisier than the path.
+  plain = paths.interpolate(path, _normal(3, x.shape), y, tb)
+  over = np.sqrt(np.mean(np.abs(np.asarray(
+      tr.forward(plain) - a * tr.forward(x))) ** 2, axis=0))
+  assert np.all(over[want < 1] > want[want < 1] + 0.02)
 
 
 def test_mixed_noise_is_white_for_orthonormal_and_refused_otherwise():

@@ -119,6 +119,30 @@ def restore_defaults() -> ml_collections.ConfigDict:
       # noise instead, a data-free but pessimistic measure).
       prior_examples=256,
       consistency=True,        # restore: data-consistency step after each step
+      # restore: the flow's data stand-in. "operator": the degradation's
+      # own (lowres: bicubic made consistent; blur: Wiener with a constant
+      # lambda; noise: y itself); "wiener" (noise:SIGMA only): the linear
+      # MMSE denoiser with the mean image and power spectrum of
+      # prior_examples training images, whose gain is then the
+      # consistency step's C.
+      estimate="operator",
+      # restore, noise:SIGMA with estimate=operator: count y's noise as the
+      # path's at the start (the start's own noise shrunk to the path's
+      # level, degradation.matched_noise), started at t_start or (-1) the
+      # latest t where y's noise fits (degradation.matched_time), so that
+      # the flow denoises every band.
+      match_noise=False,
+      # restore: "ode": config.sample's solver, the consistency step on the
+      # path after each step; "predict": one field call per step, the
+      # predicted image made consistent, the state put back on the path
+      # toward it (degradation.predict_flow).
+      sampler="ode",
+      # restore, sampler=predict: share of the flowing bands' noise drawn
+      # afresh at every step (0: deterministic; 1: all new).
+      renoise=0.0,
+      # restore: mean of this many restorations of independent noises (an
+      # estimate of the posterior mean, what PSNR rewards; 1: one draw).
+      num_draws=1,
       num_steps=0,             # 0: the spec's share of num_steps after t_start
       num_edits=4,             # edit: variations per image
       rows=4, cols=4,          # mix: grid size

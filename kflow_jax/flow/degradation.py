@@ -18,8 +18,18 @@ with C the operator's observed component (`Operator.observed`): for lowres
 the orthogonal projection on block-constant images (so at t = 1 the result
 satisfies area_downsample(x) == y exactly), for inpaint the known-pixel
 mask, for blur the Wiener gain, for noise nothing (the observation carries
-noise; imposing it would put the noise back). Editing is the same with
-C = the projection on the kept bands (`band_part`) and x1_ref = the image.
+noise; imposing it would put the noise back), or, with the estimate
+denoised by a Wiener filter fitted on training images (`with_wiener`), that
+filter's gain. Editing is the same with C = the projection on the kept
+bands (`band_part`) and x1_ref = the image.
+
+`run_flow(sampler="predict")` replaces the solver and its step on the
+path by steps on the predicted image (DDNM-style): at each grid time the
+field's clean prediction x1_hat is made consistent, x1_hat <- x1_hat +
+C(x1_ref - x1_hat), and the state is put back on the path between a noise
+and x1_hat at the next time, a share `renoise` of that noise drawn afresh
+(`predict_flow`). `mean_of_draws` averages restorations of independent
+noises: PSNR is maximised by the posterior mean, which one draw misses.
 """
 from typing import Callable, NamedTuple, Optional, Sequence
 
@@ -52,7 +62,8 @@ class Operator(NamedTuple):
   estimate(y) -> x: an image consistent with y (A-wise), the data stand-in
     of the restoration path.
   observed(x) -> C x: the component of x the observation fixes (linear,
-    symmetric, 0 <= C <= I); zero for noise.
+    symmetric, 0 <= C <= I); zero for noise (the Wiener gain after
+    `with_wiener`).
   display(y) -> x: y shown at the image size (lowres: nearest up-sampling).
   baseline(y) -> x or None: the classical answer to compare with (lowres:
     bicubic up-sampling).
@@ -162,6 +173,65 @@ def parse_operator(text: str, shape: Sequence[int]) -> Operator:
                    f"{', '.join(OPERATORS)}.")
 
 
+def fit_wiener(prior, sigma: float) -> tuple:
+  """(mean image [H, W, C], gain [H, W//2+1, C]) of the linear MMSE
+  denoiser of y = x + sigma eps under a Gaussian prior with the mean image
+  and the power spectrum (rfft2, orthonormal) of the examples `prior`."""
+  x = np.asarray(prior, np.float64)
+  if x.ndim != 4 or x.shape[0] < 2:
+    raise ValueError(f"the Wiener prior needs >= 2 example images [N, H, W, "
+                     f"C], got shape {x.shape}.")
+  mu = x.mean(0)
+  power = (np.abs(np.fft.rfft2(x - mu, axes=(1, 2), norm="ortho")) ** 2
+           ).mean(0)
+  return mu.astype(np.float32), (power / (power + sigma ** 2)).astype(
+      np.float32)
+
+
+def with_wiener(op: Operator, prior, sigma: float) -> Operator:
+  """noise:SIGMA whose estimate is the Wiener filter fitted on `prior`
+  (training images): mu + G (y - mu), G = P / (P + sigma^2) per frequency,
+  and whose observed component is G (the share of each frequency that y
+  determines), instead of y itself and nothing."""
+  if op.kind != "noise":
+    raise ValueError(f"the Wiener estimate is for noise:SIGMA, not "
+                     f"{op.text!r}.")
+  mu, gain = fit_wiener(prior, sigma)
+
+  def filt(x):
+    h, w = x.shape[1:3]
+    xf = jnp.fft.rfft2(x.astype(jnp.float32), axes=(1, 2), norm="ortho")
+    return jnp.fft.irfft2(xf * gain[None], s=(h, w), axes=(1, 2),
+                          norm="ortho").astype(jnp.float32)
+  return op._replace(estimate=lambda y: mu + filt(y - mu), observed=filt)
+
+
+def matched_noise(path: paths_lib.Path, x0, t: float, sigma: float):
+  """x0 with each coefficient scaled by k = sqrt(1 - (a sigma / (1 - a))^2)
+  (0 where a sigma >= 1 - a), a = alpha(t): the start interpolate(path,
+  x0_k, y, t) of y = x + sigma eps then holds a x plus noise of std 1 - a
+  per coefficient, the path's own level at t, y's noise counted in it
+  (orthonormal transform: eps is white per coefficient)."""
+  tr = path.transform
+  a, _ = paths_lib.alpha(path, jnp.full((x0.shape[0],), t, jnp.float32))
+  r = a * sigma / jnp.maximum(1.0 - a, 1e-12)
+  return tr.inverse(jnp.sqrt(jnp.clip(1.0 - r * r, 0.0, 1.0))
+                    * tr.forward(x0))
+
+
+def matched_time(path: paths_lib.Path, sigma: float) -> float:
+  """The latest t at which y's noise sigma fits under the path's noise in
+  every coefficient, max alpha(t) <= 1 / (1 + sigma) (flow matching:
+  t = 1 / (1 + sigma); K-Flow: inside band 0's window)."""
+  top = 1.0 / (1.0 + float(sigma))
+  lo, hi = 0.0, 1.0
+  for _ in range(40):
+    mid = 0.5 * (lo + hi)
+    a, _ = paths_lib.alpha(path, jnp.full((1,), mid, jnp.float32))
+    lo, hi = (mid, hi) if float(jnp.max(a)) <= top else (lo, mid)
+  return lo
+
+
 def band_part(path: paths_lib.Path, x, bands) -> jax.Array:
   """P x with P = T^-1 1_bands T: the part of x in `bands`."""
   tr = path.transform
@@ -261,14 +331,80 @@ def consistency_step(path: paths_lib.Path, observed: Callable, x0, x1_ref,
   return lambda c, t1: tr.forward(fix(tr.inverse(c), t1))
 
 
+SAMPLERS = ("ode", "predict")
+
+
+def predict_flow(velocity_fn: Callable, path: paths_lib.Path, edges, x0,
+                 x1_ref, observed: Optional[Callable], renoise: float = 0.0,
+                 keys=None) -> jax.Array:
+  """Steps on the predicted image from the path point toward x1_ref at
+  edges[0] to 1 (one field call per step).
+
+  At each grid time t0 with state c = T(x), field v and (a, a') = alpha(t0),
+  a band that flows (a' > 0) predicts its data and noise
+      c1 = c + (1 - a) / a' T(v),   c0 = c - a / a' T(v);
+  a finished band is its own data, a band not started is noise with
+  x1_ref's part as its data guess. x1_hat = T^-1(c1) is made consistent,
+  x1_hat += C(x1_ref - x1_hat), and the state at t1 is
+  interpolate(path, n, x1_hat, t1), n = sqrt(1 - r^2) T^-1(c0) + r eps,
+  r = renoise, eps fresh per step (`keys`: one key per image). With r = 0
+  and no C this is Euler on the projected field exactly (a linear within
+  the step); at t1 = 1 the state is the consistent x1_hat.
+  """
+  tr = path.transform
+  batch = x0.shape[0]
+  c_ref = tr.forward(x1_ref)
+  grid = sampling.make_grid(edges)
+
+  def body(x, ts):
+    t0, t1, step = ts
+    tb0 = jnp.full((batch,), t0, jnp.float32)
+    c, cv = tr.forward(x), tr.forward(velocity_fn(x, tb0))
+    a, da = paths_lib.alpha(path, tb0)
+    flows = da > 0
+    safe = jnp.where(flows, da, 1.0)
+    c1 = jnp.where(flows, c + (1.0 - a) / safe * cv,
+                   jnp.where(a >= 1.0, c, c_ref))
+    c0 = jnp.where(flows, c - a / safe * cv, c)
+    x1_hat, noise = tr.inverse(c1), tr.inverse(c0)
+    if observed is not None:
+      x1_hat = x1_hat + observed(x1_ref - x1_hat)
+    if renoise > 0:
+      fresh = jax.vmap(lambda k: jax.random.normal(
+          jax.random.fold_in(k, step), x.shape[1:], jnp.float32))(keys)
+      noise = (np.sqrt(1.0 - renoise ** 2) * noise + renoise * fresh)
+    return paths_lib.interpolate(path, noise, x1_hat,
+                                 jnp.full((batch,), t1, jnp.float32)), None
+
+  t = jnp.full((batch,), float(edges[0]), jnp.float32)
+  x = paths_lib.interpolate(path, x0, x1_ref, t)
+  xs = (jnp.asarray(grid.t0), jnp.asarray(grid.t1),
+        jnp.arange(len(grid.t0), dtype=jnp.int32))
+  x, _ = jax.lax.scan(body, x, xs)
+  return x
+
+
 def run_flow(velocity_fn: Callable, path: paths_lib.Path, spec, x0, x1_ref,
              t_start: float, observed: Optional[Callable],
-             num_steps: int = 0, *, project: bool) -> jax.Array:
+             num_steps: int = 0, *, project: bool, sampler: str = "ode",
+             renoise: float = 0.0, keys=None) -> jax.Array:
   """Integrates from the path point toward x1_ref at t_start to 1, with the
   consistency step for `observed` (None: none). `spec` is the sampling
   spec (generate.Spec: solver, num_steps, step_allocation, extra_times);
   `project`: the sampler projects v on the active bands (its state is
-  then T(x))."""
+  then T(x)). sampler="predict": `predict_flow` on the same time grid
+  (spec.solver not used; `renoise`, `keys` as there)."""
+  if sampler not in SAMPLERS:
+    raise ValueError(f"restoration sampler {sampler!r} is not one of "
+                     f"{SAMPLERS}.")
+  if sampler == "predict":
+    if renoise > 0 and keys is None:
+      raise ValueError("renoise > 0 needs keys (one per image).")
+    edges = sampling.time_grid(
+        path, flow_steps(path, spec, t_start, num_steps), t_start=t_start,
+        extra_times=spec.extra_times, allocation=spec.step_allocation)
+    return predict_flow(velocity_fn, path, edges, x0, x1_ref, observed,
+                        renoise, keys)
   if sampling.is_adaptive(spec.solver):
     raise ValueError(
         f"--mode=restore/edit run a consistency step between solver steps, "
@@ -285,3 +421,19 @@ def run_flow(velocity_fn: Callable, path: paths_lib.Path, spec, x0, x1_ref,
       project=project, t_start=t_start, extra_times=spec.extra_times,
       allocation=spec.step_allocation, post_step=post)
 
+
+def draw_key(rng, draw: int):
+  """The noise key of draw d: rng itself for d = 0 (so one draw is the
+  restoration of before), fold_in(rng, d) after."""
+  return rng if draw == 0 else jax.random.fold_in(rng, draw)
+
+
+def mean_of_draws(restore_fn: Callable, rng, num_draws: int) -> tuple:
+  """(mean, first) of restore_fn(draw_key(rng, d)) over d < num_draws:
+  the mean estimates the posterior mean (what PSNR rewards), the first is
+  one posterior draw (what a distribution metric judges)."""
+  first = total = np.asarray(restore_fn(draw_key(rng, 0)), np.float64)
+  for d in range(1, int(num_draws)):
+    total = total + np.asarray(restore_fn(draw_key(rng, d)), np.float64)
+  return (total / int(num_draws)).astype(np.float32), first.astype(
+      np.float32)

@@ -14,8 +14,12 @@ data-consistency step runs between solver steps).
 Restoration (docs/method.md#restoration): an image from the eval split (or
 a folder of images) is degraded, the bands the observation determines are
 kept, the flow starts where those bands are done and a consistency step
-follows every solver step (the maths: kflow_jax/flow/degradation.py);
-PSNR/SSIM are compared with bicubic up-sampling. Editing is the same with
+follows every solver step (the maths: kflow_jax/flow/degradation.py), or
+steps on the predicted image (restore.sampler=predict, restore.renoise);
+restore.num_draws > 1 averages draws of independent noises. PSNR/SSIM
+(and, with a classifier of the data set, the classifier FD to the
+originals and the class accuracy) of the restoration are reported beside
+the flow's start estimate, the input and bicubic. Editing is the same with
 the kept bands of the image; mixing (kflow_jax/modes/mix.py) builds the
 paper's steerability grid from band-wise mixed noise.
 """
@@ -27,6 +31,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from kflow_jax.data import input_pipeline
+from kflow_jax.evaluators import classifier as classifier_lib
+from kflow_jax.evaluators import evaluate
 from kflow_jax.evaluators import image_quality
 from kflow_jax.flow import degradation
 from kflow_jax.flow import steering
@@ -108,6 +114,26 @@ def image_metrics(images, reference) -> dict:
           "ssim": [float(v) for v in image_quality.ssim(images, reference)]}
 
 
+def classifier_metrics(run, columns: dict, originals, labels) -> dict:
+  """With a classifier of the data set (evaluate.find_classifier), per
+  column: the classifier FD to the originals (a restoration can gain PSNR
+  by blurring; the FD sees it) and the class accuracy against the images'
+  labels; {} without one."""
+  path = evaluate.find_classifier(run)
+  if path is None or len(originals) < 2:
+    return {}
+  clf = classifier_lib.load(path, dataset=run.config.input.name,
+                            image_shape=tuple(run.info.shape))
+  out = {"file": path}
+  for name, images in columns.items():
+    out[name] = {"fd": classifier_lib.frechet_distance(clf, images,
+                                                       originals)}
+    if labels is not None:
+      out[name]["accuracy"] = classifier_lib.class_accuracy(clf, images,
+                                                            labels)
+  return out
+
+
 # ----------------------------------------------------------------------------
 # The modes.
 
@@ -130,6 +156,16 @@ def _kept_bands(run, rspec, op, fractions) -> int:
   return degradation.auto_keep(fractions, rspec.determined)
 
 
+def _options_tag(rspec) -> str:
+  """File-name suffix of the non-default estimate / sampler / draws."""
+  tag = "_wiener" if rspec.estimate == "wiener" else ""
+  tag += "_matched" if rspec.match_noise else ""
+  if rspec.sampler == "predict":
+    tag += "_predict" + (f"_renoise{rspec.renoise:g}" if rspec.renoise
+                         else "")
+  return tag + (f"_draws{rspec.num_draws}" if rspec.num_draws > 1 else "")
+
+
 def restore_mode(run, params, step: int,
                  rspec: restore_spec.RestoreSpec) -> dict:
   """--mode=restore: degrade, restore, write PNG + JSON; returns the JSON."""
@@ -144,33 +180,52 @@ def restore_mode(run, params, step: int,
   sigma = float(rspec.degradation.split(":")[1]) if op.kind == "noise" else None
   prior = _prior_images(run, rspec.prior_examples, rspec.seed)
   fractions = degradation.determined_fractions(path, op, y_obs, sigma, prior)
+  if rspec.estimate == "wiener":
+    op = degradation.with_wiener(op, prior, sigma)
+  if rspec.match_noise and rspec.t_start is None:
+    # y's noise counted as the path's: the latest start where it fits.
+    rspec = rspec._replace(t_start=degradation.matched_time(path, sigma))
   m = _kept_bands(run, rspec, op, fractions)
   t_start = (rspec.t_start if rspec.t_start is not None
              else float(path.tau[m + 1]))
-  # noise:sigma has no consistency step (its C is 0; see flow/degradation).
-  observed = (op.observed if rspec.consistency and op.kind != "noise"
-              else None)
+  # noise:sigma has no consistency step (its C is 0; see flow/degradation)
+  # unless its estimate is the Wiener filter (C: the filter's gain).
+  observed = (op.observed if rspec.consistency and (
+      op.kind != "noise" or rspec.estimate == "wiener") else None)
   y_all = rspec.labels(labels, n)
 
   @jax.jit
-  def restore_batch(params, y_obs, x0, y):
+  def restore_batch(params, y_obs, x0, y, keys):
     # The run's sampling field at full resolution (a scale-adaptive run's
     # too: each band's network on its grid; exact, the compute saving is
     # its sampler's, not used by this steering flow).
     return degradation.run_flow(run.field.velocity(params, y, spec), path,
                                 spec, x0, op.estimate(y_obs), t_start,
                                 observed, rspec.num_steps,
-                                project=run.field.projects(spec))
+                                project=run.field.projects(spec),
+                                sampler=rspec.sampler,
+                                renoise=rspec.renoise, keys=keys)
 
-  noise = jax.random.normal(r_noise, x_true.shape, jnp.float32)
-  out = []
-  for i, j in rspec.batches(n):
-    out.append(np.asarray(restore_batch(
+  def restore_all(key):
+    # One draw: the noise of all n images from `key` (so the result does
+    # not depend on batch_size), per-image keys of the re-noising.
+    noise = jax.random.normal(key, x_true.shape, jnp.float32)
+    if rspec.match_noise:
+      noise = degradation.matched_noise(path, noise, t_start, sigma)
+    keys = jax.random.split(jax.random.fold_in(key, 1 << 30), n)
+    return np.concatenate([np.asarray(restore_batch(
         params, y_obs[i:j], noise[i:j],
-        None if y_all is None else y_all[i:j])))
-  restored = np.concatenate(out)
+        None if y_all is None else y_all[i:j], keys[i:j]))
+                           for i, j in rspec.batches(n)])
+
+  restored, first = degradation.mean_of_draws(restore_all, r_noise,
+                                              rspec.num_draws)
   shown = np.asarray(op.display(y_obs))
   columns = {"input": shown, "restored": restored}
+  if rspec.num_draws > 1:
+    columns["draw"] = first
+  # The flow's start (strongest simple baseline), and the classical one.
+  columns["estimate"] = np.asarray(op.estimate(y_obs))
   if op.baseline is not None:
     columns["bicubic"] = np.asarray(op.baseline(y_obs))
   metrics = {name: image_metrics(v, x_true) for name, v in columns.items()}
@@ -184,12 +239,16 @@ def restore_mode(run, params, step: int,
       "determined_on": (f"{prior.shape[0]} training images"
                         if prior is not None else "white noise"),
       "consistency": observed is not None,
-      "solver": spec.solver,
+      "estimate": rspec.estimate, "match_noise": rspec.match_noise,
+      "sampler": rspec.sampler,
+      "renoise": rspec.renoise, "num_draws": rspec.num_draws,
+      "solver": spec.solver if rspec.sampler == "ode" else "predict",
       "num_steps": degradation.flow_steps(path, spec, t_start,
                                           rspec.num_steps),
       "per_image": metrics,
       "mean": {name: {k: float(np.mean(v)) for k, v in per.items()}
-               for name, per in metrics.items()}}
+               for name, per in metrics.items()},
+      "classifier": classifier_metrics(run, columns, images, labels)}
   if op.kind == "lowres":
     f = int(rspec.degradation.split(":")[1])
     err = np.abs(np.asarray(steering.area_downsample(jnp.asarray(restored), f))
@@ -201,7 +260,7 @@ def restore_mode(run, params, step: int,
                         (f"_t{t_start:g}" if rspec.t_start is not None
                          else "") +
                         ("" if observed is not None or op.kind == "noise"
-                         else "_nocons"))
+                         else "_nocons") + _options_tag(rspec))
     cols = list(columns) + ["original"]
     grid = np.stack([columns[c] for c in columns] + [images], axis=1)
     samples_lib.save_labelled_grid(base + ".png", grid[:64], cols,

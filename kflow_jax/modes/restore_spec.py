@@ -22,6 +22,9 @@ class RestoreSpec(NamedTuple):
     the determined fractions); edit: the bands kept; mix: None.
   t_start: restore: the chosen start time (None: the end of the kept
     bands).
+  estimate, match_noise, sampler, renoise, num_draws: restore: the
+    flow's data stand-in and start, its steps, and the mean of how many
+    draws.
   label: the class of images without labels (folder images, the mix grid)
     with -1 resolved to the null class; None for an unconditional run.
   """
@@ -35,6 +38,11 @@ class RestoreSpec(NamedTuple):
   t_start: Optional[float]
   prior_examples: int
   consistency: bool
+  estimate: str
+  match_noise: bool
+  sampler: str
+  renoise: float
+  num_draws: int
   num_steps: int
   num_edits: int
   rows: int
@@ -104,6 +112,41 @@ def _t_start(rcfg, keep) -> Optional[float]:
   return t
 
 
+ESTIMATES = ("operator", "wiener")
+
+
+def _restore_options(rcfg) -> None:
+  """estimate, sampler, renoise and num_draws of --mode=restore."""
+  if rcfg.estimate not in ESTIMATES:
+    raise ValueError(f"config.restore.estimate={rcfg.estimate!r} is not one "
+                     f"of {ESTIMATES}.")
+  if rcfg.estimate == "wiener" and (
+      not str(rcfg.degradation).startswith("noise:")
+      or int(rcfg.prior_examples) < 2):
+    raise ValueError(
+        "config.restore.estimate='wiener' denoises noise:SIGMA with a "
+        "filter fitted on config.restore.prior_examples >= 2 training "
+        f"images; got degradation={rcfg.degradation!r}, prior_examples="
+        f"{rcfg.prior_examples}.")
+  if rcfg.match_noise and (not str(rcfg.degradation).startswith("noise:")
+                           or rcfg.estimate != "operator"):
+    raise ValueError(
+        "config.restore.match_noise counts the noise of noise:SIGMA's "
+        "observation as the path's; it needs degradation=noise:SIGMA and "
+        f"estimate='operator' (got {rcfg.degradation!r}, "
+        f"{rcfg.estimate!r}).")
+  if rcfg.sampler not in degradation.SAMPLERS:
+    raise ValueError(f"config.restore.sampler={rcfg.sampler!r} is not one "
+                     f"of {degradation.SAMPLERS}.")
+  r = float(rcfg.renoise)
+  if not 0.0 <= r <= 1.0 or (r > 0 and rcfg.sampler != "predict"):
+    raise ValueError(
+        f"config.restore.renoise={r} is a share in [0, 1] of the noise "
+        "redrawn at each step of sampler='predict' (it is "
+        f"{rcfg.sampler!r}).")
+  _at_least(rcfg, ("num_draws",), 1)
+
+
 def _label(rcfg, num_classes: int) -> Optional[int]:
   if not num_classes:
     return None
@@ -134,6 +177,7 @@ def parse_restore(rcfg, mode: str, *, image_shape: Sequence[int],
     if not 0.0 <= float(rcfg.determined) <= 1.0:
       raise ValueError(f"config.restore.determined={rcfg.determined} is a "
                        "share of a band and must lie in [0, 1].")
+    _restore_options(rcfg)
   elif mode == "edit":
     keep = parse_keep(rcfg.keep_bands, num_bands, "edit")
     _at_least(rcfg, ("num_edits",), 1)
@@ -153,7 +197,10 @@ def parse_restore(rcfg, mode: str, *, image_shape: Sequence[int],
       batch_size=int(rcfg.batch_size), degradation=str(rcfg.degradation),
       keep_bands=keep, determined=float(rcfg.determined), t_start=t_start,
       prior_examples=int(rcfg.prior_examples),
-      consistency=bool(rcfg.consistency), num_steps=int(rcfg.num_steps),
+      consistency=bool(rcfg.consistency), estimate=str(rcfg.estimate),
+      match_noise=bool(rcfg.match_noise),
+      sampler=str(rcfg.sampler), renoise=float(rcfg.renoise),
+      num_draws=int(rcfg.num_draws), num_steps=int(rcfg.num_steps),
       num_edits=int(rcfg.num_edits), rows=int(rcfg.rows),
       cols=int(rcfg.cols), split_band=int(rcfg.split_band),
       mix_cutoffs=tuple(float(c) for c in cutoffs) if cutoffs else None,
