@@ -83,28 +83,40 @@ def _quality_table(q, data, metric, budget):
                        "arm - fm, seed by seed (95 % interval)"], rows)
 
 
+# Restoration's paired cells shown in the README table (when the results
+# hold them: experiments/restoration.py, each flow against its own start).
+RESTORE_PAIRS = ("K-Flow - start (psnr)", "FM - start (psnr)",
+                 "K-Flow - FM (psnr)", "K-Flow - start (fd)")
+
+
+def _restorations(rs):
+  """[(degradation, its headline result)] of restoration.json."""
+  return [(d, o) for d, o in rs.items()
+          if isinstance(o, dict) and "kflow" in o]
+
+
 def _restoration_rows(rs):
-  """The restoration table; the start-estimate column and paired cells
-  where the results hold them (experiments/restoration.py)."""
+  """The restoration table; the start-estimate column and the paired
+  cells where the results hold them."""
   rows = []
-  for d, o in rs.items():
-    if not (isinstance(o, dict) and "kflow" in o):
-      continue
-    start = o.get("start") or o.get("estimate") or {}
+  for d, o in _restorations(rs):
+    start = o.get("estimate") or {}
     pairs = o.get("paired") or {}
     rows.append([
         d, common.fmt(o["kflow"]["psnr"], 4), common.fmt(o["fm"]["psnr"], 4),
+        common.fmt(start.get("psnr"), 4),
         f"{common.fmt(o['baseline']['psnr'], 4)} "
         f"({o.get('baseline_name', '-')})",
-        common.fmt(start.get("psnr"), 4),
-        "; ".join(f"{k}: {stats.fmt(v)}" for k, v in pairs.items()
-                  if isinstance(v, dict) and "verdict" in v) or "-",
         common.fmt(o["kflow"]["ssim"]), common.fmt(o["fm"]["ssim"]),
-        common.fmt(o["baseline"]["ssim"]), common.fmt(start.get("ssim"))])
+        common.fmt(start.get("ssim")),
+        common.fmt(o["kflow"].get("fd")), common.fmt(o["fm"].get("fd")),
+        common.fmt(start.get("fd"))]
+        + [stats.fmt(pairs[k]) if k in pairs else "-"
+           for k in RESTORE_PAIRS])
   return common.table(
-      ["degradation", "PSNR K-Flow", "PSNR FM", "PSNR baseline",
-       "PSNR start estimate", "paired (seed by seed)", "SSIM K-Flow",
-       "SSIM FM", "SSIM baseline", "SSIM start estimate"], rows)
+      ["degradation", "PSNR K-Flow", "PSNR FM", "PSNR start estimate",
+       "PSNR baseline", "SSIM K-Flow", "SSIM FM", "SSIM start estimate",
+       "FD K-Flow", "FD FM", "FD start estimate", *RESTORE_PAIRS], rows)
 
 
 def _mnist_section(m) -> list:
@@ -356,6 +368,14 @@ def findings(scale, r) -> str:
       short.append("- **natural_patches band times** (spectrum error in the "
                    "finest third): " + stats.sentence(
                        k, list(recipe.PATCHES)[0], "spectrum error, fine", p))
+  own = [(d, (o.get("paired") or {}).get("K-Flow - start (psnr)"))
+         for d, o in _restorations(rs)]
+  own = [(d, p) for d, p in own if p]
+  if own:
+    short.append("- " + lead("**Restoration against its own start** (K-Flow "
+                             "minus the estimate it starts from, PSNR)", own,
+                             "K-Flow's flow", "its start estimate")
+                 + " " + grouped(own) + ".")
   adp = ad["paired"]
   for name, p in adp.get("same_wall_time", {}).items():
     ref = "fm_logit" if name.endswith("_logit") else "fm"
@@ -482,24 +502,42 @@ def _recipe_reading(rc) -> list:
   return out + [""]
 
 
+def _restore_names(key: str):
+  """'K-Flow - start (psnr)' -> ('K-Flow', 'its start estimate', 'PSNR');
+  None for a key of another form."""
+  if " - " not in key or " (" not in key:
+    return None
+  names, metric = key[:-1].split(" (", 1)
+  a, b = names.split(" - ", 1)
+  full = {"FM": "flow matching", "start": "its start estimate"}
+  return full.get(a, a), full.get(b, b), metric.upper()
+
+
 def _restoration_reading(rs) -> list:
   out = []
-  for d, o in rs.items():
-    if not (isinstance(o, dict) and "kflow" in o):
-      continue
-    start = o.get("start") or o.get("estimate") or {}
+  for d, o in _restorations(rs):
+    start = o.get("estimate") or {}
     line = (f"- {d}: PSNR K-Flow {common.fmt(o['kflow']['psnr'], 4)}, flow "
             f"matching {common.fmt(o['fm']['psnr'], 4)}, "
             f"{o.get('baseline_name', 'baseline')} "
             f"{common.fmt(o['baseline']['psnr'], 4)}")
     if start.get("psnr"):
-      line += f", the flows' own start estimate {common.fmt(start['psnr'], 4)}"
+      line += (", the start estimate both flows begin from "
+               f"{common.fmt(start['psnr'], 4)}")
     pairs = {k: v for k, v in (o.get("paired") or {}).items()
              if isinstance(v, dict) and "verdict" in v}
-    line += "." + "".join(f" {k}: {stats.fmt(v)}." for k, v in pairs.items())
+    out.append(line + ".")
     if not pairs:
-      line += " (no per-seed values in restoration.json: no verdict.)"
-    out.append(line)
+      out.append("  No per-seed values in restoration.json: no verdict.")
+    out += ["  - " + stats.sentence(*_restore_names(k), p)
+            for k, p in pairs.items() if _restore_names(k)]
+    own = pairs.get("K-Flow - start (psnr)")
+    if own and own["verdict"] == stats.WORSE:
+      out.append("  K-Flow's flow lowers PSNR below the estimate it starts "
+                 "from: at this degradation the flow does not improve on its "
+                 "own start.")
+    elif own and own["verdict"] == stats.BETTER:
+      out.append("  K-Flow's flow improves on the estimate it starts from.")
   return out + [""]
 
 
