@@ -135,7 +135,8 @@ def run(scale, root, out_dir) -> dict:
       pairs[k] = {key: stats.paired(
           [r and r[key] for r in out[k]["per_seed"]],
           [r and r[key] for r in out[f]["per_seed"]],
-          lower_is_better=low, same_config=same) for key, _, low in KEYS}
+          lower_is_better=low, same_config=same,
+          continuous=not key.startswith("accuracy")) for key, _, low in KEYS}
   rows = [[label] + [common.fmt(out[a][k]) for a in arms]
           for k, label, _ in KEYS]
   prows = [[label] + [stats.fmt(pairs[k][key]) for k, _ in PAIRS

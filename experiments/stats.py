@@ -15,9 +15,11 @@ allows, never more:
                    i.e. two one-sided 5 % tests, lies inside (-delta, delta))
   same config      the two arms resolve to the same config: they cannot
                    differ, so there is no effect to report
-  identical        every per-seed difference is exactly 0: different
-                   configs that compute the same thing (e.g. band weights
-                   that are all 1): not an effect either
+  identical        every per-seed difference of a continuous score (an FD,
+                   a loss) is exactly 0: different configs that compute
+                   the same thing (e.g. band weights that are all 1), not
+                   an effect either. Discrete scores (accuracies over a
+                   few hundred samples) tie by chance: continuous=False
   one seed         n < 2: no interval
 
 The t quantile comes from scipy (installed with scikit-learn, a dependency
@@ -53,7 +55,7 @@ def interval(d: Sequence[float], confidence: float = CONFIDENCE):
 
 def paired(a: Sequence[Optional[float]], b: Sequence[Optional[float]], *,
            lower_is_better: bool, margin: Optional[float] = None,
-           same_config: bool = False,
+           same_config: bool = False, continuous: bool = True,
            confidence: float = CONFIDENCE) -> dict:
   """Arm a against arm b, seed by seed (a[k] and b[k] share seed k).
 
@@ -81,7 +83,7 @@ def paired(a: Sequence[Optional[float]], b: Sequence[Optional[float]], *,
   out.update(diff=d, mean=mean, low=low, high=high)
   if same_config:
     return dict(out, verdict=SAME_CONFIG)
-  if all(v == 0.0 for v in d):
+  if continuous and all(v == 0.0 for v in d):
     return dict(out, verdict=IDENTICAL)
   if len(d) < 2:
     return dict(out, verdict=ONE_SEED)

@@ -47,6 +47,10 @@ def test_same_config_and_one_seed_give_no_effect():
   p = stats.paired([58.884, 41.2], [58.884, 41.2], lower_is_better=True)
   assert p["verdict"] == stats.IDENTICAL
   assert "not an effect" in stats.sentence("A", "B", "fd", p)
+  # Accuracies tie by chance: a zero-width interval, not "identical".
+  p = stats.paired([0.98, 0.97], [0.98, 0.97], lower_is_better=False,
+                   continuous=False)
+  assert p["verdict"] == stats.NOT_RESOLVED
   p = stats.paired([1.0, None], [3.0, 2.0], lower_is_better=True)
   assert p["n"] == 1 and p["verdict"] == stats.ONE_SEED
   assert p["low"] is None and p["high"] is None
