@@ -49,13 +49,12 @@ STEER = (("coarse_gap", False), ("fine_gap", False))
 CONTINUOUS = ("classifier_fd", "cdr_fd", "coarse_gap", "fine_gap")
 
 
-def _train(root, scale, name):
-  """[Run or None per seed] of arm `name` (the shipped recipes, not the
-  old evidence's pins)."""
-  s = scale._replace(pinned=())
-  return [common.attempt(common.train, root, s, f"mnist_{name}",
-                         ARMS[name][1], ARMS[name][2], seed,
-                         scale.mnist_budgets) for seed in scale.seeds]
+def _train(root, scale, name, seed):
+  """Run (or None) of arm `name` on `seed`, with the shipped recipes (not
+  the old evidence's pins)."""
+  return common.attempt(common.train, root, scale._replace(pinned=()),
+                        f"mnist_{name}", ARMS[name][1], ARMS[name][2], seed,
+                        scale.mnist_budgets)
 
 
 def real_floor(root: str, scale, clf: str) -> dict:
@@ -91,7 +90,7 @@ def _cutoffs(run) -> str:
 
 
 def _scores(root, scale, name, runs, clf, kflow):
-  """[{metric: value} per seed] of arm `name` for all three claims;
+  """[{metric: value} per run] of arm `name` for all three claims;
   `kflow`: the 2-band Fourier run whose cut-offs split the noise of
   --mode=mix."""
   step = max(scale.mnist_budgets)
@@ -167,14 +166,18 @@ def run(scale, root, out_dir) -> dict:
   clf = common.classifier(root, scale, dataset="mnist5k")
   floor = real_floor(root, scale, clf)
   arms = list(ARMS) if scale.all_arms else list(ARMS)[:2]
-  # Arm by arm, each trained then scored, so an interrupted run leaves
-  # whole arms; 2-band Fourier first, as its cut-offs split the noise of
-  # flow matching's mix grids.
-  runs, per_seed = {}, {}
-  for name in sorted(arms, key=lambda a: a != "fourier"):
-    runs[name] = _train(root, scale, name)
-    kflow = runs.get("fourier", [None])[0]
-    per_seed[name] = _scores(root, scale, name, runs[name], clf, kflow)
+  # Seed by seed, each arm trained then scored, so an interrupted run
+  # leaves whole paired seeds: first the main pair on every seed (2-band
+  # Fourier first, as its cut-offs split the noise of flow matching's mix
+  # grids), then the other transforms.
+  runs = {name: [None] * len(scale.seeds) for name in arms}
+  per_seed = {name: [{}] * len(scale.seeds) for name in arms}
+  for phase in (("fourier", "fm"), tuple(arms[2:])):
+    for k, seed in enumerate(scale.seeds):
+      for name in (a for a in phase if a in arms):
+        runs[name][k] = _train(root, scale, name, seed)
+        per_seed[name][k] = _scores(root, scale, name, runs[name][k:k + 1],
+                                    clf, runs["fourier"][0])[0]
   quality = _pairs(per_seed, runs, QUALITY, arms)
   drop = _pairs(per_seed, runs, DROP, [a for a in arms if a in DROP_ARMS])
   steer = _pairs(per_seed, runs, STEER, [a for a in arms if a in STEER_ARMS])
