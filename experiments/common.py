@@ -274,16 +274,19 @@ def evaluate(run: Run, scale: Scale, step: int, tag: str, *,
 
 
 def steer(run: Run, scale: Scale, step: int, mode: str, tag: str,
-          restore: dict, sample: dict = None) -> dict:
+          restore: dict, sample: dict = None, flags: Sequence[str] = ()
+          ) -> dict:
   """--mode=restore / mix of checkpoint `step`: the JSON the mode writes
-  (its PNG next to it)."""
+  (its PNG next to it). `flags`: more command-line flags (e.g. the
+  classifier that scores the restored sets)."""
   def make():
     out_dir = os.path.join(run.workdir, f"{mode}_mode")
     before = set(os.listdir(out_dir)) if os.path.isdir(out_dir) else set()
-    flags = run.flags() + [f"--mode={mode}", f"--step={step}",
+    args = run.flags() + [f"--mode={mode}", f"--step={step}",
                            *_sample_flags(scale, sample or {})]
-    flags += [f"--config.restore.{k}={v}" for k, v in restore.items()]
-    command(["-m", "kflow_jax.main", *flags],
+    args += [f"--config.restore.{k}={v}" for k, v in restore.items()]
+    args += list(flags)
+    command(["-m", "kflow_jax.main", *args],
             os.path.join(run.workdir, f"{mode}.log"))
     new = sorted(f for f in set(os.listdir(out_dir)) - before
                  if f.endswith(".json"))

@@ -21,7 +21,6 @@ run with (default arm only).
 
     python -m experiments.restoration [--quick] [--root=DIR] [--out=DIR]
 """
-import os
 
 from experiments import common
 from experiments import quality
@@ -91,14 +90,6 @@ def _score(res, column):
   return out
 
 
-def _link_classifier(run, clf):
-  """--mode=restore scores with the classifier it finds at
-  <workdir>/classifier.npz (evaluate.find_classifier)."""
-  dst = os.path.join(run.workdir, "classifier.npz")
-  if clf and os.path.exists(clf) and not os.path.exists(dst):
-    os.symlink(clf, dst)
-
-
 def _summarise(per_seed):
   """mean_std and paired differences of per-seed scores."""
   out = {who: {k: common.mean_std(v) for k, v in rec.items()}
@@ -134,9 +125,8 @@ def _restore(root, scale, arms_, degradations, out_dir, figures, clf):
                           kf_over, seed, b)
       fm = common.attempt(common.train, root, scale, fm_name, fm_cfg,
                           fm_over, seed, b)
-      for r in (kf, fm):
-        if r and not scale.report_only:
-          _link_classifier(r, clf)
+      # The classifier that scores every restored column.
+      judge = (f"--config.evals.classifier={clf}",) if clf else ()
       for slug, _, ropts, solver, own_start in arms:
         opts = dict(degradation=deg, num_images=scale.restore_images,
                     batch_size=scale.restore_images, **ropts)
@@ -146,7 +136,7 @@ def _restore(root, scale, arms_, degradations, out_dir, figures, clf):
                   if solver == "heun" else dict(num_steps=scale.num_steps))
         res_k = kf and common.attempt(common.steer, kf, scale, max(b),
                                       "restore", f"{deg}_{slug}", opts,
-                                      sample)
+                                      sample, judge)
         t = res_k and float(res_k["t_start"])
         # Flow matching (one band) starts at K-Flow's t, or its own.
         fm_opts = {k: v for k, v in opts.items() if k != "keep_bands"}
@@ -155,7 +145,7 @@ def _restore(root, scale, arms_, degradations, out_dir, figures, clf):
         res_f = res_k and fm and common.attempt(
             common.steer, fm, scale, max(b), "restore",
             f"{deg}_{slug}" + ("" if own_start else f"_t{t:g}"), fm_opts,
-            sample)
+            sample, judge)
         if not (res_k and res_f):
           for rec in per[slug].values():
             for v in rec.values():
