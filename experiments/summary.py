@@ -538,7 +538,24 @@ def _restoration_reading(rs) -> list:
                  "own start.")
     elif own and own["verdict"] == stats.BETTER:
       out.append("  K-Flow's flow improves on the estimate it starts from.")
+    out += _beats_start(o.get("arms") or {})
   return out + [""]
+
+
+def _beats_start(arms: dict) -> list:
+  """Which restoration settings make K-Flow's flow beat its own start
+  estimate in PSNR and in classifier FD, each beyond its interval."""
+  if not arms:
+    return []
+  wins = [a.get("title", slug) for slug, a in arms.items()
+          if all((a.get("paired") or {}).get(f"K-Flow - start ({k})", {})
+                 .get("verdict") == stats.BETTER for k in ("psnr", "fd"))]
+  if wins:
+    return ["  K-Flow beats its start estimate in PSNR and classifier FD, "
+            "both beyond the interval, with: " + "; ".join(wins) + "."]
+  return ["  No setting makes K-Flow beat its start estimate in both PSNR "
+          "and classifier FD beyond the interval (per-setting verdicts in "
+          "restoration.md)."]
 
 
 def _adaptive_reading(ad) -> list:
