@@ -27,6 +27,7 @@ import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(REPO, "docs", "results")
+COST_FILE = "commands.jsonl"
 
 
 class Scale(NamedTuple):
@@ -117,7 +118,25 @@ def command(args: Sequence[str], log: str) -> float:
       tail = fh.read()[-3000:]
     raise RuntimeError(f"python {' '.join(args)} failed ({p.returncode}); "
                        f"log {log}:\n{tail}")
-  return time.time() - start
+  seconds = time.time() - start
+  # Every finished command's wall time, kept beside its log, so the cost of
+  # the evidence is measured even when it was gathered over several calls.
+  with open(os.path.join(os.path.dirname(log), COST_FILE), "a") as fh:
+    fh.write(json.dumps({"args": list(args), "seconds": seconds}) + "\n")
+  return seconds
+
+
+def measured_cost(root: str) -> dict:
+  """Wall time of every command the evidence under `root` ran (all calls,
+  from the COST_FILEs beside the logs): total seconds and the count."""
+  total, count = 0.0, 0
+  for d, _, files in os.walk(root):
+    if COST_FILE in files:
+      with open(os.path.join(d, COST_FILE)) as fh:
+        for line in fh:
+          total += float(json.loads(line)["seconds"])
+          count += 1
+  return {"seconds": total, "commands": count}
 
 
 class Run(NamedTuple):

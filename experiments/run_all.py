@@ -37,7 +37,8 @@ def main(argv=None):
     seconds[name] = time.time() - start
     print(f"experiments.{name}: {seconds[name]:.0f} s", flush=True)
   with open(os.path.join(out, "timing.json"), "w") as fh:
-    json.dump({"scale": scale.name, "seconds": seconds}, fh, indent=1)
+    json.dump({"scale": scale.name, "seconds": seconds,
+               "measured_cost": common.measured_cost(root)}, fh, indent=1)
   from experiments import summary  # pylint: disable=g-import-not-at-top
   summary.write(scale, results, out)
   print(f"experiments.run_all ({scale.name}): {sum(seconds.values()):.0f} s; "

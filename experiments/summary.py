@@ -147,10 +147,16 @@ def _cost(out_dir) -> list:
     t = json.load(fh)
   s = t.get("seconds") or {}
   total = sum(s.values())
-  return [f"The `run_all` call that wrote these files took {total / 3600:.2f}"
-          " h (" + ", ".join(f"{k} {v / 60:.1f} min" for k, v in s.items())
-          + "); a call that reused finished runs costs less than the "
-          "evidence from scratch.", ""]
+  out = [f"The `run_all` call that wrote these files took {total / 3600:.2f}"
+         " h (" + ", ".join(f"{k} {v / 60:.1f} min" for k, v in s.items())
+         + ")."]
+  cost = t.get("measured_cost") or {}
+  if cost.get("commands"):
+    out.append(f"The evidence itself, every training, sampling and scoring "
+               f"command summed over all calls that gathered it: "
+               f"{cost['seconds'] / 3600:.2f} h of wall time on this "
+               f"machine, {cost['commands']} commands.")
+  return [" ".join(out), ""]
 
 
 def readme(scale, r, out_dir, with_findings: bool) -> str:
