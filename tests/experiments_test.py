@@ -70,6 +70,13 @@ def test_run_all_quick(tmp_path):
     assert data["scale"]["name"] == "quick"
   # No number read back is NaN or inf, in any result file.
   _check_results(out)
+  mn = json.loads((out / "mnist.json").read_text())
+  assert mn["scale"]["name"] == "quick" and "|---|" in (
+      out / "mnist.md").read_text()
+  # MNIST-5k: the pair on its seed, paired (one seed: no verdict), and the
+  # judge's floor.
+  assert mn["quality"]["fourier"]["classifier_fd"]["n"] == 1
+  assert mn["floor"]["classifier_fd"] > 0
   q = json.loads((out / "quality.json").read_text())
   assert q["digits"]["fm"]["4"]["classifier_fd"]["mean"] > 0
   # Euler (the toy size's one solver) by time share and equally per band.
