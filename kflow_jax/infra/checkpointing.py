@@ -175,16 +175,23 @@ class DataStateRestore(ocp.args.CheckpointArgs):
 class Checkpointer:
   """Async Orbax manager for (TrainState, data state), keep N."""
 
-  def __init__(self, workdir, keep: int = 3, async_save: bool = True):
+  def __init__(self, workdir, keep: int = 3, async_save: bool = True, *,
+               read_only: bool = False):
+    """read_only: a reader (sample, eval, restore) neither creates the
+    checkpoint folder nor cleans a writer's temporary folders, which Orbax
+    does on a background thread that close() does not wait for (it died
+    at interpreter exit after a reader's error: "cannot schedule new
+    futures after shutdown")."""
     if int(keep) < 1:
       raise ValueError(f"config.keep_checkpoints must be >= 1, got {keep}.")
     self.directory = epath.Path(workdir) / "checkpoints"
     self.manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(
-            max_to_keep=int(keep), create=True,
+            max_to_keep=int(keep), create=not read_only,
             enable_async_checkpointing=async_save,
-            cleanup_tmp_directories=True))
+            cleanup_tmp_directories=not read_only,
+            read_only=read_only))
 
   def all_steps(self) -> list:
     return sorted(self.manager.all_steps())

@@ -178,7 +178,8 @@ def restore(run: Run, with_data: bool = False, step: Optional[int] = None):
   run's workdir, or of checkpoint `step`; a WorkdirError when there is
   none."""
   ckpt = checkpointing.Checkpointer(run.workdir,
-                                    int(run.config.keep_checkpoints))
+                                    int(run.config.keep_checkpoints),
+                                    read_only=True)
   try:
     restored = ckpt.restore_latest(run.abstract_state, with_data=with_data,
                                    step=step)
