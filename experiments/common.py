@@ -172,18 +172,14 @@ def resolved_config(run: Run) -> str:
   kflow_jax.main reads it (ml_collections only: nothing is built)."""
   from absl import flags as absl_flags  # pylint: disable=g-import-not-at-top
   from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
-  argv = ["experiments", f"--config={run.config}", *run.overrides,
-          f"--config.seed={run.seed}"]
+  # Config paths are relative to the repository.
+  argv = ["experiments", f"--config={os.path.join(REPO, run.config)}",
+          *run.overrides, f"--config.seed={run.seed}"]
   values = absl_flags.FlagValues()
   # sys_argv: the overrides are found in it when the flag is defined.
   config_flags.DEFINE_config_file("config", None, "", flag_values=values,
                                   sys_argv=argv)
-  cwd = os.getcwd()
-  os.chdir(REPO)  # config paths are relative to the repository
-  try:
-    values(argv)
-  finally:
-    os.chdir(cwd)
+  values(argv)
   text = values.config.to_json(sort_keys=True)
   return hashlib.sha256(text.encode()).hexdigest()
 

@@ -89,39 +89,36 @@ def _cutoffs(run) -> str:
   return "(" + ",".join(f"{float(c):g}" for c in cut) + ")"
 
 
-def _scores(root, scale, name, runs, clf, kflow):
-  """[{metric: value} per run] of arm `name` for all three claims;
-  `kflow`: the 2-band Fourier run whose cut-offs split the noise of
+def _scores(scale, name, r, clf, kflow) -> dict:
+  """{metric: value} of run `r` (or None) of arm `name` for all three
+  claims; `kflow`: the 2-band Fourier run whose cut-offs split the noise of
   --mode=mix."""
   step = max(scale.mnist_budgets)
-  out = []
-  for r in runs:
-    rec = {}
-    ev = r and common.attempt(common.evaluate, r, scale, step, "main",
-                              classifier=clf)
-    if ev:
-      rec.update(classifier_fd=ev.get("classifier_fd"),
-                 class_accuracy=ev.get("class_accuracy"))
-    if r and name in DROP_ARMS:
-      acc = common.attempt(class_drop.cdr, r, scale, clf, "class_accuracy")
-      fd = common.attempt(class_drop.cdr, r, scale, clf, "classifier_fd")
-      if acc and fd:
-        rec.update(accuracy_kept=acc["metric_full"],
-                   accuracy_dropped=acc["metric_drop"],
-                   accuracy_retained=acc["ratio"], cdr_fd=fd["ratio"],
-                   cdr_metric=fd.get("metric", "classifier_fd"))
-    if r and kflow and name in STEER_ARMS:
-      mix = common.attempt(common.steer, r, scale, step, "mix", "split1",
-                           dict(rows=scale.mix_size, cols=scale.mix_size,
-                                split_band=1, mix_cutoffs=_cutoffs(kflow)))
-      if mix:
-        c = mix["correlations"]
-        rec.update(coarse_gap=c["band_0"]["same_row"]
-                   - c["band_0"]["other_row"],
-                   fine_gap=c["band_1"]["same_col"]
-                   - c["band_1"]["other_col"], png=mix["png"])
-    out.append(rec)
-  return out
+  rec = {}
+  ev = r and common.attempt(common.evaluate, r, scale, step, "main",
+                            classifier=clf)
+  if ev:
+    rec.update(classifier_fd=ev.get("classifier_fd"),
+               class_accuracy=ev.get("class_accuracy"))
+  if r and name in DROP_ARMS:
+    acc = common.attempt(class_drop.cdr, r, scale, clf, "class_accuracy")
+    fd = common.attempt(class_drop.cdr, r, scale, clf, "classifier_fd")
+    if acc and fd:
+      rec.update(accuracy_kept=acc["metric_full"],
+                 accuracy_dropped=acc["metric_drop"],
+                 accuracy_retained=acc["ratio"], cdr_fd=fd["ratio"],
+                 cdr_metric=fd.get("metric", "classifier_fd"))
+  if r and kflow and name in STEER_ARMS:
+    mix = common.attempt(common.steer, r, scale, step, "mix", "split1",
+                         dict(rows=scale.mix_size, cols=scale.mix_size,
+                              split_band=1, mix_cutoffs=_cutoffs(kflow)))
+    if mix:
+      c = mix["correlations"]
+      rec.update(coarse_gap=c["band_0"]["same_row"]
+                 - c["band_0"]["other_row"],
+                 fine_gap=c["band_1"]["same_col"]
+                 - c["band_1"]["other_col"], png=mix["png"])
+  return rec
 
 
 def _pairs(per_seed, runs, metrics, arms):
@@ -176,8 +173,8 @@ def run(scale, root, out_dir) -> dict:
     for k, seed in enumerate(scale.seeds):
       for name in (a for a in phase if a in arms):
         runs[name][k] = _train(root, scale, name, seed)
-        per_seed[name][k] = _scores(root, scale, name, runs[name][k:k + 1],
-                                    clf, runs["fourier"][0])[0]
+        per_seed[name][k] = _scores(scale, name, runs[name][k], clf,
+                                    runs["fourier"][0])
   quality = _pairs(per_seed, runs, QUALITY, arms)
   drop = _pairs(per_seed, runs, DROP, [a for a in arms if a in DROP_ARMS])
   steer = _pairs(per_seed, runs, STEER, [a for a in arms if a in STEER_ARMS])
