@@ -16,6 +16,11 @@ Arguments (`--config=configs/digits.py:<args>`, comma separated):
   cond            class-conditional with classifier-free guidance: 10 % of
                   the training labels become the null class, samples use
                   CFG 1.5, grids hold one class per row
+  slots           class-conditional with two condition slots (implies
+                  cond): band 0 and band 1 each read their own label
+                  (kflow_jax/flow/slots.py), trained with slot dropout
+                  and 25 % band-mixed hybrids; --mode=hybrid draws the
+                  coarse-by-fine grid
   runlocal        seconds on a CPU (tests, smoke runs)
 
   python -m kflow_jax.main --config=configs/digits.py --workdir=/tmp/digits
@@ -43,9 +48,9 @@ TRANSFORMS = {
 def get_config(arg=None):
   a = config_lib.parse_transform_args(arg, "configs/digits.py", TRANSFORMS,
                                       transform="fourier", cond=False,
-                                      runlocal=False)
+                                      slots=False, runlocal=False)
   c = config_lib.base()
   c.input.name = "digits"
   config_lib.set_bands(c, a.transform, 2, **TRANSFORMS[a.transform])
-  return config_lib.digit_recipe(c, a.transform, cond=a.cond,
-                                  local=a.runlocal)
+  return config_lib.digit_recipe(c, a.transform, cond=a.cond or a.slots,
+                                  local=a.runlocal, slots=a.slots)

@@ -21,6 +21,9 @@ Arguments (`--config=configs/mnist.py:<args>`, comma separated):
   cond            class-conditional with classifier-free guidance (10 % of
                   the labels dropped in training, CFG 1.5, one class per
                   grid row)
+  slots           class-conditional with a condition slot for band 0 and
+                  one for the finer bands (kflow_jax/flow/slots.py; as
+                  configs/digits.py:slots)
   runlocal        seconds on a CPU (tests, smoke runs)
 
   python -m kflow_jax.main --config=configs/mnist.py --workdir=/tmp/mnist
@@ -40,7 +43,8 @@ TRANSFORMS = ("identity", "fourier", "dct", "wavelet", "pca")
 def get_config(arg=None):
   a = config_lib.parse_transform_args(arg, "configs/mnist.py", TRANSFORMS,
                                       transform="fourier", bands=2,
-                                      cond=False, runlocal=False)
+                                      cond=False, slots=False,
+                                      runlocal=False)
   if a.bands not in (2, 3):
     raise ValueError(
         f"configs/mnist.py: bands={a.bands}; valid: 2 or 3 (e.g. "
@@ -51,5 +55,5 @@ def get_config(arg=None):
   options = (dict(wavelet="haar", levels=a.bands - 1)
              if a.transform == "wavelet" else {})
   config_lib.set_bands(c, a.transform, a.bands, **options)
-  return config_lib.digit_recipe(c, a.transform, cond=a.cond,
-                                  local=a.runlocal)
+  return config_lib.digit_recipe(c, a.transform, cond=a.cond or a.slots,
+                                  local=a.runlocal, slots=a.slots)

@@ -314,6 +314,27 @@ def steer(run: Run, scale: Scale, step: int, mode: str, tag: str,
   return _cached(run, f"{mode}_{tag}_step{step}", make, scale.report_only)
 
 
+def sample(run: Run, scale: Scale, step: int, tag: str,
+           sample_opts: dict) -> dict:
+  """--mode=sample of checkpoint `step` with config.sample options
+  `sample_opts`: {"dir": the sample set's directory, "seconds"}."""
+  def make():
+    out_dir = os.path.join(run.workdir, "sample_mode")
+    before = set(os.listdir(out_dir)) if os.path.isdir(out_dir) else set()
+    args = run.flags() + ["--mode=sample", f"--step={step}",
+                          *_sample_flags(scale, sample_opts)]
+    seconds = command(["-m", "kflow_jax.main", *args],
+                      os.path.join(run.workdir, "sample.log"))
+    new = sorted(set(os.listdir(out_dir)) - before)
+    if len(new) != 1:
+      raise RuntimeError(
+          f"--mode=sample of {run.workdir} made {new} in {out_dir}; "
+          "expected one new sample set (an earlier set with the same tag "
+          "is resumed in place: remove it to sample again).")
+    return {"dir": os.path.join(out_dir, new[0]), "seconds": seconds}
+  return _cached(run, f"sample_{tag}_step{step}", make, scale.report_only)
+
+
 def classifier(root: str, scale: Scale, dataset: str = "digits") -> str:
   """The classifier of the FD and class accuracy on `dataset`, trained
   once by the tool a user runs."""

@@ -28,12 +28,14 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Directory for checkpoints, metrics and samples.")
 _MODE = flags.DEFINE_enum(
-    "mode", "train", ["train", "sample", "eval", "restore", "edit", "mix"],
-    "What to do: restore / edit / mix read config.restore "
-    "(kflow_jax/modes/restoration.py).")
+    "mode", "train",
+    ["train", "sample", "eval", "restore", "edit", "mix", "hybrid"],
+    "What to do: restore / edit / mix / hybrid read config.restore "
+    "(kflow_jax/modes/restoration.py; hybrid: kflow_jax/modes/hybrid.py, "
+    "runs with condition slots).")
 _STEP = flags.DEFINE_integer(
     "step", None,
-    "sample / eval / restore / edit / mix: use the checkpoint of this step "
+    "sample / eval / restore / edit / mix / hybrid: use the checkpoint of this step "
     "(one the run kept) instead of the newest; train ignores it.")
 _ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
     "allow_config_change", False,

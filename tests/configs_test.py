@@ -28,7 +28,8 @@ TRANSFORMS = ("identity", "fourier", "dct", "wavelet", "pca")
 # with the missing-data error. Every file in configs/ must appear.
 CASES = (
     [(f"digits.py:transform={t},runlocal", (), "train") for t in TRANSFORMS]
-    + [("digits.py:cond,runlocal", (), "train")]
+    + [("digits.py:cond,runlocal", (), "train"),
+       ("digits.py:slots,runlocal", (), "train")]
     + [(f"patches.py:transform={t},runlocal", (), "train")
        for t in TRANSFORMS]
     # The band-routed MoE with energy-aware band times from the run's path.

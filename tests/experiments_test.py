@@ -135,3 +135,26 @@ def test_report_on_an_empty_root_runs_nothing(tmp_path):
   quality = (tmp_path / "out" / "quality.md").read_text()
   assert "| fm | 800 | - | - | - |" in quality
   assert "none scored yet" in (tmp_path / "out" / "recipe.md").read_text()
+
+
+@pytest.mark.slow
+def test_multi_condition_quick(tmp_path):
+  """experiments.multi_condition end to end at toy size: the guidance map
+  through --mode=eval, the hybrids of condition slots and of the label
+  switch through --mode=sample, band classifiers, paired verdicts."""
+  root = tmp_path / "experiments"
+  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu", XLA_FLAGS="",
+             JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jax_cache"))
+  p = subprocess.run([sys.executable, "-m", "experiments.multi_condition",
+                      "--quick", f"--root={root}"], cwd=REPO, env=env,
+                     capture_output=True, text=True, timeout=1800)
+  assert p.returncode == 0, (p.stdout[-2000:], p.stderr[-3000:])
+  out = root / "results"
+  _check_results(out)
+  data = json.loads((out / "multi_condition.json").read_text())
+  for arm in ("slots", "switch"):
+    rec = data["per_seed"][arm][0]
+    assert 0 <= rec["acc_high"] <= 1 and rec["fd"] > 0, (arm, rec)
+  assert set(data["guidance_map"]) == {"1,1", "1,3"}
+  md = (out / "multi_condition.md").read_text()
+  assert "## E1" in md and "## E2" in md and "|---|" in md

@@ -24,6 +24,8 @@ TINY = {
     "transforms": (dict(SIZE=16, SCALES=2, PCA_PATCH=4), 5),
     "steering": (dict(STEPS=4, BATCH=16, NUM_SAMPLES=10, NUM_IMAGES=2,
                       SAMPLE_STEPS=8, CLASSIFIER_STEPS=5, RUNLOCAL=True), 7),
+    "multi_condition": (dict(STEPS=4, BATCH=16, NUM_SAMPLES=6,
+                             SAMPLE_STEPS=8, ROWS=2, RUNLOCAL=True), 4),
 }
 
 
@@ -56,7 +58,7 @@ def test_committed_notebook_has_outputs_and_parameters(name):
 def test_notebook_runs_headless_at_tiny_size(name, tmp_path):
   params, pictures = TINY[name]
   params = dict(params)
-  if name in ("quickstart", "steering"):
+  if name in ("quickstart", "steering", "multi_condition"):
     params["WORKDIR"] = str(tmp_path / "runs")
   # One CPU device in the kernel (the tests' 8 fake devices only slow it).
   env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")

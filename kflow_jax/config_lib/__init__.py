@@ -15,6 +15,9 @@ into what it uses: `experiment.setup` the training sections,
   input.*            the data set, size, reading (sections.input_defaults)
   conditional        class-conditional (labels from the data set)
   label_dropout      CFG training: P(label -> null class)
+  cond.*             condition slots: a label per group of bands, their
+                     visibility, slot dropout and band-mixed hybrids
+                     (flow/slots.py)
   transform.name     kamp transform (identity = plain flow matching,
                      fourier, dct, wavelet, pca); the other transform.* keys
                      are its options (kamp.options(name))
@@ -98,6 +101,10 @@ ADDED_KEYS = {
     "loss.band_batch_sizes": None,
     "path.hide_input": False,
     "path.project_output": False,
+    "cond.slot_starts": None,
+    "cond.visibility": "causal",
+    "cond.slot_dropout": 0.0,
+    "cond.band_mix": 0.0,
 }
 
 
@@ -109,6 +116,16 @@ def base() -> ml_collections.ConfigDict:
   c.input = sections.input_defaults()
   c.conditional = False
   c.label_dropout = 0.0
+  # Condition slots (kflow_jax/flow/slots.py): a class label per group of
+  # bands. slot_starts: the first band of each slot, e.g. (0, 1) = slot 0
+  # owns band 0, slot 1 the bands from 1 on; None = one label for every
+  # band, as before slots existed. visibility: which slots the network
+  # reads while band s flows (causal, active, all). Training: every slot
+  # null with label_dropout, only slot k null with slot_dropout each, and
+  # band_mix the share of band-mixed hybrids (orthonormal transforms).
+  c.cond = ml_collections.ConfigDict(dict(
+      slot_starts=config_dict.placeholder(tuple), visibility="causal",
+      slot_dropout=0.0, band_mix=0.0))
   c.transform = ml_collections.ConfigDict(dict(name="identity"))
   c.pca_examples = 2048
   c.path = ml_collections.ConfigDict(dict(
@@ -220,13 +237,16 @@ def runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   return c
 
 
-def digit_recipe(c, transform: str, *, cond: bool,
-                 local: bool) -> ml_collections.ConfigDict:
+def digit_recipe(c, transform: str, *, cond: bool, local: bool,
+                 slots: bool = False) -> ml_collections.ConfigDict:
   """The budget and recipe of the embedded digit sets (configs/digits.py,
   configs/mnist.py): 2000 steps of batch 64; flow matching with
   logit-normal t, K-Flow with band I/O and logit-normal t in each band's
   local time (the recipe study, docs/results/recipe.md); `cond`: labels
-  with 10 % dropped, CFG 1.5, a 10 x 10 grid of one class per row."""
+  with 10 % dropped, CFG 1.5, a 10 x 10 grid of one class per row;
+  `slots`: two condition slots (band 0, bands 1..), 10 % of the
+  examples with every slot null, 10 % each with one slot null, 25 %
+  band-mixed hybrids (kflow_jax/flow/slots.py)."""
   c.total_steps = 2000
   c.batch_size = 64
   c.optim.learning_rate = 1e-3
@@ -246,6 +266,10 @@ def digit_recipe(c, transform: str, *, cond: bool,
     c.sample.guidance = 1.5
     c.sample.num_samples = 100
     c.sample.batch_size = 100
+  if slots:
+    c.cond.slot_starts = (0, 1)
+    c.cond.slot_dropout = 0.1
+    c.cond.band_mix = 0.25
   if local:
     c = runlocal(c)
     if cond:

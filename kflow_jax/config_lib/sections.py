@@ -83,6 +83,17 @@ def sample_defaults() -> ml_collections.ConfigDict:
       guidance=1.0,             # classifier-free guidance scale w
       guidance_bands=(),        # CFG only in these bands (plain elsewhere)
       class_drop_t=-1.0,        # label only while t < it; -1 = off
+      # Runs with condition slots (config.cond.slot_starts, flow/slots.py):
+      # rows of K labels, sample i takes row i % R (-1 = null); () = every
+      # slot the class i % num_classes. guidance_matrix: W[band][slot]
+      # (() = guidance for every slot); guidance_mode: active (2
+      # evaluations per step), nested or composable (K + 1).
+      slot_labels=(), guidance_matrix=(), guidance_mode="active",
+      # Baselines on a run trained with one label (flow/slots.py): rows of
+      # slot_labels used one after another, label k from time
+      # label_switch_t[k-1] on; or factorized over the bands of these
+      # cut-offs on the run's transform, label k moving band k.
+      label_switch_t=(), factorized_cutoffs=(),
       shared_bands=(),          # noise of these bands shared by all samples
       use_ema=True, ema_decay=config_dict.placeholder(float),  # None: first
       seed=1,

@@ -143,7 +143,12 @@ def find_classifier(run, required: bool = False) -> Optional[str]:
 def cheap_scores(run, images_uint8, reference_uint8, labels=None,
                  classifier: Optional[str] = None) -> dict:
   """evaluators.cheap metrics of uint8 samples against a uint8 reference
-  with the run's band cut-offs; class accuracy for conditional runs."""
+  with the run's band cut-offs; class accuracy for conditional runs (of
+  the coarse slot's label for sets with a label per slot [N, K]; none when
+  it is null somewhere: evaluators/hybrid.py scores each band's label)."""
+  if labels is not None and np.ndim(labels) == 2:
+    labels = np.asarray(labels)[:, 0]
+    labels = None if np.any(labels < 0) else labels
   return cheap.cheap_metrics(
       to_float(images_uint8), to_float(reference_uint8),
       dataset=str(run.config.input.name),

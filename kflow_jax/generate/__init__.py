@@ -9,9 +9,12 @@ resolution: guidance, class drop, noise and labels per sample index, band
 strips, grids) or flow/adaptive_sampler.py (scale-adaptive);
 generate/sample_set.py writes and reads --mode=sample's chunked sets.
 """
+import hashlib
+import json
 from typing import NamedTuple, Optional
 
 from kflow_jax.flow import sampling
+from kflow_jax.flow import slots as slots_lib
 
 
 class Spec(NamedTuple):
@@ -27,6 +30,11 @@ class Spec(NamedTuple):
   guidance: float
   guidance_bands: tuple
   class_drop_t: Optional[float]   # None: no class drop
+  slot_labels: tuple              # rows of K labels; () = i % num_classes
+  guidance_matrix: tuple          # W[band][slot]; () = from guidance
+  guidance_mode: str              # flow/slots.GUIDANCE_MODES
+  label_switch_t: tuple           # one-label runs: row label k from t_k on
+  factorized_cutoffs: tuple       # one-label runs: label k on split band k
   shared_bands: tuple
   use_ema: bool
   ema_decay: Optional[float]
@@ -37,11 +45,19 @@ class Spec(NamedTuple):
   @property
   def extra_times(self) -> tuple:
     """Times besides the band edges where the sampling field switches."""
-    return () if self.class_drop_t is None else (self.class_drop_t,)
+    drop = () if self.class_drop_t is None else (self.class_drop_t,)
+    return drop + tuple(self.label_switch_t)
+
+  @property
+  def num_labels(self) -> int:
+    """Labels per sample of a one-label run's zero-shot split (1: none)."""
+    return 1 + len(self.label_switch_t or self.factorized_cutoffs)
 
 
-def parse_spec(scfg, num_classes: int, num_bands: int) -> Spec:
-  """Checks config.sample against the run and returns its Spec."""
+def parse_spec(scfg, num_classes: int, num_bands: int,
+               num_slots: int = 1) -> Spec:
+  """Checks config.sample against the run and returns its Spec (num_slots:
+  the run's condition slots, flow/slots.py; 1 without)."""
   sampling.SOLVERS.get(scfg.solver)
   guidance = float(scfg.guidance)
   bands = tuple(int(b) for b in (scfg.guidance_bands or ()))
@@ -58,6 +74,62 @@ def parse_spec(scfg, num_classes: int, num_bands: int) -> Spec:
           "(config.conditional=True, trained with config.label_dropout > 0 "
           "for guidance); reset them (guidance=1.0, guidance_bands=(), "
           "class_drop_t=-1) for an unconditional config.")
+  rows = tuple(scfg.slot_labels or ())
+  matrix = tuple(tuple(float(v) for v in r)
+                 for r in (scfg.guidance_matrix or ()))
+  mode = str(scfg.guidance_mode)
+  switch = tuple(float(v) for v in (scfg.label_switch_t or ()))
+  split = tuple(float(v) for v in (scfg.factorized_cutoffs or ()))
+  zero_shot = [k for k, on in (("label_switch_t", bool(switch)),
+                               ("factorized_cutoffs", bool(split))) if on]
+  if zero_shot and (num_slots > 1 or not num_classes or len(zero_shot) > 1
+                    or not rows):
+    raise ValueError(
+        f"config.sample.{zero_shot[0]} gives a run trained with one label "
+        "per image a label per time span or band (a baseline for condition "
+        "slots): it needs a class-conditional run without "
+        "config.cond.slot_starts, config.sample.slot_labels rows (one label "
+        "per span), and only one of label_switch_t / factorized_cutoffs.")
+  if switch and any(not 0 < b < 1 for b in switch) or list(switch) != sorted(
+      set(switch)):
+    raise ValueError(f"config.sample.label_switch_t={switch} must be "
+                     "increasing times inside (0, 1).")
+  # A one-column matrix on a one-label run: a guidance weight per band.
+  per_band = num_slots <= 1 and bool(matrix) and all(
+      len(r) == 1 for r in matrix)
+  slot_keys = [k for k, on in (("slot_labels", bool(rows) and not zero_shot),
+                               ("guidance_matrix",
+                                bool(matrix) and not per_band),
+                               ("guidance_mode", mode != "active")) if on]
+  if num_slots <= 1 and slot_keys:
+    raise ValueError(
+        f"config.sample.{slot_keys[0]} is for runs with condition slots "
+        "(config.cond.slot_starts, e.g. (0, 1)), or with "
+        "config.sample.label_switch_t / factorized_cutoffs; this run has one "
+        "label for every band: use config.sample.guidance / guidance_bands.")
+  if per_band and (len(matrix) != num_bands or guidance != 1.0 or bands):
+    raise ValueError(
+        f"config.sample.guidance_matrix of one column gives each of the "
+        f"{num_bands} bands its guidance weight, e.g. ((1.0,), (3.0,)); got "
+        f"{matrix}. Leave guidance (1.0) and guidance_bands (()) at their "
+        "defaults with it.")
+  if zero_shot:
+    rows = slots_lib.check_rows(rows, 1 + len(switch or split), num_classes)
+  if num_slots > 1:
+    rows = slots_lib.check_rows(rows, num_slots, num_classes)
+    if mode not in slots_lib.GUIDANCE_MODES:
+      raise ValueError(f"config.sample.guidance_mode={mode!r}; valid: "
+                       f"{list(slots_lib.GUIDANCE_MODES)}.")
+    if matrix and (len(matrix) != num_bands
+                   or any(len(r) != num_slots for r in matrix)):
+      raise ValueError(
+          f"config.sample.guidance_matrix must be {num_bands} rows (one per "
+          f"band) of {num_slots} weights (one per slot), got {matrix}.")
+    if matrix and (guidance != 1.0 or bands):
+      raise ValueError(
+          "config.sample.guidance_matrix sets every band's and slot's "
+          "guidance; leave config.sample.guidance (1.0) and guidance_bands "
+          "(()) at their defaults with it.")
   if t_drop > 1.0:
     raise ValueError(f"config.sample.class_drop_t={t_drop} must lie in "
                      "[0, 1], or be negative (-1) for no class drop.")
@@ -85,7 +157,10 @@ def parse_spec(scfg, num_classes: int, num_bands: int) -> Spec:
       atol=float(scfg.atol), step_allocation=allocation,
       project=bool(scfg.project),
       guidance=guidance, guidance_bands=bands,
-      class_drop_t=t_drop if t_drop >= 0 else None, shared_bands=shared,
+      class_drop_t=t_drop if t_drop >= 0 else None,
+      slot_labels=rows, guidance_matrix=matrix, guidance_mode=mode,
+      label_switch_t=switch, factorized_cutoffs=split,
+      shared_bands=shared,
       use_ema=bool(scfg.use_ema),
       ema_decay=None if scfg.ema_decay is None else float(scfg.ema_decay),
       seed=int(scfg.seed), save_latents=bool(scfg.save_latents),
@@ -111,6 +186,16 @@ def sample_tag(spec: Spec, step: int) -> str:
     tag += f"_drop{spec.class_drop_t:g}"
   if spec.shared_bands:
     tag += f"_shared{join(spec.shared_bands)}"
+  if spec.slot_labels or spec.guidance_matrix:
+    # Rows and matrices do not fit a file name: a digest of both.
+    blob = json.dumps([spec.slot_labels, spec.guidance_matrix]).encode()
+    tag += "_slots" + hashlib.sha256(blob).hexdigest()[:8]
+  if spec.guidance_mode != "active":
+    tag += f"_{spec.guidance_mode}"
+  if spec.label_switch_t:
+    tag += "_switch" + "-".join(f"{v:g}" for v in spec.label_switch_t)
+  if spec.factorized_cutoffs:
+    tag += "_factorized" + "-".join(f"{v:g}" for v in spec.factorized_cutoffs)
   if spec.project:
     tag += "_project"
   return tag

@@ -60,8 +60,14 @@ def _set_record(run, step: int, chunk: int, quantization: str) -> dict:
   if spec.use_ema:
     decay = float(spec.ema_decay if spec.ema_decay is not None
                   else run.ema_decays[0])
+  # The slot keys only for runs with condition slots: the records of sets
+  # made before slots existed stay as they were.
+  new_keys = run.slots or spec.num_labels > 1 or spec.guidance_matrix
+  skip = {"at_end"} | (set() if new_keys else {
+      "slot_labels", "guidance_matrix", "guidance_mode", "label_switch_t",
+      "factorized_cutoffs"})
   spec_record = {k: (list(v) if isinstance(v, tuple) else v)
-                 for k, v in spec._asdict().items() if k != "at_end"}
+                 for k, v in spec._asdict().items() if k not in skip}
   # The network's band I/O belongs to the set's identity as before it
   # moved from the spec to the run's field (same keys, same place).
   spec_record.update(run.field.band_io._asdict())
@@ -70,7 +76,10 @@ def _set_record(run, step: int, chunk: int, quantization: str) -> dict:
       "spec": spec_record,
       "num_samples": spec.num_samples, "chunk_size": int(chunk),
       "shape": list(run.info.shape), "num_classes": run.num_classes,
-      "labels": "i % num_classes" if run.num_classes else None,
+      "labels": ("slot rows [n, K]: config.sample.slot_labels row i % R, "
+                 "or i % num_classes in every slot"
+                 if run.slots or spec.num_labels > 1 else
+                 "i % num_classes" if run.num_classes else None),
       "transform": run.transform.name,
       "cutoffs": list(run.path.cutoffs), "tau": list(run.path.tau),
       "config_hash": checkpointing.config_hash(run.config),
@@ -128,7 +137,7 @@ def make_chunk_fn(run, with_stats: bool = False):
     idx = jax.lax.with_sharding_constraint(
         start + jnp.arange(chunk, dtype=jnp.int32), bsh)
     x0 = sampler_lib.initial_noise(path, run.info.shape, spec, rng, idx)
-    y = sampler_lib.sample_labels(run.num_classes, idx)
+    y = sampler_lib.labels_of(run.num_classes, spec, idx, run.slots)
     x, stats = sampler(params, x0, y)
     if run.decoder is not None and not spec.save_latents:
       x = run.decoder(x)

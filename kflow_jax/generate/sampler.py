@@ -26,17 +26,38 @@ from kflow_jax import generate
 from kflow_jax.flow import guidance as guidance_lib
 from kflow_jax.flow import paths as paths_lib
 from kflow_jax.flow import sampling
+from kflow_jax.flow import slots as slots_lib
 from kflow_jax.flow import steering
 from kflow_jax.generate import files as samples_lib
 
 
 def guided_velocity(apply: Callable, path: paths_lib.Path, num_classes: int,
-                    spec: generate.Spec, y) -> Callable:
+                    spec: generate.Spec, y, slots=None) -> Callable:
   """(x, t) -> v of the spec's guidance and class drop for labels y, from
-  the network apply(x, t, y) -> v (any grid: guidance reads t only)."""
+  the network apply(x, t, y) -> v (any grid: guidance reads t only).
+  slots: the run's condition slots (flow/slots.py), None without: then
+  y [B] or [B, K] and guidance per band and slot."""
   if not num_classes:
     return lambda x, t: apply(x, t, None)
+  if slots is not None:
+    matrix = slots_lib.guidance_matrix(slots, spec.guidance_matrix,
+                                       spec.guidance, spec.guidance_bands)
+    return slots_lib.guided_velocity(apply, path, slots, y, matrix,
+                                     spec.guidance_mode, spec.class_drop_t)
   guidance = spec.guidance
+  if spec.guidance_matrix:
+    # One column: a guidance weight per band (generate.parse_spec).
+    guidance = tuple(float(r[0]) for r in spec.guidance_matrix)
+  if spec.label_switch_t:
+    return slots_lib.switched_velocity(apply, path, y, spec.label_switch_t,
+                                       num_classes=num_classes,
+                                       guidance=guidance)
+  if spec.factorized_cutoffs:
+    split = paths_lib.make_path(path.transform,
+                                cutoffs=spec.factorized_cutoffs)
+    return slots_lib.factorized_velocity(apply, path, split, y,
+                                         num_classes=num_classes,
+                                         guidance=guidance)
   if spec.guidance_bands:
     # Guidance only in the chosen bands, plain conditional elsewhere.
     guidance = steering.band_guidance(path, guidance, spec.guidance_bands)
@@ -96,6 +117,17 @@ def sample_labels(num_classes: int, indices) -> jax.Array:
           % max(int(num_classes), 1))
 
 
+def labels_of(num_classes: int, spec: generate.Spec, indices,
+              slots=None) -> jax.Array:
+  """Labels of sample indices: [B] (sample_labels), or [B, K] for a run
+  with condition slots (config.sample.slot_labels rows, or every slot the
+  class i % num_classes)."""
+  if slots is None and spec.num_labels == 1:
+    return sample_labels(num_classes, indices)
+  k = slots.num_slots if slots is not None else spec.num_labels
+  return slots_lib.sample_labels(k, spec.slot_labels, num_classes, indices)
+
+
 def initial_noise(path, shape, spec: generate.Spec, rng, indices):
   """x0 of the samples with global indices `indices` [B]: sample i's noise
   is drawn from fold_in(rng, i), so a sample set does not depend on how it
@@ -149,7 +181,15 @@ def grid_layout(num_classes: int, labels) -> dict:
   """save_grid keywords: one class per row for class-conditional runs."""
   if not num_classes:
     return {}
-  return {"labels": np.asarray(labels), "num_classes": int(num_classes)}
+  labels = np.asarray(labels)
+  if labels.ndim == 2:
+    # Condition slots: one row per distinct tuple of slot labels, in order
+    # of first appearance (config.sample.slot_labels' row order).
+    _, first, rows = np.unique(labels, axis=0, return_index=True,
+                               return_inverse=True)
+    order = np.argsort(np.argsort(first))
+    return {"labels": order[rows.reshape(-1)], "num_classes": len(first)}
+  return {"labels": labels, "num_classes": int(num_classes)}
 
 
 def decode(decoder, x) -> np.ndarray:
@@ -165,7 +205,7 @@ def write_grid(run, sampler, params, step: int, writer=None,
   n = spec.num_samples
   rng = jax.random.PRNGKey(spec.seed)
   x0 = initial_noise(path, run.info.shape, spec, rng, jnp.arange(n))
-  y = sample_labels(run.num_classes, jnp.arange(n))
+  y = labels_of(run.num_classes, spec, jnp.arange(n), run.slots)
   x = decode(run.decoder, sampler(params, x0, y)[0])
   if jax.process_index() != 0:
     return

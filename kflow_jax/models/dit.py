@@ -92,6 +92,8 @@ class DiT(nn.Module):
   size: str = "S"
   patch_size: int = 2
   num_classes: int = 0
+  # Condition slots (flow/slots.py), set by the run from config.cond.
+  num_slots: int = 1
   hidden: Optional[int] = None
   depth: Optional[int] = None
   num_heads: Optional[int] = None
@@ -209,7 +211,8 @@ class DiT(nn.Module):
           f"input {h}x{w}; use patch_size in "
           f"{[q for q in PATCH_SIZES if h % q == 0 and w % q == 0]} or pad "
           f"the input to {-(-h // p) * p}x{-(-w // p) * p}.")
-    layers.label_shape_check(y, b, self.num_classes)
+    layers.label_shape_check(y, b, self.num_classes,
+                             self.num_slots)
 
   @nn.compact
   def __call__(self, x, t, y=None, train=False, frame=None):
@@ -245,7 +248,8 @@ class DiT(nn.Module):
                                 name="t_embedder")(t)
     if self.num_classes:
       c = c + layers.LabelEmbedder(self.num_classes, hidden,
-                                   self.param_dtype, name="y_embedder")(y, b)
+                                   self.param_dtype, num_slots=self.num_slots,
+                                   name="y_embedder")(y, b)
     c = c.astype(dt)
 
     route = self.route(t)

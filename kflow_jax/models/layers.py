@@ -186,27 +186,38 @@ class LabelEmbedder(nn.Module):
   num_classes: int
   hidden: int
   param_dtype: Dtype = jnp.float32
+  # Condition slots (flow/slots.py): y [B, K], slot k with its own
+  # num_classes + 1 rows, the embeddings summed. 1: y [B], the table and
+  # its initial values exactly as before slots existed.
+  num_slots: int = 1
 
   @nn.compact
   def __call__(self, y, batch: int):
+    k = int(self.num_slots)
     table = self.param(
         "embedding",
         nn.with_logical_partitioning(nn.initializers.normal(0.02),
                                      ("vocab", "embed")),
-        (self.num_classes + 1, self.hidden), self.param_dtype)
+        ((self.num_classes + 1) * k, self.hidden), self.param_dtype)
     if y is None:
-      y = jnp.full((batch,), self.num_classes, jnp.int32)
-    return jnp.take(table, y.astype(jnp.int32), axis=0)
+      y = jnp.full((batch,) + ((k,) if k > 1 else ()), self.num_classes,
+                   jnp.int32)
+    if k == 1:
+      return jnp.take(table, y.astype(jnp.int32), axis=0)
+    rows = y.astype(jnp.int32) + (self.num_classes + 1) * jnp.arange(k)
+    return jnp.sum(jnp.take(table, rows, axis=0), axis=1)
 
 
-def label_shape_check(y, batch: int, num_classes: int):
+def label_shape_check(y, batch: int, num_classes: int, num_slots: int = 1):
   """Trace-time check of y against the batch (values cannot be checked)."""
   if y is None or num_classes == 0:
     return
-  if y.ndim != 1 or y.shape[0] != batch:
+  want = (batch,) if num_slots == 1 else (batch, num_slots)
+  if tuple(y.shape) != want:
     raise ValueError(
-        f"y must be int labels of shape [B]=[{batch}], got shape "
-        f"{tuple(y.shape)}; pass y=None for the null class.")
+        f"y must be int labels of shape {list(want)} ([B]"
+        f"{'' if num_slots == 1 else ', one per condition slot'}), got "
+        f"shape {tuple(y.shape)}; pass y=None for the null class.")
   if not jnp.issubdtype(y.dtype, jnp.integer):
     raise ValueError(f"y must be an integer array, got dtype {y.dtype}.")
 

@@ -27,6 +27,8 @@ class MLP(nn.Module):
   hidden: Optional[int] = None
   depth: Optional[int] = None
   num_classes: int = 0
+  # Condition slots (flow/slots.py), set by the run from config.cond.
+  num_slots: int = 1
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
   time_scale: float = 1000.0
@@ -48,7 +50,8 @@ class MLP(nn.Module):
   def __call__(self, x, t, y=None, train=False):
     del train
     layers.check_xt(x, t, min_ndim=2)
-    layers.label_shape_check(y, x.shape[0], self.num_classes)
+    layers.label_shape_check(y, x.shape[0], self.num_classes,
+                             self.num_slots)
     hidden, depth = self.dims
     dt = layers.resolve_dtype(self.dtype)
     pdt = self.param_dtype
@@ -62,6 +65,7 @@ class MLP(nn.Module):
                                     param_dtype=pdt, name="t_embedder")(t)
     if self.num_classes:
       h = h + layers.LabelEmbedder(self.num_classes, hidden, pdt,
+                                   num_slots=self.num_slots,
                                    name="y_embedder")(y, b).astype(dt)
     for i in range(depth):
       h = layers.dense(hidden, ("mlp", "embed"), dtype=dt, param_dtype=pdt,

@@ -121,6 +121,8 @@ class UNet(nn.Module):
   head_channels: int = 64
   dropout: float = 0.0
   num_classes: int = 0
+  # Condition slots (flow/slots.py), set by the run from config.cond.
+  num_slots: int = 1
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
   remat: bool = False
@@ -180,7 +182,8 @@ class UNet(nn.Module):
           f"U-Net with {levels} levels needs H and W divisible by {f}, got "
           f"{h}x{w}; pad the input to {-(-h // f) * f}x{-(-w // f) * f} or "
           f"use fewer levels (channel_mult).")
-    layers.label_shape_check(y, x.shape[0], self.num_classes)
+    layers.label_shape_check(y, x.shape[0], self.num_classes,
+                             self.num_slots)
 
   @nn.compact
   def __call__(self, x, t, y=None, train=False, frame=None):
@@ -201,7 +204,8 @@ class UNet(nn.Module):
                                   param_dtype=pdt, name="t_embedder")(t)
     if self.num_classes:
       emb = emb + layers.LabelEmbedder(self.num_classes, 4 * ch, pdt,
-                                       name="y_embedder")(y, x.shape[0])
+                                       num_slots=self.num_slots,
+                                   name="y_embedder")(y, x.shape[0])
     emb = emb.astype(dt)
 
     h = _conv(ch, 3, dt, pdt, name="conv_in")(x.astype(dt))

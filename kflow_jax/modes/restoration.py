@@ -38,6 +38,7 @@ from kflow_jax.flow import degradation
 from kflow_jax.flow import steering
 from kflow_jax.generate import files as samples_lib
 from kflow_jax.infra import metrics_io
+from kflow_jax.modes import hybrid
 from kflow_jax.modes import mix
 from kflow_jax.modes import restore_spec
 
@@ -319,11 +320,11 @@ def edit_mode(run, params, step: int,
 
 
 def main(run, params, step: int, mode: str):
-  """Dispatch of --mode=restore|edit|mix (kflow_jax/main.py): config.restore
+  """Dispatch of --mode=restore|edit|mix|hybrid (kflow_jax/main.py): config.restore
   read once into the RestoreSpec the mode runs on."""
   rspec = restore_spec.parse_restore(
       run.config.restore, mode, image_shape=run.info.shape,
       num_bands=run.path.num_bands, num_classes=run.num_classes)
   run_mode = {"restore": restore_mode, "edit": edit_mode,
-              "mix": mix.mix_mode}[mode]
+              "mix": mix.mix_mode, "hybrid": hybrid.hybrid_mode}[mode]
   return run_mode(run, params, step, rspec)

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 
 from kflow_jax.flow import degradation
 
-MODES = ("restore", "edit", "mix")
+MODES = ("restore", "edit", "mix", "hybrid")
 
 
 class RestoreSpec(NamedTuple):
@@ -183,7 +183,7 @@ def parse_restore(rcfg, mode: str, *, image_shape: Sequence[int],
     _at_least(rcfg, ("num_edits",), 1)
   else:
     _at_least(rcfg, ("rows", "cols"), 1)
-  if mode != "mix":
+  if mode not in ("mix", "hybrid"):
     _at_least(rcfg, ("num_images",), 1)
     if rcfg.source != "eval" and not os.path.isdir(rcfg.source):
       raise ValueError(

@@ -35,6 +35,7 @@ from kflow_jax import models
 from kflow_jax.run import field as field_lib
 from kflow_jax.run import optim
 from kflow_jax.flow import paths
+from kflow_jax.flow import slots as slots_lib
 from kflow_jax.infra import sharding
 from kflow_jax.run import train_state
 from kflow_jax.kamp import coarse
@@ -67,6 +68,9 @@ class Run(NamedTuple):
   # The network as the run trains it (field.Field: band I/O, loss and
   # gradient, velocity, sampler), full-resolution or scale-adaptive.
   field: field_lib.Field
+  # Condition slots (flow/slots.Slots: a label per group of bands); None:
+  # one label for every band.
+  slots: Any = None
 
 
 def setup(config, workdir: Optional[str], mode: str = "train", *,
@@ -105,14 +109,25 @@ def setup(config, workdir: Optional[str], mode: str = "train", *,
     coarse.check_transform_name(config.transform.name)
   transform = build_transform(config, tuple(info.shape), workdir)
   path = build_path(config, transform, workdir, write=mode == "train")
-  model = build_model(config, ncls, path)
+  slots = slots_lib.parse(config.cond, num_bands=path.num_bands,
+                          num_classes=ncls,
+                          label_dropout=float(config.label_dropout),
+                          transform=transform)
+  if slots is not None and adaptive:
+    raise ValueError(
+        "condition slots (config.cond.slot_starts) are not built for "
+        "scale-adaptive runs yet; set config.model.scale_adaptive=False or "
+        "config.cond.slot_starts=None.")
+  model = build_model(config, ncls, path, slots)
   tx, schedule = optim.make_optimizer(config.optim, int(config.total_steps))
   decays = train_state.validate_ema_decays(config.ema_decays)
-  init, shardings, abstract = make_state_init(model, info, ncls, tx, decays,
-                                              mesh, int(config.seed))
-  spec = generate.parse_spec(config.sample, ncls, path.num_bands)
+  init, shardings, abstract = make_state_init(
+      model, info, ncls, tx, decays, mesh, int(config.seed),
+      num_slots=slots.num_slots if slots else 1)
+  spec = generate.parse_spec(config.sample, ncls, path.num_bands,
+                             slots.num_slots if slots else 1)
   field = field_lib.build(config, path, model, mesh, ncls,
-                          scale_adaptive=adaptive)
+                          scale_adaptive=adaptive, slots=slots)
   if mode == "sample" and ncls and not float(config.label_dropout) and (
       spec.guidance != 1.0 or spec.class_drop_t is not None):
     logging.warning("Guidance / class drop use the null class, which this "
@@ -122,7 +137,7 @@ def setup(config, workdir: Optional[str], mode: str = "train", *,
              tx=tx, schedule=schedule, ema_decays=decays, init_state=init,
              state_shardings=shardings, abstract_state=abstract, spec=spec,
              decoder=input_pipeline.latent_decoder(config.input),
-             field=field)
+             field=field, slots=slots)
 
 
 def _reshaped(config, info, shape, mode: str):
@@ -151,7 +166,7 @@ def _reshaped(config, info, shape, mode: str):
 
 
 def make_state_init(model, info, num_classes, tx, ema_decays, mesh,
-                    seed: int):
+                    seed: int, num_slots: int = 1):
   """Returns (init_fn() -> sharded state, shardings, abstract state)."""
   rng = jax.random.PRNGKey(int(seed))
   r_init, r_train = jax.random.split(rng)
@@ -159,7 +174,8 @@ def make_state_init(model, info, num_classes, tx, ema_decays, mesh,
   def boxed():
     x = jnp.zeros((1,) + tuple(info.shape), jnp.float32)
     t = jnp.zeros((1,), jnp.float32)
-    y = jnp.zeros((1,), jnp.int32) if num_classes else None
+    y = jnp.zeros((1,) + ((num_slots,) if num_slots > 1 else ()),
+                  jnp.int32) if num_classes else None
     variables = model.init(r_init, x, t, y, train=False)
     return train_state.create(variables["params"], tx, r_train, ema_decays)
 
@@ -313,8 +329,9 @@ def _check_path_record(f: str, path: paths.Path, write: bool) -> None:
     metrics_io.write_json(f, record)
 
 
-def build_model(config, num_classes: int, path: paths.Path):
-  """The config's backbone; run-owned options come from the run."""
+def build_model(config, num_classes: int, path: paths.Path, slots=None):
+  """The config's backbone; run-owned options come from the run (the
+  MoE's band times, the label table's condition slots)."""
   name = config.model.name
   # scale_adaptive is how the run uses the backbone, not a backbone option.
   kwargs = _kwargs(config.model, drop=("name", "scale_adaptive"))
@@ -328,6 +345,8 @@ def build_model(config, num_classes: int, path: paths.Path):
   kwargs.update({k: run_values[k] for k in owned})
   if num_classes and "num_classes" not in kwargs:
     kwargs["num_classes"] = num_classes
+  if slots is not None:
+    kwargs["num_slots"] = slots.num_slots
   return models.get(name, **kwargs)
 
 

@@ -12,6 +12,9 @@ The Field owns what follows from how the network is trained:
   band I/O       config.path.hide_input / project_output, checked
                  (paths.band_network; a scale-adaptive network sees only
                  bands 0..s by construction and uses neither)
+  slots          condition slots (flow/slots.py, parsed by setup): labels
+                 [B, K] seen through their visibility, band-mixed hybrids
+                 made on the global batch, slot dropout events
   the loss       config.loss and config.label_dropout, read once; every
                  example's noise, time and label drop are drawn by
                  losses.draw_examples, from that example's own key
@@ -29,6 +32,7 @@ from kflow_jax.flow import adaptive_loss
 from kflow_jax.flow import adaptive_sampler
 from kflow_jax.flow import losses
 from kflow_jax.flow import paths
+from kflow_jax.flow import slots as slots_lib
 from kflow_jax.generate import sampler as sampler_lib
 from kflow_jax.infra import sharding
 from kflow_jax.kamp import coarse
@@ -155,7 +159,7 @@ def read_loss_options(config, path: paths.Path,
 
 
 def build(config, path: paths.Path, model, mesh, num_classes: int, *,
-          scale_adaptive: bool) -> Field:
+          scale_adaptive: bool, slots=None) -> Field:
   """The run's Field: the one place where a run's being scale-adaptive
   changes what is computed. Raises a ValueError naming the fix for a run
   that cannot be built (band I/O on a transform that is not orthonormal,
@@ -163,9 +167,11 @@ def build(config, path: paths.Path, model, mesh, num_classes: int, *,
   not allow coarse grids, config.loss errors)."""
   opts = read_loss_options(config, path, scale_adaptive)
   io = read_band_io(config, path.transform, scale_adaptive)
-  make = _scale_adaptive if scale_adaptive else _full_resolution
-  return make(path, model, mesh, int(num_classes),
-              float(config.label_dropout), opts, io)
+  if scale_adaptive:
+    return _scale_adaptive(path, model, mesh, int(num_classes),
+                           float(config.label_dropout), opts, io)
+  return _full_resolution(path, model, mesh, int(num_classes),
+                          float(config.label_dropout), opts, io, slots)
 
 
 def _projects(io: BandIO) -> Callable:
@@ -173,13 +179,18 @@ def _projects(io: BandIO) -> Callable:
 
 
 def _full_resolution(path, model, mesh, num_classes, label_dropout, opts,
-                     io) -> Field:
-  """The backbone at full resolution, seen through paths.band_network."""
+                     io, slots=None) -> Field:
+  """The backbone at full resolution, seen through paths.band_network (and
+  with condition slots, through their visibility: slots.network)."""
 
-  def network(params, train=False):
+  def backbone(params, train):
     def apply(x, t, y):
       return model.apply({"params": params}, x, t, y, train=train)
-    return paths.band_network(path, apply, hide_input=io.hide_input,
+    return apply if slots is None else slots_lib.network(slots, path, apply)
+
+  def network(params, train=False):
+    return paths.band_network(path, backbone(params, train),
+                              hide_input=io.hide_input,
                               project_output=io.project_output)
 
   def local_loss(params, batch, keys):
@@ -189,19 +200,22 @@ def _full_resolution(path, model, mesh, num_classes, label_dropout, opts,
     x0, t, y = losses.draw_examples(
         keys, x1.shape[1:], lambda r: paths.sample_t(
             r, 1, path, opts.t_sampling, **opts.t_options)[0],
-        batch.get("label"), label_dropout=label_dropout,
+        batch.get("label"), label_dropout=0.0 if slots else label_dropout,
         num_classes=num_classes)
+    if slots is not None:
+      # Slot labels of the (band-mixed) global batch, then the disjoint
+      # dropout events (slots.drop_events replaces the one-label drop).
+      y = slots_lib.drop_events(slots, keys, batch["slot_labels"])
     return losses.kflow_loss(network(params, train=True), path, x1, keys[0],
                              y=y, x0=x0, t=t, mask=batch.get("mask"),
                              band_loss_weights=opts.band_loss_weights)
 
   def velocity(params, y, spec):
-    def apply(x, t, yy):
-      return model.apply({"params": params}, x, t, yy, train=False)
     # Hidden input as trained; the output projection is the sampler's.
     return sampler_lib.guided_velocity(
-        paths.band_network(path, apply, hide_input=io.hide_input), path,
-        num_classes, spec, y)
+        paths.band_network(path, backbone(params, False),
+                           hide_input=io.hide_input), path,
+        num_classes, spec, y, slots)
 
   projects = _projects(io)
 
@@ -210,11 +224,27 @@ def _full_resolution(path, model, mesh, num_classes, label_dropout, opts,
         lambda params, y: velocity(params, y, spec), path, spec,
         project=projects(spec), unroll=unroll)
 
+  def with_slots(fn, mix: bool):
+    """fn on the global batch with its slot labels. Training makes the
+    band-mixed hybrids here, before the batch is split over devices, so
+    that each pair (i, i + 1) does not depend on the device count; the
+    evaluation loss is that of the data as it is."""
+    if slots is None:
+      return fn
+
+    def wrapped(params, batch, keys):
+      x1, y = batch["image"], slots_lib.as_slots(slots, batch["label"])
+      if mix:
+        x1, y = slots_lib.band_mix(slots, path, x1, batch["label"], keys)
+      return fn(params, dict(batch, image=x1, slot_labels=y), keys)
+    return wrapped
+
   return Field(
       band_io=io, plan=None, tag="", record={}, band_grids=(),
-      loss_and_grad=sharding.sharded_loss_and_grad(local_loss, mesh),
-      loss=sharding.sharded_loss_and_grad(local_loss, mesh,
-                                          with_grad=False),
+      loss_and_grad=with_slots(
+          sharding.sharded_loss_and_grad(local_loss, mesh), mix=True),
+      loss=with_slots(sharding.sharded_loss_and_grad(
+          local_loss, mesh, with_grad=False), mix=False),
       network=network, velocity=velocity, sampler=sampler,
       projects=projects)
 
