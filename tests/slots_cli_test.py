@@ -72,8 +72,8 @@ def test_one_label_baselines_from_the_command_line(tmp_path):
   cfg = "--config=configs/digits.py:cond,runlocal"
   _main([cfg, f"--workdir={wd}"], cache)
   for flag, tag in (("--config.sample.label_switch_t=(0.5,)", "*_switch0.5"),
-                    ("--config.sample.factorized_cutoffs=(0.5,)",
-                     "*_factorized0.5")):
+                    ("--config.sample.factorized_cutoffs=(0.0,0.5,1.0)",
+                     "*_factorized0-0.5-1")):
     _main([cfg, f"--workdir={wd}", "--mode=sample",
            "--config.sample.slot_labels=((2,7),)", flag], cache)
     data, record = _set(wd, tag)

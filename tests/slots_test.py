@@ -274,10 +274,10 @@ def test_sample_spec_slot_keys_are_checked():
   with pytest.raises(ValueError, match="2 rows"):
     generate.parse_spec(scfg, C, 2, num_slots=2)
   scfg.guidance_matrix = ((1.0, 1.0), (1.0, 3.0))
-  scfg.guidance = 2.0
-  with pytest.raises(ValueError, match="leave config.sample.guidance"):
+  scfg.guidance_bands = (1,)
+  with pytest.raises(ValueError, match="guidance_bands empty"):
     generate.parse_spec(scfg, C, 2, num_slots=2)
-  scfg.guidance = 1.0
+  scfg.guidance_bands = ()
   scfg.guidance_mode = "sum"
   with pytest.raises(ValueError, match="guidance_mode"):
     generate.parse_spec(scfg, C, 2, num_slots=2)
@@ -327,8 +327,14 @@ def test_one_label_baselines_switch_and_factorized():
   assert "_switch0.4" in generate.sample_tag(spec, 1)
   with pytest.raises(ValueError, match="without\n?.*slot_starts|without"):
     generate.parse_spec(scfg, C, 2, num_slots=2)
-  scfg.factorized_cutoffs = (0.5,)
+  scfg.factorized_cutoffs = (0.0, 0.5, 1.0)
   with pytest.raises(ValueError, match="only one of"):
+    generate.parse_spec(scfg, C, 2)
+  scfg.label_switch_t = ()
+  spec = generate.parse_spec(scfg, C, 2)
+  assert spec.num_labels == 2 and spec.extra_times == ()
+  scfg.factorized_cutoffs = (0.5,)
+  with pytest.raises(ValueError, match="band edges from 0 to 1"):
     generate.parse_spec(scfg, C, 2)
   scfg.label_switch_t = (1.4,)
   scfg.factorized_cutoffs = ()

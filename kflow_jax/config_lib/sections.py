@@ -86,8 +86,9 @@ def sample_defaults() -> ml_collections.ConfigDict:
       # Runs with condition slots (config.cond.slot_starts, flow/slots.py):
       # rows of K labels, sample i takes row i % R (-1 = null); () = every
       # slot the class i % num_classes. guidance_matrix: W[band][slot]
-      # (() = guidance for every slot); guidance_mode: active (2
-      # evaluations per step), nested or composable (K + 1).
+      # (() = guidance for every slot; given, it replaces guidance; one
+      # column on a one-label run: a weight per band); guidance_mode:
+      # active (2 evaluations per step), nested or composable (K + 1).
       slot_labels=(), guidance_matrix=(), guidance_mode="active",
       # Baselines on a run trained with one label (flow/slots.py): rows of
       # slot_labels used one after another, label k from time

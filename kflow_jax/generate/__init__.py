@@ -51,7 +51,9 @@ class Spec(NamedTuple):
   @property
   def num_labels(self) -> int:
     """Labels per sample of a one-label run's zero-shot split (1: none)."""
-    return 1 + len(self.label_switch_t or self.factorized_cutoffs)
+    if self.factorized_cutoffs:
+      return len(self.factorized_cutoffs) - 1   # band edges 0 .. 1
+    return 1 + len(self.label_switch_t)
 
 
 def parse_spec(scfg, num_classes: int, num_bands: int,
@@ -107,14 +109,21 @@ def parse_spec(scfg, num_classes: int, num_bands: int,
         "(config.cond.slot_starts, e.g. (0, 1)), or with "
         "config.sample.label_switch_t / factorized_cutoffs; this run has one "
         "label for every band: use config.sample.guidance / guidance_bands.")
-  if per_band and (len(matrix) != num_bands or guidance != 1.0 or bands):
+  if per_band and (len(matrix) != num_bands or bands):
     raise ValueError(
         f"config.sample.guidance_matrix of one column gives each of the "
-        f"{num_bands} bands its guidance weight, e.g. ((1.0,), (3.0,)); got "
-        f"{matrix}. Leave guidance (1.0) and guidance_bands (()) at their "
-        "defaults with it.")
+        f"{num_bands} bands its guidance weight (it replaces "
+        f"config.sample.guidance), e.g. ((1.0,), (3.0,)); got {matrix}. "
+        "Leave guidance_bands empty (()) with it.")
+  if split and (len(split) < 3 or split[0] != 0.0 or split[-1] != 1.0
+                or list(split) != sorted(set(split))):
+    raise ValueError(
+        f"config.sample.factorized_cutoffs={split} must be band edges from "
+        "0 to 1, increasing, at least 2 bands: e.g. (0.0, 0.5, 1.0), or a "
+        "K-Flow run's path.json cutoffs.")
   if zero_shot:
-    rows = slots_lib.check_rows(rows, 1 + len(switch or split), num_classes)
+    rows = slots_lib.check_rows(rows, len(split) - 1 if split
+                                else 1 + len(switch), num_classes)
   if num_slots > 1:
     rows = slots_lib.check_rows(rows, num_slots, num_classes)
     if mode not in slots_lib.GUIDANCE_MODES:
@@ -125,11 +134,11 @@ def parse_spec(scfg, num_classes: int, num_bands: int,
       raise ValueError(
           f"config.sample.guidance_matrix must be {num_bands} rows (one per "
           f"band) of {num_slots} weights (one per slot), got {matrix}.")
-    if matrix and (guidance != 1.0 or bands):
+    if matrix and bands:
       raise ValueError(
           "config.sample.guidance_matrix sets every band's and slot's "
-          "guidance; leave config.sample.guidance (1.0) and guidance_bands "
-          "(()) at their defaults with it.")
+          "guidance (it replaces config.sample.guidance); leave "
+          "guidance_bands empty (()) with it.")
   if t_drop > 1.0:
     raise ValueError(f"config.sample.class_drop_t={t_drop} must lie in "
                      "[0, 1], or be negative (-1) for no class drop.")
