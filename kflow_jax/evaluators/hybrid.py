@@ -7,7 +7,9 @@ into its low-pass part P_low x (bands below `split_band`) and its
 high-pass part P_high x = x - P_low x (`BandSplit`). Band classifiers, the
 CNN of evaluators/classifier.py trained on P_low x and on P_high x of the
 training images (`fit_band_classifiers`), judge each part; their accuracy
-on held-out images is the ceiling. `score` reports
+on held-out images is the ceiling, and real hybrids scored the same way
+(`score` of `real_hybrids`) show what a perfect sampler would get. `score`
+reports
 
   acc_low   P[C_low(P_low x) = A]
   acc_high  P[C_high(P_high x) = B]
@@ -73,8 +75,8 @@ def fit_band_classifiers(split: BandSplit, x_train, y_train, x_test, y_test,
                          *, num_classes: int, steps: int = 1000,
                          seed: int = 0, dataset: str = "") -> dict:
   """{"low", "high": Classifier} trained on P_low x / P_high x of the
-  training images; each one's `accuracy` is its held-out ceiling, on real
-  hybrids of held-out images as stored (`stored`)."""
+  training images; each one's `accuracy` is its ceiling: on that part of
+  the held-out images as stored (`stored`)."""
   out = {}
   for part in ("low", "high"):
     f = getattr(split, part)
