@@ -187,8 +187,8 @@ def sample_tag(spec: Spec, step: int) -> str:
       spec.solver):
     tag += f"_{spec.step_allocation}steps"
   join = lambda v: "-".join(str(int(b)) for b in v)
-  if spec.guidance != 1.0:
-    tag += f"_cfg{spec.guidance:g}"
+  if spec.guidance != 1.0 and not spec.guidance_matrix:
+    tag += f"_cfg{spec.guidance:g}"   # a guidance_matrix replaces it
   if spec.guidance_bands:
     tag += f"_gbands{join(spec.guidance_bands)}"
   if spec.class_drop_t is not None:
