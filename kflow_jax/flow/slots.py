@@ -236,13 +236,6 @@ def guidance_matrix(slots: Slots, matrix=(), guidance=1.0,
   return np.repeat(per_band[:, None], slots.num_slots, axis=1)
 
 
-def nfe_per_step(slots: Slots, mode: str, matrix: np.ndarray) -> int:
-  """Network evaluations per step of `guided_velocity` (the CFG batch
-  counts once per evaluation, as in sampling's stats)."""
-  return 1 if np.all(matrix == 1.0) else GUIDANCE_MODES[mode](
-      slots.num_slots)
-
-
 def guided_velocity(apply: Callable, path: paths_lib.Path, slots: Slots,
                     y: jax.Array, matrix: np.ndarray, mode: str = "active",
                     t_drop: Optional[float] = None) -> Callable:
