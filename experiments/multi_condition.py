@@ -161,6 +161,19 @@ def _hybrid_scores(root, scale, name, run, kflow, split, clfs, judge,
   return out
 
 
+def _grid(scale, name, run, kflow, out_dir):
+  """The coarse-by-fine grid of `run` (--mode=hybrid, one noise), copied to
+  out_dir; its file name."""
+  kpath = _path_record(kflow)
+  opts = {k: v for k, v in _sample_opts(name, kpath, ()).items()
+          if k != "slot_labels"}
+  n = 10 if scale.all_arms else 2
+  made = common.steer(run, scale, max(scale.digits_budgets), "hybrid",
+                      "grid", dict(rows=n, cols=n), opts)
+  return made and common.copy_figure(made["png"], out_dir,
+                                     f"multi_condition_{name}.png")
+
+
 def real_scores(split, clfs, judge, seed) -> dict:
   """What a perfect sampler scores: real hybrids of held-out digits (and
   real consistent pairs) scored as the samples are, FD against a second,
@@ -254,6 +267,12 @@ def run(scale, root, out_dir) -> dict:
             judge, seed) or {}
   real = [real_scores(split, clfs, judge, seed) if clfs else {}
           for seed in scale.seeds]
+  kflow0 = _train(root, scale, "switch", scale.seeds[0])
+  figs = {}
+  for name in names:
+    r = _train(root, scale, name, scale.seeds[0])
+    figs[name] = r and kflow0 and common.attempt(_grid, scale, name, r,
+                                                 kflow0, out_dir)
   metrics = (("acc_high", False), ("acc_low", False), ("leak", True),
              ("fd_ratio", True))
   values = {n: {m: [rec.get(m) for rec in per_seed[n]] for m, _ in metrics}
@@ -293,9 +312,14 @@ def run(scale, root, out_dir) -> dict:
       "Condition slots against each arm, paired by seed (difference slots "
       "- arm, 95 % interval, verdict):", "",
       *[f"- {stats.sentence(ARMS['slots'][0], ARMS[n][0], m, paired[n][m])}"
-        for n in paired for m, _ in metrics], ""]
+        for n in paired for m, _ in metrics], "",
+      "## Grids (seed 0)", "",
+      "`--mode=hybrid`: row i asks for class i in the coarse band, column j "
+      "for class j in the fine band, every cell from one noise "
+      f"(CFG {GUIDANCE}).", "",
+      *[f"{ARMS[n][0]}:\n\n![{n}]({f})\n" for n, f in figs.items() if f]]
   data = {"scale": scale._asdict(), "per_seed": per_seed, "paired": paired,
-          "ceilings": ceil, "real": real, "guidance_map": e1,
+          "ceilings": ceil, "real": real, "figures": figs, "guidance_map": e1,
           "guidance_map_best_uniform": best}
   common.write_result(out_dir, "multi_condition", "\n".join(md), data)
   return data

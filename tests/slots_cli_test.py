@@ -79,3 +79,16 @@ def test_one_label_baselines_from_the_command_line(tmp_path):
     data, record = _set(wd, tag)
     np.testing.assert_array_equal(np.asarray(data["labels"])[0], [2, 7])
     assert record["labels"].startswith("slot rows")
+  # The coarse-by-fine grid of the baseline (no slot rows needed).
+  _main([cfg, f"--workdir={wd}", "--mode=hybrid",
+         "--config.sample.label_switch_t=(0.5,)", "--config.restore.rows=2",
+         "--config.restore.cols=2"], cache)
+  (js,) = glob.glob(os.path.join(wd, "hybrid_mode", "*_switch0.5.json"))
+  assert json.load(open(js))["label_switch_t"] == [0.5]
+  # Without two labels the mode says what it needs.
+  p = subprocess.run(
+      [sys.executable, "-m", "kflow_jax.main", cfg, f"--workdir={wd}",
+       "--mode=hybrid"], cwd=REPO,
+      env=dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=REPO),
+      capture_output=True, text=True, timeout=600)
+  assert p.returncode == 1 and "label_switch_t" in p.stderr

@@ -319,8 +319,9 @@ def test_one_label_baselines_switch_and_factorized():
   # Spec: rows of one label per span; refused on slot runs and unlabelled.
   scfg = sections.sample_defaults()
   scfg.label_switch_t = (0.4,)
-  with pytest.raises(ValueError, match="slot_labels rows"):
-    generate.parse_spec(scfg, C, 2)
+  assert generate.parse_spec(scfg, C, 2).num_labels == 2
+  with pytest.raises(ValueError, match="class-conditional run"):
+    generate.parse_spec(scfg, 0, 2)
   scfg.slot_labels = ((3, 8),)
   spec = generate.parse_spec(scfg, C, 2)
   assert spec.num_labels == 2 and spec.extra_times == (0.4,)

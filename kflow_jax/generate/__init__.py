@@ -84,14 +84,13 @@ def parse_spec(scfg, num_classes: int, num_bands: int,
   split = tuple(float(v) for v in (scfg.factorized_cutoffs or ()))
   zero_shot = [k for k, on in (("label_switch_t", bool(switch)),
                                ("factorized_cutoffs", bool(split))) if on]
-  if zero_shot and (num_slots > 1 or not num_classes or len(zero_shot) > 1
-                    or not rows):
+  if zero_shot and (num_slots > 1 or not num_classes or len(zero_shot) > 1):
     raise ValueError(
         f"config.sample.{zero_shot[0]} gives a run trained with one label "
         "per image a label per time span or band (a baseline for condition "
-        "slots): it needs a class-conditional run without "
-        "config.cond.slot_starts, config.sample.slot_labels rows (one label "
-        "per span), and only one of label_switch_t / factorized_cutoffs.")
+        "slots, labels from config.sample.slot_labels rows or --mode=hybrid):"
+        " it needs a class-conditional run without config.cond.slot_starts, "
+        "and only one of label_switch_t / factorized_cutoffs.")
   if switch and any(not 0 < b < 1 for b in switch) or list(switch) != sorted(
       set(switch)):
     raise ValueError(f"config.sample.label_switch_t={switch} must be "

@@ -4,7 +4,8 @@ r"""--mode=hybrid: a grid of coarse condition by fine condition.
       --workdir=DIR --mode=hybrid [--config.restore.rows=10 --config.restore.cols=10]
 
 For a run with condition slots (config.cond.slot_starts, flow/slots.py),
-cell (i, j) is sampled with class i in slot 0 (the coarse bands) and class
+or a one-label run with a baseline that takes two labels
+(config.sample.label_switch_t or factorized_cutoffs), cell (i, j) is sampled with class i in slot 0 (the coarse bands) and class
 j in every later slot (the finer bands), all cells from one noise, so a row
 differs only by its fine label and a column only by its coarse one. Under
 causal visibility with band projection and no overlap the coarse bands of
@@ -18,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from kflow_jax import generate
 from kflow_jax.generate import files as samples_lib
 from kflow_jax.generate import sampler as sampler_lib
 from kflow_jax.infra import metrics_io
@@ -39,14 +41,16 @@ def hybrid_mode(run, params, step: int,
                 rspec: restore_spec.RestoreSpec) -> np.ndarray:
   """Writes <workdir>/hybrid_mode/step_<step>.{png,json}: the rows x cols
   grid (rows: coarse class, columns: fine class)."""
-  if run.slots is None:
+  num_labels = run.slots.num_slots if run.slots else run.spec.num_labels
+  if num_labels < 2:
     raise ValueError(
-        "--mode=hybrid samples a coarse and a fine label per image, which "
-        "needs a run trained with condition slots: set "
-        "config.cond.slot_starts (e.g. configs/digits.py:slots) and train.")
+        "--mode=hybrid samples a coarse and a fine label per image: it needs "
+        "a run trained with condition slots (config.cond.slot_starts, e.g. "
+        "configs/digits.py:slots), or on a one-label run a baseline that "
+        "uses two labels: --config.sample.label_switch_t=(T,) or "
+        "--config.sample.factorized_cutoffs=(0.0,K,1.0).")
   rows, cols = rspec.rows, rspec.cols
-  y = jnp.asarray(grid_labels(rows, cols, run.slots.num_slots,
-                              run.num_classes))
+  y = jnp.asarray(grid_labels(rows, cols, num_labels, run.num_classes))
   noise = jax.random.normal(jax.random.key(rspec.seed),
                             (1,) + tuple(run.info.shape), jnp.float32)
   sampler = sampler_lib.jit_sampler(run.field.sampler(run.spec))
@@ -57,13 +61,17 @@ def hybrid_mode(run, params, step: int,
                                   sampler(params, x0, y[i:j])[0]))
   grid = np.concatenate(out).reshape((rows, cols) + out[0].shape[1:])
   result = {"step": int(step), "rows": rows, "cols": cols,
-            "slot_starts": list(run.slots.starts),
-            "visibility": run.slots.visibility,
+            "slot_starts": list(run.slots.starts) if run.slots else None,
+            "visibility": run.slots.visibility if run.slots else None,
+            "label_switch_t": list(run.spec.label_switch_t),
+            "factorized_cutoffs": list(run.spec.factorized_cutoffs),
             "row_label": "slot 0 (coarse bands)",
             "col_label": "slots 1.. (finer bands)",
             "labels": np.asarray(y).tolist(), "seed": rspec.seed}
   if jax.process_index() == 0:
-    base = os.path.join(run.workdir, "hybrid_mode", f"step_{step:08d}")
+    # The sample tag names the guidance and the baseline's label split.
+    base = os.path.join(run.workdir, "hybrid_mode",
+                        generate.sample_tag(run.spec, step))
     samples_lib.save_labelled_grid(
         base + ".png", grid,
         [f"fine {j % run.num_classes}" for j in range(cols)],
