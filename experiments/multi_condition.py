@@ -1,24 +1,27 @@
 """Per-band conditions on digits: the guidance map (E1) and hybrids (E2).
 
 E1, no training: the class-conditional K-Flow digits run (2 Fourier bands
-meeting at kappa 0.25, `CUT`; one label) sampled with a guidance weight per band, (w0, w1) in
-{1, 1.5, 2, 3}^2 (`--config.sample.guidance_matrix=((w0,),(w1,))`); class
-accuracy and classifier FD of each cell, paired against the best cell of
-uniform guidance (w0 = w1) on the same seeds.
+meeting at kappa 0.25, `CUT`; one label) sampled with a guidance weight
+per band, (w0, w1) in {1, 1.5, 2, 3}^2
+(`--config.sample.guidance_matrix=((w0,),(w1,))`); class accuracy and
+classifier FD of each cell, paired against the best cell of uniform
+guidance (w0 = w1) on the same seeds.
 
-E2, hybrids: samples asked for class A in the coarse band and class B in the
-fine band (A != B), judged by band classifiers (evaluators/hybrid.py:
+E2, hybrids: samples asked for class A in the coarse band and class B in
+the fine band (A != B), judged by band classifiers (evaluators/hybrid.py:
 acc_low = the low-pass part is an A, acc_high = the high-pass part is a B,
 leak = the high-pass part is an A), and the classifier FD to real hybrids
 P_low x_A + P_high x_B of held-out digits against the same model's FD on
 consistent pairs (A, A). Arms (`ARMS`), each on every seed:
 
-  slots      2 condition slots (configs/digits.py:slots): slot dropout and
-             25 % band-mixed hybrids
-  slots_nomix  the same without hybrids (band_mix 0): does training on
-             single-label data suffice?
+  slots_w10  2 condition slots (configs/digits.py:slots: slot dropout, 25 %
+             band-mixed hybrids), guidance 10 on the fine slot in band 1
+             (nested), CFG 1.5 elsewhere: the main arm
+  slots      the same run with CFG 1.5 everywhere
+  slots_nomix  condition slots trained without hybrids (band_mix 0)
   switch     the one-label K-Flow run, label A in band 0, B from the band
              edge on (config.sample.label_switch_t)
+  switch_w10 the same with guidance 10 in band 1
   fm_switch  plain flow matching (Fourier, one band), the label switched at
              the same time
   fm_factorized  flow matching with the Factorized-Diffusion sum
@@ -43,14 +46,29 @@ SLOTS = "configs/digits.py:slots"
 # digits: 0.93 at 0.5 but on interpolation patterns a sampler cannot be
 # asked for; docs/results/multi_condition.md gives the ceilings at 0.25).
 CUT = ("--config.path.cutoffs=(0.0,0.25,1.0)",)
-# name -> (label, config, overrides, how it samples a pair).
+GUIDANCE = 1.5   # the digits recipe's CFG (configs/digits.py:cond)
+# Fine-band guidance 10 (a first seed at 800 steps: fine-label accuracy
+# 0.06 with CFG 1.5 everywhere, 0.26 with 5, 0.34 with 10 on the fine slot),
+# given to condition slots (nested: the fine slot's term against the
+# coarse-only prediction) and to the one-label switch (band 1's weight).
+W_SLOTS = {"guidance_mode": "nested",
+           "guidance_matrix": f"(({GUIDANCE},{GUIDANCE}),({GUIDANCE},10.0))"}
+W_SWITCH = {"guidance_matrix": f"(({GUIDANCE},),(10.0,))"}
+MAIN = "slots_w10"
+# name -> (label, config, overrides, how it samples a pair, more sample
+# options). Arms that differ only in sampling share one trained run
+# (common.train: same resolved config).
 ARMS = {
+    "slots_w10": ("K-Flow, 2 condition slots, 25 % hybrids, fine guidance 10",
+                  SLOTS, CUT, "slots", W_SLOTS),
     "slots": ("K-Flow, 2 condition slots, 25 % hybrids", SLOTS, CUT,
               "slots"),
     "slots_nomix": ("K-Flow, 2 condition slots, no hybrids", SLOTS,
                     CUT + ("--config.cond.band_mix=0.0",), "slots"),
     "switch": ("K-Flow, one label, switched at the band edge", COND, CUT,
                "switch"),
+    "switch_w10": ("K-Flow, one label, switched at the band edge, band-1 "
+                   "guidance 10", COND, CUT, "switch", W_SWITCH),
     "fm_switch": ("flow matching, one label, switched at the same t", COND,
                   ("--config.path.num_scales=1",), "switch"),
     "fm_factorized": ("flow matching, factorized P_low v(A) + P_high v(B)",
@@ -58,11 +76,10 @@ ARMS = {
 }
 BASELINES = ("switch", "fm_switch", "fm_factorized")
 WEIGHTS = (1.0, 1.5, 2.0, 3.0)
-GUIDANCE = 1.5   # the digits recipe's CFG (configs/digits.py:cond)
 
 
 def _train(root, scale, name, seed):
-  _, config, overrides, _ = ARMS[name]
+  config, overrides = ARMS[name][1:3]
   return common.attempt(common.train, root, scale._replace(pinned=()),
                         f"mc_{name}", config, overrides, seed,
                         scale.digits_budgets)
@@ -117,9 +134,19 @@ def band_classifiers(root, scale, split) -> dict:
   return clfs
 
 
+def _extra(name) -> dict:
+  return ARMS[name][4] if len(ARMS[name]) > 4 else {}
+
+
+def _tag(name, what) -> str:
+  """Cache tag of a sample set: arms sharing a run differ by their
+  sampling options, so those with extras add their name."""
+  return what + (f"_{name}" if _extra(name) else "")
+
+
 def _sample_opts(name, kflow_path, rows) -> dict:
   how = ARMS[name][3]
-  opts = {"slot_labels": _rows(rows), "guidance": GUIDANCE}
+  opts = {"slot_labels": _rows(rows), "guidance": GUIDANCE, **_extra(name)}
   if how == "switch":
     opts["label_switch_t"] = _tuple(kflow_path["tau"][1:-1])
   elif how == "factorized":
@@ -143,7 +170,7 @@ def _hybrid_scores(root, scale, name, run, kflow, split, clfs, judge,
   for kind, same in (("hybrid", False), ("consistent", True)):
     rows = tuple((a, b) for a in range(10) for b in range(10)
                  if (a == b) == same)
-    made = common.sample(run, scale, step, f"mc_{kind}",
+    made = common.sample(run, scale, step, _tag(name, f"mc_{kind}"),
                          _sample_opts(name, kpath, rows))
     data = sample_set.load_samples(made["dir"])
     x = data["images"].astype(np.float32) / 127.5 - 1.0
@@ -169,7 +196,7 @@ def _grid(scale, name, run, kflow, out_dir):
           if k != "slot_labels"}
   n = 10 if scale.all_arms else 2
   made = common.steer(run, scale, max(scale.digits_budgets), "hybrid",
-                      "grid", dict(rows=n, cols=n), opts)
+                      _tag(name, "grid"), dict(rows=n, cols=n), opts)
   return made and common.copy_figure(made["png"], out_dir,
                                      f"multi_condition_{name}.png")
 
@@ -249,7 +276,7 @@ def _e1_section(per) -> list:
 
 def run(scale, root, out_dir) -> dict:
   judge = common.classifier(root, scale, dataset="digits")
-  names = list(ARMS) if scale.all_arms else ["slots", "switch"]
+  names = list(ARMS) if scale.all_arms else [MAIN, "switch"]
   per_seed = {n: [{} for _ in scale.seeds] for n in names}
   clfs = split = None
   for k, seed in enumerate(scale.seeds):
@@ -282,11 +309,11 @@ def run(scale, root, out_dir) -> dict:
       for m, _ in metrics]
   # Accuracies over a few hundred samples tie by chance: only the FD ratio
   # is continuous (stats.paired's "identical" reading).
-  paired = {n: {m: stats.paired(values["slots"][m], values[n][m],
+  paired = {n: {m: stats.paired(values[MAIN][m], values[n][m],
                                 lower_is_better=low,
                                 continuous=m == "fd_ratio")
                 for m, low in metrics}
-            for n in names if n != "slots"}
+            for n in names if n != MAIN}
   rows = [[ARMS[n][0]] + [common.fmt(common.mean_std(values[n][m]))
                           for m, _ in metrics] for n in names]
   ceil = {p: (clfs[p].accuracy if clfs else None) for p in ("low", "high")}
@@ -309,9 +336,9 @@ def run(scale, root, out_dir) -> dict:
       "real consistent pairs (A, A).", "",
       common.table(["arm"] + [m for m, _ in metrics], rows + [real_row]),
       "",
-      "Condition slots against each arm, paired by seed (difference slots "
-      "- arm, 95 % interval, verdict):", "",
-      *[f"- {stats.sentence(ARMS['slots'][0], ARMS[n][0], m, paired[n][m])}"
+      f"{ARMS[MAIN][0]} against each arm, paired by seed (difference, 95 % "
+      "interval, verdict):", "",
+      *[f"- {stats.sentence(ARMS[MAIN][0], ARMS[n][0], m, paired[n][m])}"
         for n in paired for m, _ in metrics], "",
       "## Grids (seed 0)", "",
       "`--mode=hybrid`: row i asks for class i in the coarse band, column j "

@@ -152,7 +152,7 @@ def test_multi_condition_quick(tmp_path):
   out = root / "results"
   _check_results(out)
   data = json.loads((out / "multi_condition.json").read_text())
-  for arm in ("slots", "switch"):
+  for arm in ("slots_w10", "switch"):
     rec = data["per_seed"][arm][0]
     assert 0 <= rec["acc_high"] <= 1 and rec["fd"] > 0, (arm, rec)
   assert set(data["guidance_map"]) == {"1,1", "1,3"}
