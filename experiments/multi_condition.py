@@ -139,9 +139,11 @@ def _extra(name) -> dict:
 
 
 def _tag(name, what) -> str:
-  """Cache tag of a sample set: arms sharing a run differ by their
-  sampling options, so those with extras add their name."""
-  return what + (f"_{name}" if _extra(name) else "")
+  """Cache tag of a sample set. Arms sharing a run (fm_switch and
+  fm_factorized; slots and slots_w10; switch and switch_w10) differ by
+  their sampling, so all but the first of each add their name."""
+  own = _extra(name) or ARMS[name][3] == "factorized"
+  return what + (f"_{name}" if own else "")
 
 
 def _sample_opts(name, kflow_path, rows) -> dict:

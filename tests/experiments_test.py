@@ -158,3 +158,15 @@ def test_multi_condition_quick(tmp_path):
   assert set(data["guidance_map"]) == {"1,1", "1,3"}
   md = (out / "multi_condition.md").read_text()
   assert "## E1" in md and "## E2" in md and "|---|" in md
+
+
+def test_multi_condition_arms_that_share_a_run_sample_apart():
+  """Arms that share one trained run (same resolved config) must not share
+  a cached sample set: each sampling has its own tag."""
+  from experiments import multi_condition as mc  # pylint: disable=g-import-not-at-top
+  by_run = {}
+  for name, arm in mc.ARMS.items():
+    by_run.setdefault((arm[1], arm[2]), []).append(name)
+  for names in by_run.values():
+    tags = {mc._tag(n, "mc_hybrid") for n in names}  # pylint: disable=protected-access
+    assert len(tags) == len(names), names
