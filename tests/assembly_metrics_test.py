@@ -37,6 +37,7 @@ def test_collision_counts_the_diagonal_and_ordered_pairs():
   assert assembly.collision(h2 * 2, [6, 1]) == pytest.approx(50.0)
   with pytest.raises(ValueError, match="atomic number"):
     assembly.collision(h2, [1, 2])  # helium: not in the table
+  assert assembly.COVALENT_RADII[6] == 0.69  # AssembleFlow's carbon
 
 
 def test_separation_of_contiguous_blocks():

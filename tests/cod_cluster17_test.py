@@ -6,6 +6,7 @@ import random
 import numpy as np
 import pytest
 
+from kflow_jax.data import atoms
 from kflow_jax.data import cod_cluster17 as cod
 
 TETRA = np.array([[0.0, 0, 0], [1.1, 0, 0], [0, 1.1, 0], [0, 0, 1.1]])
@@ -49,7 +50,7 @@ def test_load_keeps_what_assembleflow_keeps(tmp_path):
   assert c.initial.shape == (68, 3) and c.numbers[:4].tolist() == [6, 1, 1, 1]
   # Each molecule moved rigidly: Kabsch maps it exactly.
   m = c.molecule == 5
-  r, t, rmsd = cod.kabsch(c.initial[m], c.final[m])
+  r, t, rmsd = atoms.kabsch(c.initial[m], c.final[m])
   assert rmsd < 1e-9 and np.linalg.det(r) == pytest.approx(1.0)
   # Without AssembleFlow's flat-molecule filter the planar cluster stays.
   kept, _ = cod.load(root, af_compat=False)
@@ -83,5 +84,5 @@ def test_split_is_assembleflows_seeded_shuffle():
 
 def test_bad_rows_and_elements():
   with pytest.raises(ValueError, match="unknown element"):
-    cod.atomic_number("Xx")
-  assert cod.atomic_number("cl") == 17 and cod.atomic_number("Br") == 35
+    atoms.atomic_number("Xx")
+  assert atoms.atomic_number("cl") == 17 and atoms.atomic_number("Br") == 35

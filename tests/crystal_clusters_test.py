@@ -8,6 +8,7 @@ import sqlite3
 import numpy as np
 import pytest
 
+from kflow_jax.data import atoms
 from kflow_jax.data import cod_cluster17 as cod
 from kflow_jax.data import crystal_clusters as cc
 from kflow_jax.evaluators import assembly
@@ -50,8 +51,8 @@ def test_clusters_from_a_written_database(tmp_path):
     # one; every copy keeps the molecule's shape.
     for i in range(17):
       m = c.molecule == i
-      assert cod.kabsch(CH4, c.final[m])[2] < 1e-9
-      assert cod.kabsch(c.final[m], c.initial[m])[2] < 1e-9
+      assert atoms.kabsch(CH4, c.final[m])[2] < 1e-9
+      assert atoms.kabsch(c.final[m], c.initial[m])[2] < 1e-9
     # The start is weakly correlated: centroids pushed apart and jittered.
     spread = lambda x: np.linalg.norm(
         assembly.centroids(x, c.molecule) - x.mean(0), axis=1).mean()

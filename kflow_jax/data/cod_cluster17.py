@@ -30,16 +30,13 @@ from typing import NamedTuple, Optional, Sequence
 
 import numpy as np
 
+from kflow_jax.data import atoms
+
 NUM_MOLECULES = 17
 # Final atoms within this fraction of the molecule's radius of gyration of
 # a rigid motion of its initial atoms (AssembleFlow's tolerance is 1e-3 A
 # on frame-normalised coordinates).
 RIGID_TOLERANCE = 1e-3
-ELEMENTS = (
-    "H He Li Be B C N O F Ne Na Mg Al Si P S Cl Ar K Ca Sc Ti V Cr Mn Fe Co "
-    "Ni Cu Zn Ga Ge As Se Br Kr Rb Sr Y Zr Nb Mo Tc Ru Rh Pd Ag Cd In Sn Sb "
-    "Te I Xe Cs Ba La Ce Pr Nd Pm Sm Eu Gd Tb Dy Ho Er Tm Yb Lu Hf Ta W Re "
-    "Os Ir Pt Au Hg Tl Pb Bi Po At Rn Fr Ra Ac Th Pa U Np Pu").split()
 INITIAL = os.path.join("raw", "InitialPositions", "{}_cluster16_noised.csv")
 FINAL = os.path.join("raw", "FinalPositions", "{}_cluster16.csv")
 
@@ -54,14 +51,6 @@ class Cluster(NamedTuple):
   final: np.ndarray       # float64 [N, 3]
 
 
-def atomic_number(symbol: str) -> int:
-  s = symbol.strip()
-  s = s[:1].upper() + s[1:].lower()
-  if s not in ELEMENTS:
-    raise ValueError(f"unknown element symbol {symbol!r}.")
-  return ELEMENTS.index(s) + 1
-
-
 def read_csv(path: str):
   """(molecule [N], numbers [N], positions [N, 3]) of one file, sorted by
   molecule index (stable: atom order inside a molecule is kept)."""
@@ -69,27 +58,13 @@ def read_csv(path: str):
     rows = list(csv.reader(fh))[1:]
   try:
     mol = np.asarray([int(r[0]) for r in rows], np.int64)
-    z = np.asarray([atomic_number(r[1]) for r in rows], np.int64)
+    z = np.asarray([atoms.atomic_number(r[1]) for r in rows], np.int64)
     x = np.asarray([[float(v) for v in r[2:5]] for r in rows], np.float64)
   except (IndexError, ValueError) as e:
     raise ValueError(f"{path}: rows must be mol_idx,atom_type,x,y,z "
                      f"({e}).") from None
   order = np.argsort(mol, kind="stable")
   return mol[order], z[order], x[order]
-
-
-def kabsch(a, b):
-  """(R, t, rmsd): the rotation R (det +1) and translation t that best map
-  points a [n, 3] onto b [n, 3] (b ~ a R^T + t), and the RMSD left."""
-  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-  ca, cb = a.mean(0), b.mean(0)
-  h = (a - ca).T @ (b - cb)
-  u, _, vt = np.linalg.svd(h)
-  d = np.sign(np.linalg.det(vt.T @ u.T)) or 1.0
-  r = vt.T @ np.diag([1.0, 1.0, d]) @ u.T
-  t = cb - ca @ r.T
-  rmsd = float(np.sqrt(np.mean(np.sum(np.square(a @ r.T + t - b), -1))))
-  return r, t, rmsd
 
 
 def check(cluster: Cluster, af_compat: bool = True) -> Optional[str]:
@@ -107,7 +82,7 @@ def check(cluster: Cluster, af_compat: bool = True) -> Optional[str]:
     if af_compat and np.linalg.matrix_rank(centred) < 3:
       return f"molecule {i} is flat"
     size = max(float(np.sqrt(np.mean(np.sum(centred ** 2, -1)))), 1e-6)
-    if kabsch(a, b)[2] > RIGID_TOLERANCE * max(size, 1.0):
+    if atoms.kabsch(a, b)[2] > RIGID_TOLERANCE * max(size, 1.0):
       return f"molecule {i} does not move rigidly"
   return None
 

@@ -6,7 +6,7 @@ never copied into this repository or written beside it by the tests).
 For each crystal of one molecular species with one molecule in the
 asymmetric unit (`usable`): a 4 x 4 x 4 supercell, molecules as the
 connected components of covalent bonds (distance below 1.2 x the sum of the
-covalent radii of evaluators/assembly.py), whole molecules only, then the
+covalent radii of data/atoms.py), whole molecules only, then the
 molecule nearest the supercell's centre and its 16 nearest neighbours by
 centroid: the `final` packing. The weakly correlated start (`perturb`,
 seeded; COD-Cluster17's own start is not documented): every centroid moved
@@ -26,6 +26,7 @@ from typing import Optional
 
 import numpy as np
 
+from kflow_jax.data import atoms
 from kflow_jax.data import cod_cluster17
 
 BOND_FACTOR = 1.2
@@ -77,10 +78,9 @@ def molecules(numbers, positions, bond_factor: float = BOND_FACTOR) -> list:
   from scipy import sparse
   from scipy.sparse import csgraph
   from scipy.spatial import cKDTree
-  from kflow_jax.evaluators import assembly
   # pylint: enable=g-import-not-at-top
   x = np.asarray(positions, np.float64)
-  r = assembly.radii(numbers)
+  r = atoms.radii(numbers)
   pairs = cKDTree(x).query_pairs(bond_factor * 2 * float(r.max()),
                                  output_type="ndarray")
   d = np.linalg.norm(x[pairs[:, 0]] - x[pairs[:, 1]], axis=1)
