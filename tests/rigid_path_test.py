@@ -1,0 +1,99 @@
+"""Band paths of rigid molecules (kflow_jax/flow/rigid.py): exact ends,
+one band = rigid flow matching, band-local velocity, equivariance."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from kflow_jax.flow import rigid
+from kflow_jax.kamp import molecular
+
+M = 17
+
+
+def _poses(seed):
+  rng = np.random.default_rng(seed)
+  c = rng.normal(size=(M, 3)) * 4
+  w = rng.normal(size=(M, 3))
+  w = w / np.linalg.norm(w, axis=1, keepdims=True) * rng.uniform(
+      0.1, 3.0, size=(M, 1))
+  return jnp.asarray(c, jnp.float32), rigid.exp_so3(jnp.asarray(w,
+                                                             jnp.float32))
+
+
+def test_exp_and_log_invert_each_other_up_to_pi():
+  rng = np.random.default_rng(0)
+  w = rng.normal(size=(200, 3))
+  w = w / np.linalg.norm(w, axis=1, keepdims=True) * np.concatenate(
+      [rng.uniform(0, 3.1, 190), np.full(5, 1e-6), np.full(5, np.pi - 1e-4)]
+  )[:, None]
+  r = rigid.exp_so3(jnp.asarray(w, jnp.float32))
+  np.testing.assert_allclose(r @ jnp.swapaxes(r, -1, -2),
+                             np.broadcast_to(np.eye(3), r.shape), atol=1e-5)
+  back = rigid.log_so3(r)
+  np.testing.assert_allclose(rigid.exp_so3(back)[:195], r[:195], atol=2e-4)
+  # Within 1e-4 of pi, float32 holds the angle to about sqrt(eps): 1e-3.
+  np.testing.assert_allclose(rigid.exp_so3(back)[195:], r[195:], atol=1e-3)
+
+
+def test_ends_are_exact_and_one_band_is_rigid_flow_matching():
+  c0, r0 = _poses(1)
+  c1, r1 = _poses(2)
+  p = jnp.asarray(molecular.band_projectors(np.asarray(c0)), jnp.float32)
+  dc, om = rigid.fields(c0, r0, c1, r1)
+  c, r = rigid.interpolate(p, c0, r0, dc, om, 0.0)
+  np.testing.assert_allclose(c, c0, atol=1e-6)
+  np.testing.assert_allclose(r, r0, atol=1e-6)
+  c, r = rigid.interpolate(p, c0, r0, dc, om, float(p.shape[0]))
+  np.testing.assert_allclose(c, c1, atol=1e-4)
+  np.testing.assert_allclose(r, r1, atol=1e-4)
+  # One band: straight centroids, SO(3) geodesic (constant angular speed
+  # about a fixed axis: R(t) R0^T = Exp(t omega)).
+  one = jnp.eye(M)[None]
+  for t in (0.25, 0.5, 0.9):
+    c, r = rigid.interpolate(one, c0, r0, dc, om, t)
+    np.testing.assert_allclose(c, c0 + t * (c1 - c0), atol=1e-5)
+    rel = rigid.log_so3(r @ jnp.swapaxes(r0, -1, -2))
+    np.testing.assert_allclose(rel, t * om, atol=2e-4)
+  # The geodesic is the shortest rotation: no angle above pi.
+  assert float(jnp.max(jnp.linalg.norm(om, axis=-1))) <= np.pi + 1e-5
+
+
+def test_velocity_of_band_b_lies_in_band_b():
+  c0, r0 = _poses(3)
+  c1, r1 = _poses(4)
+  p = jnp.asarray(molecular.band_projectors(np.asarray(c0)), jnp.float32)
+  dc, om = rigid.fields(c0, r0, c1, r1)
+  for kappa in (0.3, 1.5, 2.2, 3.7):
+    b = int(kappa)
+    v_c, v_w = rigid.velocity(p, dc, om, kappa)
+    for k in range(p.shape[0]):
+      want = v_c if k == b else 0 * v_c
+      np.testing.assert_allclose(p[k] @ v_c, want, atol=1e-4)
+      np.testing.assert_allclose(p[k] @ v_w, v_w if k == b else 0 * v_w,
+                                 atol=1e-4)
+    # Finite difference of the path inside band b.
+    h = 1e-2
+    ca, _ = rigid.interpolate(p, c0, r0, dc, om, kappa - h)
+    cb, _ = rigid.interpolate(p, c0, r0, dc, om, kappa + h)
+    np.testing.assert_allclose((cb - ca) / (2 * h), v_c, atol=2e-3)
+
+
+def test_rotating_and_translating_the_cluster_moves_the_path_alike():
+  c0, r0 = _poses(5)
+  c1, r1 = _poses(6)
+  q = np.linalg.qr(np.random.default_rng(7).normal(size=(3, 3)))[0]
+  q = jnp.asarray(q * np.sign(np.linalg.det(q)), jnp.float32)
+  shift = jnp.asarray([3.0, -1.0, 2.0])
+  move_c = lambda c: c @ q.T + shift
+  move_r = lambda r: q @ r
+  p = jnp.asarray(molecular.band_projectors(np.asarray(c0)), jnp.float32)
+  pm = jnp.asarray(molecular.band_projectors(np.asarray(move_c(c0))),
+                   jnp.float32)
+  np.testing.assert_allclose(pm, p, atol=1e-5)
+  dc, om = rigid.fields(c0, r0, c1, r1)
+  dcm, omm = rigid.fields(move_c(c0), move_r(r0), move_c(c1), move_r(r1))
+  for kappa in (0.5, 1.7, 3.2):
+    c, r = rigid.interpolate(p, c0, r0, dc, om, kappa)
+    cm, rm = rigid.interpolate(pm, move_c(c0), move_r(r0), dcm, omm, kappa)
+    np.testing.assert_allclose(cm, move_c(c), atol=2e-4)
+    np.testing.assert_allclose(rm, move_r(r), atol=2e-4)
