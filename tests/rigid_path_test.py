@@ -3,6 +3,7 @@ one band = rigid flow matching, band-local velocity, equivariance."""
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from kflow_jax.flow import rigid
 from kflow_jax.kamp import molecular
@@ -97,3 +98,31 @@ def test_rotating_and_translating_the_cluster_moves_the_path_alike():
     cm, rm = rigid.interpolate(pm, move_c(c0), move_r(r0), dcm, omm, kappa)
     np.testing.assert_allclose(cm, move_c(c), atol=2e-4)
     np.testing.assert_allclose(rm, move_r(r), atol=2e-4)
+
+
+def _batch(seeds):
+  c0, r0 = zip(*[_poses(s) for s in seeds])
+  c1, r1 = zip(*[_poses(s + 100) for s in seeds])
+  c0, r0, c1, r1 = (jnp.stack(a) for a in (c0, r0, c1, r1))
+  p = jnp.stack([jnp.asarray(molecular.band_projectors(np.asarray(c)),
+                             jnp.float32) for c in c0])
+  return p, c0, r0, c1, r1
+
+
+def test_sampler_with_the_true_endpoint_lands_on_it_and_loss_is_zero():
+  p, c0, r0, c1, r1 = _batch([10, 11])
+  oracle = lambda c, r, kappa, band: (c1, r1)
+  c, r = rigid.sample(oracle, p, c0, r0, steps_per_band=3)
+  np.testing.assert_allclose(c, c1, atol=1e-4)
+  np.testing.assert_allclose(r, r1, atol=5e-4)
+  kappa = jnp.asarray([0.4, 2.6])
+  assert float(rigid.endpoint_loss(oracle, p, c0, r0, c1, r1, kappa)) < 1e-6
+  wrong = lambda c, r, kappa, band: (c1 + 1.0, r1)
+  assert float(rigid.endpoint_loss(wrong, p, c0, r0, c1, r1, kappa)) == (
+      pytest.approx(3.0, rel=1e-4))
+  # After band 0 only band 0 of the centroid field has moved.
+  one_band = lambda c, r, kappa, band: (c1, r1)
+  c, _ = rigid.sample(one_band, p[:, :1], c0, r0, steps_per_band=2)
+  dc = c - c0
+  np.testing.assert_allclose(dc, jnp.einsum("bij,bjd->bid", p[:, 0], c1 - c0),
+                             atol=1e-4)

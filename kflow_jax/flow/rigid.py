@@ -18,6 +18,7 @@ plain rigid flow matching: a straight line for centroids and the SO(3)
 geodesic (the shortest rotation) for each molecule. The velocity in band b
 is P_b dc and P_b omega: zero in every other band.
 """
+import jax
 import jax.numpy as jnp
 
 
@@ -91,3 +92,60 @@ def velocity(projectors, dc, omega, kappa):
   """(dc/dkappa, domega/dkappa) = (P_b dc, P_b omega) in band b."""
   _, active = _weights(projectors, kappa)
   return active @ dc, active @ omega
+
+
+# ----------------------------------------------------------------------------
+# Training loss and sampler, with a network that predicts the endpoint.
+#
+# apply(c [B, M, 3], R [B, M, 3, 3], kappa [B], band [B]) -> (c1_hat, R1_hat)
+# (e.g. models/cluster_gnn.ClusterGNN with the atoms bound). Batched
+# projectors are [B, K, M, M] (each cluster its own bands).
+
+
+def _batched(fn):
+  return jax.vmap(fn)
+
+
+def geodesic(r_a, r_b):
+  """Rotation angle between r_a and r_b [..., 3, 3] (radians)."""
+  return jnp.linalg.norm(log_so3(r_a @ jnp.swapaxes(r_b, -1, -2)), axis=-1)
+
+
+def endpoint_loss(apply, projectors, c0, r0, c1, r1, kappa,
+                  rot_weight: float = 10.0):
+  """Mean over clusters and molecules of |c1_hat - c1|^2 + rot_weight x
+  angle(R1_hat, R1)^2, the network evaluated on the band path at kappa
+  [B] (AssembleFlow's endpoint loss, on the band path)."""
+  dc, om = _batched(fields)(c0, r0, c1, r1)
+  c, r = _batched(interpolate)(projectors, c0, r0, dc, om, kappa)
+  k = projectors.shape[1]
+  band = jnp.minimum(jnp.floor(kappa), k - 1).astype(jnp.int32)
+  c_hat, r_hat = apply(c, r, kappa, band)
+  err_c = jnp.sum(jnp.square(c_hat - c1), -1)
+  err_r = jnp.square(geodesic(r_hat, r1))
+  return jnp.mean(err_c + rot_weight * err_r)
+
+
+def sample(apply, projectors, c0, r0, steps_per_band: int):
+  """Euler on the band axis from the start poses: in band b at local time
+  t, c += dk P_b (c1_hat - c) / (1 - t) and likewise for the rotation
+  vectors about R0, so the last step of a band lands band b on the
+  prediction. Returns (c [B, M, 3], R [B, M, 3, 3])."""
+  k = projectors.shape[1]
+  n = int(steps_per_band)
+  dk = 1.0 / n
+  c = c0
+  om = jnp.zeros_like(c0)
+  for b in range(k):
+    p = projectors[:, b]
+    for i in range(n):
+      t = i * dk
+      kappa = jnp.full((c0.shape[0],), b + t, jnp.float32)
+      band = jnp.full((c0.shape[0],), b, jnp.int32)
+      r = exp_so3(om) @ r0
+      c_hat, r_hat = apply(c, r, kappa, band)
+      om_hat = log_so3(r_hat @ jnp.swapaxes(r0, -1, -2))
+      scale = dk / (1.0 - t)
+      c = c + scale * jnp.einsum("bij,bjd->bid", p, c_hat - c)
+      om = om + scale * jnp.einsum("bij,bjd->bid", p, om_hat - om)
+  return c, exp_so3(om) @ r0
