@@ -2,6 +2,7 @@
 scripts behind docs/results/ never rot: every claim's script trains, samples,
 restores and scores through `python -m kflow_jax.main` and the tools, and
 writes its table, its numbers and the summary README."""
+import importlib.util
 import json
 import math
 import os
@@ -170,3 +171,23 @@ def test_multi_condition_arms_that_share_a_run_sample_apart():
   for names in by_run.values():
     tags = {mc._tag(n, "mc_hybrid") for n in names}  # pylint: disable=protected-access
     assert len(tags) == len(names), names
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("pyxtal") is None,
+                    reason="pyxtal not installed (pip install --no-deps "
+                           "pyxtal==1.1.5; .ci/run does)")
+def test_assembly_baselines_quick(tmp_path):
+  """experiments.assembly_baselines at toy size: the trivial predictions'
+  metrics and the band shares of the motion, all finite."""
+  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu", XLA_FLAGS="")
+  p = subprocess.run([sys.executable, "-m", "experiments.assembly_baselines",
+                      "--quick", f"--root={tmp_path}"], cwd=REPO, env=env,
+                     capture_output=True, text=True, timeout=600)
+  assert p.returncode == 0, p.stderr[-3000:]
+  out = tmp_path / "results"
+  _check_results(out)
+  data = json.loads((out / "assembly_baselines.json").read_text())
+  assert data["metrics"]["truth"]["pm_center"] == 0
+  assert data["metrics"]["identity"]["pm_center"] > 0
+  assert abs(sum(data["band_share_centroids"]) - 1) < 1e-4
