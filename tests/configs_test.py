@@ -197,8 +197,30 @@ def test_digits_arguments_select_transform_and_labels():
     assert c.path.num_scales == (1 if t == "identity" else 2)
   c = digits.get_config("cond,transform=dct")
   assert c.conditional and c.sample.guidance == 1.5
+  assert c.cond.slot_starts is None
   with pytest.raises(ValueError, match="valid"):
     digits.get_config("transform=fft")
+  c = digits.get_config("slots")
+  assert c.conditional and tuple(c.cond.slot_starts) == (0, 1)
+  assert c.cond.band_mix == 0.25 and c.cond.slot_dropout == 0.1
+
+
+def test_slot_configs_that_cannot_run_say_why(tmp_path):
+  """Condition slots on one band, on a scale-adaptive run, or unlabelled:
+  one clear error from setup, before anything is trained."""
+  from configs import digits  # pylint: disable=g-import-not-at-top
+  for arg, extra, match in (
+      ("slots,transform=identity,runlocal", {}, "the path has 1 bands"),
+      ("slots,runlocal", {"model.scale_adaptive": True}, "scale-adaptive"),
+      ("slots,runlocal", {"conditional": False}, "class-conditional"),
+  ):
+    c = digits.get_config(arg)
+    c.update_from_flattened_dict(extra)
+    with pytest.raises(ValueError, match=match):
+      experiment.setup(c, str(tmp_path / "wd"), "train")
+    # Nothing written that would refuse the corrected config.
+    assert not os.path.exists(tmp_path / "wd" / "config.json")
+    assert not os.path.exists(tmp_path / "wd" / "path.json")
 
 
 def test_run_artifacts_written_once_and_checked(tmp_path):

@@ -88,11 +88,14 @@ def setup(config, workdir: Optional[str], mode: str = "train", *,
   """
   if mode not in MODES:
     raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
+  wd = None
   if workdir is not None:
     wd = checkpointing.check_workdir(workdir)
-    if mode != "tool":
-      checkpointing.check_config(wd, config, allow_config_change,
-                                 write=mode == "train")
+    if mode != "tool" and not allow_config_change:
+      # Compare now; a train run writes config.json (and path.json) only
+      # once the whole run has been built, so a config refused below
+      # leaves nothing behind that would block the corrected one.
+      checkpointing.check_config(wd, config, False, write=False)
     workdir = os.fspath(wd)
   mesh = sharding.make_mesh(config.mesh.fsdp, devices)
   if mode == "train":
@@ -108,7 +111,7 @@ def setup(config, workdir: Optional[str], mode: str = "train", *,
     # Before a transform is fitted on data for nothing (pca).
     coarse.check_transform_name(config.transform.name)
   transform = build_transform(config, tuple(info.shape), workdir)
-  path = build_path(config, transform, workdir, write=mode == "train")
+  path = build_path(config, transform, workdir, write=False)
   slots = slots_lib.parse(config.cond, num_bands=path.num_bands,
                           num_classes=ncls,
                           label_dropout=float(config.label_dropout),
@@ -128,6 +131,11 @@ def setup(config, workdir: Optional[str], mode: str = "train", *,
                              slots.num_slots if slots else 1)
   field = field_lib.build(config, path, model, mesh, ncls,
                           scale_adaptive=adaptive, slots=slots)
+  if wd is not None and mode != "tool":
+    checkpointing.check_config(wd, config, allow_config_change,
+                               write=mode == "train")
+    if mode == "train":
+      _check_path_record(os.path.join(workdir, PATH_FILE), path, write=True)
   if mode == "sample" and ncls and not float(config.label_dropout) and (
       spec.guidance != 1.0 or spec.class_drop_t is not None):
     logging.warning("Guidance / class drop use the null class, which this "
