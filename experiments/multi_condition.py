@@ -266,11 +266,15 @@ def _e1_section(per) -> list:
                  common.fmt(common.mean_std(rec["classifier_fd"])),
                  stats.fmt(pairs[k]["classifier_fd"]),
                  stats.fmt(pairs[k]["class_accuracy"])])
+  scored = any(v is not None for rec in per.values()
+               for v in rec["classifier_fd"])
   return pairs, best, [
       "## E1: guidance per band (one-label K-Flow run)", "",
       "Guidance weight w0 on band 0 and w1 on band 1 "
       "(`--config.sample.guidance_matrix=((w0,),(w1,))`); paired against "
-      f"the uniform cell with the lowest mean FD ({best}).", "",
+      + (f"the uniform cell with the lowest mean FD ({best})." if scored
+         else "the uniform cell with the lowest mean FD (none scored yet)."),
+      "",
       common.table(["w0,w1", "class accuracy", "classifier FD",
                     f"FD - ({best}) paired", f"accuracy - ({best}) paired"],
                    rows), ""]
@@ -316,6 +320,7 @@ def run(scale, root, out_dir) -> dict:
                                 continuous=m == "fd_ratio")
                 for m, low in metrics}
             for n in names if n != MAIN}
+  done = sum(v is not None for v in values[MAIN]["acc_high"])
   rows = [[ARMS[n][0]] + [common.fmt(common.mean_std(values[n][m]))
                           for m, _ in metrics] for n in names]
   ceil = {p: (clfs[p].accuracy if clfs else None) for p in ("low", "high")}
@@ -330,6 +335,8 @@ def run(scale, root, out_dir) -> dict:
       "`python -m experiments.multi_condition`.", "",
       *e1_md,
       "## E2: hybrids (coarse class A, fine class B, A != B)", "",
+      f"Seeds with results: {done} of {len(scale.seeds)} (± is over "
+      "those seeds).", "",
       "Band classifiers' held-out accuracy on their part of real digits "
       "as stored: "
       f"low-pass {common.fmt({'mean': ceil['low'], 'std': 0, 'n': 1})}, "
