@@ -127,6 +127,12 @@ def run(argv):
   logging.info("Mode %s, workdir %s, config:\n%s", _MODE.value,
                _WORKDIR.value, config)
   allow = _ALLOW_CONFIG_CHANGE.value
+  if config.get("task", "image") == "assembly":
+    # Molecular clusters (configs/molecules.py): their own train / sample /
+    # eval on rigid poses.
+    from kflow_jax.modes import assembly  # pylint: disable=g-import-not-at-top
+    assembly.main(config, _WORKDIR.value, _MODE.value, _STEP.value, allow)
+    return
   if _MODE.value == "train":
     train.train_and_evaluate(config, _WORKDIR.value,
                              allow_config_change=allow)

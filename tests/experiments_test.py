@@ -191,3 +191,27 @@ def test_assembly_baselines_quick(tmp_path):
   assert data["metrics"]["truth"]["pm_center"] == 0
   assert data["metrics"]["identity"]["pm_center"] > 0
   assert abs(sum(data["band_share_centroids"]) - 1) < 1e-4
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("pyxtal") is None,
+                    reason="pyxtal not installed (pip install --no-deps "
+                           "pyxtal==1.1.5; .ci/run does)")
+def test_molecules_quick(tmp_path):
+  """experiments.molecules at toy size: every arm trained and scored
+  through kflow_jax.main, the start beside them, paired comparisons."""
+  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu", XLA_FLAGS="",
+             JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jax_cache"))
+  p = subprocess.run([sys.executable, "-m", "experiments.molecules",
+                      "--quick", f"--root={tmp_path}"], cwd=REPO, env=env,
+                     capture_output=True, text=True, timeout=1200)
+  assert p.returncode == 0, p.stderr[-3000:]
+  out = tmp_path / "results"
+  _check_results(out)
+  data = json.loads((out / "molecules.json").read_text())
+  for arm in ("kflow", "fm", "fm40", "regression", "identity"):
+    assert data["scores"][arm]["0"]["pm_center"] > 0, arm
+  # The two fm rows are one run sampled at 10 and 40 steps: they differ.
+  assert (data["scores"]["fm"]["0"]["pm_center"]
+          != data["scores"]["fm40"]["0"]["pm_center"])
+  assert (out / "molecules_kflow.png").exists()

@@ -74,3 +74,16 @@ def kabsch(a, b):
   t = cb - ca @ r.T
   rmsd = float(np.sqrt(np.mean(np.sum(np.square(a @ r.T + t - b), -1))))
   return r, t, rmsd
+
+
+def write_xyz(path: str, numbers, x, comment: str = "") -> None:
+  """An extended-XYZ-free plain .xyz file (atom count, comment, then
+  `symbol x y z` rows in angstrom), which ASE, VMD, Avogadro, Ovito and
+  PyMOL open."""
+  z = np.asarray(numbers)
+  x = np.asarray(x, np.float64)
+  lines = [str(len(z)), " ".join(str(comment).split())]
+  lines += [f"{ELEMENTS[int(v) - 1]:<2s} {a:12.6f} {b:12.6f} {c:12.6f}"
+            for v, (a, b, c) in zip(z, x)]
+  with open(path, "w") as fh:
+    fh.write("\n".join(lines) + "\n")

@@ -7,7 +7,8 @@
 Enough for the training-time diagnostics (radial spectra, per-band loss
 curves): axes with a few labelled ticks, one colour per series, a legend,
 optional vertical marker lines (band cut-offs). Non-finite points and,
-on log axes, non-positive ones are skipped.
+on log axes, non-positive ones are skipped. `atom_panel` draws a
+molecular cluster's atoms on a plane, for the assembly pictures.
 """
 import math
 import os
@@ -101,6 +102,30 @@ def line_plot(series: Sequence[Tuple[str, Sequence[float], Sequence[float]]],
     draw.line((w - right - 120, ly + 6, w - right - 100, ly + 6), fill=color,
               width=3)
     draw.text((w - right - 96, ly), label, fill=(0, 0, 0))
+  return np.asarray(img)
+
+
+def atom_panel(x, molecule, title: str, axes, box: float,
+               size: int = 240) -> np.ndarray:
+  """One cluster's atoms [N, 3] drawn as discs on the plane of `axes`
+  [2, 3] (e.g. the principal axes of the true cluster, so panels of one
+  cluster share a view), one colour per molecule, farther atoms first;
+  `box`: half the width shown (angstrom)."""
+  img = Image.new("RGB", (size, size + 16), (255, 255, 255))
+  draw = ImageDraw.Draw(img)
+  draw.text((4, 2), title, fill=(0, 0, 0))
+  x = np.asarray(x, np.float64)
+  ok = np.all(np.isfinite(x), axis=1)
+  xy = x[ok] @ np.asarray(axes).T
+  depth = x[ok] @ np.cross(axes[0], axes[1])
+  mol = np.asarray(molecule)[ok]
+  scale = (size / 2 - 6) / max(box, 1e-6)
+  for k in np.argsort(depth):
+    px = size / 2 + scale * xy[k, 0]
+    py = 16 + size / 2 - scale * xy[k, 1]
+    color = COLORS[int(mol[k]) % len(COLORS)]
+    draw.ellipse((px - 3, py - 3, px + 3, py + 3), fill=color,
+                 outline=(0, 0, 0))
   return np.asarray(img)
 
 

@@ -106,46 +106,80 @@ def _batched(fn):
   return jax.vmap(fn)
 
 
-def geodesic(r_a, r_b):
-  """Rotation angle between r_a and r_b [..., 3, 3] (radians)."""
-  return jnp.linalg.norm(log_so3(r_a @ jnp.swapaxes(r_b, -1, -2)), axis=-1)
+def endpoint_errors(apply, projectors, c0, r0, c1, r1, kappa,
+                    rot_weight: float = 10.0):
+  """[B]: |c1_hat - c1|^2 + rot_weight x |R1_hat - R1|_F^2 / 2, each
+  cluster's mean over its molecules, the network evaluated on the band
+  path at kappa [B] (AssembleFlow's endpoint loss, on the band path).
 
-
-def endpoint_loss(apply, projectors, c0, r0, c1, r1, kappa,
-                  rot_weight: float = 10.0):
-  """Mean over clusters and molecules of |c1_hat - c1|^2 + rot_weight x
-  angle(R1_hat, R1)^2, the network evaluated on the band path at kappa
-  [B] (AssembleFlow's endpoint loss, on the band path)."""
+  |R1_hat - R1|_F^2 / 2 = 2 (1 - cos angle), the squared angle for small
+  angles (so rot_weight weighs rad^2 against A^2) and smooth everywhere:
+  the angle itself (arccos of the trace) has an infinite derivative at 0,
+  which turned gradients into NaN once predictions got close."""
   dc, om = _batched(fields)(c0, r0, c1, r1)
   c, r = _batched(interpolate)(projectors, c0, r0, dc, om, kappa)
   k = projectors.shape[1]
   band = jnp.minimum(jnp.floor(kappa), k - 1).astype(jnp.int32)
   c_hat, r_hat = apply(c, r, kappa, band)
   err_c = jnp.sum(jnp.square(c_hat - c1), -1)
-  err_r = jnp.square(geodesic(r_hat, r1))
-  return jnp.mean(err_c + rot_weight * err_r)
+  err_r = 0.5 * jnp.sum(jnp.square(r_hat - r1), (-2, -1))
+  return jnp.mean(err_c + rot_weight * err_r, -1)
 
 
-def sample(apply, projectors, c0, r0, steps_per_band: int):
-  """Euler on the band axis from the start poses: in band b at local time
-  t, c += dk P_b (c1_hat - c) / (1 - t) and likewise for the rotation
-  vectors about R0, so the last step of a band lands band b on the
-  prediction. Returns (c [B, M, 3], R [B, M, 3, 3])."""
+def endpoint_loss(apply, projectors, c0, r0, c1, r1, kappa,
+                  rot_weight: float = 10.0):
+  """The mean of `endpoint_errors` over the clusters."""
+  return jnp.mean(endpoint_errors(apply, projectors, c0, r0, c1, r1, kappa,
+                                  rot_weight))
+
+
+SOLVERS = ("euler", "midpoint")
+
+
+def sample(apply, projectors, c0, r0, steps_per_band: int,
+           solver: str = "euler"):
+  """Band by band from the start poses, `steps_per_band` steps in each.
+
+  The field of band b at local time t moves towards the network's
+  endpoint: dc/dk = P_b (c1_hat - c) / (1 - t), and likewise for the
+  rotation vectors about R0. "euler" takes that step (its last step of a
+  band lands band b on the prediction); "midpoint" evaluates the field
+  at the middle of the step (the second evaluation never reaches t = 1,
+  where the field is singular). One lax.scan over the band grid, so the
+  network is traced once. Returns (c [B, M, 3], R [B, M, 3, 3]).
+  """
+  if solver not in SOLVERS:
+    raise ValueError(f"unknown rigid solver {solver!r}; choose one of "
+                     f"{SOLVERS}.")
   k = projectors.shape[1]
   n = int(steps_per_band)
+  if n < 1:
+    raise ValueError(f"steps_per_band must be >= 1, got {n}.")
   dk = 1.0 / n
-  c = c0
-  om = jnp.zeros_like(c0)
-  for b in range(k):
-    p = projectors[:, b]
-    for i in range(n):
-      t = i * dk
-      kappa = jnp.full((c0.shape[0],), b + t, jnp.float32)
-      band = jnp.full((c0.shape[0],), b, jnp.int32)
-      r = exp_so3(om) @ r0
-      c_hat, r_hat = apply(c, r, kappa, band)
-      om_hat = log_so3(r_hat @ jnp.swapaxes(r0, -1, -2))
-      scale = dk / (1.0 - t)
-      c = c + scale * jnp.einsum("bij,bjd->bid", p, c_hat - c)
-      om = om + scale * jnp.einsum("bij,bjd->bid", p, om_hat - om)
+  bsz = c0.shape[0]
+  r0t = jnp.swapaxes(r0, -1, -2)
+
+  def field(c, om, p, b, t):
+    kappa = jnp.full((bsz,), b + t, jnp.float32)
+    band = jnp.full((bsz,), b, jnp.int32)
+    c_hat, r_hat = apply(c, exp_so3(om) @ r0, kappa, band)
+    om_hat = log_so3(r_hat @ r0t)
+    inv = 1.0 / (1.0 - t)
+    return (inv * jnp.einsum("bij,bjd->bid", p, c_hat - c),
+            inv * jnp.einsum("bij,bjd->bid", p, om_hat - om))
+
+  def step(carry, grid):
+    c, om = carry
+    b, i = grid[0], grid[1]
+    t = i.astype(jnp.float32) * dk
+    p = jnp.take(projectors, b, axis=1)
+    vc, vo = field(c, om, p, b, t)
+    if solver == "midpoint":
+      vc, vo = field(c + 0.5 * dk * vc, om + 0.5 * dk * vo, p, b,
+                     t + 0.5 * dk)
+    return (c + dk * vc, om + dk * vo), None
+
+  grid = jnp.stack(jnp.meshgrid(jnp.arange(k), jnp.arange(n),
+                                indexing="ij"), -1).reshape(-1, 2)
+  (c, om), _ = jax.lax.scan(step, (c0, jnp.zeros_like(c0)), grid)
   return c, exp_so3(om) @ r0

@@ -94,3 +94,37 @@ class ClusterGNN(nn.Module):
     v = (jnp.einsum("bija,bijx->biax", psi, diff) / (m - 1)
          + jnp.einsum("biae,bixe->biax", chi, r))
     return c1, gram_schmidt(v[:, :, 0], v[:, :, 1])
+
+
+class ClusterNet(nn.Module):
+  """ClusterGNN on poses relative to the start, the interface of the flow
+  (flow/rigid.py) and of --mode=train/sample/eval on clusters.
+
+  body [B, M, n, 3]: each molecule's atoms at the start minus its centroid
+  (world axes); r [B, M, 3, 3]: its rotation since the start (I at the
+  start); frame [B, 2]: two atom indices whose directions from the
+  centroid span each molecule's frame (data/assembly_sets.frame_atoms).
+  The molecule's frame F = GramSchmidt(x_a, x_b) of its current atoms
+  x = r body turns with the molecule, so the atoms in their own frame
+  F^T x are invariant and ClusterGNN's (c1, F1) come back as the rotation
+  since the start R1 = F1 F^T r. Rotating the start cluster by Q maps r to
+  Q r Q^T and F to Q F, so the predicted atoms R1 body + c1 rotate with
+  it (tests/assembly_test.py)."""
+  hidden: int = 128
+  depth: int = 4
+  num_bands: int = 4
+  num_elements: int = 100
+  num_rbf: int = 32
+  cutoff: float = 30.0
+
+  @nn.compact
+  def __call__(self, c, r, kappa, band, atom_types, body, frame):
+    x = jnp.einsum("bmij,bmnj->bmni", r, body)
+    pick = lambda i: jnp.take_along_axis(
+        x, i[:, None, None, None].astype(jnp.int32), axis=2)[:, :, 0]
+    f = gram_schmidt(pick(frame[:, 0]), pick(frame[:, 1]))
+    own = jnp.einsum("bmji,bmnj->bmni", f, x)
+    c1, f1 = ClusterGNN(self.hidden, self.depth, self.num_bands,
+                        self.num_elements, self.num_rbf, self.cutoff,
+                        name="gnn")(c, f, kappa, band, atom_types, own)
+    return c1, f1 @ jnp.swapaxes(f, -1, -2) @ r

@@ -119,7 +119,7 @@ class Prefetcher:
     self._thread.join(timeout=10)
 
 
-def _summarize(window: list) -> dict:
+def summarize(window: list) -> dict:
   """Mean of scalar metrics over the log window; band losses from sums."""
   host = jax.device_get(window)
   out = {k: float(np.mean([m[k] for m in host]))
@@ -131,7 +131,7 @@ def _summarize(window: list) -> dict:
   return out
 
 
-def _check_finite(metrics, step, ckpt):
+def check_finite(metrics, step, ckpt):
   if bool(jax.device_get(metrics["finite"])):
     return
   m = jax.device_get(metrics)
@@ -143,6 +143,22 @@ def _check_finite(metrics, step, ckpt):
       f"{ckpt.directory} and nothing after it was saved. Lower "
       "config.optim.learning_rate, raise config.optim.warmup_steps, or "
       "set config.optim.grad_clip_norm, then relaunch.")
+
+
+def save_if_due(ckpt, stop, step: int, every: int, state, data_state,
+                metrics) -> tuple:
+  """Saves a checkpoint every `every` steps and when SIGTERM asked to
+  stop. Returns (saved, stopping): the loop breaks on stopping, read once
+  here so a signal between two reads cannot stop it unsaved."""
+  stopping = stop.should_stop(step, ckpt)
+  if not ((every > 0 and step % every == 0) or stopping):
+    return False, False
+  check_finite(metrics, step, ckpt)
+  ckpt.save(step, state, data_state)
+  if stopping:
+    logging.warning("Stopped by SIGTERM at step %d; checkpoint saved. "
+                    "Relaunch the same command to resume.", step)
+  return True, stopping
 
 
 def compile_flops(step_fn, state, batch, mesh):
@@ -236,14 +252,14 @@ def train_and_evaluate(config, workdir: str, *,
       # Check the previous step, which has finished by now on any backend,
       # so the host never waits on the step just queued.
       if prev is not None:
-        _check_finite(prev, step - 1, ckpt)
+        check_finite(prev, step - 1, ckpt)
       prev = metrics
       window.append(metrics)
       if on_step is not None:
         on_step(step, {"input_wait_s": waited})
       if step % log_every == 0 or step == total:
-        _check_finite(metrics, step, ckpt)
-        summary = _summarize(window)
+        check_finite(metrics, step, ckpt)
+        summary = summarize(window)
         timing = progress.update(step)
         summary.update(timing)
         summary["images_per_s_per_device"] = (
@@ -260,17 +276,13 @@ def train_and_evaluate(config, workdir: str, *,
       if sample_every > 0 and step % sample_every == 0 and step != total:
         sampler_lib.write_grid(run, sampler, experiment.inference_params(
             run, state), step, writer)
-      stopping = stop.should_stop(step, ckpt)
-      if (ckpt_every > 0 and step % ckpt_every == 0) or stopping:
-        _check_finite(metrics, step, ckpt)
-        ckpt.save(step, state, data_state)
-        saved = step
+      did_save, stopping = save_if_due(ckpt, stop, step, ckpt_every, state,
+                                       data_state, metrics)
+      saved = step if did_save else saved
       if stopping:
-        logging.warning("Stopped by SIGTERM at step %d; checkpoint saved. "
-                        "Relaunch the same command to resume.", step)
         break
     if step == total and saved != step:
-      _check_finite(prev, step, ckpt)
+      check_finite(prev, step, ckpt)
       ckpt.save(step, state, data_state)
     ckpt.wait()
     if step == total and run.spec.at_end:
