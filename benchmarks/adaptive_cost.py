@@ -7,6 +7,9 @@ flow matching, on one backbone and one data shape.
                                                 # configs/digits.py: U-Net-mu,
                                                 # 16x16x1, haar (the arms the
                                                 # digits experiment trains)
+  python -m benchmarks.adaptive_cost --data=mnist --bands=3,4
+                                                # configs/mnist.py:cond,
+                                                # U-Net-mu, 32x32x1
   python -m benchmarks.adaptive_cost --quick    # DiT-mu/2, smoke run
 
 Three arms, built by experiment.setup exactly as training builds them:
@@ -74,7 +77,12 @@ def arm_config(data: str, arm: str, num_bands: int, *, size: str,
   shipped configs/digits.py (U-Net-mu). batch / sample_batch None keep the
   config's."""
   transform = "identity" if arm == "fm" else "wavelet"
-  c = loop.load_config("digits", f"transform={transform}")
+  if data == "mnist":
+    # The class-conditional runs experiments/half_cost.py trains and
+    # samples (CFG: two network calls per step in every arm alike).
+    c = loop.load_config("mnist", f"cond,transform={transform}")
+  else:
+    c = loop.load_config("digits", f"transform={transform}")
   if data == "dit":
     loop.set_model(c, name="dit", size=size, patch_size=2, dtype="float32")
   if arm != "fm":
@@ -115,6 +123,14 @@ def _sample_noise(run):
       int(run.spec.batch_size),) + tuple(run.info.shape), jnp.float32)
 
 
+def _sample_labels(run):
+  """Labels of a sampler run: class 0 for a conditional run (its guided
+  field, two network calls per step), None otherwise."""
+  if not run.num_classes:
+    return None
+  return jnp.zeros((int(run.spec.batch_size),), jnp.int32)
+
+
 def loss_flops(run, params, batch) -> float:
   """FLOPs of the run's loss and gradient over `batch` (no update)."""
   keys = jax.random.split(jax.random.PRNGKey(2),
@@ -127,7 +143,8 @@ def sample_flops(run, params) -> float:
   (XLA's cost analysis counts a loop's body once, whatever its trip
   count)."""
   sampler = run.field.sampler(run.spec, unroll=True)
-  return _flops(lambda p, x: sampler(p, x, None)[0], params,
+  y = _sample_labels(run)
+  return _flops(lambda p, x: sampler(p, x, y)[0], params,
                 _sample_noise(run))
 
 
@@ -264,7 +281,8 @@ def time_arms(data, runs, params, step_c, states, batches, rounds,
   samplers = {}
   for a, r in runs.items():
     x0 = _sample_noise(r)
-    jitted = jax.jit(lambda p, x, s=r.field.sampler(r.spec): s(p, x, None)[0])
+    jitted = jax.jit(lambda p, x, s=r.field.sampler(r.spec),
+                     y=_sample_labels(r): s(p, x, y)[0])
     compiled = jitted.lower(params, x0).compile()
     samplers[a] = functools.partial(compiled, params, x0)
   sample_s = round_robin(samplers, rounds)
@@ -322,9 +340,11 @@ def tables(rows) -> str:
 
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  p.add_argument("--data", default="dit", choices=("dit", "digits"),
+  p.add_argument("--data", default="dit", choices=("dit", "digits",
+                                                   "mnist"),
                  help="dit: DiT-<size>/2 on 32x32x4; digits: "
-                 "configs/digits.py (U-Net-mu, 16x16x1, its batch 64)")
+                 "configs/digits.py (U-Net-mu, 16x16x1, its batch 64); "
+                 "mnist: configs/mnist.py:cond (U-Net-mu, 32x32x1)")
   p.add_argument("--size", default="S", help="DiT size (models/dit.py)")
   p.add_argument("--batch", type=int, default=None,
                  help="train batch of the FLOP counts (default 48 for dit: "

@@ -215,3 +215,26 @@ def test_molecules_quick(tmp_path):
   assert (data["scores"]["fm"]["0"]["pm_center"]
           != data["scores"]["fm40"]["0"]["pm_center"])
   assert (out / "molecules_kflow.png").exists()
+
+
+@pytest.mark.slow
+def test_half_cost_quick(tmp_path):
+  """experiments.half_cost at toy size: every arm trained and scored,
+  the benchmark's per-grid FLOPs turned into sampling costs, and the
+  scale-adaptive arms cheaper than flow matching in both columns."""
+  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu", XLA_FLAGS="",
+             JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jax_cache"))
+  p = subprocess.run([sys.executable, "-m", "experiments.half_cost",
+                      "--quick", f"--root={tmp_path}"], cwd=REPO, env=env,
+                     capture_output=True, text=True, timeout=1800)
+  assert p.returncode == 0, p.stderr[-3000:]
+  out = tmp_path / "results"
+  _check_results(out)
+  data = json.loads((out / "half_cost.json").read_text())
+  ratio = data["cost_ratio_to_fm"]
+  for arm in ("adaptive3", "adaptive3_energy"):
+    assert 0 < ratio[arm]["step_gflops"] < 0.5, (arm, ratio[arm])
+    assert 0 < ratio[arm]["sample_gflops"] < 0.5, (arm, ratio[arm])
+  assert abs(ratio["kflow3"]["step_gflops"] - 1) < 0.05
+  assert data["benchmark"]["train_s_fm"] > 0
+  assert (out / "half_cost.png").exists()

@@ -1,0 +1,246 @@
+"""Scale-adaptive compute at half the cost, on MNIST-5k 32x32.
+
+Does scale-adaptive K-Flow reach flow matching's quality for at most half
+its training and sampling FLOPs? configs/mnist.py:cond (U-Net-mu, CFG 1.5,
+each method's shipped recipe: flow matching with logit-normal t, K-Flow
+with band I/O and logit-normal t per band), 800 steps of batch 64, seeds
+0-2, every arm scored as experiments/mnist.py scores its arms (classifier
+FD and class accuracy of 500 samples, Euler 40 steps):
+
+  fm            plain flow matching (experiments/mnist.py's run, reused)
+  adaptive3     K-Flow, Haar with 2 levels: 3 dyadic bands on 8x8, 16x16
+                and 32x32 grids, uniform band times, each band's network at
+                its own grid (--config.model.scale_adaptive=True)
+  adaptive3_energy  the same with band times from the band energies the
+                run measures (band_energy.json): tau_{s+1} - tau_s
+                proportional to E_s^0.5 (--config.path.gamma=0.5), the
+                rule that gives the coarse, cheap, high-energy bands more
+                of t, so more of the training examples and sampling steps
+  kflow3        the same 3-band K-Flow at full resolution (the cost
+                scale-adaptive compute saves)
+
+Cost: training FLOPs per step from each run's own log (XLA's count of its
+compiled step), sampling FLOPs per sample from its sampler's network calls
+per band (samples.json) times XLA's count of one network call at each
+band's grid (`python -m benchmarks.adaptive_cost --data=mnist --bands=3
+--time`, run once; its interleaved step and sampler times give the wall
+ratios measured side by side). Quality verdicts by the paired rule
+(experiments/stats.py); an arm reaches flow matching when its classifier
+FD is not resolved worse (or is better).
+
+    python -m experiments.half_cost [--quick] [--root=DIR] [--out=DIR]
+"""
+import json
+import os
+import statistics
+import subprocess
+import sys
+
+from experiments import common
+from experiments import mnist
+from experiments import stats
+
+COND = "configs/mnist.py:cond,transform="
+ADAPTIVE = ("--config.model.scale_adaptive=True",)
+# name -> (run name, label, config, overrides)
+ARMS = {
+    "fm": ("mnist_fm", "flow matching", *mnist.ARMS["fm"][1:]),
+    "adaptive3": ("mnist_haar3_adaptive",
+                  "scale-adaptive K-Flow, 3 bands, uniform band times",
+                  COND + "wavelet,bands=3", ADAPTIVE),
+    "adaptive3_energy": ("mnist_haar3_adaptive_energy",
+                         "scale-adaptive K-Flow, 3 bands, band times from "
+                         "energy (gamma 0.5)", COND + "wavelet,bands=3",
+                         ADAPTIVE + ("--config.path.gamma=0.5",)),
+    "kflow3": ("mnist_haar3", "K-Flow, 3 bands, full resolution",
+               COND + "wavelet,bands=3", ()),
+}
+QUALITY = (("classifier_fd", True), ("class_accuracy", False))
+# (arm, reference): each scale-adaptive arm against flow matching, the
+# allocation rule against uniform allocation, full-resolution K-Flow
+# against flow matching.
+PAIRS = (("adaptive3", "fm"), ("adaptive3_energy", "fm"),
+         ("adaptive3_energy", "adaptive3"), ("kflow3", "fm"),
+         ("adaptive3", "kflow3"))
+BENCH = "adaptive_cost_mnist3.json"
+
+
+def _train(root, scale, arm, seed):
+  run, _, config, overrides = ARMS[arm]
+  return common.attempt(common.train, root, scale._replace(pinned=()), run,
+                        config, overrides, seed, scale.mnist_budgets)
+
+
+def benchmark(root, scale) -> dict:
+  """FLOPs (and interleaved times) of one network call per grid and of the
+  three arms' train steps and sampler runs (cached under ROOT)."""
+  f = os.path.join(root, BENCH if scale.all_arms else "quick_" + BENCH)
+  if os.path.exists(f):
+    with open(f) as fh:
+      return json.load(fh)
+  if scale.report_only:
+    return {}
+  args = ["-m", "benchmarks.adaptive_cost", "--data=mnist", "--bands=3",
+          "--time"]
+  if not scale.all_arms:
+    args.append("--quick")
+  p = subprocess.run([sys.executable, *args], cwd=common.REPO,
+                     env=common.env(), capture_output=True, text=True,
+                     check=False)
+  if p.returncode:
+    raise RuntimeError(f"python {' '.join(args)} failed:\n"
+                       f"{p.stderr[-3000:]}")
+  row = json.loads(p.stdout.strip().splitlines()[0])
+  with open(f + ".tmp", "w") as fh:
+    json.dump(row, fh, indent=1)
+  os.replace(f + ".tmp", f)
+  return row
+
+
+def train_cost(run) -> dict:
+  """GFLOPs of one train step (XLA's count, from the run's log) and the
+  median logged seconds per step (on this machine, with whatever else ran
+  beside it: only the interleaved benchmark's ratios are side by side)."""
+  rows = []
+  with open(os.path.join(run.workdir, "metrics.jsonl")) as fh:
+    for line in fh:
+      r = json.loads(line)
+      if "flops_per_step" in r:
+        rows.append(r)
+  if not rows:
+    return {}
+  return {"step_gflops": rows[0]["flops_per_step"] / 1e9,
+          "step_s_logged": statistics.median(r["step_time_s"]
+                                             for r in rows[1:] or rows)}
+
+
+def sample_cost(samples_dir: str, bench: dict, guided: bool) -> dict:
+  """Network calls per sample (per band for scale-adaptive runs) and the
+  GFLOPs they cost: calls x one call's FLOPs at the band's grid (XLA, per
+  example of the benchmark's batch), x 2 with guidance (the conditional
+  and the unconditional half)."""
+  with open(os.path.join(samples_dir, "samples.json")) as fh:
+    s = json.load(fh)
+  fwd = [g / bench["batch"] for g in bench["forward_gflops_per_grid"]]
+  per_band = s.get("nfe_per_band_mean")
+  calls = (sum(n * g for n, g in zip(per_band, fwd)) if per_band
+           else s["nfe_mean"] * fwd[-1])
+  return {"nfe": s["nfe_mean"], "nfe_per_band": per_band,
+          "sample_gflops": calls * (2 if guided else 1)}
+
+
+def run(scale, root, out_dir) -> dict:
+  clf = common.attempt(common.classifier, root, scale, "mnist5k")
+  bench = common.attempt(benchmark, root, scale) or {}
+  step = max(scale.mnist_budgets)
+  per_seed, runs, costs = {}, {}, {}
+  for arm in ARMS:
+    per_seed[arm], runs[arm], costs[arm] = [], [], []
+    for seed in scale.seeds:
+      r = _train(root, scale, arm, seed)
+      runs[arm].append(r)
+      rec, cost = {}, {}
+      ev = r and clf and common.attempt(common.evaluate, r, scale, step,
+                                        "main", classifier=clf)
+      if ev:
+        rec = {m: ev.get(m) for m, _ in QUALITY}
+        cost.update(train_cost(r))
+        if bench and ev.get("samples"):
+          cost.update(sample_cost(ev["samples"], bench, guided=True))
+        cost["eval_s"] = ev.get("seconds")
+      per_seed[arm].append(rec)
+      costs[arm].append(cost)
+  summary = {a: {m: common.mean_std([r.get(m) for r in per_seed[a]])
+                 for m in [q for q, _ in QUALITY] + ["step_gflops",
+                                                     "sample_gflops",
+                                                     "step_s_logged"]}
+             for a in ARMS}
+  for a in ARMS:
+    for m in ("step_gflops", "sample_gflops", "step_s_logged"):
+      summary[a][m] = common.mean_std([c.get(m) for c in costs[a]])
+  pairs = {}
+  for a, b in PAIRS:
+    same = all(common.same_run(x, y) for x, y in zip(runs[a], runs[b]))
+    pairs[f"{a}-{b}"] = {
+        m: stats.paired([r.get(m) for r in per_seed[a]],
+                        [r.get(m) for r in per_seed[b]],
+                        lower_is_better=low, same_config=same,
+                        continuous=m == "classifier_fd")
+        for m, low in QUALITY}
+  fm_cost = {m: summary["fm"][m]["mean"] for m in ("step_gflops",
+                                                   "sample_gflops")}
+  ratio = lambda a, m: (None if not fm_cost[m] or summary[a][m]["mean"]
+                        is None else summary[a][m]["mean"] / fm_cost[m])
+  data = {"scale": scale._asdict(), "seeds": list(scale.seeds),
+          "steps": step, "per_seed": per_seed, "costs": costs,
+          "summary": summary, "paired": pairs, "benchmark": bench,
+          "cost_ratio_to_fm": {a: {m: ratio(a, m) for m in fm_cost}
+                               for a in ARMS}}
+  label = {a: v[1] for a, v in ARMS.items()}
+  cell = lambda v: "-" if v is None else f"{v:.2f}x"
+  md = [
+      "# Scale-adaptive compute at half the cost (MNIST-5k 32x32)", "",
+      f"Class-conditional MNIST-5k, U-Net-mu, {step} steps, "
+      f"seeds {list(scale.seeds)}, each method's shipped recipe; quality "
+      "as in mnist.md (classifier FD and class accuracy of "
+      f"{scale.num_samples} samples, Euler {scale.num_steps} steps, CFG "
+      "1.5). Produced by "
+      "`python -m experiments.half_cost`.", "",
+      "## Cost and quality", "",
+      common.table(
+          ["arm", "train GFLOPs / step", "/ fm", "sample GFLOPs / sample",
+           "/ fm", "classifier_fd", "class_accuracy"],
+          [[label[a], common.fmt(summary[a]["step_gflops"], 4),
+            cell(data["cost_ratio_to_fm"][a]["step_gflops"]),
+            common.fmt(summary[a]["sample_gflops"], 4),
+            cell(data["cost_ratio_to_fm"][a]["sample_gflops"]),
+            common.fmt(summary[a]["classifier_fd"]),
+            common.fmt(summary[a]["class_accuracy"])] for a in ARMS]), "",
+      "Train GFLOPs: XLA's count of each run's compiled step (loss, "
+      "gradient, optimizer). Sample GFLOPs: network calls per band "
+      "(samples.json) times XLA's count of one call at the band's grid, "
+      "x 2 for guidance.", "",
+      "## Paired verdicts", "",
+      common.table(["comparison"] + [m for m, _ in QUALITY],
+                   [[f"{label[a]} - {label[b]}"] +
+                    [stats.fmt(pairs[f"{a}-{b}"][m]) for m, _ in QUALITY]
+                    for a, b in PAIRS]), ""]
+  md += [stats.sentence(label[a], label[b], m, pairs[f"{a}-{b}"][m])
+         for a, b in PAIRS for m, _ in QUALITY]
+  if bench.get("train_s_fm"):
+    md += ["", "## Wall time, measured side by side", "",
+           "`python -m benchmarks.adaptive_cost --data=mnist --bands=3 "
+           "--time` (the three arms' train steps and whole sampler runs "
+           "in turns on this machine, medians):", "",
+           common.table(
+               ["what", "seconds fm / full / adaptive", "fm / adaptive",
+                "full / adaptive"],
+               [["train step", " / ".join(f"{bench[f'train_s_{a}']:.3g}"
+                                          for a in ("fm", "full",
+                                                    "adaptive")),
+                 f"{bench['train_time_ratio_fm']:.2f}x",
+                 f"{bench['train_time_ratio_full']:.2f}x"],
+                ["sampler run", " / ".join(f"{bench[f'sample_s_{a}']:.3g}"
+                                           for a in ("fm", "full",
+                                                     "adaptive")),
+                 f"{bench['sample_time_ratio_fm']:.2f}x",
+                 f"{bench['sample_time_ratio_full']:.2f}x"]])]
+  series = {label[a]: ([summary[a]["step_gflops"]["mean"] * step / 1e3
+                        if summary[a]["step_gflops"]["mean"] else None],
+                       [summary[a]["classifier_fd"]["mean"]],
+                       [summary[a]["classifier_fd"]["std"] or 0.0])
+            for a in ARMS if summary[a]["classifier_fd"]["mean"] is not None}
+  if series:
+    fig = common.plot(out_dir, "half_cost.png", series,
+                      "training TFLOPs (whole run)", "classifier FD",
+                      "MNIST-5k: quality against training compute")
+    md += ["", f"![quality against compute]({fig})"]
+  md += ["", "Not measured here: budgets other than "
+         f"{step} steps (so no equal-FLOPs or equal-wall-time arm yet), 4 "
+         "bands, the DiT backbone, and natural patches."]
+  common.write_result(out_dir, "half_cost", "\n".join(md), data)
+  return data
+
+
+if __name__ == "__main__":
+  common.main(run)
