@@ -2,8 +2,10 @@
 equivariance of the whole prediction, one band = rigid flow matching, the
 data order, and the command line on COD-Cluster17 files the test writes
 and on the offline proxy (slow tier: every method, bit-identical resume)."""
+import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -218,13 +220,18 @@ def _params(wd):
 def test_every_method_of_the_proxy_config_through_main(tmp_path, method):
   """configs/molecules.py on pyxtal's crystals: train, eval, and a resumed
   run equals an uninterrupted one bit for bit."""
-  pytest.importorskip("pyxtal", reason="the offline proxy reads pyxtal's "
-                      "database (pip install --no-deps pyxtal==1.1.5)")
+  if importlib.util.find_spec("pyxtal") is None:
+    pytest.skip("the offline proxy reads pyxtal's database (pip install "
+                "--no-deps pyxtal==1.1.5; .ci/run does)")
   cfg = f"--config=configs/molecules.py:method={method},runlocal"
   a, b = str(tmp_path / "a"), str(tmp_path / "b")
   _main(cfg, f"--workdir={a}")
-  _main(cfg, f"--workdir={b}", "--config.total_steps=3")
+  # b: the same run, its last checkpoint lost (as after a kill between
+  # the checkpoints of steps 3 and 6): the relaunch resumes from step 3.
   _main(cfg, f"--workdir={b}")
+  shutil.rmtree(os.path.join(b, "checkpoints", "6"))
+  p = _main(cfg, f"--workdir={b}")
+  assert "Resuming from the checkpoint at step 3" in p.stderr
   (sa, pa), (sb, pb) = _params(a), _params(b)
   assert sa == sb == 6
   for x, y in zip(pa, pb):
