@@ -16,6 +16,11 @@ FD and class accuracy of 500 samples, Euler 40 steps):
                 proportional to E_s^0.5 (--config.path.gamma=0.5), the
                 rule that gives the coarse, cheap, high-energy bands more
                 of t, so more of the training examples and sampling steps
+  adaptive3_cost  the adaptive3 runs sampled with the "cost" step
+                allocation (config.sample.step_allocation=cost: steps per
+                band ~ its share of t / sqrt(the cost of a call at its
+                grid), flow/sampling.time_grid): a sampling rule, no
+                training of its own
   kflow3        the same 3-band K-Flow at full resolution (the cost
                 scale-adaptive compute saves)
 
@@ -42,31 +47,36 @@ from experiments import stats
 
 COND = "configs/mnist.py:cond,transform="
 ADAPTIVE = ("--config.model.scale_adaptive=True",)
-# name -> (run name, label, config, overrides)
+# name -> (run name, label, config, overrides, sampling options)
 ARMS = {
-    "fm": ("mnist_fm", "flow matching", *mnist.ARMS["fm"][1:]),
+    "fm": ("mnist_fm", "flow matching", *mnist.ARMS["fm"][1:], {}),
     "adaptive3": ("mnist_haar3_adaptive",
                   "scale-adaptive K-Flow, 3 bands, uniform band times",
-                  COND + "wavelet,bands=3", ADAPTIVE),
+                  COND + "wavelet,bands=3", ADAPTIVE, {}),
+    "adaptive3_cost": ("mnist_haar3_adaptive",
+                       "scale-adaptive K-Flow, 3 bands, cost step "
+                       "allocation", COND + "wavelet,bands=3", ADAPTIVE,
+                       {"step_allocation": "cost"}),
     "adaptive3_energy": ("mnist_haar3_adaptive_energy",
                          "scale-adaptive K-Flow, 3 bands, band times from "
                          "energy (gamma 0.5)", COND + "wavelet,bands=3",
-                         ADAPTIVE + ("--config.path.gamma=0.5",)),
+                         ADAPTIVE + ("--config.path.gamma=0.5",), {}),
     "kflow3": ("mnist_haar3", "K-Flow, 3 bands, full resolution",
-               COND + "wavelet,bands=3", ()),
+               COND + "wavelet,bands=3", (), {}),
 }
 QUALITY = (("classifier_fd", True), ("class_accuracy", False))
 # (arm, reference): each scale-adaptive arm against flow matching, the
 # allocation rule against uniform allocation, full-resolution K-Flow
 # against flow matching.
-PAIRS = (("adaptive3", "fm"), ("adaptive3_energy", "fm"),
+PAIRS = (("adaptive3", "fm"), ("adaptive3_cost", "fm"),
+         ("adaptive3_energy", "fm"), ("adaptive3_cost", "adaptive3"),
          ("adaptive3_energy", "adaptive3"), ("kflow3", "fm"),
          ("adaptive3", "kflow3"))
 BENCH = "adaptive_cost_mnist3.json"
 
 
 def _train(root, scale, arm, seed):
-  run, _, config, overrides = ARMS[arm]
+  run, _, config, overrides, _ = ARMS[arm]
   return common.attempt(common.train, root, scale._replace(pinned=()), run,
                         config, overrides, seed, scale.mnist_budgets)
 
@@ -140,8 +150,10 @@ def run(scale, root, out_dir) -> dict:
       r = _train(root, scale, arm, seed)
       runs[arm].append(r)
       rec, cost = {}, {}
+      opts = ARMS[arm][4]
+      tag = "main" + "".join(f"_{v}" for v in opts.values())
       ev = r and clf and common.attempt(common.evaluate, r, scale, step,
-                                        "main", classifier=clf)
+                                        tag, sample=opts, classifier=clf)
       if ev:
         rec = {m: ev.get(m) for m, _ in QUALITY}
         cost.update(train_cost(r))
@@ -160,7 +172,9 @@ def run(scale, root, out_dir) -> dict:
       summary[a][m] = common.mean_std([c.get(m) for c in costs[a]])
   pairs = {}
   for a, b in PAIRS:
-    same = all(common.same_run(x, y) for x, y in zip(runs[a], runs[b]))
+    # Arms that share a run but sample differently are not the same arm.
+    same = ARMS[a][4] == ARMS[b][4] and all(
+        common.same_run(x, y) for x, y in zip(runs[a], runs[b]))
     pairs[f"{a}-{b}"] = {
         m: stats.paired([r.get(m) for r in per_seed[a]],
                         [r.get(m) for r in per_seed[b]],

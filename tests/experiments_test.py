@@ -232,9 +232,11 @@ def test_half_cost_quick(tmp_path):
   _check_results(out)
   data = json.loads((out / "half_cost.json").read_text())
   ratio = data["cost_ratio_to_fm"]
-  for arm in ("adaptive3", "adaptive3_energy"):
+  for arm in ("adaptive3", "adaptive3_cost", "adaptive3_energy"):
     assert 0 < ratio[arm]["step_gflops"] < 0.5, (arm, ratio[arm])
     assert 0 < ratio[arm]["sample_gflops"] < 0.5, (arm, ratio[arm])
   assert abs(ratio["kflow3"]["step_gflops"] - 1) < 0.05
+  assert (ratio["adaptive3_cost"]["sample_gflops"]
+          < ratio["adaptive3"]["sample_gflops"])
   assert data["benchmark"]["train_s_fm"] > 0
   assert (out / "half_cost.png").exists()

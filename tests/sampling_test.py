@@ -277,3 +277,20 @@ def test_band_allocation_gives_every_band_its_share_of_steps():
   assert sampling.step_share(path, 0.33, 1.0, "time") == pytest.approx(0.67)
   with pytest.raises(ValueError, match="step_allocation"):
     sampling.time_grid(path, 30, allocation="energy")
+
+
+def test_cost_allocation_gives_cheap_bands_more_steps():
+  """n_s ~ L_s / sqrt(c_s): on 3 even bands with calls costing 1/16, 1/4
+  and 1 (a scale-adaptive run's 8x8, 16x16, 32x32 grids), 4 : 2 : 1."""
+  path = fourier_path(num_scales=3)
+  grid = sampling.time_grid(path, 35, allocation="cost",
+                            band_costs=(1 / 16, 1 / 4, 1.0))
+  assert steps_per_band(path, grid) == [20, 10, 5]
+  # Without costs (a full-resolution run) it is the time allocation.
+  np.testing.assert_array_equal(
+      sampling.time_grid(path, 35, allocation="cost"),
+      sampling.time_grid(path, 35))
+  assert sampling.step_share(path, 0.2, 0.7, "cost") == pytest.approx(0.5)
+  with pytest.raises(ValueError, match="band_costs"):
+    sampling.time_grid(path, 35, allocation="cost", band_costs=(1.0, 0.0,
+                                                                 1.0))

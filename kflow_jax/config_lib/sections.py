@@ -76,8 +76,10 @@ def sample_defaults() -> ml_collections.ConfigDict:
       # over the bands by their time share), adaptive ones rtol / atol.
       solver="euler", num_steps=40, rtol=1e-5, atol=1e-5,
       # Fixed-step solvers: num_steps split over the bands by their share
-      # of t ("time") or equally ("band": short bands get as many steps as
-      # long ones).
+      # of t ("time"), equally ("band": short bands get as many steps as
+      # long ones), or by share / sqrt(cost of a call) ("cost": on a
+      # scale-adaptive run the coarse grids' cheap calls get more steps,
+      # the finest grid fewer; on a full-resolution run the same as time).
       step_allocation="time",
       project=False,            # band projection of the velocity
       guidance=1.0,             # classifier-free guidance scale w

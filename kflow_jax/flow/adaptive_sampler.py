@@ -64,7 +64,7 @@ def make_sampler(build_velocity: Callable, p: adaptive.Plan, spec,
       edges = sampling.time_grid(
           path, int(num_steps or spec.num_steps), t_start=t_start,
           t_end=t_end, extra_times=spec.extra_times,
-          allocation=spec.step_allocation)
+          allocation=spec.step_allocation, band_costs=p.pixel_ratio)
       per_band = band_steps(edges, path, t_start, t_end)
     else:
       per_band = band_steps(np.asarray(path.tau, np.float32), path,

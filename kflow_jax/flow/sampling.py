@@ -163,15 +163,16 @@ def steps_by_energy(energies, num_steps: int, power: float = 0.5
 
 
 # How num_steps is split over the bands (config.sample.step_allocation).
-ALLOCATIONS = ("time", "band")
+ALLOCATIONS = ("time", "band", "cost")
 
 
 def step_share(path: paths_lib.Path, t_start: float, t_end: float,
                allocation: str = "time") -> float:
   """Fraction of a [0, 1] step budget that [t_start, t_end] gets under
-  `allocation` (see time_grid): its length for "time", the mean over bands
-  of the fraction of each band inside the span for "band"."""
-  if allocation == "time":
+  `allocation` (see time_grid): its length for "time" (and "cost": this
+  full-resolution sampler's bands all cost alike), the mean over bands of
+  the fraction of each band inside the span for "band"."""
+  if allocation in ("time", "cost"):
     return float(t_end) - float(t_start)
   tau = np.asarray(path.tau, np.float64)
   inside = np.clip(np.minimum(tau[1:], t_end) - np.maximum(tau[:-1], t_start),
@@ -183,7 +184,8 @@ def time_grid(path: paths_lib.Path, num_steps: Optional[int] = None, *,
               steps_per_band: Optional[Sequence[int]] = None,
               t_start: float = 0.0, t_end: float = 1.0,
               extra_times: Sequence[float] = (),
-              allocation: str = "time") -> np.ndarray:
+              allocation: str = "time",
+              band_costs: Optional[Sequence[float]] = None) -> np.ndarray:
   """float32 numpy step edges on [t_start, t_end] including every switch time.
 
   num_steps: total steps, split over the segments between switch times (at
@@ -193,6 +195,13 @@ def time_grid(path: paths_lib.Path, num_steps: Optional[int] = None, *,
     gets the part's fraction of a band's share). "band" matters when band
     times are uneven: a band with 4 % of t would otherwise get 4 % of the
     steps although it moves as much noise as any other.
+    allocation="cost": in proportion to length / sqrt(c_s), c_s the cost
+    of one network call in band s (`band_costs`, e.g. a scale-adaptive
+    band's pixel share of the full grid; None: all equal, which is
+    "time"). With Euler's error in band s ~ L_s h_s = L_s^2 / n_s, the
+    total sum_s L_s^2 / n_s at a fixed cost sum_s c_s n_s is smallest for
+    n_s ~ L_s / sqrt(c_s): the cheap coarse grids get more steps, the
+    expensive finest grid fewer.
   steps_per_band: steps per band s over [tau_s, tau_{s+1}] (the part inside
     [t_start, t_end]); window edges that fall inside a band (overlap > 0)
     split a step, so the total can exceed sum(steps_per_band).
@@ -208,13 +217,19 @@ def time_grid(path: paths_lib.Path, num_steps: Optional[int] = None, *,
                      f"{ALLOCATIONS} (config.sample.step_allocation).")
   if num_steps is not None:
     lengths = np.diff(span)
+    tau = np.asarray(path.tau, np.float64)
+    mids = (span[:-1] + span[1:]) / 2
+    band = np.clip(np.searchsorted(tau, mids, side="right") - 1, 0,
+                   path.num_bands - 1)
     if allocation == "band":
       # Weight each segment by 1 / (its band's length): equal per band.
-      tau = np.asarray(path.tau, np.float64)
-      mids = (span[:-1] + span[1:]) / 2
-      band = np.clip(np.searchsorted(tau, mids, side="right") - 1, 0,
-                     path.num_bands - 1)
       lengths = lengths / np.diff(tau)[band]
+    elif allocation == "cost" and band_costs is not None:
+      costs = np.asarray(band_costs, np.float64)
+      if costs.shape != (path.num_bands,) or not np.all(costs > 0):
+        raise ValueError(f"band_costs must be {path.num_bands} positive "
+                         f"numbers, got {list(band_costs)}.")
+      lengths = lengths / np.sqrt(costs[band])
     counts = _split_counts(lengths, int(num_steps))
     parts = [np.linspace(a, b, n + 1)[:-1]
              for a, b, n in zip(span[:-1], span[1:], counts)]
