@@ -10,6 +10,8 @@ and their starts are the same for every seed, so scores pair):
 
   kflow        four graph-Fourier bands {0}, {1-3}, {4-8}, {9-16}, Euler,
                10 steps per band (40 network calls)
+  kflow_rot    the same bands for the centroids, the rotations at one pace
+               over the whole band axis (--config.bands.rotations=uniform)
   fm           one band: plain rigid flow matching, Euler 10 steps and 40
                (K-Flow's number of network calls)
   regression   the network at band time 0: one call from the start
@@ -29,11 +31,13 @@ from experiments import common
 from experiments import stats
 
 CONFIG = "configs/molecules.py"
-# (arm, config argument, [(eval tag, steps per band)]).
+# (arm, config argument, overrides, [(eval tag, steps per band)]).
 ARMS = (
-    ("kflow", "method=kflow", [("euler10", 10)]),
-    ("fm", "method=fm", [("euler10", 10), ("euler40", 40)]),
-    ("regression", "method=regression", [("one", 1)]),
+    ("kflow", "method=kflow", (), [("euler10", 10)]),
+    ("fm", "method=fm", (), [("euler10", 10), ("euler40", 40)]),
+    ("regression", "method=regression", (), [("one", 1)]),
+    ("kflow_rot", "method=kflow", ("--config.bands.rotations=uniform",),
+     [("euler10", 10)]),
 )
 # (row name, arm, eval tag, title)
 ROWS = (
@@ -44,10 +48,14 @@ ROWS = (
      "calls)"),
     ("regression", "regression", "one", "regression from the start (1 "
      "call)"),
+    ("kflow_rot", "kflow_rot", "euler10", "K-Flow, 4 bands for the "
+     "centroids, rotations at one pace (Euler 10 per band)"),
 )
 METRICS = (("pm_center", True), ("pm_atom", True), ("collision", True),
            ("separation", False))
-COMPARISONS = (("kflow", "fm40"), ("kflow", "fm"), ("kflow", "regression"),
+COMPARISONS = (("kflow", "fm40"), ("kflow_rot", "fm40"),
+               ("kflow_rot", "kflow"), ("kflow", "fm"),
+               ("kflow", "regression"),
                ("fm40", "regression"), ("kflow", "identity"),
                ("fm40", "identity"), ("regression", "identity"))
 QUICK_FLAGS = ("--config.total_steps=4", "--config.batch_size=4",
@@ -60,9 +68,10 @@ def _flags(scale) -> list:
   return [] if scale.all_arms else list(QUICK_FLAGS)
 
 
-def train(root, scale, arm, arg, seed) -> common.Run:
+def train(root, scale, arm, arg, overrides, seed) -> common.Run:
   wd = os.path.join(root, "runs", f"molecules_{arm}", f"seed{seed}")
-  run = common.Run(arm, f"{CONFIG}:{arg}", tuple(_flags(scale)), seed, wd)
+  run = common.Run(arm, f"{CONFIG}:{arg}",
+                   tuple(overrides) + tuple(_flags(scale)), seed, wd)
   final = os.path.join(wd, "checkpoints")
   done = os.path.join(wd, "evidence", "trained.json")
   if os.path.exists(done):
@@ -101,9 +110,9 @@ def run(scale, root, out_dir) -> dict:
   scores = {name: {} for name, *_ in ROWS}
   scores["identity"] = {}
   pictures = {}
-  for arm, arg, evals in ARMS:
+  for arm, arg, overrides, evals in ARMS:
     for seed in scale.seeds:
-      r = common.attempt(train, root, scale, arm, arg, seed)
+      r = common.attempt(train, root, scale, arm, arg, overrides, seed)
       if r is None:
         continue
       for tag, steps in evals:
@@ -113,7 +122,8 @@ def run(scale, root, out_dir) -> dict:
         for name, a, t, _ in ROWS:
           if a == arm and t == tag:
             scores[name][seed] = ev["metrics"]
-            if seed == scale.seeds[0] and name in ("kflow", "fm40"):
+            if seed == scale.seeds[0] and name in ("kflow", "kflow_rot",
+                                                   "fm40"):
               pictures[name] = os.path.join(ev["dir"], "clusters.png")
         scores["identity"][seed] = ev["start"]
   seeds = list(scale.seeds)

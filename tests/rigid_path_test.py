@@ -126,3 +126,32 @@ def test_sampler_with_the_true_endpoint_lands_on_it_and_loss_is_zero():
   dc = c - c0
   np.testing.assert_allclose(dc, jnp.einsum("bij,bjd->bid", p[:, 0], c1 - c0),
                              atol=1e-4)
+
+
+@pytest.mark.parametrize("solver", rigid.SOLVERS)
+def test_uniform_rotations_move_at_one_pace_and_land_on_the_target(solver):
+  """rotations="uniform": the centroids still move band by band, every
+  rotation vector at kappa / K of its way; the sampler with the true
+  endpoint lands on it; with one band both modes are one path."""
+  p, c0, r0, c1, r1 = _batch([20, 21])
+  dc, om = jax.vmap(rigid.fields)(c0, r0, c1, r1)
+  k = p.shape[1]
+  for kappa in (0.5, 1.7, 3.2):
+    c, r = jax.vmap(lambda *a: rigid.interpolate(*a, rotations="uniform"))(
+        p, c0, r0, dc, om, jnp.full((2,), kappa))
+    cb, _ = jax.vmap(rigid.interpolate)(p, c0, r0, dc, om,
+                                        jnp.full((2,), kappa))
+    np.testing.assert_allclose(c, cb, atol=1e-6)
+    rel = rigid.log_so3(r @ jnp.swapaxes(r0, -1, -2))
+    np.testing.assert_allclose(rel, kappa / k * om, atol=5e-4)
+  oracle = lambda c, r, kappa, band: (c1, r1)
+  c, r = rigid.sample(oracle, p, c0, r0, 3, solver, rotations="uniform")
+  np.testing.assert_allclose(c, c1, atol=1e-4)
+  np.testing.assert_allclose(r, r1, atol=5e-4)
+  one = p[:, :1] * 0 + jnp.eye(M)
+  a = rigid.sample(oracle, one, c0, r0, 2, solver)
+  b = rigid.sample(oracle, one, c0, r0, 2, solver, rotations="uniform")
+  for x, y in zip(a, b):
+    np.testing.assert_allclose(x, y, atol=1e-5)
+  with pytest.raises(ValueError, match="rotations"):
+    rigid.sample(oracle, p, c0, r0, 2, solver, rotations="spin")

@@ -11,6 +11,9 @@ every key with its default, read by kflow_jax/modes/assembly.py alone.
   bands.starts        first graph-Fourier eigen-index of each band
                       (kamp/molecular.py); (0,) = one band = rigid flow
                       matching
+  bands.rotations     "bands": rotations move band by band like the
+                      centroids; "uniform": at one pace over the whole
+                      band axis (flow/rigid.ROTATIONS)
   loss.rot_weight     weight of the squared rotation angle (rad^2) against
                       the squared centroid error (A^2)
   loss.kappa          "uniform": band time uniform on [0, K] (the flow);
@@ -39,7 +42,8 @@ def base() -> ml_collections.ConfigDict:
   c.data = ml_collections.ConfigDict(dict(
       source="proxy", root="", subset=-1, af_compat=True, db="", draws=16,
       expand=1.5, jitter=1.5, seed=0, split_seed=0, limit=-1))
-  c.bands = ml_collections.ConfigDict(dict(starts=(0, 1, 4, 9)))
+  c.bands = ml_collections.ConfigDict(dict(starts=(0, 1, 4, 9),
+                                           rotations="bands"))
   c.loss = ml_collections.ConfigDict(dict(rot_weight=4.0, kappa="uniform"))
   c.model = ml_collections.ConfigDict(dict(hidden=64, depth=3, num_rbf=32,
                                            cutoff=30.0))

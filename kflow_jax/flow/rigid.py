@@ -82,16 +82,38 @@ def _weights(projectors, kappa):
   return done + t * active, active
 
 
-def interpolate(projectors, c0, r0, dc, omega, kappa):
+# How the rotations move along the band axis: "bands", band by band like
+# the centroids (module doc); "uniform", every molecule's rotation vector
+# at the same pace over the whole axis, omega(kappa) = (kappa / K) omega,
+# while the centroids still move band by band (for rotations the graph of
+# the centroids may carry no structure: a start with independent random
+# orientations has a white rotation field over the molecules).
+ROTATIONS = ("bands", "uniform")
+
+
+def _rot_weights(projectors, kappa, rotations):
+  if rotations not in ROTATIONS:
+    raise ValueError(f"rotations={rotations!r} is not one of {ROTATIONS}.")
+  if rotations == "bands":
+    return _weights(projectors, kappa)
+  k, m = projectors.shape[0], projectors.shape[-1]
+  eye = jnp.eye(m, dtype=projectors.dtype)
+  return jnp.clip(kappa, 0.0, float(k)) / k * eye, eye / k
+
+
+def interpolate(projectors, c0, r0, dc, omega, kappa, rotations="bands"):
   """(c, R) at band time kappa in [0, K] (module doc)."""
   w, _ = _weights(projectors, kappa)
-  return c0 + w @ dc, exp_so3(w @ omega) @ r0
+  wr, _ = _rot_weights(projectors, kappa, rotations)
+  return c0 + w @ dc, exp_so3(wr @ omega) @ r0
 
 
-def velocity(projectors, dc, omega, kappa):
-  """(dc/dkappa, domega/dkappa) = (P_b dc, P_b omega) in band b."""
+def velocity(projectors, dc, omega, kappa, rotations="bands"):
+  """(dc/dkappa, domega/dkappa): (P_b dc, P_b omega) in band b; the
+  rotation part omega / K with rotations="uniform"."""
   _, active = _weights(projectors, kappa)
-  return active @ dc, active @ omega
+  _, rot = _rot_weights(projectors, kappa, rotations)
+  return active @ dc, rot @ omega
 
 
 # ----------------------------------------------------------------------------
@@ -107,7 +129,7 @@ def _batched(fn):
 
 
 def endpoint_errors(apply, projectors, c0, r0, c1, r1, kappa,
-                    rot_weight: float = 10.0):
+                    rot_weight: float = 10.0, rotations: str = "bands"):
   """[B]: |c1_hat - c1|^2 + rot_weight x |R1_hat - R1|_F^2 / 2, each
   cluster's mean over its molecules, the network evaluated on the band
   path at kappa [B] (AssembleFlow's endpoint loss, on the band path).
@@ -117,7 +139,8 @@ def endpoint_errors(apply, projectors, c0, r0, c1, r1, kappa,
   the angle itself (arccos of the trace) has an infinite derivative at 0,
   which turned gradients into NaN once predictions got close."""
   dc, om = _batched(fields)(c0, r0, c1, r1)
-  c, r = _batched(interpolate)(projectors, c0, r0, dc, om, kappa)
+  c, r = jax.vmap(lambda *a: interpolate(*a, rotations=rotations))(
+      projectors, c0, r0, dc, om, kappa)
   k = projectors.shape[1]
   band = jnp.minimum(jnp.floor(kappa), k - 1).astype(jnp.int32)
   c_hat, r_hat = apply(c, r, kappa, band)
@@ -127,17 +150,17 @@ def endpoint_errors(apply, projectors, c0, r0, c1, r1, kappa,
 
 
 def endpoint_loss(apply, projectors, c0, r0, c1, r1, kappa,
-                  rot_weight: float = 10.0):
+                  rot_weight: float = 10.0, rotations: str = "bands"):
   """The mean of `endpoint_errors` over the clusters."""
   return jnp.mean(endpoint_errors(apply, projectors, c0, r0, c1, r1, kappa,
-                                  rot_weight))
+                                  rot_weight, rotations))
 
 
 SOLVERS = ("euler", "midpoint")
 
 
 def sample(apply, projectors, c0, r0, steps_per_band: int,
-           solver: str = "euler"):
+           solver: str = "euler", rotations: str = "bands"):
   """Band by band from the start poses, `steps_per_band` steps in each.
 
   The field of band b at local time t moves towards the network's
@@ -146,8 +169,12 @@ def sample(apply, projectors, c0, r0, steps_per_band: int,
   band lands band b on the prediction); "midpoint" evaluates the field
   at the middle of the step (the second evaluation never reaches t = 1,
   where the field is singular). One lax.scan over the band grid, so the
-  network is traced once. Returns (c [B, M, 3], R [B, M, 3, 3]).
+  network is traced once. With rotations="uniform" the rotation vectors
+  follow domega/dk = (omega_hat - omega) / (K - kappa) over the whole axis
+  instead. Returns (c [B, M, 3], R [B, M, 3, 3]).
   """
+  if rotations not in ROTATIONS:
+    raise ValueError(f"rotations={rotations!r} is not one of {ROTATIONS}.")
   if solver not in SOLVERS:
     raise ValueError(f"unknown rigid solver {solver!r}; choose one of "
                      f"{SOLVERS}.")
@@ -165,8 +192,10 @@ def sample(apply, projectors, c0, r0, steps_per_band: int,
     c_hat, r_hat = apply(c, exp_so3(om) @ r0, kappa, band)
     om_hat = log_so3(r_hat @ r0t)
     inv = 1.0 / (1.0 - t)
-    return (inv * jnp.einsum("bij,bjd->bid", p, c_hat - c),
-            inv * jnp.einsum("bij,bjd->bid", p, om_hat - om))
+    vc = inv * jnp.einsum("bij,bjd->bid", p, c_hat - c)
+    if rotations == "uniform":
+      return vc, (om_hat - om) / (k - (b + t))
+    return vc, inv * jnp.einsum("bij,bjd->bid", p, om_hat - om)
 
   def step(carry, grid):
     c, om = carry

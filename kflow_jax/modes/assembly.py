@@ -80,6 +80,9 @@ def _check(config, mode):
         f"config.bands.starts={starts} must begin at 0 and increase "
         f"strictly below {m} (the molecules of a cluster), e.g. (0, 1, 4, "
         "9); (0,) is one band, plain rigid flow matching.")
+  if config.bands.rotations not in rigid.ROTATIONS:
+    raise ValueError(f"config.bands.rotations={config.bands.rotations!r} "
+                     f"is not one of {rigid.ROTATIONS}.")
   if config.loss.kappa not in KAPPA:
     raise ValueError(f"config.loss.kappa={config.loss.kappa!r} is not one "
                      f"of {KAPPA}.")
@@ -186,7 +189,7 @@ def make_local_loss(s: Setup):
     err = rigid.endpoint_errors(_apply(s.model, params, batch),
                                 batch["proj"], batch["c0"],
                                 _eye(batch["c0"]), batch["c1"], batch["r1"],
-                                kappa, weight)
+                                kappa, weight, s.config.bands.rotations)
     onehot = jax.nn.one_hot(jnp.minimum(jnp.floor(kappa), k - 1), k)
     return jnp.mean(err), {"band_loss_sum": onehot.T @ err,
                            "band_count": jnp.sum(onehot, 0)}
@@ -300,7 +303,8 @@ def predict(s: Setup, params, clusters) -> dict:
   @jax.jit
   def run(params, batch):
     c, r = rigid.sample(_apply(s.model, params, batch), batch["proj"],
-                        batch["c0"], _eye(batch["c0"]), steps, sc.solver)
+                        batch["c0"], _eye(batch["c0"]), steps, sc.solver,
+                        s.config.bands.rotations)
     return jax.lax.with_sharding_constraint((c, r), rep)
 
   n = len(clusters)
@@ -383,7 +387,8 @@ def write_outputs(s: Setup, step: int, mode: str, params) -> dict:
     scores, start, per = score(s, clusters, pred, with_start=True)
     result = {"step": step, "split": sc.split, "solver": sc.solver,
               "steps_per_band": steps, "bands": list(s.starts),
-              "kappa": s.config.loss.kappa, "metrics": scores,
+              "kappa": s.config.loss.kappa,
+              "rotations": s.config.bands.rotations, "metrics": scores,
               "start_metrics": start,
               "per_cluster": {k: v[0] for k, v in per.items()}}
     metrics_io.write_json(os.path.join(out, "eval.json"), result)
