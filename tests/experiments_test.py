@@ -236,6 +236,8 @@ def test_half_cost_quick(tmp_path):
     assert 0 < ratio[arm]["step_gflops"] < 0.5, (arm, ratio[arm])
     assert 0 < ratio[arm]["sample_gflops"] < 0.5, (arm, ratio[arm])
   assert abs(ratio["kflow3"]["step_gflops"] - 1) < 0.05
+  assert ratio["adaptive3"]["run_train_flops"] == pytest.approx(
+      ratio["adaptive3"]["step_gflops"])
   assert (ratio["adaptive3_cost"]["sample_gflops"]
           < ratio["adaptive3"]["sample_gflops"])
   assert data["benchmark"]["train_s_fm"] > 0
