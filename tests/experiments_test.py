@@ -46,6 +46,20 @@ def _check_results(out_dir):
     assert not bad, f"{f.name}: NaN or inf at {bad[:10]}"
 
 
+def _quick(module: str, tmp_path, timeout: int = 1800):
+  """`python -m experiments.<module> --quick --root=tmp_path` with its own
+  compilation cache; returns the results folder, checked for numbers."""
+  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu", XLA_FLAGS="",
+             JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jax_cache"))
+  p = subprocess.run([sys.executable, "-m", f"experiments.{module}",
+                      "--quick", f"--root={tmp_path}"], cwd=REPO, env=env,
+                     capture_output=True, text=True, timeout=timeout)
+  assert p.returncode == 0, (p.stdout[-2000:], p.stderr[-3000:])
+  out = tmp_path / "results"
+  _check_results(out)
+  return out
+
+
 def test_non_finite_numbers_are_found():
   data = json.loads('{"a": {"b": [1.0, NaN, 2]}, "c": Infinity, "d": null, '
                     '"e": {"mean": -Infinity, "n": 3, "ok": true}}')
@@ -143,15 +157,7 @@ def test_multi_condition_quick(tmp_path):
   """experiments.multi_condition end to end at toy size: the guidance map
   through --mode=eval, the hybrids of condition slots and of the label
   switch through --mode=sample, band classifiers, paired verdicts."""
-  root = tmp_path / "experiments"
-  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu", XLA_FLAGS="",
-             JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jax_cache"))
-  p = subprocess.run([sys.executable, "-m", "experiments.multi_condition",
-                      "--quick", f"--root={root}"], cwd=REPO, env=env,
-                     capture_output=True, text=True, timeout=1800)
-  assert p.returncode == 0, (p.stdout[-2000:], p.stderr[-3000:])
-  out = root / "results"
-  _check_results(out)
+  out = _quick("multi_condition", tmp_path)
   data = json.loads((out / "multi_condition.json").read_text())
   for arm in ("slots_w10", "switch"):
     rec = data["per_seed"][arm][0]
@@ -180,13 +186,7 @@ def test_multi_condition_arms_that_share_a_run_sample_apart():
 def test_assembly_baselines_quick(tmp_path):
   """experiments.assembly_baselines at toy size: the trivial predictions'
   metrics and the band shares of the motion, all finite."""
-  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu", XLA_FLAGS="")
-  p = subprocess.run([sys.executable, "-m", "experiments.assembly_baselines",
-                      "--quick", f"--root={tmp_path}"], cwd=REPO, env=env,
-                     capture_output=True, text=True, timeout=600)
-  assert p.returncode == 0, p.stderr[-3000:]
-  out = tmp_path / "results"
-  _check_results(out)
+  out = _quick("assembly_baselines", tmp_path)
   data = json.loads((out / "assembly_baselines.json").read_text())
   assert data["metrics"]["truth"]["pm_center"] == 0
   assert data["metrics"]["identity"]["pm_center"] > 0
@@ -200,14 +200,7 @@ def test_assembly_baselines_quick(tmp_path):
 def test_molecules_quick(tmp_path):
   """experiments.molecules at toy size: every arm trained and scored
   through kflow_jax.main, the start beside them, paired comparisons."""
-  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu", XLA_FLAGS="",
-             JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jax_cache"))
-  p = subprocess.run([sys.executable, "-m", "experiments.molecules",
-                      "--quick", f"--root={tmp_path}"], cwd=REPO, env=env,
-                     capture_output=True, text=True, timeout=1200)
-  assert p.returncode == 0, p.stderr[-3000:]
-  out = tmp_path / "results"
-  _check_results(out)
+  out = _quick("molecules", tmp_path)
   data = json.loads((out / "molecules.json").read_text())
   for arm in ("kflow", "fm", "fm40", "regression", "identity"):
     assert data["scores"][arm]["0"]["pm_center"] > 0, arm
@@ -222,14 +215,7 @@ def test_half_cost_quick(tmp_path):
   """experiments.half_cost at toy size: every arm trained and scored,
   the benchmark's per-grid FLOPs turned into sampling costs, and the
   scale-adaptive arms cheaper than flow matching in both columns."""
-  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu", XLA_FLAGS="",
-             JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jax_cache"))
-  p = subprocess.run([sys.executable, "-m", "experiments.half_cost",
-                      "--quick", f"--root={tmp_path}"], cwd=REPO, env=env,
-                     capture_output=True, text=True, timeout=1800)
-  assert p.returncode == 0, p.stderr[-3000:]
-  out = tmp_path / "results"
-  _check_results(out)
+  out = _quick("half_cost", tmp_path)
   data = json.loads((out / "half_cost.json").read_text())
   ratio = data["cost_ratio_to_fm"]
   for arm in ("adaptive3", "adaptive3_cost", "adaptive3_energy"):

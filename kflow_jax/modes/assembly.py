@@ -275,7 +275,7 @@ def train(s: Setup):
       ckpt.save(step, state, None)
     ckpt.wait()
     if step == total and s.clusters["valid"]:
-      scores = score(s, s.clusters["valid"],
+      scores = score(s.clusters["valid"],
                      predict(s, _params(s, state), s.clusters["valid"]))
       writer.write(step, {f"valid_{k}": v for k, v in scores.items()})
       logging.info("valid split at step %d: %s", step, scores)
@@ -328,9 +328,8 @@ def positions(pred: dict, clusters) -> list:
   return out
 
 
-def score(s: Setup, clusters, pred: dict, with_start: bool = False):
+def score(clusters, pred: dict, with_start: bool = False):
   """AssembleFlow's aggregate of the prediction (and of the start)."""
-  del s
   xs = positions(pred, clusters)
   per = {cl.id: [metrics_lib.cluster_metrics(cl.final, x, cl.numbers,
                                              cl.molecule)]
@@ -384,7 +383,7 @@ def write_outputs(s: Setup, step: int, mode: str, params) -> dict:
     _picture(os.path.join(out, "clusters.png"), clusters, xs)
   result = None
   if mode == "eval":
-    scores, start, per = score(s, clusters, pred, with_start=True)
+    scores, start, per = score(clusters, pred, with_start=True)
     result = {"step": step, "split": sc.split, "solver": sc.solver,
               "steps_per_band": steps, "bands": list(s.starts),
               "kappa": s.config.loss.kappa,
