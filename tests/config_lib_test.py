@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from kflow_jax import config_lib
+from kflow_jax.config_lib import assembly
 from kflow_jax.config_lib import sections
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -63,9 +64,11 @@ def test_added_keys_exist_with_the_default_they_were_added_with():
         walk(v, f"{prefix}{k}.")
       else:
         flat[f"{prefix}{k}"] = v
+  # The image configs' base() and the molecular-assembly one.
   walk(json.loads(config_lib.base().to_json_best_effort()))
+  walk(json.loads(assembly.base().to_json_best_effort()))
   for key, default in config_lib.ADDED_KEYS.items():
-    assert key in flat, f"ADDED_KEYS names {key}, which base() lacks"
+    assert key in flat, f"ADDED_KEYS names {key}, which no base() holds"
     assert flat[key] == default, (key, flat[key], default)
 
 

@@ -105,6 +105,8 @@ ADDED_KEYS = {
     "cond.visibility": "causal",
     "cond.slot_dropout": 0.0,
     "cond.band_mix": 0.0,
+    # Molecular assembly configs (config_lib/assembly.py).
+    "bands.rotations": "bands",
 }
 
 

@@ -349,7 +349,10 @@ def _picture(path: str, clusters, xs, rows: int = 3):
     truth = np.asarray(cl.final)
     centre = truth.mean(0)
     _, _, vt = np.linalg.svd(truth - centre, full_matrices=False)
-    box = float(np.max(np.abs((truth - centre) @ vt[:2].T))) * 1.3
+    # One view for the three panels, wide enough for the spread start.
+    box = 1.1 * max(float(np.max(np.abs((np.asarray(y) - centre) @
+                                        vt[:2].T)))
+                    for y in (cl.initial, x, truth))
     panels.append(plots.side_by_side([
         plots.atom_panel(y - centre, cl.molecule, f"{cl.id}: {name}",
                          vt[:2], box)
