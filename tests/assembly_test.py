@@ -242,3 +242,24 @@ def test_every_method_of_the_proxy_config_through_main(tmp_path, method):
     res = json.load(f)
   assert res["metrics"]["valid_center"] == 100.0
   assert res["kappa"] == ("start" if method == "regression" else "uniform")
+
+
+def test_training_does_not_depend_on_the_device_count(tmp_path):
+  """The same run on 1 and on 4 devices (data parallel, one key per
+  cluster of the global batch): the same parameters up to float
+  reassociation of the gradient's pmean."""
+  from kflow_jax.config_lib import assembly as assembly_config  # pylint: disable=g-import-not-at-top
+  root = str(tmp_path / "COD")
+  _write_cod(root, 12)
+  params = []
+  for n in (1, 4):
+    c = assembly_config.base()
+    c.data.source, c.data.root = "cod_cluster17", root
+    assembly_config.runlocal(c)
+    c.total_steps, c.checkpoint_every_steps = 3, 0
+    s = assembly.setup(c, str(tmp_path / f"run{n}"), "train",
+                       devices=jax.devices()[:n])
+    assert s.mesh.size == n
+    params.append(jax.tree.leaves(assembly.train(s).params))
+  for a, b in zip(*params):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
