@@ -28,6 +28,7 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(REPO, "docs", "results")
 COST_FILE = "commands.jsonl"
+RESUME_EVERY = 200
 
 
 class Scale(NamedTuple):
@@ -228,7 +229,10 @@ def train(root: str, scale: Scale, name: str, config: str,
     return run
   if scale.report_only:
     raise Missing(f"{wd} has no checkpoint {final}")
-  every = math.gcd(*[int(b) for b in budgets])
+  # A checkpoint at every budget, and at least every RESUME_EVERY steps:
+  # a run killed part-way (a session's end) resumes from its last one
+  # instead of starting again (the relaunch runs the same command).
+  every = math.gcd(RESUME_EVERY, *[int(b) for b in budgets])
   with _locked(wd):
     if not os.path.isdir(done):
       command(["-m", "kflow_jax.main", *run.flags(),
