@@ -12,6 +12,8 @@ and their starts are the same for every seed, so scores pair):
                10 steps per band (40 network calls)
   kflow_rot    the same bands for the centroids, the rotations at one pace
                over the whole band axis (--config.bands.rotations=uniform)
+  kflow_proj   K-Flow with the centroid loss on the active band only
+               (--config.loss.project_centroids=True)
   fm           one band: plain rigid flow matching, Euler 10 steps and 40
                (K-Flow's number of network calls)
   regression   the network at band time 0: one call from the start
@@ -38,6 +40,8 @@ ARMS = (
     ("regression", "method=regression", (), [("one", 1)]),
     ("kflow_rot", "method=kflow", ("--config.bands.rotations=uniform",),
      [("euler10", 10)]),
+    ("kflow_proj", "method=kflow", ("--config.loss.project_centroids=True",),
+     [("euler10", 10)]),
 )
 # (row name, arm, eval tag, title)
 ROWS = (
@@ -50,11 +54,14 @@ ROWS = (
      "call)"),
     ("kflow_rot", "kflow_rot", "euler10", "K-Flow, 4 bands for the "
      "centroids, rotations at one pace (Euler 10 per band)"),
+    ("kflow_proj", "kflow_proj", "euler10", "K-Flow, 4 bands, centroid loss "
+     "on the active band only (Euler 10 per band)"),
 )
 METRICS = (("pm_center", True), ("pm_atom", True), ("collision", True),
            ("separation", False))
 COMPARISONS = (("kflow", "fm40"), ("kflow_rot", "fm40"),
-               ("kflow_rot", "kflow"), ("kflow", "fm"),
+               ("kflow_rot", "kflow"), ("kflow_proj", "fm40"),
+               ("kflow_proj", "kflow"), ("kflow", "fm"),
                ("kflow", "regression"),
                ("fm40", "regression"), ("kflow", "identity"),
                ("fm40", "identity"), ("regression", "identity"))

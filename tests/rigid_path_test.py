@@ -155,3 +155,23 @@ def test_uniform_rotations_move_at_one_pace_and_land_on_the_target(solver):
     np.testing.assert_allclose(x, y, atol=1e-5)
   with pytest.raises(ValueError, match="rotations"):
     rigid.sample(oracle, p, c0, r0, 2, solver, rotations="spin")
+
+
+def test_projected_centroid_loss_reads_only_the_active_band():
+  """project_centroids: a prediction right in the active band and wrong in
+  every other band costs nothing; wrong in the active band it costs."""
+  p, c0, r0, c1, r1 = _batch([30, 31])
+  kappa = jnp.asarray([1.5, 2.25])
+  band = jnp.floor(kappa).astype(jnp.int32)
+  active = jnp.stack([p[i, band[i]] for i in range(2)])
+  noise = jax.random.normal(jax.random.PRNGKey(0), c1.shape)
+  off_band = noise - jnp.einsum("bij,bjd->bid", active, noise)
+  wrong_elsewhere = lambda c, r, k, b: (c1 + off_band, r1)
+  loss = lambda f, proj: float(rigid.endpoint_loss(
+      f, p, c0, r0, c1, r1, kappa, project_centroids=proj))
+  assert loss(wrong_elsewhere, True) < 1e-8
+  assert loss(wrong_elsewhere, False) > 0.1
+  in_band = jnp.einsum("bij,bjd->bid", active, noise)
+  wrong_here = lambda c, r, k, b: (c1 + in_band, r1)
+  assert loss(wrong_here, True) == pytest.approx(loss(wrong_here, False),
+                                                 rel=1e-5)

@@ -107,6 +107,7 @@ ADDED_KEYS = {
     "cond.band_mix": 0.0,
     # Molecular assembly configs (config_lib/assembly.py).
     "bands.rotations": "bands",
+    "loss.project_centroids": False,
 }
 
 

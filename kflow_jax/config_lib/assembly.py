@@ -16,6 +16,8 @@ every key with its default, read by kflow_jax/modes/assembly.py alone.
                       band axis (flow/rigid.ROTATIONS)
   loss.rot_weight     weight of the squared rotation angle (rad^2) against
                       the squared centroid error (A^2)
+  loss.project_centroids  the centroid error only in the active band
+                      (flow/rigid.endpoint_errors)
   loss.kappa          "uniform": band time uniform on [0, K] (the flow);
                       "start": always 0 (a plain regression of the final
                       poses from the start: one band, one sampling step)
@@ -44,7 +46,8 @@ def base() -> ml_collections.ConfigDict:
       expand=1.5, jitter=1.5, seed=0, split_seed=0, limit=-1))
   c.bands = ml_collections.ConfigDict(dict(starts=(0, 1, 4, 9),
                                            rotations="bands"))
-  c.loss = ml_collections.ConfigDict(dict(rot_weight=4.0, kappa="uniform"))
+  c.loss = ml_collections.ConfigDict(dict(rot_weight=4.0, kappa="uniform",
+                                          project_centroids=False))
   c.model = ml_collections.ConfigDict(dict(hidden=64, depth=3, num_rbf=32,
                                            cutoff=30.0))
   c.optim = sections.optim_defaults()

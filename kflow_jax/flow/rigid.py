@@ -129,7 +129,8 @@ def _batched(fn):
 
 
 def endpoint_errors(apply, projectors, c0, r0, c1, r1, kappa,
-                    rot_weight: float = 10.0, rotations: str = "bands"):
+                    rot_weight: float = 10.0, rotations: str = "bands",
+                    project_centroids: bool = False):
   """[B]: |c1_hat - c1|^2 + rot_weight x |R1_hat - R1|_F^2 / 2, each
   cluster's mean over its molecules, the network evaluated on the band
   path at kappa [B] (AssembleFlow's endpoint loss, on the band path).
@@ -137,23 +138,34 @@ def endpoint_errors(apply, projectors, c0, r0, c1, r1, kappa,
   |R1_hat - R1|_F^2 / 2 = 2 (1 - cos angle), the squared angle for small
   angles (so rot_weight weighs rad^2 against A^2) and smooth everywhere:
   the angle itself (arccos of the trace) has an infinite derivative at 0,
-  which turned gradients into NaN once predictions got close."""
+  which turned gradients into NaN once predictions got close.
+
+  project_centroids: the centroid error only in the active band,
+  |P_b (c1_hat - c1)|^2, the part of the prediction the sampler uses in
+  band b (the analogue of band I/O's output projection); the network is
+  then not asked for the bands still ahead."""
   dc, om = _batched(fields)(c0, r0, c1, r1)
   c, r = jax.vmap(lambda *a: interpolate(*a, rotations=rotations))(
       projectors, c0, r0, dc, om, kappa)
   k = projectors.shape[1]
   band = jnp.minimum(jnp.floor(kappa), k - 1).astype(jnp.int32)
   c_hat, r_hat = apply(c, r, kappa, band)
-  err_c = jnp.sum(jnp.square(c_hat - c1), -1)
+  diff = c_hat - c1
+  if project_centroids:
+    active = jnp.take_along_axis(projectors, band[:, None, None, None],
+                                 axis=1)[:, 0]
+    diff = jnp.einsum("bij,bjd->bid", active, diff)
+  err_c = jnp.sum(jnp.square(diff), -1)
   err_r = 0.5 * jnp.sum(jnp.square(r_hat - r1), (-2, -1))
   return jnp.mean(err_c + rot_weight * err_r, -1)
 
 
 def endpoint_loss(apply, projectors, c0, r0, c1, r1, kappa,
-                  rot_weight: float = 10.0, rotations: str = "bands"):
+                  rot_weight: float = 10.0, rotations: str = "bands",
+                  project_centroids: bool = False):
   """The mean of `endpoint_errors` over the clusters."""
   return jnp.mean(endpoint_errors(apply, projectors, c0, r0, c1, r1, kappa,
-                                  rot_weight, rotations))
+                                  rot_weight, rotations, project_centroids))
 
 
 SOLVERS = ("euler", "midpoint")

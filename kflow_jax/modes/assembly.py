@@ -189,7 +189,8 @@ def make_local_loss(s: Setup):
     err = rigid.endpoint_errors(_apply(s.model, params, batch),
                                 batch["proj"], batch["c0"],
                                 _eye(batch["c0"]), batch["c1"], batch["r1"],
-                                kappa, weight, s.config.bands.rotations)
+                                kappa, weight, s.config.bands.rotations,
+                                bool(s.config.loss.project_centroids))
     onehot = jax.nn.one_hot(jnp.minimum(jnp.floor(kappa), k - 1), k)
     return jnp.mean(err), {"band_loss_sum": onehot.T @ err,
                            "band_count": jnp.sum(onehot, 0)}
