@@ -14,6 +14,7 @@ and their starts are the same for every seed, so scores pair):
                over the whole band axis (--config.bands.rotations=uniform)
   kflow_proj   K-Flow with the centroid loss on the active band only
                (--config.loss.project_centroids=True)
+  kflow_proj_rot  kflow_proj with the rotations at one pace
   fm           one band: plain rigid flow matching, Euler 10 steps and 40
                (K-Flow's number of network calls)
   regression   the network at band time 0: one call from the start
@@ -42,6 +43,9 @@ ARMS = (
      [("euler10", 10)]),
     ("kflow_proj", "method=kflow", ("--config.loss.project_centroids=True",),
      [("euler10", 10)]),
+    ("kflow_proj_rot", "method=kflow",
+     ("--config.loss.project_centroids=True",
+      "--config.bands.rotations=uniform"), [("euler10", 10)]),
 )
 # (row name, arm, eval tag, title)
 ROWS = (
@@ -56,12 +60,15 @@ ROWS = (
      "centroids, rotations at one pace (Euler 10 per band)"),
     ("kflow_proj", "kflow_proj", "euler10", "K-Flow, 4 bands, centroid loss "
      "on the active band only (Euler 10 per band)"),
+    ("kflow_proj_rot", "kflow_proj_rot", "euler10", "K-Flow, 4 bands, "
+     "centroid loss on the active band only, rotations at one pace"),
 )
 METRICS = (("pm_center", True), ("pm_atom", True), ("collision", True),
            ("separation", False))
 COMPARISONS = (("kflow", "fm40"), ("kflow_rot", "fm40"),
                ("kflow_rot", "kflow"), ("kflow_proj", "fm40"),
-               ("kflow_proj", "kflow"), ("kflow", "fm"),
+               ("kflow_proj", "kflow"), ("kflow_proj_rot", "fm40"),
+               ("kflow_proj_rot", "kflow_proj"), ("kflow", "fm"),
                ("kflow", "regression"),
                ("fm40", "regression"), ("kflow", "identity"),
                ("fm40", "identity"), ("regression", "identity"))
@@ -85,12 +92,16 @@ def train(root, scale, arm, arg, overrides, seed) -> common.Run:
     return run
   if scale.report_only:
     raise common.Missing(done)
-  seconds = common.command(["-m", "kflow_jax.main", *run.flags()],
-                           os.path.join(wd, "train.log"))
-  steps = sorted(int(s) for s in os.listdir(final) if s.isdigit())
-  os.makedirs(os.path.dirname(done), exist_ok=True)
-  with open(done, "w") as fh:
-    json.dump({"seconds": seconds, "step": steps[-1]}, fh)
+  # Another experiment process may be training this run: wait for it.
+  with common._locked(wd):  # pylint: disable=protected-access
+    if os.path.exists(done):
+      return run
+    seconds = common.command(["-m", "kflow_jax.main", *run.flags()],
+                             os.path.join(wd, "train.log"))
+    steps = sorted(int(s) for s in os.listdir(final) if s.isdigit())
+    os.makedirs(os.path.dirname(done), exist_ok=True)
+    with open(done, "w") as fh:
+      json.dump({"seconds": seconds, "step": steps[-1]}, fh)
   return run
 
 
