@@ -65,8 +65,6 @@ ARMS = {
                          "scale-adaptive K-Flow, 3 bands, band times from "
                          "energy (gamma 0.5)", COND + "wavelet,bands=3",
                          ADAPTIVE + ("--config.path.gamma=0.5",), {}),
-    "kflow3": ("mnist_haar3", "K-Flow, 3 bands, full resolution",
-               COND + "wavelet,bands=3", (), {}),
     # 4 dyadic bands: 4x4, 8x8, 16x16, 32x32 grids.
     "adaptive4": ("mnist_haar4_adaptive",
                   "scale-adaptive K-Flow, 4 bands, uniform band times",
@@ -83,6 +81,8 @@ ARMS = {
                           # resolved config (its cosine schedule ends at
                           # 1900), never adaptive3's run continued.
                           ADAPTIVE + ("--config.total_steps=1900",), {}),
+    "kflow3": ("mnist_haar3", "K-Flow, 3 bands, full resolution",
+               COND + "wavelet,bands=3", (), {}),
 }
 # Arms trained longer than scale.mnist_budgets (full scale only).
 BUDGETS = {"adaptive3_eqflops": 1900}
