@@ -389,15 +389,18 @@ def table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
   return "\n".join(lines)
 
 
-def write_result(out_dir: str, name: str, markdown: str, data: dict) -> str:
-  """docs/results/<name>.md and <name>.json (the numbers behind it). A NaN
-  or infinity is refused (allow_nan=False): a missing number is None, and
-  a non-finite score is a failed run to look at, not a table cell."""
+def write_result(out_dir: str, name: str, markdown: str, data: dict,
+                 page: str = None) -> str:
+  """docs/results/<name>.json (the numbers) and <page or name>.md (the page
+  written from them: a page named for its topic may be written by a script
+  named for its claim). A NaN or infinity is refused (allow_nan=False): a
+  missing number is None, and a non-finite score is a failed run to look
+  at, not a table cell."""
   os.makedirs(out_dir, exist_ok=True)
   text = json.dumps(data, indent=1, sort_keys=True, allow_nan=False)
   with open(os.path.join(out_dir, name + ".json"), "w") as fh:
     fh.write(text)
-  path = os.path.join(out_dir, name + ".md")
+  path = os.path.join(out_dir, (page or name) + ".md")
   with open(path, "w") as fh:
     fh.write(markdown.rstrip() + "\n")
   return path

@@ -191,8 +191,12 @@ def readme(scale, r, out_dir, with_findings: bool) -> str:
       "- [class_drop.md](class_drop.md): class-drop ratio",
       "- [steerability.md](steerability.md): band noise mixing",
       "- [restoration.md](restoration.md): low resolution and blur",
-      "- [adaptive.md](adaptive.md): scale-adaptive compute against flow "
-      "matching at equal steps and equal wall time",
+      "- [adaptive.md](adaptive.md): scale-adaptive compute at half the "
+      "cost? MNIST-5k 32x32, the FLOPs and quality of every arm "
+      "(`experiments/half_cost.py`)",
+      "- [adaptive_digits.md](adaptive_digits.md): scale-adaptive compute "
+      "on 16x16 digits against flow matching at equal steps and equal wall "
+      "time",
       *(["- [mnist.md](mnist.md): claims 1, 3 and 4 on MNIST-5k (32x32)"]
         if r.get("mnist") else []),
       "",

@@ -227,4 +227,7 @@ def test_half_cost_quick(tmp_path):
   assert (ratio["adaptive3_cost"]["sample_gflops"]
           < ratio["adaptive3"]["sample_gflops"])
   assert data["benchmark"]["train_s_fm"] > 0
-  assert (out / "half_cost.png").exists()
+  assert (out / "adaptive.png").exists()
+  page = (out / "adaptive.md").read_text()
+  assert "## Half the cost?" in page
+  assert "reaches it." in page or "does not." in page
