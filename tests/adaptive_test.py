@@ -326,6 +326,105 @@ def test_sampler_equals_full_resolution_sampler(name):
   np.testing.assert_allclose(x, want, atol=2e-5)
 
 
+class _Squash:
+  """tanh of a field: far from homogeneous, so its units matter."""
+
+  def __init__(self, inner):
+    self.inner = inner
+
+  def apply(self, variables, z, t, y=None, train=False, frame=None):
+    return jnp.tanh(self.inner.apply(variables, z, t, y, train, frame))
+
+
+class _InUnits:
+  """`inner` as the backbone of a run in "mean" units would be if the
+  scaling lived in the model: inner(z / f) * f on a grid with factor f.
+  A "coefficients" run on this model must equal a "mean" run on `inner`."""
+
+  def __init__(self, inner):
+    self.inner = inner
+
+  def apply(self, variables, z, t, y=None, train=False, frame=None):
+    f = float(frame.factor if frame is not None else 1)
+    return self.inner.apply(variables, z / f, t, y, train, frame) * f
+
+
+def test_mean_units_scale_each_coarse_grid_by_its_factor():
+  """in_units: f g(z / f) on a grid of factor f, g itself on the full grid
+  and in "coefficients"; the Haar grids of 3 bands have factors 4, 2, 1
+  and the coarse grid holds f times the block means of the image."""
+  path = _path("haar")
+  plan = adaptive.plan(path, units="mean")
+  assert [f.factor for f in plan.frames] == [4, 2, 1]
+  g = lambda z: jnp.tanh(z)
+  z = _x((4, 4, 2), batch=2, seed=1) * 3.0
+  for frame in plan.frames:
+    f = frame.factor
+    np.testing.assert_allclose(adaptive.in_units(g, frame, "mean")(z),
+                               f * np.tanh(np.asarray(z) / f), rtol=1e-6)
+    assert adaptive.in_units(g, frame, "coefficients") is g
+  # What "mean" divides by: a constant image of 1 has block means 1 and
+  # coarse pixels f (to_coarse keeps coefficient values).
+  ones = jnp.ones((1,) + SHAPE, jnp.float32)
+  for grid, frame in zip(plan.grids, plan.frames):
+    np.testing.assert_allclose(grid.to_coarse(ones), float(frame.factor),
+                               rtol=1e-5)
+  with pytest.raises(ValueError, match="coarse_units='pixels' is not one of "
+                     r"\['coefficients', 'mean'\]"):
+    adaptive.plan(path, units="pixels")
+
+
+def test_mean_units_apply_once_in_the_loss_and_the_sampler():
+  """A "mean" run on a field equals a "coefficients" run on that field
+  scaled inside the model (_InUnits): the loss and the sampler each apply
+  the units exactly once, in the right direction."""
+  path = _path("haar", blend="smoothstep")
+  plan_m = adaptive.plan(path, units="mean")
+  plan_c = adaptive.plan(path)
+  field = _Squash(_BandField(path, plan_m))
+  b = 12
+  x1 = _x(batch=b, seed=3)
+  keys = jax.random.split(jax.random.PRNGKey(7), b)
+  setup = adaptive_loss.make_loss_setup(path)
+  mesh = sharding.make_mesh(1, jax.devices()[:1])
+  loss = lambda m, p: jax.jit(adaptive_loss.sharded_loss_and_grad(
+      m, p, setup, mesh, with_grad=False))({}, {"image": x1}, keys)
+  (lm, am, _), (lc, ac, _) = loss(field, plan_m), loss(_InUnits(field),
+                                                       plan_c)
+  np.testing.assert_allclose(float(lm), float(lc), rtol=1e-6)
+  np.testing.assert_allclose(am["band_loss_sum"], ac["band_loss_sum"],
+                             rtol=1e-6)
+  # ... and not the coefficient run on the field itself.
+  l0 = loss(field, plan_c)[0]
+  assert abs(float(l0) - float(lm)) > 1e-4 * abs(float(lm))  # float32: 1e-7
+  spec = generate.parse_spec(config_lib.base().sample, 0, path.num_bands)
+  spec = spec._replace(solver="heun", num_steps=6)
+
+  def build(model, plan):
+    return lambda params, y, frame: adaptive.in_units(
+        lambda z, t: model.apply({}, z, t, frame=frame), frame, plan.units)
+  x0 = _x(batch=3, seed=5)
+  xm, _ = jax.jit(adaptive_sampler.make_sampler(build(field, plan_m), plan_m,
+                                                spec))({}, x0, None)
+  xc, _ = jax.jit(adaptive_sampler.make_sampler(
+      build(_InUnits(field), plan_c), plan_c, spec))({}, x0, None)
+  np.testing.assert_allclose(xm, xc, atol=1e-5)
+
+
+def test_coarse_units_reach_the_run_and_are_refused_without_coarse_grids():
+  run = experiment.setup(_digits(**{"arg": "transform=wavelet,runlocal",
+                                    "model.coarse_units": "mean"}),
+                         None, "tool")
+  assert run.field.plan.units == "mean"
+  assert run.field.record == {"scale_adaptive": True, "coarse_units": "mean"}
+  with pytest.raises(ValueError, match="coarse_units='mean' sets the units "
+                     ".*scale_adaptive=True"):
+    experiment.setup(_digits(**{"arg": "transform=wavelet,runlocal",
+                                "model.scale_adaptive": False,
+                                "model.coarse_units": "mean"}), None,
+                     "tool")
+
+
 # ----------------------------------------------------------------------------
 # Sub-batches and times.
 

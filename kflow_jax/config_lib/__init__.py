@@ -31,6 +31,9 @@ into what it uses: `experiment.setup` the training sections,
                      band times tau) come from the run, never the config
   model.scale_adaptive  run band s's network on bands 0..s as a smaller
                      image (kflow_jax/flow/adaptive.py; loss.band_batch_sizes)
+  model.coarse_units  a scale-adaptive run's coarse grids as they are
+                     ("coefficients") or divided by their factor ("mean":
+                     block means, the full-resolution network's view)
   optim.*            AdamW, warmup, schedule, clip (sections.optim_defaults)
   ema_decays         one EMA of the params per decay
   mesh.fsdp          fsdp axis size (1 = pure data parallel)
@@ -98,6 +101,7 @@ RUN_CONTROL_KEYS = tuple(run_control())
 # (checkpointing.config_hash).
 ADDED_KEYS = {
     "model.scale_adaptive": False,
+    "model.coarse_units": "coefficients",
     "loss.band_batch_sizes": None,
     "path.hide_input": False,
     "path.project_output": False,
@@ -166,6 +170,10 @@ def base() -> ml_collections.ConfigDict:
   # and evaluation. Needs fourier, dct or an orthogonal wavelet with
   # cut-offs that fit (kamp.coarse.fitting_cutoffs).
   c.model.scale_adaptive = False
+  # Units of those smaller images (flow/adaptive.UNITS): a grid with factor
+  # f holds f x its block means; "mean" divides by f so that every grid
+  # meets the one set of weights at the full grid's scale.
+  c.model.coarse_units = "coefficients"
   c.optim = sections.optim_defaults()
   c.ema_decays = (0.999,)
   c.mesh = ml_collections.ConfigDict(dict(fsdp=1))
@@ -227,7 +235,8 @@ def runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   # The smallest, fastest-compiling backbone: tests compile it many times.
   c.model = ml_collections.ConfigDict(dict(
       name="dit", size="mu", patch_size=2, dtype=c.model.dtype,
-      scale_adaptive=c.model.scale_adaptive))
+      scale_adaptive=c.model.scale_adaptive,
+      coarse_units=c.model.coarse_units))
   c.ema_decays = (0.9,)
   c.sample.num_samples = 8
   c.sample.batch_size = 8
@@ -362,7 +371,8 @@ def lfm_latent_recipe(c, path: str, *, total_steps: int, batch_size: int,
   c.path.gamma = 0.0
   c.model = ml_collections.ConfigDict(dict(
       name=model, size="L", patch_size=2, dtype="bfloat16",
-      scale_adaptive=c.model.scale_adaptive))
+      scale_adaptive=c.model.scale_adaptive,
+      coarse_units=c.model.coarse_units))
   recipe(c, total_steps=total_steps, batch_size=batch_size,
          recipe_devices=recipe_devices, learning_rate=learning_rate,
          warmup_steps=0, grad_clip_norm=0.0, ema_decay=0.9999,

@@ -19,7 +19,19 @@ network a scale-adaptive run trains.
   plan(path, model)          checks the run can do it (the errors of
                              kamp.coarse for transforms and cut-offs);
                              one CoarseGrid and layers.Frame per band
+  in_units                   the backbone on a grid in the run's units
   band_velocity / velocity   the field above at full resolution
+
+Units of a coarse grid (`UNITS`, config.model.coarse_units). to_coarse
+keeps coefficient values, so a grid with factor f = H / h holds f times
+the f x f block means of the image's bands 0..s (for Haar: 2^m times the
+block mean after m levels), while the noise keeps unit variance. One set
+of weights then meets the data at a different scale on every grid.
+"mean" divides the grid by f on the way in and multiplies the output by f
+(the velocity target is in coefficient units): every grid then shows the
+network what a full-resolution network sees of bands 0..s, block-averaged,
+and the loss is unchanged in its units. "coefficients" is the grid as is
+(the runs before the option).
 """
 from typing import Callable, NamedTuple
 
@@ -38,6 +50,9 @@ from kflow_jax.models import layers
 # their own, not modelled). The DFT samples the band-limited image at n f.
 _BLOCK_CENTRE = lambda f: (f - 1) / 2.0
 PIXEL_OFFSET = {"fourier": lambda f: 0.0}
+# config.model.coarse_units -> what a grid with factor f is divided by on
+# the way into the backbone (and its output multiplied by).
+UNITS = {"coefficients": lambda f: 1.0, "mean": float}
 
 
 class Plan(NamedTuple):
@@ -47,11 +62,13 @@ class Plan(NamedTuple):
   grids: one kamp.coarse.CoarseGrid per band s (bands 0..s).
   frames: one layers.Frame per band: where its grid's pixels sit.
   pixel_ratio: float per band, (h w) / (H W) of its grid.
+  units: a key of UNITS, the backbone's units on the coarse grids.
   """
   path: paths_lib.Path
   grids: tuple
   frames: tuple
   pixel_ratio: tuple
+  units: str = "coefficients"
 
   @property
   def num_bands(self) -> int:
@@ -61,13 +78,19 @@ class Plan(NamedTuple):
     return [g.shape for g in self.grids]
 
 
-def plan(path: paths_lib.Path, model=None) -> Plan:
+def plan(path: paths_lib.Path, model=None,
+         units: str = "coefficients") -> Plan:
   """The run's per-band grids, or a ValueError saying why it cannot run
   scale-adaptive: a transform without coarse grids (identity, pca,
   biorthogonal wavelets) or a cut-off that does not fit (both from
   kamp.coarse, naming the cut-offs that fit), window overlap, or a backbone
   that cannot take a band's grid."""
   check_no_overlap(path)
+  if units not in UNITS:
+    raise ValueError(
+        f"config.model.coarse_units={units!r} is not one of "
+        f"{sorted(UNITS)}: 'coefficients' feeds the backbone the coarse grid "
+        "as it is, 'mean' divides it by its factor (block means).")
   tr = path.transform
   grids = tuple(coarse.coarse_grid(tr, path.cutoffs, s)
                 for s in range(path.num_bands))
@@ -76,7 +99,8 @@ def plan(path: paths_lib.Path, model=None) -> Plan:
                  for g in grids)
   h, w, _ = tr.shape
   ratio = tuple(g.shape[0] * g.shape[1] / (h * w) for g in grids)
-  out = Plan(path=path, grids=grids, frames=frames, pixel_ratio=ratio)
+  out = Plan(path=path, grids=grids, frames=frames, pixel_ratio=ratio,
+             units=units)
   if model is not None:
     check_model(out, model)
   return out
@@ -119,6 +143,16 @@ def check_model(p: Plan, model) -> None:
 
 # ----------------------------------------------------------------------------
 # The field.
+
+
+def in_units(apply_fn: Callable, frame, units: str) -> Callable:
+  """apply_fn(z, ...) for z on the grid of `frame`, fed and read in
+  `units` (UNITS): c = UNITS[units](factor); returns c apply_fn(z / c, ...)
+  (apply_fn itself when c is 1: the full grid, or "coefficients")."""
+  c = UNITS[units](frame.factor)
+  if c == 1.0:
+    return apply_fn
+  return lambda z, *args, **kwargs: apply_fn(z / c, *args, **kwargs) * c
 
 
 def band_velocity(apply_fn: Callable, grid: coarse.CoarseGrid, frame, x, t,

@@ -265,8 +265,10 @@ def sharded_loss_and_grad(model, p: adaptive.Plan, setup: LossSetup, mesh, *,
             r, path, s, setup.t_sampling, **setup.t_options),
         g.get("label"), label_dropout=p_drop, num_classes=num_classes)
     z_t, u_t = coarse_pair(p, s, grid.to_coarse(x0), grid.to_coarse(x1), t)
-    v = model.apply({"params": params}, z_t, t, y, train=True,
-                    frame=p.frames[s])
+    net = adaptive.in_units(
+        lambda z: model.apply({"params": params}, z, t, y, train=True,
+                              frame=p.frames[s]), p.frames[s], p.units)
+    v = net(z_t)
     if v.shape != u_t.shape:
       raise ValueError(
           f"the backbone returned shape {v.shape} on band {s}'s grid, "

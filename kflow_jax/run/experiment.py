@@ -341,8 +341,10 @@ def build_model(config, num_classes: int, path: paths.Path, slots=None):
   """The config's backbone; run-owned options come from the run (the
   MoE's band times, the label table's condition slots)."""
   name = config.model.name
-  # scale_adaptive is how the run uses the backbone, not a backbone option.
-  kwargs = _kwargs(config.model, drop=("name", "scale_adaptive"))
+  # scale_adaptive and coarse_units are how the run uses the backbone, not
+  # backbone options.
+  kwargs = _kwargs(config.model, drop=("name", "scale_adaptive",
+                                       "coarse_units"))
   owned = models.run_options(name)
   set_by_config = [k for k in owned if kwargs.get(k) is not None]
   if set_by_config:

@@ -158,6 +158,20 @@ def read_loss_options(config, path: paths.Path,
       band_batch_sizes=None if sizes is None else tuple(sizes))
 
 
+def read_coarse_units(config, scale_adaptive: bool) -> str:
+  """config.model.coarse_units (flow/adaptive.UNITS), refused on a
+  full-resolution run, where it would change nothing (an arm that cannot
+  differ from its control)."""
+  units = str(config.model.get("coarse_units", "coefficients"))
+  if units != "coefficients" and not scale_adaptive:
+    raise ValueError(
+        f"config.model.coarse_units={units!r} sets the units of the coarse "
+        "grids of a scale-adaptive run, and this run has none; set "
+        "config.model.scale_adaptive=True or leave coarse_units at "
+        "'coefficients'.")
+  return units
+
+
 def build(config, path: paths.Path, model, mesh, num_classes: int, *,
           scale_adaptive: bool, slots=None) -> Field:
   """The run's Field: the one place where a run's being scale-adaptive
@@ -167,9 +181,10 @@ def build(config, path: paths.Path, model, mesh, num_classes: int, *,
   not allow coarse grids, config.loss errors)."""
   opts = read_loss_options(config, path, scale_adaptive)
   io = read_band_io(config, path.transform, scale_adaptive)
+  units = read_coarse_units(config, scale_adaptive)
   if scale_adaptive:
     return _scale_adaptive(path, model, mesh, int(num_classes),
-                           float(config.label_dropout), opts, io)
+                           float(config.label_dropout), opts, io, units)
   return _full_resolution(path, model, mesh, int(num_classes),
                           float(config.label_dropout), opts, io, slots)
 
@@ -250,9 +265,10 @@ def _full_resolution(path, model, mesh, num_classes, label_dropout, opts,
 
 
 def _scale_adaptive(path, model, mesh, num_classes, label_dropout, opts,
-                    io) -> Field:
-  """Band s's network on bands 0..s at its coarse grid (flow/adaptive*)."""
-  plan = adaptive.plan(path, model)
+                    io, units) -> Field:
+  """Band s's network on bands 0..s at its coarse grid (flow/adaptive*),
+  in `units` (adaptive.UNITS)."""
+  plan = adaptive.plan(path, model, units)
   setup = adaptive_loss.make_loss_setup(
       path, opts.t_sampling, opts.t_options,
       band_loss_weights=opts.band_loss_weights,
@@ -264,8 +280,10 @@ def _scale_adaptive(path, model, mesh, num_classes, label_dropout, opts,
         label_dropout=label_dropout, with_grad=with_grad)
 
   def on_grid(params, frame, train):
-    return lambda z, t, y: model.apply({"params": params}, z, t, y,
-                                       train=train, frame=frame)
+    return adaptive.in_units(
+        lambda z, t, y: model.apply({"params": params}, z, t, y,
+                                    train=train, frame=frame),
+        frame, plan.units)
 
   def network(params, train=False):
     def apply(z, t, y, frame):
@@ -290,7 +308,8 @@ def _scale_adaptive(path, model, mesh, num_classes, label_dropout, opts,
 
   return Field(
       band_io=io, plan=plan, tag="_adaptive",
-      record={"scale_adaptive": True},
+      record={"scale_adaptive": True, **(
+          {} if units == "coefficients" else {"coarse_units": units})},
       band_grids=tuple(f"{g.shape[0]}x{g.shape[1]}" for g in plan.grids),
       loss_and_grad=loss(True), loss=loss(False), network=network,
       velocity=velocity, sampler=sampler, projects=_projects(io))
