@@ -26,6 +26,10 @@ FD and class accuracy of 500 samples, Euler 40 steps):
   adaptive3_eqflops  adaptive3 trained 1900 steps: flow matching's
                 training FLOPs
   adaptive4     4 dyadic bands (4x4 to 32x32 grids), uniform band times
+  adaptive3_mean  adaptive3 with each coarse grid fed as block means
+                (--config.model.coarse_units=mean: a grid of factor f holds
+                f times them, so without it one set of weights meets the
+                data at scales 4, 2 and 1)
 
 Cost: training FLOPs per step from each run's own log (XLA's count of its
 compiled step), sampling FLOPs per sample from its sampler's network calls
@@ -65,12 +69,20 @@ ARMS = {
                          "scale-adaptive K-Flow, 3 bands, band times from "
                          "energy (gamma 0.5)", COND + "wavelet,bands=3",
                          ADAPTIVE + ("--config.path.gamma=0.5",), {}),
+    # The coarse grids as block means (a grid of factor f holds f times
+    # them): one scale on every grid for the one set of weights.
+    "adaptive3_mean": ("mnist_haar3_adaptive_mean",
+                       "scale-adaptive K-Flow, 3 bands, grids as block "
+                       "means", COND + "wavelet,bands=3",
+                       ADAPTIVE + ("--config.model.coarse_units=mean",), {}),
     # 4 dyadic bands: 4x4, 8x8, 16x16, 32x32 grids.
     "adaptive4": ("mnist_haar4_adaptive",
                   "scale-adaptive K-Flow, 4 bands, uniform band times",
                   COND + "wavelet,bands=3",
                   ADAPTIVE + ("--config.transform.levels=3",
                               "--config.path.num_scales=4"), {}),
+    "kflow3": ("mnist_haar3", "K-Flow, 3 bands, full resolution",
+               COND + "wavelet,bands=3", (), {}),
     # Flow matching's training FLOPs: 800 steps x 2.38 (the step FLOP
     # ratio of benchmarks.adaptive_cost --data=mnist --bands=3) = 1902.
     "adaptive3_eqflops": ("mnist_haar3_adaptive_1900",
@@ -81,8 +93,6 @@ ARMS = {
                           # resolved config (its cosine schedule ends at
                           # 1900), never adaptive3's run continued.
                           ADAPTIVE + ("--config.total_steps=1900",), {}),
-    "kflow3": ("mnist_haar3", "K-Flow, 3 bands, full resolution",
-               COND + "wavelet,bands=3", (), {}),
 }
 # Arms trained longer than scale.mnist_budgets (full scale only).
 BUDGETS = {"adaptive3_eqflops": 1900}
@@ -94,7 +104,8 @@ PAIRS = (("adaptive3", "fm"), ("adaptive3_cost", "fm"),
          ("adaptive3_eqflops", "fm"), ("adaptive4", "fm"),
          ("adaptive4", "adaptive3"),
          ("adaptive3_energy", "fm"), ("adaptive3_cost", "adaptive3"),
-         ("adaptive3_energy", "adaptive3"), ("kflow3", "fm"),
+         ("adaptive3_energy", "adaptive3"), ("adaptive3_mean", "fm"),
+         ("adaptive3_mean", "adaptive3"), ("kflow3", "fm"),
          ("adaptive3", "kflow3"))
 BENCH = "adaptive_cost_mnist{}.json"
 
