@@ -109,6 +109,8 @@ ADDED_KEYS = {
     "cond.visibility": "causal",
     "cond.slot_dropout": 0.0,
     "cond.band_mix": 0.0,
+    "input.patch_split": "photos",
+    "input.patch_eval_region": 0.25,
     # Molecular assembly configs (config_lib/assembly.py).
     "bands.rotations": "bands",
     "loss.project_centroids": False,

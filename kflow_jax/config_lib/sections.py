@@ -43,6 +43,11 @@ def input_defaults() -> ml_collections.ConfigDict:
   c.eval_patches = 2000
   c.patch_seed = 0
   c.patch_max_zoom = 2.0
+  # natural_patches split: "photos" (eval_photos held out) or "regions"
+  # (every photo in both splits; the right-most patch_eval_region share of
+  # each photo's width held out; eval_photos must be empty).
+  c.patch_split = "photos"
+  c.patch_eval_region = 0.25
   # latents (name="latents", path=...): sample z = mean + std * eps (else
   # use the mean), times the scale factor (None: the one stored with the
   # latents, 0.18215 for SD-VAE).
