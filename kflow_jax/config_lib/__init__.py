@@ -110,6 +110,8 @@ ADDED_KEYS = {
     "cond.slot_dropout": 0.0,
     "cond.band_mix": 0.0,
     "cond.mix_fine_classes": None,
+    "restore.row_classes": None,
+    "restore.col_classes": None,
     "input.patch_split": "photos",
     "input.patch_eval_region": 0.25,
     # Molecular assembly configs (config_lib/assembly.py).

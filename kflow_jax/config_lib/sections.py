@@ -164,7 +164,13 @@ def restore_defaults() -> ml_collections.ConfigDict:
       num_draws=1,
       num_steps=0,             # 0: the spec's share of num_steps after t_start
       num_edits=4,             # edit: variations per image
-      rows=4, cols=4,          # mix: grid size
+      rows=4, cols=4,          # mix, hybrid: grid size
+      # hybrid: the classes of the grid's rows (slot 0) and columns (the
+      # finer slots), e.g. (0,1,2,3) and (4,5,6) for configs/patches.py:
+      # slots; None: classes 0..rows-1 and 0..cols-1 (mod the class count).
+      # Given, they set the grid's size.
+      row_classes=config_dict.placeholder(tuple),
+      col_classes=config_dict.placeholder(tuple),
       split_band=1,            # mix: bands < split from the row noise
       # mix: band cut-offs of the noise split and the correlations, on the
       # run's transform (e.g. (0.0, 0.5, 1.0) for a one-band flow-matching
