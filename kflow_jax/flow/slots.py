@@ -140,8 +140,9 @@ def parse(cond, *, num_bands: int, num_classes: int, label_dropout: float,
         f"whose bands are those of x_i and x_j only when T is orthonormal; "
         f"{transform.name!r} is not. Use "
         f"{steering.ORTHONORMAL_ALTERNATIVES}, or band_mix=0.")
-  fine = tuple(int(c) for c in (cond.mix_fine_classes or ()))
-  if fine and (not p_mix or not all(0 <= c < num_classes for c in fine)
+  fine = tuple(cond.mix_fine_classes or ())
+  if fine and (not p_mix or not all(isinstance(c, int) and 0 <= c <
+                                    num_classes for c in fine)
                or len(set(fine)) >= num_classes):
     raise ValueError(
         f"config.cond.mix_fine_classes={fine} names the classes band-mixed "
