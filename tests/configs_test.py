@@ -32,6 +32,8 @@ CASES = (
        ("digits.py:slots,runlocal", (), "train")]
     + [(f"patches.py:transform={t},runlocal", (), "train")
        for t in TRANSFORMS]
+    + [("patches.py:cond,runlocal", (), "train"),
+       ("patches.py:slots,runlocal", (), "train")]
     # The band-routed MoE with energy-aware band times from the run's path.
     + [("digits.py:transform=wavelet,runlocal",
         ("--config.model.name=moe_dit", "--config.path.gamma=0.5"), "train")]

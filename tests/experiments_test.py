@@ -180,6 +180,49 @@ def test_multi_condition_arms_that_share_a_run_sample_apart():
 
 
 @pytest.mark.slow
+def test_multi_condition_patches_quick(tmp_path):
+  """experiments.multi_condition_patches (plan E3) end to end at toy size:
+  the slots and switch runs on configs/patches.py, their colour-by-texture
+  hybrids through --mode=sample, the patch judges, paired verdicts, the
+  --mode=hybrid grid."""
+  out = _quick("multi_condition_patches", tmp_path)
+  data = json.loads((out / "multi_condition_patches.json").read_text())
+  for arm in ("slots_w", "switch"):
+    rec = data["per_seed"][arm][0]
+    assert 0 <= rec["acc_high"] <= 1 and rec["fd"] > 0, (arm, rec)
+    assert rec["colour_fd"] > 0, (arm, rec)
+  assert data["ceilings"]["low"] > 0.5 and data["ceilings"]["high"] > 0.5
+  assert data["real"][0]["acc_low"] > 0.5
+  md = (out / "multi_condition_patches.md").read_text()
+  assert "(E3)" in md and "|---|" in md
+  assert (out / "multi_condition_patches_slots_w.png").exists()
+
+
+def test_multi_condition_patches_arms_that_share_a_run_sample_apart():
+  """E3's arms that share a trained run have their own sample-set tags,
+  and each asks for colour photos in slot 0 and textures in slot 1."""
+  from configs import patches  # pylint: disable=g-import-not-at-top
+  from experiments import multi_condition_patches as mcp  # pylint: disable=g-import-not-at-top
+  by_run = {}
+  for name, arm in mcp.ARMS.items():
+    by_run.setdefault((arm[1], arm[2]), []).append(name)
+  assert max(len(v) for v in by_run.values()) == 2
+  for names in by_run.values():
+    tags = {mcp._tag(n, "mcp_hybrid") for n in names}  # pylint: disable=protected-access
+    assert len(tags) == len(names), names
+  rows = mcp.hybrid_rows()
+  assert len(rows) == 12
+  assert {a for a, _ in rows} == set(patches.COLOUR_CLASSES)
+  assert {b for _, b in rows} == set(patches.TEXTURE_CLASSES)
+  path = {"tau": [0.0, 1 / 3, 2 / 3, 1.0], "cutoffs": [0.0, 0.3, 0.6, 1.0]}
+  opts = mcp._sample_opts("switch_w", path, rows)  # pylint: disable=protected-access
+  assert opts["label_switch_t"] == "(0.333333,)"
+  assert opts["guidance_matrix"].count("),(") == 2   # 3 bands
+  fact = mcp._sample_opts("fm_factorized", path, rows)  # pylint: disable=protected-access
+  assert fact["factorized_cutoffs"] == "(0,0.3,1,)"
+
+
+@pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("pyxtal") is None,
                     reason="pyxtal not installed (pip install --no-deps "
                            "pyxtal==1.1.5; .ci/run does)")

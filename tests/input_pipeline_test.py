@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from kflow_jax import config_lib
+from kflow_jax.data import embedded
 from kflow_jax.data import input_pipeline
 from kflow_jax.infra import sharding
 
@@ -242,6 +243,46 @@ def test_natural_patches_split_by_photo():
   with pytest.raises(ValueError, match="not in config.input.photos"):
     input_pipeline.get_info(_cfg(name="natural_patches",
                                  photos=("astronaut", "coffee")))
+
+
+def test_natural_patches_split_by_region():
+  """patch_split="regions": every photo in both splits, labelled by its
+  index, and no training crop reaches into a photo's held-out strip."""
+  photos = ("astronaut", "coffee", "brick", "grass")
+  cfg = _cfg(name="natural_patches", patches_per_epoch=96, eval_patches=48,
+             image_size=16, photos=photos, eval_photos=(),
+             patch_split="regions", patch_eval_region=0.25)
+  assert input_pipeline.get_info(cfg) == input_pipeline.DatasetInfo(
+      (16, 16, 3), 4, 96)
+  train = next(input_pipeline.create(cfg, global_batch_size=96, seed=0,
+                                     finite=True))
+  test = next(input_pipeline.create(cfg, global_batch_size=48, seed=0,
+                                    split="eval"))
+  assert set(np.unique(train["label"])) == set(np.unique(test["label"])) \
+      == {0, 1, 2, 3}
+  # The boxes behind the banks: training crops end left of the strip,
+  # held-out ones start inside it.
+  shapes = tuple(embedded.load_photo(p).shape[:2] for p in photos)
+  for region in ("train", "eval"):
+    boxes = embedded.crop_boxes(shapes, 16, 500, 2.0, (0, 0), region, 0.25)
+    for k, y, x, side in boxes:
+      h, w = shapes[k]
+      edge = round(w * 0.75)
+      assert 0 <= y and y + side <= h and 16 <= side <= 32
+      assert (x + side <= edge) if region == "train" else (
+          edge <= x and x + side <= w)
+  # No held-out crop equals a training crop.
+  flat = lambda b: {im.tobytes() for im in np.asarray(b["image"])}
+  assert not flat(train) & flat(test)
+  with pytest.raises(ValueError, match="eval_photos=\\(\\)"):
+    input_pipeline.get_info(_cfg(name="natural_patches",
+                                 patch_split="regions"))
+  with pytest.raises(ValueError, match="valid: \\['photos', 'regions'\\]"):
+    input_pipeline.get_info(_cfg(name="natural_patches", patch_split="x"))
+  with pytest.raises(ValueError, match="must lie in \\(0, 1\\)"):
+    input_pipeline.get_info(_cfg(name="natural_patches", eval_photos=(),
+                                 patch_split="regions",
+                                 patch_eval_region=1.0))
 
 
 def test_global_arrays_on_8_devices():

@@ -24,7 +24,7 @@ C = 10
 
 def _cond(**kw):
   d = dict(slot_starts=(0, 1), visibility="causal", slot_dropout=0.0,
-           band_mix=0.0)
+           band_mix=0.0, mix_fine_classes=None)
   d.update(kw)
   return ml_collections.ConfigDict(d)
 
@@ -137,6 +137,42 @@ def test_band_mix_labels_match_the_mixed_coefficients():
   kept = np.all(np.asarray(yh) == np.asarray(y)[:, None], axis=1)
   assert 0 < kept.sum() < b
   np.testing.assert_array_equal(np.asarray(xh)[kept], np.asarray(x)[kept])
+
+
+def test_band_mix_with_fine_classes_pairs_the_two_groups():
+  """mix_fine_classes (plan E3): a hybrid's coarse slot is of a class
+  outside the set, its fine slot's bands and label come from the next
+  example of a class in it."""
+  path = _path()
+  fine = (7, 8, 9)
+  s = _slots(path, band_mix=1.0, mix_fine_classes=fine)
+  b = 48
+  x = jax.random.normal(jax.random.PRNGKey(1), (b,) + SHAPE)
+  y = jnp.asarray(np.random.default_rng(0).integers(0, C, b), jnp.int32)
+  keys = jax.random.split(jax.random.PRNGKey(2), b)
+  xm, ym = slots_lib.band_mix(s, path, x, y, keys)
+  tr, ym, yn = path.transform, np.asarray(ym), np.asarray(y)
+  c, cm = np.asarray(tr.forward(x)), np.asarray(tr.forward(xm))
+  low = path.band < 1
+  for i in range(b):
+    if yn[i] in fine:   # fine-class examples stay real
+      np.testing.assert_array_equal(np.asarray(xm[i]), np.asarray(x[i]))
+      assert tuple(ym[i]) == (yn[i], yn[i])
+      continue
+    j = next((i + d) % b for d in range(1, b) if yn[(i + d) % b] in fine)
+    assert tuple(ym[i]) == (yn[i], yn[j]), (i, j)
+    np.testing.assert_allclose(cm[i][low], c[i][low], atol=1e-5)
+    np.testing.assert_allclose(cm[i][~low], c[j][~low], atol=1e-5)
+  # A batch without a fine class is returned as it is.
+  y0 = jnp.zeros((b,), jnp.int32)
+  x0, yy = slots_lib.band_mix(s, path, x, y0, keys)
+  np.testing.assert_array_equal(np.asarray(x0), np.asarray(x))
+  assert not np.asarray(yy).any()
+  for bad in (dict(band_mix=0.0, mix_fine_classes=(1,)),
+              dict(band_mix=0.5, mix_fine_classes=(C,)),
+              dict(band_mix=0.5, mix_fine_classes=tuple(range(C)))):
+    with pytest.raises(ValueError, match="mix_fine_classes"):
+      _slots(path, **bad)
 
 
 def _model(num_slots=2):

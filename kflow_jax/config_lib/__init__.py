@@ -109,6 +109,11 @@ ADDED_KEYS = {
     "cond.visibility": "causal",
     "cond.slot_dropout": 0.0,
     "cond.band_mix": 0.0,
+    "cond.mix_fine_classes": None,
+    "restore.row_classes": None,
+    "restore.col_classes": None,
+    "input.patch_split": "photos",
+    "input.patch_eval_region": 0.25,
     # Molecular assembly configs (config_lib/assembly.py).
     "bands.rotations": "bands",
     "loss.project_centroids": False,
@@ -129,10 +134,13 @@ def base() -> ml_collections.ConfigDict:
   # band, as before slots existed. visibility: which slots the network
   # reads while band s flows (causal, active, all). Training: every slot
   # null with label_dropout, only slot k null with slot_dropout each, and
-  # band_mix the share of band-mixed hybrids (orthonormal transforms).
+  # band_mix the share of band-mixed hybrids (orthonormal transforms);
+  # mix_fine_classes: the classes a hybrid's finer slots come from (the
+  # others give its coarse slot), None = any batch neighbour.
   c.cond = ml_collections.ConfigDict(dict(
       slot_starts=config_dict.placeholder(tuple), visibility="causal",
-      slot_dropout=0.0, band_mix=0.0))
+      slot_dropout=0.0, band_mix=0.0,
+      mix_fine_classes=config_dict.placeholder(tuple)))
   c.transform = ml_collections.ConfigDict(dict(name="identity"))
   c.pca_examples = 2048
   c.path = ml_collections.ConfigDict(dict(

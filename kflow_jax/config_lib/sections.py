@@ -43,6 +43,11 @@ def input_defaults() -> ml_collections.ConfigDict:
   c.eval_patches = 2000
   c.patch_seed = 0
   c.patch_max_zoom = 2.0
+  # natural_patches split: "photos" (eval_photos held out) or "regions"
+  # (every photo in both splits; the right-most patch_eval_region share of
+  # each photo's width held out; eval_photos must be empty).
+  c.patch_split = "photos"
+  c.patch_eval_region = 0.25
   # latents (name="latents", path=...): sample z = mean + std * eps (else
   # use the mean), times the scale factor (None: the one stored with the
   # latents, 0.18215 for SD-VAE).
@@ -159,7 +164,13 @@ def restore_defaults() -> ml_collections.ConfigDict:
       num_draws=1,
       num_steps=0,             # 0: the spec's share of num_steps after t_start
       num_edits=4,             # edit: variations per image
-      rows=4, cols=4,          # mix: grid size
+      rows=4, cols=4,          # mix, hybrid: grid size
+      # hybrid: the classes of the grid's rows (slot 0) and columns (the
+      # finer slots), e.g. (0,1,2,3) and (4,5,6) for configs/patches.py:
+      # slots; None: classes 0..rows-1 and 0..cols-1 (mod the class count).
+      # Given, they set the grid's size.
+      row_classes=config_dict.placeholder(tuple),
+      col_classes=config_dict.placeholder(tuple),
       split_band=1,            # mix: bands < split from the row noise
       # mix: band cut-offs of the noise split and the correlations, on the
       # run's transform (e.g. (0.0, 0.5, 1.0) for a one-band flow-matching

@@ -10,10 +10,17 @@ mnist5k: the 5,000 MNIST digits (28x28, 256 grey levels, 10 classes) that
   another config.input.image_size). Split by a fixed stratified draw: 4500
   train / 500 test.
 natural_patches: square RGB crops of the photos scikit-image ships (real
-  photos and textures with a 1/f spectrum). The split is by source photo
-  (config.input.eval_photos are held out), the crops are a bank computed
+  photos and textures with a 1/f spectrum). The crops are a bank computed
   once per process from config.input.patch_seed, and the label is the
-  index of the source photo in config.input.photos.
+  index of the source photo in config.input.photos. Two splits
+  (config.input.patch_split):
+    photos   by source photo: config.input.eval_photos are held out (a
+             label of the held-out split is a photo never trained on)
+    regions  by region: every photo is in both splits, the held-out crops
+             lie in the right-most config.input.patch_eval_region share of
+             its width and the training crops left of it, so a classifier
+             of the photo is judged on unseen crops of the photos it knows
+             (plan E3, docs/method.md#condition-slots)
 """
 import functools
 import gzip
@@ -212,10 +219,34 @@ def load_photo(name: str) -> np.ndarray:
   return np.ascontiguousarray(image[..., :3])
 
 
+PATCH_SPLITS = ("photos", "regions")
+
+
 def _photo_lists(cfg):
+  """(photos, training photos, held-out photos) of config.input."""
   photos = cfg.photos
   photos = tuple(photos) if photos else COLOR_PHOTOS + GREY_PHOTOS
   eval_photos = tuple(cfg.eval_photos or ())
+  if cfg.patch_split not in PATCH_SPLITS:
+    raise ValueError(
+        f"config.input.patch_split={cfg.patch_split!r}; valid: "
+        f"{list(PATCH_SPLITS)} (held-out photos, or held-out regions of "
+        "every photo).")
+  if cfg.patch_split == "regions":
+    if eval_photos:
+      raise ValueError(
+          "config.input.patch_split='regions' holds out a region of every "
+          f"photo, so config.input.eval_photos={eval_photos} has no "
+          "meaning: set config.input.eval_photos=() (or patch_split="
+          "'photos').")
+    if not 0.0 < float(cfg.patch_eval_region) < 1.0:
+      raise ValueError(
+          f"config.input.patch_eval_region={cfg.patch_eval_region} is the "
+          "held-out share of each photo's width and must lie in (0, 1), "
+          "e.g. 0.25.")
+    if len(set(photos)) != len(photos):
+      raise ValueError(f"config.input.photos {photos} lists a photo twice.")
+    return photos, photos, photos
   for p in photos + eval_photos:
     if p not in COLOR_PHOTOS + GREY_PHOTOS:
       raise ValueError(
@@ -234,32 +265,54 @@ def _photo_lists(cfg):
   return photos, train_photos, eval_photos
 
 
-@functools.lru_cache(maxsize=4)
-def _patch_bank(photos, chosen, size, count, zoom, seed):
-  """uint8 [count, size, size, 3] crops and their photo labels (cached).
+def region_columns(width: int, region: str, eval_share: float):
+  """[x0, x1): the columns of a photo `width` wide that crops of `region`
+  may cover: "all", "train" (left of the held-out strip) or "eval" (the
+  right-most eval_share of the width)."""
+  edge = int(round(width * (1.0 - float(eval_share))))
+  return {"all": (0, width), "train": (0, edge), "eval": (edge, width)}[region]
 
-  Each crop picks a photo uniformly, a side size * z with z log-uniform in
-  [1, zoom] (so the set covers a range of scales, as natural images do), a
-  uniform position, and is resized to size with LANCZOS (anti-aliased).
-  """
+
+def crop_boxes(shapes, size: int, count: int, zoom: float, seed,
+               region: str = "all", eval_share: float = 0.0):
+  """int [count, 4] (photo, y, x, side): each crop picks a photo of
+  `shapes` (its [H, W]) uniformly, a side size * z with z log-uniform in
+  [1, zoom] (so the set covers a range of scales, as natural images do),
+  capped by the photo and region, and a uniform position inside the
+  columns `region_columns` allows."""
   rng = np.random.default_rng(seed)
-  images = {p: load_photo(p) for p in chosen}
+  which = rng.integers(len(shapes), size=count)
+  zooms = np.exp(rng.uniform(0.0, np.log(zoom), size=count))
+  out = np.empty((count, 4), np.int64)
+  for i in range(count):
+    h, w = shapes[which[i]]
+    lo, hi = region_columns(w, region, eval_share)
+    side = int(min(round(size * zooms[i]), h, hi - lo))
+    if side < 1:
+      raise ValueError(f"a {h}x{w} photo leaves no columns for region "
+                       f"{region!r} at eval share {eval_share}.")
+    out[i] = (which[i], rng.integers(h - side + 1),
+              lo + rng.integers(hi - lo - side + 1), side)
+  return out
+
+
+@functools.lru_cache(maxsize=4)
+def _patch_bank(photos, chosen, size, count, zoom, seed, region="all",
+                eval_share=0.0):
+  """uint8 [count, size, size, 3] crops (`crop_boxes`, resized to size
+  with LANCZOS: anti-aliased) and their photo labels (cached)."""
+  images = [load_photo(p) for p in chosen]
+  boxes = crop_boxes(tuple(im.shape[:2] for im in images), size, count,
+                     zoom, seed, region, eval_share)
   out = np.empty((count, size, size, 3), np.uint8)
   labels = np.empty((count,), np.int32)
-  which = rng.integers(len(chosen), size=count)
-  zooms = np.exp(rng.uniform(0.0, np.log(zoom), size=count))
-  for i in range(count):
-    photo = images[chosen[which[i]]]
-    h, w = photo.shape[:2]
-    side = int(min(round(size * zooms[i]), h, w))
-    y = rng.integers(h - side + 1)
-    x = rng.integers(w - side + 1)
-    crop = photo[y:y + side, x:x + side]
+  for i, (k, y, x, side) in enumerate(boxes):
+    crop = images[k][y:y + side, x:x + side]
     if side != size:
       crop = np.asarray(Image.fromarray(crop).resize(
           (size, size), resample=Image.LANCZOS))
     out[i] = crop
-    labels[i] = photos.index(chosen[which[i]])
+    labels[i] = photos.index(chosen[k])
   out.setflags(write=False)
   labels.setflags(write=False)
   return out, labels
@@ -288,9 +341,13 @@ def _patches_prepare(cfg, split, train):
   # Different bank seeds per split, both fixed by patch_seed (the data set
   # is part of the experiment; the training seed only drives order/flips).
   seed = (int(cfg.patch_seed), 1 if test else 0)
+  if cfg.patch_split == "regions":
+    region = ("eval" if test else "train", float(cfg.patch_eval_region))
+  else:
+    region = ("all", 0.0)
   images, labels = _patch_bank(
       photos, eval_photos if test else train_photos, info.shape[0],
-      info.num_examples, zoom, seed)
+      info.num_examples, zoom, seed, *region)
   flip = train and base.resolve_flip(cfg, PATCHES)
   transform = preprocess.ImagePreprocess(info.shape[0], 3, "resize", flip)
   return base.Prepared(base.ArraySource(images, labels), transform, info)

@@ -259,9 +259,11 @@ def fit(dataset: str, *, image_size: Optional[int] = None, steps: int = 1000,
   from kflow_jax.evaluators import reference  # pylint: disable=g-import-not-at-top
   if dataset == "natural_patches":
     raise ValueError(
-        "natural_patches labels are source photos and its held-out split "
-        "holds other photos, so a label classifier cannot be scored; use "
-        "the label-free random-feature FD (evaluators.random_features).")
+        "natural_patches labels are source photos and its default held-out "
+        "split holds other photos, so a label classifier cannot be scored; "
+        "use the label-free random-feature FD (evaluators.random_features), "
+        "or, split by region (config.input.patch_split='regions'), the "
+        "photo judges of evaluators/patch_judges.py.")
   x_train, y_train = reference.load_split(dataset, "train",
                                           image_size=image_size)
   x_test, y_test = reference.load_split(dataset, "test",

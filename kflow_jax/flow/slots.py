@@ -27,7 +27,12 @@ learns to ignore a fine label that disagrees with the coarse bands):
     slots before a random slot boundary from x_i and the rest from its
     neighbour j = i + 1 in the global batch, each slot labelled with the
     class of the image its bands came from. Exact because T is orthonormal
-    (the same requirement as noise mixing, steering.check_mixable).
+    (the same requirement as noise mixing, steering.check_mixable). With
+    config.cond.mix_fine_classes (plan E3: colour photos in the coarse
+    slot, grey textures in the fine ones) the finer slots come from the
+    next example j > i (cyclically) whose class is in that set, and only
+    examples of the other classes are mixed: every hybrid is a coarse
+    image of one group under the fine bands of the other.
 
 Guidance takes a weight per band and slot W[s, k] (`guided_velocity`,
 `GUIDANCE_MODES`); W = 1 everywhere is the plain conditional field.
@@ -70,6 +75,7 @@ class Slots(NamedTuple):
   slot_dropout: float    # P(only slot k null), each k
   drop_all: float        # P(every slot null) = config.label_dropout
   band_mix: float        # P(an example is a band-mixed hybrid)
+  fine_classes: tuple = ()  # classes hybrids take their finer slots from
 
   @property
   def num_slots(self) -> int:
@@ -134,9 +140,19 @@ def parse(cond, *, num_bands: int, num_classes: int, label_dropout: float,
         f"whose bands are those of x_i and x_j only when T is orthonormal; "
         f"{transform.name!r} is not. Use "
         f"{steering.ORTHONORMAL_ALTERNATIVES}, or band_mix=0.")
+  fine = tuple(cond.mix_fine_classes or ())
+  if fine and (not p_mix or not all(isinstance(c, int) and 0 <= c <
+                                    num_classes for c in fine)
+               or len(set(fine)) >= num_classes):
+    raise ValueError(
+        f"config.cond.mix_fine_classes={fine} names the classes band-mixed "
+        "hybrids take their finer slots from: it needs config.cond.band_mix "
+        f"> 0 and classes in 0..{num_classes - 1} that leave at least one "
+        "class for the coarse slot (e.g. the texture photos of "
+        "configs/patches.py:slots); or () for any neighbour.")
   return Slots(starts=starts, visibility=visibility, num_bands=int(num_bands),
                num_classes=int(num_classes), slot_dropout=p_slot,
-               drop_all=p_all, band_mix=p_mix)
+               drop_all=p_all, band_mix=p_mix, fine_classes=fine)
 
 
 def as_slots(slots: Slots, y: jax.Array) -> jax.Array:
@@ -189,7 +205,9 @@ def drop_events(slots: Slots, keys: jax.Array, y: jax.Array) -> jax.Array:
 def band_mix(slots: Slots, path: paths_lib.Path, x1: jax.Array,
              y: jax.Array, keys: jax.Array):
   """(x1, y [B, K]): each example, with probability slots.band_mix, a
-  hybrid of itself and its neighbour i + 1 (mod B) in the global batch.
+  hybrid of itself and its neighbour i + 1 (mod B) in the global batch
+  (with slots.fine_classes: of an example of another class and the next
+  example of a fine class, `_partners`).
 
   The crossover is a slot boundary b drawn uniformly from 1..K-1: the bands
   of slots 0..b-1 come from x_i and keep y_i, those of slots b.. come from
@@ -205,15 +223,31 @@ def band_mix(slots: Slots, path: paths_lib.Path, x1: jax.Array,
     return (jax.random.uniform(r_mix) < slots.band_mix,
             jax.random.randint(r_cut, (), 1, slots.num_slots))
   mixed, cut = jax.vmap(draw)(keys)
+  partner, ok = _partners(slots, y[:, 0])
+  mixed = mixed & ok
   first_fine_band = jnp.asarray(slots.starts, jnp.int32)[cut]     # [B]
   tr = path.transform
   band = jnp.asarray(path.band)[None]                             # [1, ...]
   from_i = band < first_fine_band.reshape((-1,) + (1,) * (band.ndim - 1))
-  c = jnp.where(from_i, tr.forward(x1), tr.forward(jnp.roll(x1, -1, 0)))
+  c = jnp.where(from_i, tr.forward(x1), tr.forward(x1[partner]))
   hybrid = tr.inverse(c).astype(x1.dtype)
   x_out = jnp.where(mixed.reshape((-1,) + (1,) * (x1.ndim - 1)), hybrid, x1)
   fine = mixed[:, None] & (jnp.arange(slots.num_slots)[None] >= cut[:, None])
-  return x_out, jnp.where(fine, jnp.roll(y, -1, 0), y)
+  return x_out, jnp.where(fine, y[partner], y)
+
+
+def _partners(slots: Slots, own: jax.Array):
+  """(partner [B], may mix [B]) of the examples with labels own [B]: the
+  neighbour i + 1 (mod B), or with slots.fine_classes the first j after i
+  (cyclically) whose class is fine, for examples not of a fine class (none
+  when the batch holds no fine example)."""
+  b = own.shape[0]
+  i = jnp.arange(b)
+  if not slots.fine_classes:
+    return (i + 1) % b, jnp.ones((b,), bool)
+  is_fine = jnp.isin(own, jnp.asarray(slots.fine_classes, jnp.int32))
+  steps = jnp.where(is_fine[None, :], (i[None, :] - i[:, None] - 1) % b, b)
+  return jnp.argmin(steps, axis=1), ~is_fine & (jnp.min(steps, axis=1) < b)
 
 
 def guidance_matrix(slots: Slots, matrix=(), guidance=1.0,

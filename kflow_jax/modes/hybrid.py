@@ -2,11 +2,17 @@ r"""--mode=hybrid: a grid of coarse condition by fine condition.
 
   python -m kflow_jax.main --config=configs/digits.py:slots \
       --workdir=DIR --mode=hybrid [--config.restore.rows=10 --config.restore.cols=10]
+  python -m kflow_jax.main --config=configs/patches.py:slots \
+      --workdir=DIR --mode=hybrid --config.restore.row_classes=(0,1,2,3) \
+      --config.restore.col_classes=(4,5,6)
 
 For a run with condition slots (config.cond.slot_starts, flow/slots.py),
 or a one-label run with a baseline that takes two labels
-(config.sample.label_switch_t or factorized_cutoffs), cell (i, j) is sampled with class i in slot 0 (the coarse bands) and class
-j in every later slot (the finer bands), all cells from one noise, so a row
+(config.sample.label_switch_t or factorized_cutoffs), cell (i, j) is
+sampled with class i in slot 0 (the coarse bands) and class j in every
+later slot (the finer bands), or the i-th of config.restore.row_classes and
+the j-th of col_classes (patches: colour photo by texture photo), all cells
+from one noise, so a row
 differs only by its fine label and a column only by its coarse one. Under
 causal visibility with band projection and no overlap the coarse bands of
 a row are identical (tests/slots_test.py). config.sample's guidance
@@ -26,14 +32,20 @@ from kflow_jax.infra import metrics_io
 from kflow_jax.modes import restore_spec
 
 
-def grid_labels(rows: int, cols: int, num_slots: int,
-                num_classes: int) -> np.ndarray:
-  """int32 [rows * cols, K]: cell (i, j) has class i % C in slot 0 and
-  j % C in the other slots."""
-  i, j = np.divmod(np.arange(rows * cols), cols)
+def grid_labels(rows: int, cols: int, num_slots: int, num_classes: int,
+                row_classes=None, col_classes=None) -> np.ndarray:
+  """int32 [rows * cols, K]: cell (i, j) has class row_classes[i] (default
+  i % C) in slot 0 and col_classes[j] (default j % C) in the other slots;
+  given class lists set rows and cols."""
+  row_classes = np.asarray(row_classes if row_classes else
+                           np.arange(rows) % num_classes)
+  col_classes = np.asarray(col_classes if col_classes else
+                           np.arange(cols) % num_classes)
+  i, j = np.divmod(np.arange(len(row_classes) * len(col_classes)),
+                   len(col_classes))
   return np.concatenate(
-      [(i % num_classes)[:, None],
-       np.repeat((j % num_classes)[:, None], num_slots - 1, axis=1)],
+      [row_classes[i][:, None],
+       np.repeat(col_classes[j][:, None], num_slots - 1, axis=1)],
       axis=1).astype(np.int32)
 
 
@@ -49,8 +61,11 @@ def hybrid_mode(run, params, step: int,
         "configs/digits.py:slots), or on a one-label run a baseline that "
         "uses two labels: --config.sample.label_switch_t=(T,) or "
         "--config.sample.factorized_cutoffs=(0.0,K,1.0).")
-  rows, cols = rspec.rows, rspec.cols
-  y = jnp.asarray(grid_labels(rows, cols, num_labels, run.num_classes))
+  labels = grid_labels(rspec.rows, rspec.cols, num_labels, run.num_classes,
+                       rspec.row_classes, rspec.col_classes)
+  rows = len(rspec.row_classes or range(rspec.rows))
+  cols = len(rspec.col_classes or range(rspec.cols))
+  y = jnp.asarray(labels)
   noise = jax.random.normal(jax.random.key(rspec.seed),
                             (1,) + tuple(run.info.shape), jnp.float32)
   sampler = sampler_lib.jit_sampler(run.field.sampler(run.spec))
@@ -74,8 +89,8 @@ def hybrid_mode(run, params, step: int,
                         generate.sample_tag(run.spec, step))
     samples_lib.save_labelled_grid(
         base + ".png", grid,
-        [f"fine {j % run.num_classes}" for j in range(cols)],
-        [f"coarse {i % run.num_classes}" for i in range(rows)])
+        [f"fine {int(c)}" for c in labels[:cols, 1]],
+        [f"coarse {int(c)}" for c in labels[::cols, 0]])
     metrics_io.write_json(base + ".json", result)
     logging.info("Hybrid grid %dx%d (rows: coarse class, columns: fine "
                  "class): %s.{png,json}", rows, cols, base)

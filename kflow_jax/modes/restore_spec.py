@@ -47,6 +47,8 @@ class RestoreSpec(NamedTuple):
   num_edits: int
   rows: int
   cols: int
+  row_classes: Optional[tuple]
+  col_classes: Optional[tuple]
   split_band: int
   mix_cutoffs: Optional[tuple]
   label: Optional[int]
@@ -183,6 +185,17 @@ def parse_restore(rcfg, mode: str, *, image_shape: Sequence[int],
     _at_least(rcfg, ("num_edits",), 1)
   else:
     _at_least(rcfg, ("rows", "cols"), 1)
+  classes = {}
+  for key in ("row_classes", "col_classes"):
+    v = rcfg[key]
+    classes[key] = tuple(int(c) for c in v) if v else None
+    if classes[key] and (mode != "hybrid" or not num_classes or not all(
+        0 <= c < num_classes for c in classes[key])):
+      raise ValueError(
+          f"config.restore.{key}={classes[key]} names the classes of the "
+          "--mode=hybrid grid's rows (slot 0) or columns (finer slots): "
+          f"each in 0..{max(int(num_classes or 0), 1) - 1} of a "
+          "class-conditional run, e.g. (0,1,2,3); other modes take none.")
   if mode not in ("mix", "hybrid"):
     _at_least(rcfg, ("num_images",), 1)
     if rcfg.source != "eval" and not os.path.isdir(rcfg.source):
@@ -202,6 +215,7 @@ def parse_restore(rcfg, mode: str, *, image_shape: Sequence[int],
       sampler=str(rcfg.sampler), renoise=float(rcfg.renoise),
       num_draws=int(rcfg.num_draws), num_steps=int(rcfg.num_steps),
       num_edits=int(rcfg.num_edits), rows=int(rcfg.rows),
-      cols=int(rcfg.cols), split_band=int(rcfg.split_band),
+      cols=int(rcfg.cols), row_classes=classes["row_classes"],
+      col_classes=classes["col_classes"], split_band=int(rcfg.split_band),
       mix_cutoffs=tuple(float(c) for c in cutoffs) if cutoffs else None,
       label=_label(rcfg, num_classes), seed=int(rcfg.seed))
