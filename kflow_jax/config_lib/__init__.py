@@ -17,7 +17,8 @@ into what it uses: `experiment.setup` the training sections,
   label_dropout      CFG training: P(label -> null class)
   cond.*             condition slots: a label per group of bands, their
                      visibility, slot dropout and band-mixed hybrids
-                     (flow/slots.py)
+                     (flow/slots.py); each slot's kind, a class or a
+                     caption, and the text encoder (flow/token_slots.py)
   transform.name     kamp transform (identity = plain flow matching,
                      fourier, dct, wavelet, pca); the other transform.* keys
                      are its options (kamp.options(name))
