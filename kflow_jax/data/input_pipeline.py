@@ -109,8 +109,8 @@ def create(config_input, *, global_batch_size: int, seed: int,
     An iterator of dicts {"image": float32 [local_batch, H, W, C],
     "label": int32 [local_batch]} (plus "mask": bool [local_batch] in finite
     mode, and "caption": int32 [local_batch, L] with config.input.captions,
-    data/captions.py) with get_state() / set_state(state); the state is a small dict of
-    ints, JSON-serialisable.
+    data/captions.py) with get_state() / set_state(state); the state is a
+    small dict of ints, JSON-serialisable.
   """
   _check_keys(config_input)
   global_batch_size = int(global_batch_size)
