@@ -21,6 +21,13 @@ Arguments (`--config=configs/digits.py:<args>`, comma separated):
                   (kflow_jax/flow/slots.py), trained with slot dropout
                   and 25 % band-mixed hybrids; --mode=hybrid draws the
                   coarse-by-fine grid
+  captions        the slots of `slots` with the fine slot a caption: band
+                  0 reads the class, band 1 the image's caption ("a
+                  handwritten 3", "the digit three", ...;
+                  kflow_jax/data/captions.py) through a small text
+                  encoder trained with the model
+                  (kflow_jax/flow/token_slots.py); sample with
+                  --config.sample.slot_captions rows
   runlocal        seconds on a CPU (tests, smoke runs)
 
   python -m kflow_jax.main --config=configs/digits.py --workdir=/tmp/digits
@@ -35,6 +42,13 @@ Arguments (`--config=configs/digits.py:<args>`, comma separated):
       --config.sample.class_drop_t=0.3   # label only while t < 0.3
   # likewise --config.sample.guidance_bands=0 (CFG only in band 0) and
   # --config.sample.shared_bands=1 (one fine-band noise for all samples).
+  # A class slot on band 0, a caption slot on band 1; rows of (class,
+  # caption), "" = null:
+  python -m kflow_jax.main --config=configs/digits.py:captions \
+      --workdir=/tmp/digits_captions
+  python -m kflow_jax.main --config=configs/digits.py:captions \
+      --workdir=/tmp/digits_captions --mode=sample \
+      --config.sample.slot_captions='(("3", "a handwritten eight"), ("3", ""))'
 """
 from kflow_jax import config_lib
 
@@ -48,9 +62,12 @@ TRANSFORMS = {
 def get_config(arg=None):
   a = config_lib.parse_transform_args(arg, "configs/digits.py", TRANSFORMS,
                                       transform="fourier", cond=False,
-                                      slots=False, runlocal=False)
+                                      slots=False, captions=False,
+                                      runlocal=False)
   c = config_lib.base()
   c.input.name = "digits"
   config_lib.set_bands(c, a.transform, 2, **TRANSFORMS[a.transform])
-  return config_lib.digit_recipe(c, a.transform, cond=a.cond or a.slots,
-                                  local=a.runlocal, slots=a.slots)
+  return config_lib.digit_recipe(c, a.transform,
+                                  cond=a.cond or a.slots or a.captions,
+                                  local=a.runlocal, slots=a.slots,
+                                  captions=a.captions)

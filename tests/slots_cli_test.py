@@ -1,6 +1,7 @@
 """Condition slots from the command line, as a user types it: train
 `configs/digits.py:slots`, sample rows of (coarse, fine) labels with
-guidance per band and slot, draw the --mode=hybrid grid; and the one-label
+guidance per band and slot, draw the --mode=hybrid grid; the same with a
+caption slot (`configs/digits.py:captions`); and the one-label
 baselines (label switch, factorized sum) on `configs/digits.py:cond`.
 Each check reads what the command wrote."""
 import glob
@@ -65,6 +66,41 @@ def test_slots_train_sample_hybrid(tmp_path):
       capture_output=True, text=True, timeout=600)
   assert p.returncode == 1
   assert "condition slots" in p.stderr.strip().splitlines()[-1]
+
+
+def test_caption_slots_train_sample_hybrid(tmp_path):
+  """configs/digits.py:captions (a class slot on band 0, a caption slot on
+  band 1): train, sample rows of (class, caption) with per-slot guidance,
+  the hybrid grid (caption slot given the canonical caption of a class),
+  and a word outside the vocabulary refused with the fix."""
+  from kflow_jax.data import captions  # pylint: disable=g-import-not-at-top
+  wd, cache = str(tmp_path / "captions"), tmp_path / "cache"
+  cfg = "--config=configs/digits.py:captions,runlocal"
+  _main([cfg, f"--workdir={wd}"], cache)
+  assert os.path.exists(os.path.join(wd, "samples.png"))
+  rows = '(("3", "a handwritten eight"), ("3", ""), ("", "the digit one"))'
+  _main([cfg, f"--workdir={wd}", "--mode=sample",
+         f"--config.sample.slot_captions={rows}",
+         "--config.sample.guidance_matrix=((1.0,1.0),(1.0,3.0))"], cache)
+  data, record = _set(wd, "*_slots*")
+  labels = np.asarray(data["labels"])
+  assert labels.shape == (20, 2, 8)
+  source = captions.get("digits")
+  assert captions.detokenize(source, labels[0, 1]) == "a handwritten eight"
+  np.testing.assert_array_equal(labels[:3, 0, 0], [3, 3, 10])
+  assert not labels[1, 1].any() and not labels[2, 0, 1:].any()
+  assert record["spec"]["slot_captions"][0] == ["3", "a handwritten eight"]
+  _main([cfg, f"--workdir={wd}", "--mode=hybrid",
+         "--config.restore.rows=2", "--config.restore.cols=2"], cache)
+  (js,) = glob.glob(os.path.join(wd, "hybrid_mode", "*.json"))
+  assert json.load(open(js))["labels"][:2] == [[0, 0], [0, 1]]
+  p = subprocess.run(
+      [sys.executable, "-m", "kflow_jax.main", cfg, f"--workdir={wd}",
+       "--mode=sample", '--config.sample.slot_captions=(("3", "a cat"),)'],
+      cwd=REPO, env=dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=REPO),
+      capture_output=True, text=True, timeout=600)
+  assert p.returncode == 1
+  assert "'cat' is not in the vocabulary" in p.stderr.strip().splitlines()[-1]
 
 
 def test_one_label_baselines_from_the_command_line(tmp_path):

@@ -17,7 +17,8 @@ into what it uses: `experiment.setup` the training sections,
   label_dropout      CFG training: P(label -> null class)
   cond.*             condition slots: a label per group of bands, their
                      visibility, slot dropout and band-mixed hybrids
-                     (flow/slots.py)
+                     (flow/slots.py); each slot's kind, a class or a
+                     caption, and the text encoder (flow/token_slots.py)
   transform.name     kamp transform (identity = plain flow matching,
                      fourier, dct, wavelet, pca); the other transform.* keys
                      are its options (kamp.options(name))
@@ -114,6 +115,17 @@ ADDED_KEYS = {
     "restore.col_classes": None,
     "input.patch_split": "photos",
     "input.patch_eval_region": 0.25,
+    "cond.slot_kinds": None,
+    "cond.text.vocab_size": None,
+    "cond.text.max_tokens": None,
+    "cond.text.width": None,
+    "cond.text.depth": None,
+    "cond.text.heads": None,
+    "cond.text.pool": None,
+    "cond.text.encoder_path": "",
+    "cond.text.freeze": False,
+    "input.captions": "",
+    "input.caption_seed": 0,
     # Molecular assembly configs (config_lib/assembly.py).
     "bands.rotations": "bands",
     "loss.project_centroids": False,
@@ -137,10 +149,27 @@ def base() -> ml_collections.ConfigDict:
   # band_mix the share of band-mixed hybrids (orthonormal transforms);
   # mix_fine_classes: the classes a hybrid's finer slots come from (the
   # others give its coarse slot), None = any batch neighbour.
+  # slot_kinds: per slot "class" (a class id) or "tokens" (a caption from
+  # config.input.captions through the text encoder, models/text.py); None:
+  # every slot a class. text: the encoder; None takes the default (or,
+  # with encoder_path, the pretrained encoder's own value): vocab_size the
+  # caption vocabulary's, max_tokens 8, width 64, depth 2, heads 4, pool
+  # "mean" (or "cls"). encoder_path: a directory written by
+  # models.text.save_encoder, fine-tuned with the model, or kept as loaded
+  # with freeze=True.
   c.cond = ml_collections.ConfigDict(dict(
       slot_starts=config_dict.placeholder(tuple), visibility="causal",
       slot_dropout=0.0, band_mix=0.0,
-      mix_fine_classes=config_dict.placeholder(tuple)))
+      mix_fine_classes=config_dict.placeholder(tuple),
+      slot_kinds=config_dict.placeholder(tuple),
+      text=ml_collections.ConfigDict(dict(
+          vocab_size=config_dict.placeholder(int),
+          max_tokens=config_dict.placeholder(int),
+          width=config_dict.placeholder(int),
+          depth=config_dict.placeholder(int),
+          heads=config_dict.placeholder(int),
+          pool=config_dict.placeholder(str),
+          encoder_path="", freeze=False))))
   c.transform = ml_collections.ConfigDict(dict(name="identity"))
   c.pca_examples = 2048
   c.path = ml_collections.ConfigDict(dict(
@@ -258,7 +287,8 @@ def runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 
 def digit_recipe(c, transform: str, *, cond: bool, local: bool,
-                 slots: bool = False) -> ml_collections.ConfigDict:
+                 slots: bool = False,
+                 captions: bool = False) -> ml_collections.ConfigDict:
   """The budget and recipe of the embedded digit sets (configs/digits.py,
   configs/mnist.py): 2000 steps of batch 64; flow matching with
   logit-normal t, K-Flow with band I/O and logit-normal t in each band's
@@ -266,7 +296,10 @@ def digit_recipe(c, transform: str, *, cond: bool, local: bool,
   with 10 % dropped, CFG 1.5, a 10 x 10 grid of one class per row;
   `slots`: two condition slots (band 0, bands 1..), 10 % of the
   examples with every slot null, 10 % each with one slot null, 25 %
-  band-mixed hybrids (kflow_jax/flow/slots.py)."""
+  band-mixed hybrids (kflow_jax/flow/slots.py); `captions`: those slots
+  with the fine one a caption slot (each image's caption from
+  config.input.captions="digits", read by a text encoder trained with the
+  model; kflow_jax/flow/token_slots.py)."""
   c.total_steps = 2000
   c.batch_size = 64
   c.optim.learning_rate = 1e-3
@@ -286,12 +319,18 @@ def digit_recipe(c, transform: str, *, cond: bool, local: bool,
     c.sample.guidance = 1.5
     c.sample.num_samples = 100
     c.sample.batch_size = 100
-  if slots:
+  if slots or captions:
     c.cond.slot_starts = (0, 1)
     c.cond.slot_dropout = 0.1
     c.cond.band_mix = 0.25
+  if captions:
+    c.cond.slot_kinds = ("class", "tokens")
+    c.input.captions = "digits"
   if local:
     c = runlocal(c)
+    if captions:
+      # The smallest encoder that still attends (tests compile it often).
+      c.cond.text.width, c.cond.text.depth, c.cond.text.heads = 16, 1, 2
     if cond:
       # Two per class over two batches: exercises the class-row layout and
       # noise that must be shared across sampling batches.

@@ -56,6 +56,11 @@ def input_defaults() -> ml_collections.ConfigDict:
   # SD-VAE weights (diffusion_pytorch_model.safetensors) for decoding
   # samples; "": the file the latents were encoded with.
   c.vae_weights = ""
+  # Captions for token condition slots (config.cond.slot_kinds, data/
+  # captions.py): "" none, "digits" (digits, mnist5k): each image a caption
+  # of its class, its phrasing drawn from (caption_seed, its index).
+  c.captions = ""
+  c.caption_seed = 0
   return c
 
 
@@ -97,6 +102,11 @@ def sample_defaults() -> ml_collections.ConfigDict:
       # column on a one-label run: a weight per band); guidance_mode:
       # active (2 evaluations per step), nested or composable (K + 1).
       slot_labels=(), guidance_matrix=(), guidance_mode="active",
+      # Runs with token (caption) slots (config.cond.slot_kinds): rows of K
+      # strings, sample i takes row i % R: a caption for a token slot, a
+      # class id ("3") for a class slot, "" = null; tokenized with the
+      # run's caption vocabulary (config.input.captions).
+      slot_captions=(),
       # Baselines on a run trained with one label (flow/slots.py): rows of
       # slot_labels used one after another, label k from time
       # label_switch_t[k-1] on; or factorized over the bands of these

@@ -26,6 +26,7 @@ import numpy as np
 
 from kflow_jax import data
 from kflow_jax.config_lib import sections
+from kflow_jax.data import captions as captions_lib
 from kflow_jax.data.base import DatasetInfo
 from kflow_jax.data.base import PaddedSource
 
@@ -107,8 +108,9 @@ def create(config_input, *, global_batch_size: int, seed: int,
   Returns:
     An iterator of dicts {"image": float32 [local_batch, H, W, C],
     "label": int32 [local_batch]} (plus "mask": bool [local_batch] in finite
-    mode) with get_state() / set_state(state); the state is a small dict of
-    ints, JSON-serialisable.
+    mode, and "caption": int32 [local_batch, L] with config.input.captions,
+    data/captions.py) with get_state() / set_state(state); the state is a
+    small dict of ints, JSON-serialisable.
   """
   _check_keys(config_input)
   global_batch_size = int(global_batch_size)
@@ -128,6 +130,15 @@ def create(config_input, *, global_batch_size: int, seed: int,
   family = data.get(config_input.name)
   prepared = family.prepare(config_input, _split_name(config_input, split),
                             train)
+  if config_input.captions:
+    # Token condition slots: each record's caption, a pure function of
+    # (caption_seed, its index in the split, its label).
+    captions_lib.check(config_input)
+    prepared = prepared._replace(
+        source=captions_lib.CaptionedSource(
+            prepared.source, captions_lib.get(config_input.captions),
+            int(config_input.caption_seed)),
+        transform=captions_lib.WithCaption(prepared.transform))
   num_examples = len(prepared.source)
   if num_examples == 0:
     raise ValueError(

@@ -308,7 +308,7 @@ def eval_loss(run, params, step: int, write: bool = True) -> dict:
     if int(config.eval_steps) > 0 and i >= int(config.eval_steps):
       break
     batch = sharding.global_batch(
-        run.mesh, {k: local[k] for k in ("image", "label", "mask")
+        run.mesh, {k: local[k] for k in ("image", "label", "caption", "mask")
                    if k in local})
     aux = jax.device_get(eval_step(params, batch, i))
     totals = aux if totals is None else jax.tree.map(np.add, totals, aux)

@@ -39,8 +39,16 @@ Guidance takes a weight per band and slot W[s, k] (`guided_velocity`,
 
 A run without slots (slot_starts = ()) takes y [B] and computes exactly
 what it did before slots existed; `parse` returns None for it.
+
+Token (caption) slots (config.cond.slot_kinds, flow/token_slots.py): a
+slot of kind "tokens" reads a caption through the text encoder
+(models/text.py). A run with one takes labels y int32 [B, K, L]: a class
+slot's class id at position 0 (zeros after it), a token slot's caption
+tokens (0 = pad; all pad = the null caption). Every function here treats
+both layouts alike through `null_of` and `_pick`; a run with class slots
+only keeps y [B, K] and computes exactly what it did before.
 """
-from typing import Callable, NamedTuple, Optional, Sequence
+from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -49,6 +57,7 @@ import numpy as np
 from kflow_jax.flow import guidance as guidance_lib
 from kflow_jax.flow import paths as paths_lib
 from kflow_jax.flow import steering
+from kflow_jax.flow import token_slots
 
 VISIBILITIES = ("causal", "active", "all")
 # name -> network evaluations per step for K slots.
@@ -76,10 +85,22 @@ class Slots(NamedTuple):
   drop_all: float        # P(every slot null) = config.label_dropout
   band_mix: float        # P(an example is a band-mixed hybrid)
   fine_classes: tuple = ()  # classes hybrids take their finer slots from
+  # Token slots (flow/token_slots.parse; defaults: class slots only).
+  kinds: tuple = ()      # per slot "class" or "tokens"; () = all class
+  text: Any = None       # models.text.TextSpec of the token slots' encoder
+  captions: str = ""     # the caption source (config.input.captions)
+  canonical: tuple = ()  # per class: its caption's tokens (class -> slot)
+  encoder_path: str = ""  # pretrained encoder directory ("" = trained here)
+  freeze: bool = False   # keep the pretrained encoder as loaded
 
   @property
   def num_slots(self) -> int:
     return len(self.starts)
+
+  @property
+  def max_tokens(self) -> int:
+    """L of the labels [B, K, L] of a run with token slots; 0 without."""
+    return int(self.text.max_tokens) if "tokens" in self.kinds else 0
 
   def owner(self) -> np.ndarray:
     """int [S]: the slot that owns each band."""
@@ -156,28 +177,63 @@ def parse(cond, *, num_bands: int, num_classes: int, label_dropout: float,
 
 
 def as_slots(slots: Slots, y: jax.Array) -> jax.Array:
-  """Labels [B] (the same class for every slot) or [B, K] -> int32 [B, K]."""
+  """Labels [B] (the same class for every slot) or [B, K] -> int32 [B, K];
+  with token slots, class labels become [B, K, L] (a token slot given
+  class c takes c's canonical caption, token_slots.from_classes) and
+  [B, K, L] is taken as it is."""
   y = jnp.asarray(y).astype(jnp.int32)
+  if slots.max_tokens and y.ndim == 3:
+    return token_slots.check_shape(slots, y)
   if y.ndim == 1:
-    return jnp.broadcast_to(y[:, None], (y.shape[0], slots.num_slots))
+    y = jnp.broadcast_to(y[:, None], (y.shape[0], slots.num_slots))
   if y.ndim != 2 or y.shape[1] != slots.num_slots:
-    raise ValueError(f"slot labels must be [B] or [B, {slots.num_slots}], "
-                     f"got shape {tuple(y.shape)}.")
-  return y
+    want = f"[B, {slots.num_slots}]" + (
+        f" or [B, {slots.num_slots}, {slots.max_tokens}]"
+        if slots.max_tokens else "")
+    raise ValueError(f"slot labels must be [B] or {want}, got shape "
+                     f"{tuple(y.shape)}.")
+  return token_slots.from_classes(slots, y) if slots.max_tokens else y
+
+
+def batch_labels(slots: Slots, batch: dict) -> jax.Array:
+  """A data batch's slot labels: each slot the image's class, and with
+  token slots each token slot its caption (batch["caption"])."""
+  y = as_slots(slots, batch["label"])
+  if not slots.max_tokens:
+    return y
+  return token_slots.with_captions(slots, y, batch.get("caption"))
+
+
+def null_of(slots: Slots) -> jax.Array:
+  """The null labels of every slot, broadcastable against y: the null
+  class num_classes; with token slots [K, L], a class slot's null class
+  at position 0 and a token slot's empty caption."""
+  if not slots.max_tokens:
+    return jnp.int32(slots.num_classes)
+  return token_slots.null_row(slots)
+
+
+def _pick(mask: jax.Array, a: jax.Array, b) -> jax.Array:
+  """where(mask [..., K], a, b) over labels [.., K] or [.., K, L]."""
+  mask = jnp.asarray(mask)
+  while mask.ndim < max(jnp.ndim(a), jnp.ndim(b)):
+    mask = mask[..., None]
+  return jnp.where(mask, a, b)
 
 
 def null_labels(slots: Slots, y: jax.Array) -> jax.Array:
   """Negative labels (-1: "no label" in config.sample.slot_labels) and the
   labels of slots the network may not read -> the null label."""
-  return jnp.where(y < 0, slots.num_classes, y)
+  if not slots.max_tokens:
+    return jnp.where(y < 0, slots.num_classes, y)
+  return _pick(y[..., 0] < 0, null_of(slots), y)
 
 
 def visible_labels(slots: Slots, path: paths_lib.Path, y: jax.Array,
                    t: jax.Array) -> jax.Array:
   """y [B, K] with the slots that band(t) may not read set to null."""
   see = jnp.asarray(slots.table())[paths_lib.active_band(path, t)]
-  return jnp.where(see, null_labels(slots, as_slots(slots, y)),
-                   slots.num_classes)
+  return _pick(see, null_labels(slots, as_slots(slots, y)), null_of(slots))
 
 
 def network(slots: Slots, path: paths_lib.Path, apply: Callable) -> Callable:
@@ -199,7 +255,7 @@ def drop_events(slots: Slots, keys: jax.Array, y: jax.Array) -> jax.Array:
   alone = (u[:, None] >= lo[None]) & (
       u[:, None] < lo[None] + slots.slot_dropout)
   drop = alone | (u < slots.drop_all)[:, None]
-  return jnp.where(drop, slots.num_classes, y)
+  return _pick(drop, null_of(slots), y)
 
 
 def band_mix(slots: Slots, path: paths_lib.Path, x1: jax.Array,
@@ -223,7 +279,9 @@ def band_mix(slots: Slots, path: paths_lib.Path, x1: jax.Array,
     return (jax.random.uniform(r_mix) < slots.band_mix,
             jax.random.randint(r_cut, (), 1, slots.num_slots))
   mixed, cut = jax.vmap(draw)(keys)
-  partner, ok = _partners(slots, y[:, 0])
+  # The image's class: slot 0's label (a class slot holds it at token
+  # position 0; mix_fine_classes is refused with token slots).
+  partner, ok = _partners(slots, y[:, 0] if y.ndim == 2 else y[:, 0, 0])
   mixed = mixed & ok
   first_fine_band = jnp.asarray(slots.starts, jnp.int32)[cut]     # [B]
   tr = path.transform
@@ -233,7 +291,7 @@ def band_mix(slots: Slots, path: paths_lib.Path, x1: jax.Array,
   hybrid = tr.inverse(c).astype(x1.dtype)
   x_out = jnp.where(mixed.reshape((-1,) + (1,) * (x1.ndim - 1)), hybrid, x1)
   fine = mixed[:, None] & (jnp.arange(slots.num_slots)[None] >= cut[:, None])
-  return x_out, jnp.where(fine, y[partner], y)
+  return x_out, _pick(fine, y[partner], y)
 
 
 def _partners(slots: Slots, own: jax.Array):
@@ -284,7 +342,7 @@ def guided_velocity(apply: Callable, path: paths_lib.Path, slots: Slots,
     raise ValueError(f"config.sample.guidance_mode={mode!r}; valid: "
                      f"{list(GUIDANCE_MODES)}.")
   y = null_labels(slots, as_slots(slots, y))
-  null = jnp.full_like(y, slots.num_classes)
+  null = jnp.broadcast_to(null_of(slots), y.shape)
   w_all = jnp.asarray(matrix, jnp.float32)
   k = slots.num_slots
 
@@ -295,15 +353,15 @@ def guided_velocity(apply: Callable, path: paths_lib.Path, slots: Slots,
   if np.all(np.asarray(matrix) == 1.0):
     if t_drop is None:
       return lambda x, t: apply(x, t, y)
-    return lambda x, t: apply(x, t, jnp.where((t < t_drop)[:, None], y, null))
+    return lambda x, t: apply(x, t, _pick((t < t_drop)[:, None], y, null))
   slot = jnp.arange(k)[None]
   if mode == "active":
     owner = jnp.asarray(slots.owner())
     conds = [y, null]
   elif mode == "nested":
-    conds = [null] + [jnp.where(slot <= j, y, null) for j in range(k)]
+    conds = [null] + [_pick(slot <= j, y, null) for j in range(k)]
   else:
-    conds = [null] + [jnp.where(slot == j, y, null) for j in range(k)]
+    conds = [null] + [_pick(slot == j, y, null) for j in range(k)]
   n = len(conds)
 
   def velocity_fn(x, t):

@@ -15,6 +15,7 @@ from typing import NamedTuple, Optional
 
 from kflow_jax.flow import sampling
 from kflow_jax.flow import slots as slots_lib
+from kflow_jax.flow import token_slots
 
 
 class Spec(NamedTuple):
@@ -41,6 +42,8 @@ class Spec(NamedTuple):
   seed: int
   save_latents: bool
   at_end: bool
+  # Runs with token slots: rows of K strings (flow/token_slots.caption_rows).
+  slot_captions: tuple = ()
 
   @property
   def extra_times(self) -> tuple:
@@ -57,9 +60,10 @@ class Spec(NamedTuple):
 
 
 def parse_spec(scfg, num_classes: int, num_bands: int,
-               num_slots: int = 1) -> Spec:
+               num_slots: int = 1, slots=None) -> Spec:
   """Checks config.sample against the run and returns its Spec (num_slots:
-  the run's condition slots, flow/slots.py; 1 without)."""
+  the run's condition slots, flow/slots.py; 1 without; slots: the run's
+  Slots, which config.sample.slot_captions needs)."""
   sampling.SOLVERS.get(scfg.solver)
   guidance = float(scfg.guidance)
   bands = tuple(int(b) for b in (scfg.guidance_bands or ()))
@@ -138,6 +142,7 @@ def parse_spec(scfg, num_classes: int, num_bands: int,
           "config.sample.guidance_matrix sets every band's and slot's "
           "guidance (it replaces config.sample.guidance); leave "
           "guidance_bands empty (()) with it.")
+  captions = _slot_captions(scfg, slots, rows)
   if t_drop > 1.0:
     raise ValueError(f"config.sample.class_drop_t={t_drop} must lie in "
                      "[0, 1], or be negative (-1) for no class drop.")
@@ -172,7 +177,27 @@ def parse_spec(scfg, num_classes: int, num_bands: int,
       use_ema=bool(scfg.use_ema),
       ema_decay=None if scfg.ema_decay is None else float(scfg.ema_decay),
       seed=int(scfg.seed), save_latents=bool(scfg.save_latents),
-      at_end=bool(scfg.at_end))
+      at_end=bool(scfg.at_end), slot_captions=captions)
+
+
+def _slot_captions(scfg, slots, rows) -> tuple:
+  """config.sample.slot_captions checked (rows of K strings, tokenized once
+  here so a word outside the vocabulary fails before any sampling)."""
+  captions = tuple(tuple(r) if isinstance(r, (tuple, list)) else r
+                   for r in (scfg.slot_captions or ()))
+  if not captions:
+    return ()
+  if slots is None or not slots.max_tokens:
+    raise ValueError(
+        "config.sample.slot_captions gives token slots their captions; this "
+        "run has none (config.cond.slot_kinds with a 'tokens' slot): use "
+        "config.sample.slot_labels.")
+  if rows:
+    raise ValueError(
+        "config.sample.slot_labels and slot_captions both give the rows of "
+        "slot labels; set one (slot_captions takes class ids as strings).")
+  token_slots.caption_rows(slots, captions)
+  return tuple(tuple(str(v) for v in r) for r in captions)
 
 
 def sample_tag(spec: Spec, step: int) -> str:
@@ -194,9 +219,11 @@ def sample_tag(spec: Spec, step: int) -> str:
     tag += f"_drop{spec.class_drop_t:g}"
   if spec.shared_bands:
     tag += f"_shared{join(spec.shared_bands)}"
-  if spec.slot_labels or spec.guidance_matrix:
-    # Rows and matrices do not fit a file name: a digest of both.
-    blob = json.dumps([spec.slot_labels, spec.guidance_matrix]).encode()
+  if spec.slot_labels or spec.guidance_matrix or spec.slot_captions:
+    # Rows and matrices do not fit a file name: a digest of them (the
+    # captions only when given, so the older tags stay as they were).
+    blob = json.dumps([spec.slot_labels, spec.guidance_matrix] + (
+        [spec.slot_captions] if spec.slot_captions else [])).encode()
     tag += "_slots" + hashlib.sha256(blob).hexdigest()[:8]
   if spec.guidance_mode != "active":
     tag += f"_{spec.guidance_mode}"

@@ -65,7 +65,8 @@ def _set_record(run, step: int, chunk: int, quantization: str) -> dict:
   new_keys = run.slots or spec.num_labels > 1 or spec.guidance_matrix
   skip = {"at_end"} | (set() if new_keys else {
       "slot_labels", "guidance_matrix", "guidance_mode", "label_switch_t",
-      "factorized_cutoffs"})
+      "factorized_cutoffs"}) | (set() if spec.slot_captions else {
+          "slot_captions"})
   spec_record = {k: (list(v) if isinstance(v, tuple) else v)
                  for k, v in spec._asdict().items() if k not in skip}
   # The network's band I/O belongs to the set's identity as before it
@@ -76,7 +77,10 @@ def _set_record(run, step: int, chunk: int, quantization: str) -> dict:
       "spec": spec_record,
       "num_samples": spec.num_samples, "chunk_size": int(chunk),
       "shape": list(run.info.shape), "num_classes": run.num_classes,
-      "labels": ("slot rows [n, K]: config.sample.slot_labels row i % R, "
+      "labels": ("slot rows [n, K, L]: config.sample.slot_captions row "
+                 "i % R tokenized (a class slot's id at position 0)"
+                 if spec.slot_captions else
+                 "slot rows [n, K]: config.sample.slot_labels row i % R, "
                  "or i % num_classes in every slot"
                  if run.slots or spec.num_labels > 1 else
                  "i % num_classes" if run.num_classes else None),

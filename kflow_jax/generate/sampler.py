@@ -27,6 +27,7 @@ from kflow_jax.flow import guidance as guidance_lib
 from kflow_jax.flow import paths as paths_lib
 from kflow_jax.flow import sampling
 from kflow_jax.flow import slots as slots_lib
+from kflow_jax.flow import token_slots
 from kflow_jax.flow import steering
 from kflow_jax.generate import files as samples_lib
 
@@ -121,11 +122,15 @@ def labels_of(num_classes: int, spec: generate.Spec, indices,
               slots=None) -> jax.Array:
   """Labels of sample indices: [B] (sample_labels), or [B, K] for a run
   with condition slots (config.sample.slot_labels rows, or every slot the
-  class i % num_classes)."""
+  class i % num_classes), [B, K, L] with config.sample.slot_captions rows
+  (token slots, flow/token_slots.caption_rows)."""
   if slots is None and spec.num_labels == 1:
     return sample_labels(num_classes, indices)
   k = slots.num_slots if slots is not None else spec.num_labels
-  return slots_lib.sample_labels(k, spec.slot_labels, num_classes, indices)
+  rows = spec.slot_labels
+  if spec.slot_captions:
+    rows = token_slots.caption_rows(slots, spec.slot_captions).tolist()
+  return slots_lib.sample_labels(k, rows, num_classes, indices)
 
 
 def initial_noise(path, shape, spec: generate.Spec, rng, indices):
@@ -182,6 +187,9 @@ def grid_layout(num_classes: int, labels) -> dict:
   if not num_classes:
     return {}
   labels = np.asarray(labels)
+  if labels.ndim == 3:
+    # Token slots: a row's labels are its K x L tokens.
+    labels = labels.reshape(labels.shape[0], -1)
   if labels.ndim == 2:
     # Condition slots: one row per distinct tuple of slot labels, in order
     # of first appearance (config.sample.slot_labels' row order).

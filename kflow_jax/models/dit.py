@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from kflow_jax.models import layers
+from kflow_jax.models import text as text_lib
 
 # name -> (hidden, depth, heads). mu/ti are CPU test sizes.
 SIZES = {
@@ -92,8 +93,13 @@ class DiT(nn.Module):
   size: str = "S"
   patch_size: int = 2
   num_classes: int = 0
-  # Condition slots (flow/slots.py), set by the run from config.cond.
+  # Condition slots (flow/slots.py), set by the run from config.cond:
+  # their number, kinds (models/text.py; () = every slot a class) and the
+  # text encoder of token slots.
   num_slots: int = 1
+  slot_kinds: tuple = ()
+  text: Optional[text_lib.TextSpec] = None
+  freeze_encoder: bool = False
   hidden: Optional[int] = None
   depth: Optional[int] = None
   num_heads: Optional[int] = None
@@ -126,6 +132,7 @@ class DiT(nn.Module):
       raise ValueError(
           f"pos_embed='sincos' needs hidden divisible by 4, got {hidden}.")
     layers.check_head(self.num_classes, self.dtype, self.param_dtype)
+    text_lib.check_slots(self.num_slots, self.slot_kinds, self.text)
     super().__post_init__()
 
   @property
@@ -212,7 +219,7 @@ class DiT(nn.Module):
           f"{[q for q in PATCH_SIZES if h % q == 0 and w % q == 0]} or pad "
           f"the input to {-(-h // p) * p}x{-(-w // p) * p}.")
     layers.label_shape_check(y, b, self.num_classes,
-                             self.num_slots)
+                             self.num_slots, text_lib.max_tokens(self))
 
   @nn.compact
   def __call__(self, x, t, y=None, train=False, frame=None):
@@ -247,9 +254,7 @@ class DiT(nn.Module):
                                 param_dtype=self.param_dtype,
                                 name="t_embedder")(t)
     if self.num_classes:
-      c = c + layers.LabelEmbedder(self.num_classes, hidden,
-                                   self.param_dtype, num_slots=self.num_slots,
-                                   name="y_embedder")(y, b)
+      c = c + text_lib.embedder(self, hidden, self.param_dtype)(y, b)
     c = c.astype(dt)
 
     route = self.route(t)

@@ -208,15 +208,20 @@ class LabelEmbedder(nn.Module):
     return jnp.sum(jnp.take(table, rows, axis=0), axis=1)
 
 
-def label_shape_check(y, batch: int, num_classes: int, num_slots: int = 1):
-  """Trace-time check of y against the batch (values cannot be checked)."""
+def label_shape_check(y, batch: int, num_classes: int, num_slots: int = 1,
+                      max_tokens: int = 0):
+  """Trace-time check of y against the batch (values cannot be checked);
+  max_tokens > 0: token slots (models/text.py), y [B, K, max_tokens]."""
   if y is None or num_classes == 0:
     return
   want = (batch,) if num_slots == 1 else (batch, num_slots)
+  if max_tokens:
+    want = (batch, num_slots, max_tokens)
   if tuple(y.shape) != want:
+    what = ("" if num_slots == 1 else ", one per condition slot") + (
+        ", a class at position 0 or a caption's tokens" if max_tokens else "")
     raise ValueError(
-        f"y must be int labels of shape {list(want)} ([B]"
-        f"{'' if num_slots == 1 else ', one per condition slot'}), got "
+        f"y must be int labels of shape {list(want)} ([B]{what}), got "
         f"shape {tuple(y.shape)}; pass y=None for the null class.")
   if not jnp.issubdtype(y.dtype, jnp.integer):
     raise ValueError(f"y must be an integer array, got dtype {y.dtype}.")

@@ -10,6 +10,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from kflow_jax.models import layers
+from kflow_jax.models import text as text_lib
 
 # name -> (hidden, depth).
 SIZES = {"mu": (32, 2), "ti": (64, 3), "S": (256, 4), "B": (512, 4)}
@@ -27,8 +28,13 @@ class MLP(nn.Module):
   hidden: Optional[int] = None
   depth: Optional[int] = None
   num_classes: int = 0
-  # Condition slots (flow/slots.py), set by the run from config.cond.
+  # Condition slots (flow/slots.py), set by the run from config.cond:
+  # their number, kinds (models/text.py; () = every slot a class) and the
+  # text encoder of token slots.
   num_slots: int = 1
+  slot_kinds: tuple = ()
+  text: Optional[text_lib.TextSpec] = None
+  freeze_encoder: bool = False
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
   time_scale: float = 1000.0
@@ -39,6 +45,7 @@ class MLP(nn.Module):
           f"Unknown MLP size {self.size!r}; valid sizes: {list(SIZES)}.")
     layers.check_positive_ints("hidden/depth", self.dims)
     layers.check_head(self.num_classes, self.dtype)
+    text_lib.check_slots(self.num_slots, self.slot_kinds, self.text)
     super().__post_init__()
 
   @property
@@ -51,7 +58,7 @@ class MLP(nn.Module):
     del train
     layers.check_xt(x, t, min_ndim=2)
     layers.label_shape_check(y, x.shape[0], self.num_classes,
-                             self.num_slots)
+                             self.num_slots, text_lib.max_tokens(self))
     hidden, depth = self.dims
     dt = layers.resolve_dtype(self.dtype)
     pdt = self.param_dtype
@@ -64,9 +71,7 @@ class MLP(nn.Module):
                                     time_scale=self.time_scale, dtype=dt,
                                     param_dtype=pdt, name="t_embedder")(t)
     if self.num_classes:
-      h = h + layers.LabelEmbedder(self.num_classes, hidden, pdt,
-                                   num_slots=self.num_slots,
-                                   name="y_embedder")(y, b).astype(dt)
+      h = h + text_lib.embedder(self, hidden, pdt)(y, b).astype(dt)
     for i in range(depth):
       h = layers.dense(hidden, ("mlp", "embed"), dtype=dt, param_dtype=pdt,
                        name=f"hidden_{i}")(nn.silu(h))

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from kflow_jax.models import layers
+from kflow_jax.models import text as text_lib
 
 # name -> (channels, channel_mult, num_res_blocks, attention_levels, groups).
 SIZES = {
@@ -121,8 +122,13 @@ class UNet(nn.Module):
   head_channels: int = 64
   dropout: float = 0.0
   num_classes: int = 0
-  # Condition slots (flow/slots.py), set by the run from config.cond.
+  # Condition slots (flow/slots.py), set by the run from config.cond:
+  # their number, kinds (models/text.py; () = every slot a class) and the
+  # text encoder of token slots.
   num_slots: int = 1
+  slot_kinds: tuple = ()
+  text: Optional[text_lib.TextSpec] = None
+  freeze_encoder: bool = False
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
   remat: bool = False
@@ -148,6 +154,7 @@ class UNet(nn.Module):
     if not 0.0 <= self.dropout < 1.0:
       raise ValueError(f"dropout must be in [0, 1), got {self.dropout}.")
     layers.check_head(self.num_classes, self.dtype)
+    text_lib.check_slots(self.num_slots, self.slot_kinds, self.text)
     super().__post_init__()
 
   @property
@@ -183,7 +190,7 @@ class UNet(nn.Module):
           f"{h}x{w}; pad the input to {-(-h // f) * f}x{-(-w // f) * f} or "
           f"use fewer levels (channel_mult).")
     layers.label_shape_check(y, x.shape[0], self.num_classes,
-                             self.num_slots)
+                             self.num_slots, text_lib.max_tokens(self))
 
   @nn.compact
   def __call__(self, x, t, y=None, train=False, frame=None):
@@ -203,9 +210,7 @@ class UNet(nn.Module):
                                   time_scale=self.time_scale, dtype=dt,
                                   param_dtype=pdt, name="t_embedder")(t)
     if self.num_classes:
-      emb = emb + layers.LabelEmbedder(self.num_classes, 4 * ch, pdt,
-                                       num_slots=self.num_slots,
-                                   name="y_embedder")(y, x.shape[0])
+      emb = emb + text_lib.embedder(self, 4 * ch, pdt)(y, x.shape[0])
     emb = emb.astype(dt)
 
     h = _conv(ch, 3, dt, pdt, name="conv_in")(x.astype(dt))

@@ -103,7 +103,8 @@ class Prefetcher:
           return
         local = next(self._it)
         state = self._it.get_state()
-        batch = {k: local[k] for k in ("image", "label") if k in local}
+        batch = {k: local[k] for k in ("image", "label", "caption")
+                 if k in local}
         self._put((sharding.global_batch(self._mesh, batch), state))
     except BaseException as e:  # pylint: disable=broad-except
       self._put(e)  # re-raised in the training thread

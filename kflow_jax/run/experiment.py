@@ -32,10 +32,12 @@ from kflow_jax.data import input_pipeline
 from kflow_jax import kamp
 from kflow_jax.infra import metrics_io
 from kflow_jax import models
+from kflow_jax.models import text as text_lib
 from kflow_jax.run import field as field_lib
 from kflow_jax.run import optim
 from kflow_jax.flow import paths
 from kflow_jax.flow import slots as slots_lib
+from kflow_jax.flow import token_slots
 from kflow_jax.infra import sharding
 from kflow_jax.run import train_state
 from kflow_jax.kamp import coarse
@@ -116,6 +118,16 @@ def setup(config, workdir: Optional[str], mode: str = "train", *,
                           num_classes=ncls,
                           label_dropout=float(config.label_dropout),
                           transform=transform)
+  # Token (caption) slots: kinds, text encoder, caption vocabulary.
+  slots = token_slots.parse(config.cond, slots,
+                            captions=str(config.input.captions))
+  if slots is not None and slots.freeze and float(
+      config.optim.weight_decay):
+    raise ValueError(
+        "config.cond.text.freeze keeps the pretrained encoder as loaded "
+        "(its gradient is stopped), but AdamW's weight decay "
+        f"(config.optim.weight_decay={config.optim.weight_decay}) would "
+        "still shrink it: set weight_decay=0 or freeze=False.")
   if slots is not None and adaptive:
     raise ValueError(
         "condition slots (config.cond.slot_starts) are not built for "
@@ -126,9 +138,9 @@ def setup(config, workdir: Optional[str], mode: str = "train", *,
   decays = train_state.validate_ema_decays(config.ema_decays)
   init, shardings, abstract = make_state_init(
       model, info, ncls, tx, decays, mesh, int(config.seed),
-      num_slots=slots.num_slots if slots else 1)
+      num_slots=slots.num_slots if slots else 1, slots=slots)
   spec = generate.parse_spec(config.sample, ncls, path.num_bands,
-                             slots.num_slots if slots else 1)
+                             slots.num_slots if slots else 1, slots=slots)
   field = field_lib.build(config, path, model, mesh, ncls,
                           scale_adaptive=adaptive, slots=slots)
   if wd is not None and mode != "tool":
@@ -174,18 +186,28 @@ def _reshaped(config, info, shape, mode: str):
 
 
 def make_state_init(model, info, num_classes, tx, ema_decays, mesh,
-                    seed: int, num_slots: int = 1):
-  """Returns (init_fn() -> sharded state, shardings, abstract state)."""
+                    seed: int, num_slots: int = 1, slots=None):
+  """Returns (init_fn() -> sharded state, shardings, abstract state).
+  With token slots and config.cond.text.encoder_path, the text encoder's
+  initial params are the pretrained ones."""
   rng = jax.random.PRNGKey(int(seed))
   r_init, r_train = jax.random.split(rng)
+  pretrained = None
+  if slots is not None and slots.encoder_path:
+    pretrained = text_lib.load_encoder(slots.encoder_path)[1]
 
   def boxed():
     x = jnp.zeros((1,) + tuple(info.shape), jnp.float32)
     t = jnp.zeros((1,), jnp.float32)
-    y = jnp.zeros((1,) + ((num_slots,) if num_slots > 1 else ()),
-                  jnp.int32) if num_classes else None
+    shape = text_lib.label_shape(1, num_slots, slots.kinds if slots else (),
+                                 slots.text if slots else None)
+    y = jnp.zeros(shape, jnp.int32) if num_classes else None
     variables = model.init(r_init, x, t, y, train=False)
-    return train_state.create(variables["params"], tx, r_train, ema_decays)
+    params = variables["params"]
+    if pretrained is not None:
+      params = text_lib.insert_encoder(params, pretrained,
+                                       slots.encoder_path)
+    return train_state.create(params, tx, r_train, ema_decays)
 
   abstract_boxed = jax.eval_shape(boxed)
   shardings = sharding.state_shardings(mesh, abstract_boxed,
@@ -357,6 +379,9 @@ def build_model(config, num_classes: int, path: paths.Path, slots=None):
     kwargs["num_classes"] = num_classes
   if slots is not None:
     kwargs["num_slots"] = slots.num_slots
+    if slots.max_tokens:
+      kwargs.update(slot_kinds=slots.kinds, text=slots.text,
+                    freeze_encoder=slots.freeze)
   return models.get(name, **kwargs)
 
 

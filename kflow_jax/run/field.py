@@ -13,8 +13,9 @@ The Field owns what follows from how the network is trained:
                  (paths.band_network; a scale-adaptive network sees only
                  bands 0..s by construction and uses neither)
   slots          condition slots (flow/slots.py, parsed by setup): labels
-                 [B, K] seen through their visibility, band-mixed hybrids
-                 made on the global batch, slot dropout events
+                 [B, K] ([B, K, L] with token slots, the batch's captions
+                 in them) seen through their visibility, band-mixed
+                 hybrids made on the global batch, slot dropout events
   the loss       config.loss and config.label_dropout, read once; every
                  example's noise, time and label drop are drawn by
                  losses.draw_examples, from that example's own key
@@ -248,9 +249,9 @@ def _full_resolution(path, model, mesh, num_classes, label_dropout, opts,
       return fn
 
     def wrapped(params, batch, keys):
-      x1, y = batch["image"], slots_lib.as_slots(slots, batch["label"])
+      x1, y = batch["image"], slots_lib.batch_labels(slots, batch)
       if mix:
-        x1, y = slots_lib.band_mix(slots, path, x1, batch["label"], keys)
+        x1, y = slots_lib.band_mix(slots, path, x1, y, keys)
       return fn(params, dict(batch, image=x1, slot_labels=y), keys)
     return wrapped
 
