@@ -16,6 +16,7 @@ from kflow_jax.config_lib import sections
 from kflow_jax.flow import guidance
 from kflow_jax.flow import paths
 from kflow_jax.flow import sampling
+from kflow_jax.flow import label_baselines
 from kflow_jax.flow import slots as slots_lib
 
 SHAPE = (8, 8, 1)
@@ -337,19 +338,19 @@ def test_one_label_baselines_switch_and_factorized():
   y = jnp.array([[1, 7]] * 4, jnp.int32)
   cfg = lambda yy: guidance.cfg_velocity(net1, path, yy, num_classes=C,
                                          guidance=2.0)(x, t)
-  sw = slots_lib.switched_velocity(net1, path, y, (0.5,), num_classes=C,
+  sw = label_baselines.switched_velocity(net1, path, y, (0.5,), num_classes=C,
                                    guidance=2.0)(x, t)
   np.testing.assert_array_equal(sw[:2], cfg(y[:, 0])[:2])
   np.testing.assert_array_equal(sw[2:], cfg(y[:, 1])[2:])
   split = paths.make_path(path.transform, num_scales=2)
-  fac = slots_lib.factorized_velocity(net1, path, split, y, num_classes=C,
+  fac = label_baselines.factorized_velocity(net1, path, split, y, num_classes=C,
                                       guidance=2.0)(x, t)
   tr = path.transform
   low = split.band == 0
   want = tr.inverse(jnp.where(low, tr.forward(cfg(y[:, 0])),
                               tr.forward(cfg(y[:, 1]))))
   np.testing.assert_allclose(fac, want, rtol=1e-5, atol=1e-5)
-  same = slots_lib.factorized_velocity(net1, path, split, y[:, :1].repeat(
+  same = label_baselines.factorized_velocity(net1, path, split, y[:, :1].repeat(
       2, 1), num_classes=C, guidance=2.0)(x, t)
   np.testing.assert_allclose(same, cfg(y[:, 0]), rtol=1e-4, atol=1e-4)
   # Spec: rows of one label per span; refused on slot runs and unlabelled.

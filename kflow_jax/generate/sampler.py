@@ -25,6 +25,7 @@ import numpy as np
 from kflow_jax import generate
 from kflow_jax.flow import guidance as guidance_lib
 from kflow_jax.flow import paths as paths_lib
+from kflow_jax.flow import label_baselines
 from kflow_jax.flow import sampling
 from kflow_jax.flow import slots as slots_lib
 from kflow_jax.flow import token_slots
@@ -50,15 +51,14 @@ def guided_velocity(apply: Callable, path: paths_lib.Path, num_classes: int,
     # One column: a guidance weight per band (generate.parse_spec).
     guidance = tuple(float(r[0]) for r in spec.guidance_matrix)
   if spec.label_switch_t:
-    return slots_lib.switched_velocity(apply, path, y, spec.label_switch_t,
-                                       num_classes=num_classes,
-                                       guidance=guidance)
+    return label_baselines.switched_velocity(
+        apply, path, y, spec.label_switch_t, num_classes=num_classes,
+        guidance=guidance)
   if spec.factorized_cutoffs:
     split = paths_lib.make_path(path.transform,
                                 cutoffs=spec.factorized_cutoffs)
-    return slots_lib.factorized_velocity(apply, path, split, y,
-                                         num_classes=num_classes,
-                                         guidance=guidance)
+    return label_baselines.factorized_velocity(
+        apply, path, split, y, num_classes=num_classes, guidance=guidance)
   if spec.guidance_bands:
     # Guidance only in the chosen bands, plain conditional elsewhere.
     guidance = steering.band_guidance(path, guidance, spec.guidance_bands)
