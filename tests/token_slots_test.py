@@ -139,9 +139,13 @@ def test_encoder_ignores_padding_and_null_caption_is_the_null_embedding():
       params["embedding"][4] + enc_v @ params["token_proj"][0], atol=1e-5)
 
 
+# The MLP in the fast tier; DiT and U-Net (20-40 s of compiling on 2
+# cores) in -m slow.
 @pytest.mark.parametrize("name,kw", [
-    ("mlp", dict(size="mu")), ("dit", dict(size="mu", patch_size=2)),
-    ("unet", dict(size="mu"))])
+    ("mlp", dict(size="mu")),
+    pytest.param("dit", dict(size="mu", patch_size=2),
+                 marks=pytest.mark.slow),
+    pytest.param("unet", dict(size="mu"), marks=pytest.mark.slow)])
 def test_backbones_take_token_slot_labels(name, kw):
   m = models.get(name, num_classes=C, num_slots=2,
                  slot_kinds=("class", "tokens"), text=SPEC, **kw)
