@@ -13,6 +13,7 @@ second call only rewrites the tables.
 """
 import contextlib
 import fcntl
+import glob
 import hashlib
 import json
 import math
@@ -168,9 +169,15 @@ def _locked(workdir: str):
       fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def resolved_config(run: Run) -> str:
-  """sha256 of the config `run.flags()` resolves to, read the way
-  kflow_jax.main reads it (ml_collections only: nothing is built)."""
+# What train() sets on the command line; a stored config.json holds them,
+# an arm's resolved config does not (total_steps is compared on its own).
+TRAIN_KEYS = ("total_steps", "checkpoint_every_steps", "keep_checkpoints",
+              "log_every_steps", "sample_every_steps", "sample.at_end")
+
+
+def resolved_config(run: Run) -> dict:
+  """The config `run.flags()` resolves to, read the way kflow_jax.main
+  reads it (ml_collections only: nothing is built), as a dict."""
   from absl import flags as absl_flags  # pylint: disable=g-import-not-at-top
   from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
   # Config paths are relative to the repository.
@@ -181,29 +188,42 @@ def resolved_config(run: Run) -> str:
   config_flags.DEFINE_config_file("config", None, "", flag_values=values,
                                   sys_argv=argv)
   values(argv)
-  text = values.config.to_json(sort_keys=True)
+  return json.loads(values.config.to_json(sort_keys=True))
+
+
+def training_hash(config: dict, total_steps: int) -> str:
+  """sha256 of what a run trains: its config without the keys train() sets
+  and without newer keys at the default they were added with
+  (config_lib.without_added_defaults: the hash of a run made before a key
+  existed does not move when it is added), with total_steps (the cosine
+  schedule's length) put back."""
+  from kflow_jax import config_lib  # pylint: disable=g-import-not-at-top
+  flat = config_lib.without_added_defaults(config_lib.flatten(config))
+  kept = {k: v for k, v in flat.items() if k not in TRAIN_KEYS}
+  kept["total_steps"] = int(total_steps)
+  text = json.dumps(kept, sort_keys=True, default=str)
   return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _same_config_run(root: str, run: Run) -> Run:
-  """`run`, or an earlier arm's run when both resolve to the same config:
-  such arms cannot differ, so they share one run (and reports say "same
-  config", never an effect). ROOT/resolved.json maps config hashes to the
-  first arm's workdir."""
-  index = os.path.join(root, "resolved.json")
-  key = f"{resolved_config(run)}"
+def _same_config_run(root: str, run: Run, total_steps: int) -> Run:
+  """`run`, or an earlier arm's run when both train the same config: such
+  arms cannot differ, so they share one run (and reports say "same
+  config", never an effect). The runs are found by the config.json each
+  workdir under ROOT/runs holds (training_hash), so no index can go stale
+  when a key is added; a run already started in the arm's own workdir is
+  its own."""
+  own = os.path.join(run.workdir, "config.json")
+  if os.path.exists(own):
+    return run
+  want = training_hash(resolved_config(run), total_steps)
   with _locked(root):
-    table = {}
-    if os.path.exists(index):
-      with open(index) as fh:
-        table = json.load(fh)
-    first = table.setdefault(key, run.workdir)
-    if first == run.workdir:
-      with open(index + ".tmp", "w") as fh:
-        json.dump(table, fh, indent=1, sort_keys=True)
-      os.replace(index + ".tmp", index)
-      return run
-  return run._replace(workdir=first)
+    for f in sorted(glob.glob(os.path.join(root, "runs", "*", "*",
+                                           "config.json"))):
+      with open(f) as fh:
+        stored = json.load(fh)
+      if training_hash(stored, stored.get("total_steps", 0)) == want:
+        return run._replace(workdir=os.path.dirname(f))
+  return run
 
 
 def same_run(a: "Run", b: "Run") -> bool:
@@ -221,9 +241,9 @@ def train(root: str, scale: Scale, name: str, config: str,
   run = Run(name, config, tuple(scale.pinned) + tuple(overrides) +
             tuple(scale.extra_flags), seed,
             wd)
-  run = _same_config_run(root, run)
-  wd = run.workdir
   final = max(budgets)
+  run = _same_config_run(root, run, final)
+  wd = run.workdir
   done = os.path.join(wd, "checkpoints", str(final))
   if os.path.isdir(done):
     return run

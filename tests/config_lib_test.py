@@ -56,20 +56,16 @@ def test_every_run_control_key_is_a_key_of_base():
 
 
 def test_added_keys_exist_with_the_default_they_were_added_with():
-  flat = {}
-
-  def walk(d, prefix=""):
-    for k, v in d.items():
-      if isinstance(v, dict):
-        walk(v, f"{prefix}{k}.")
-      else:
-        flat[f"{prefix}{k}"] = v
-  # The image configs' base() and the molecular-assembly one.
-  walk(json.loads(config_lib.base().to_json_best_effort()))
-  walk(json.loads(assembly.base().to_json_best_effort()))
+  # The image configs' base() and the molecular-assembly one, as
+  # config.json stores them (tuples as lists, which same_value equates).
+  flat = config_lib.flatten(json.loads(config_lib.base().to_json_best_effort()))
+  flat.update(config_lib.flatten(json.loads(
+      assembly.base().to_json_best_effort())))
   for key, default in config_lib.ADDED_KEYS.items():
     assert key in flat, f"ADDED_KEYS names {key}, which no base() holds"
-    assert flat[key] == default, (key, flat[key], default)
+    assert config_lib.same_value(flat[key], default), (key, flat[key],
+                                                       default)
+  assert not config_lib.same_value([1, 2], (1, 3))
 
 
 def test_sections_are_the_defaults_of_base():

@@ -72,6 +72,11 @@ import ml_collections
 from ml_collections import config_dict
 
 from kflow_jax.config_lib import sections
+# Keys newer than old workdirs, and reading config.json alike (keys.py).
+from kflow_jax.config_lib.keys import ADDED_KEYS  # pylint: disable=unused-import
+from kflow_jax.config_lib.keys import flatten  # pylint: disable=unused-import
+from kflow_jax.config_lib.keys import same_value  # pylint: disable=unused-import
+from kflow_jax.config_lib.keys import without_added_defaults  # pylint: disable=unused-import
 
 
 def run_control() -> dict:
@@ -94,43 +99,6 @@ def run_control() -> dict:
 # Top-level keys a relaunch may change (whole sections for sample, restore,
 # evals): derived from run_control(), so the list cannot drift from base().
 RUN_CONTROL_KEYS = tuple(run_control())
-
-# Config keys added after runs were made, with the default they were
-# added with. A config.json that lacks one ran with that default, so a
-# relaunch with the default is the same run (checkpointing.config_diff),
-# and a config at the default hashes as it did before the key existed
-# (checkpointing.config_hash).
-ADDED_KEYS = {
-    "model.scale_adaptive": False,
-    "model.coarse_units": "coefficients",
-    "loss.band_batch_sizes": None,
-    "path.hide_input": False,
-    "path.project_output": False,
-    "cond.slot_starts": None,
-    "cond.visibility": "causal",
-    "cond.slot_dropout": 0.0,
-    "cond.band_mix": 0.0,
-    "cond.mix_fine_classes": None,
-    "restore.row_classes": None,
-    "restore.col_classes": None,
-    "input.patch_split": "photos",
-    "input.patch_eval_region": 0.25,
-    "cond.slot_kinds": None,
-    "cond.text.vocab_size": None,
-    "cond.text.max_tokens": None,
-    "cond.text.width": None,
-    "cond.text.depth": None,
-    "cond.text.heads": None,
-    "cond.text.pool": None,
-    "cond.text.encoder_path": "",
-    "cond.text.freeze": False,
-    "input.captions": "",
-    "input.caption_seed": 0,
-    # Molecular assembly configs (config_lib/assembly.py).
-    "bands.rotations": "bands",
-    "loss.project_centroids": False,
-}
-
 
 def base() -> ml_collections.ConfigDict:
   """Every config key with its default (see the module doc)."""

@@ -49,28 +49,17 @@ def check_workdir(workdir: str) -> epath.Path:
   return path
 
 
-def _flatten(d, prefix=""):
-  out = {}
-  for k, v in d.items():
-    key = f"{prefix}{k}"
-    if isinstance(v, dict):
-      out.update(_flatten(v, key + "."))
-    else:
-      out[key] = v
-  return out
-
-
 def config_diff(old: dict, new: dict) -> list:
   """Dotted keys whose values differ, ignoring config_lib.RUN_CONTROL_KEYS
   (a relaunch may change them); a key of config_lib.ADDED_KEYS missing on
   one side has the default it was added with."""
-  a, b = _flatten(old), _flatten(new)
+  a, b = config_lib.flatten(old), config_lib.flatten(new)
   diffs = []
   for key in sorted(set(a) | set(b)):
     if key.split(".")[0] in config_lib.RUN_CONTROL_KEYS:
       continue
     missing = config_lib.ADDED_KEYS.get(key, "<missing>")
-    if a.get(key, missing) != b.get(key, missing):
+    if not config_lib.same_value(a.get(key, missing), b.get(key, missing)):
       diffs.append(f"{key}: {a.get(key, missing)!r} -> "
                    f"{b.get(key, missing)!r}")
   return diffs
@@ -79,11 +68,10 @@ def config_diff(old: dict, new: dict) -> list:
 def config_hash(config) -> str:
   """sha256 (16 hex digits) of what the config computes: every key but
   config_lib.RUN_CONTROL_KEYS, so outputs of one model share it."""
-  flat = _flatten(json.loads(config.to_json_best_effort(sort_keys=True)))
-  kept = {k: v for k, v in flat.items()
-          if k.split(".")[0] not in config_lib.RUN_CONTROL_KEYS
-          and not (k in config_lib.ADDED_KEYS
-                   and v == config_lib.ADDED_KEYS[k])}
+  flat = config_lib.flatten(
+      json.loads(config.to_json_best_effort(sort_keys=True)))
+  kept = {k: v for k, v in config_lib.without_added_defaults(flat).items()
+          if k.split(".")[0] not in config_lib.RUN_CONTROL_KEYS}
   blob = json.dumps(kept, sort_keys=True, default=str).encode()
   return hashlib.sha256(blob).hexdigest()[:16]
 
