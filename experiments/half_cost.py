@@ -380,7 +380,30 @@ def answer(data: dict, label: dict) -> list:
   if why:
     lines += ["", "Where the gap comes from (the same 3 bands at full "
               "resolution, paired):", ""] + [f"- {w}" for w in why]
+    lines += _reading(pairs)
   return lines
+
+
+def _reading(pairs: dict) -> list:
+  """The reading the two REASON verdicts allow, chosen by them (a
+  difference not resolved is not read as none)."""
+  verdict = lambda a, b: pairs.get(f"{a}-{b}", {}).get(
+      "classifier_fd", {}).get("verdict")
+  path, grids = verdict("kflow3", "fm"), verdict("adaptive3_mean", "kflow3")
+  if path == stats.WORSE and grids in (stats.NOT_RESOLVED, stats.BETTER,
+                                       stats.EQUIVALENT):
+    return ["", "Reading: the 3-band K-Flow path is worse than flow "
+            "matching at full resolution too, at the same FLOPs; the "
+            "scale-adaptive arm (grids as block means) shows no detected "
+            "loss against it. The gap lies in the band path at this "
+            "budget, not in computing the coarse bands on their own grids, "
+            "so no cheaper K-Flow arm can be expected to reach flow matching "
+            "here before the full-resolution one does."]
+  if grids == stats.WORSE:
+    return ["", "Reading: the scale-adaptive arm is worse than the same "
+            "bands at full resolution: computing the coarse bands on their "
+            "own grids costs quality here."]
+  return []
 
 
 def cell_x(v) -> str:
