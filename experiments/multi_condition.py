@@ -85,16 +85,19 @@ def _train(root, scale, name, seed):
                         scale.digits_budgets)
 
 
-def _path_record(run) -> dict:
+def path_record(run) -> dict:
+  """The run's path.json (cut-offs and band times)."""
   with open(os.path.join(run.workdir, "path.json")) as fh:
     return json.load(fh)
 
 
-def _tuple(values) -> str:
+def flag_tuple(values) -> str:
+  """A tuple of floats as a --config.x=... value."""
   return "(" + ",".join(f"{float(v):g}" for v in values) + ",)"
 
 
-def _rows(rows) -> str:
+def flag_rows(rows) -> str:
+  """Rows of (coarse, fine) labels as a --config.sample.slot_labels value."""
   return "(" + ",".join(f"({a},{b})" for a, b in rows) + ")"
 
 
@@ -104,7 +107,7 @@ def _split(kflow_run):
   from kflow_jax import kamp
   from kflow_jax.evaluators import hybrid
   from kflow_jax.flow import paths
-  rec = _path_record(kflow_run)
+  rec = path_record(kflow_run)
   tr = kamp.get("fourier", shape=(16, 16, 1))
   return hybrid.BandSplit(paths.make_path(tr, cutoffs=tuple(rec["cutoffs"])))
 
@@ -148,11 +151,11 @@ def _tag(name, what) -> str:
 
 def _sample_opts(name, kflow_path, rows) -> dict:
   how = ARMS[name][3]
-  opts = {"slot_labels": _rows(rows), "guidance": GUIDANCE, **_extra(name)}
+  opts = {"slot_labels": flag_rows(rows), "guidance": GUIDANCE, **_extra(name)}
   if how == "switch":
-    opts["label_switch_t"] = _tuple(kflow_path["tau"][1:-1])
+    opts["label_switch_t"] = flag_tuple(kflow_path["tau"][1:-1])
   elif how == "factorized":
-    opts["factorized_cutoffs"] = _tuple(kflow_path["cutoffs"])
+    opts["factorized_cutoffs"] = flag_tuple(kflow_path["cutoffs"])
   return opts
 
 
@@ -165,7 +168,7 @@ def _hybrid_scores(root, scale, name, run, kflow, split, clfs, judge,
   from kflow_jax.evaluators import reference
   from kflow_jax.generate import sample_set
   step = max(scale.digits_budgets)
-  kpath = _path_record(kflow)
+  kpath = path_record(kflow)
   x_te, y_te = reference.load_split("digits", "test")
   full = classifier.load(judge, dataset="digits")
   out = {}
@@ -193,7 +196,7 @@ def _hybrid_scores(root, scale, name, run, kflow, split, clfs, judge,
 def _grid(scale, name, run, kflow, out_dir):
   """The coarse-by-fine grid of `run` (--mode=hybrid, one noise), copied to
   out_dir; its file name."""
-  kpath = _path_record(kflow)
+  kpath = path_record(kflow)
   opts = {k: v for k, v in _sample_opts(name, kpath, ()).items()
           if k != "slot_labels"}
   n = 10 if scale.all_arms else 2

@@ -29,12 +29,11 @@ real baseline beside it). Arms mirror E2's (experiments/multi_condition.py):
 
     python -m experiments.multi_condition_patches [--quick] [--root=DIR]
 """
-import json
-import os
 
 import numpy as np
 
 from experiments import common
+from experiments import multi_condition as mc
 from experiments import stats
 
 COND = "configs/patches.py:cond"
@@ -93,19 +92,6 @@ def _train(root, scale, name, seed):
                         scale.patches_budgets)
 
 
-def _path_record(run) -> dict:
-  with open(os.path.join(run.workdir, "path.json")) as fh:
-    return json.load(fh)
-
-
-def _tuple(values) -> str:
-  return "(" + ",".join(f"{float(v):g}" for v in values) + ",)"
-
-
-def _rows(rows) -> str:
-  return "(" + ",".join(f"({a},{b})" for a, b in rows) + ")"
-
-
 def data(scale):
   """(train, test) (images, labels) of configs/patches.py:cond's input."""
   # pylint: disable=g-import-not-at-top
@@ -129,7 +115,7 @@ def judges(kflow_run, scale):
   from kflow_jax.evaluators import patch_judges
   from kflow_jax.flow import paths
   p = _patches_module()
-  rec = _path_record(kflow_run)
+  rec = mc.path_record(kflow_run)
   tr = kamp.get("fourier", shape=(16, 16, 3))
   split = hybrid.BandSplit(paths.make_path(tr, cutoffs=tuple(rec["cutoffs"])))
   (x_tr, y_tr), (x_te, y_te) = data(scale)
@@ -154,12 +140,12 @@ def _tag(name, what) -> str:
 
 def _sample_opts(name, kflow_path, rows) -> dict:
   how = ARMS[name][3]
-  opts = {"slot_labels": _rows(rows), "guidance": GUIDANCE, **_extra(name)}
+  opts = {"slot_labels": mc.flag_rows(rows), "guidance": GUIDANCE, **_extra(name)}
   if how == "switch":
     # Label A while band 0 flows, B from band 1's start on.
-    opts["label_switch_t"] = _tuple(kflow_path["tau"][1:2])
+    opts["label_switch_t"] = mc.flag_tuple(kflow_path["tau"][1:2])
   elif how == "factorized":
-    opts["factorized_cutoffs"] = _tuple(
+    opts["factorized_cutoffs"] = mc.flag_tuple(
         (0.0, kflow_path["cutoffs"][1], 1.0))
   return opts
 
@@ -181,7 +167,7 @@ def _hybrid_scores(scale, name, run, kflow, judged, seed) -> dict:
   from kflow_jax.evaluators import hybrid
   from kflow_jax.generate import sample_set
   step = max(scale.patches_budgets)
-  kpath = _path_record(kflow)
+  kpath = mc.path_record(kflow)
   split, _, _, (x_te, y_te) = judged
   out = {}
   for kind, rows in (("hybrid", hybrid_rows()),
@@ -235,11 +221,11 @@ def real_scores(judged, scale, seed) -> dict:
 def _grid(scale, name, run, kflow, out_dir):
   """--mode=hybrid of `run`: colour photos by textures, one noise."""
   p = _patches_module()
-  kpath = _path_record(kflow)
+  kpath = mc.path_record(kflow)
   opts = {k: v for k, v in _sample_opts(name, kpath, ()).items()
           if k != "slot_labels"}
-  restore = {"row_classes": _tuple(p.COLOUR_CLASSES),
-             "col_classes": _tuple(p.TEXTURE_CLASSES)}
+  restore = {"row_classes": mc.flag_tuple(p.COLOUR_CLASSES),
+             "col_classes": mc.flag_tuple(p.TEXTURE_CLASSES)}
   made = common.steer(run, scale, max(scale.patches_budgets), "hybrid",
                       _tag(name, "grid"), restore, opts)
   return made and common.copy_figure(made["png"], out_dir,
