@@ -32,6 +32,8 @@ from kflow_jax.flow import sampling
 from kflow_jax.infra import sharding
 from kflow_jax.models import layers
 
+import perturb
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHAPE = (16, 16, 2)
 DCT_RMAX = np.sqrt(15.0 ** 2 + 15.0 ** 2)
@@ -59,16 +61,9 @@ def _x(shape=SHAPE, batch=4, seed=0):
 
 def _perturbed(variables, seed=0, scale=0.1):
   """Random weights: adaLN-Zero makes an initialized DiT output 0."""
-  leaves, tree = jax.tree.flatten(nn_unbox(variables))
-  keys = jax.random.split(jax.random.PRNGKey(seed), len(leaves))
-  return jax.tree.unflatten(tree, [
-      l + scale * jax.random.normal(k, l.shape, l.dtype)
-      for l, k in zip(leaves, keys)])
+  return perturb.perturbed(variables, seed, scale)
 
 
-def nn_unbox(v):
-  import flax.linen as nn  # pylint: disable=g-import-not-at-top
-  return nn.meta.unbox(v)
 
 
 # ----------------------------------------------------------------------------
@@ -374,6 +369,9 @@ def test_mean_units_scale_each_coarse_grid_by_its_factor():
     adaptive.plan(path, units="pixels")
 
 
+# Slow tier (two models compiled at three grids); the scale per grid and the
+# config's path are fast tests below and above.
+@pytest.mark.slow
 def test_mean_units_apply_once_in_the_loss_and_the_sampler():
   """A "mean" run on a field equals a "coefficients" run on that field
   scaled inside the model (_InUnits): the loss and the sampler each apply

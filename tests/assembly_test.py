@@ -58,7 +58,7 @@ def _predict(clusters, starts, params=None, solver="euler"):
   b = {k: jnp.asarray(v) for k, v in data.items()}
   eye = jnp.broadcast_to(jnp.eye(3), b["c0"].shape[:-1] + (3, 3))
   if params is None:
-    params = model.init(jax.random.PRNGKey(0), b["c0"], eye,
+    params = jax.jit(model.init)(jax.random.PRNGKey(0), b["c0"], eye,
                         jnp.zeros(len(clusters)),
                         jnp.zeros(len(clusters), jnp.int32), b["types"],
                         b["body"], b["frame"])["params"]
@@ -69,7 +69,10 @@ def _predict(clusters, starts, params=None, solver="euler"):
   return assembly.positions(pred, clusters), params, apply, b
 
 
-@pytest.mark.parametrize("starts", [(0, 1, 4, 9), (0,)])
+# One band in the slow tier: test_one_band_is_rigid_flow_matching below is
+# its fast cousin.
+@pytest.mark.parametrize("starts", [
+    (0, 1, 4, 9), pytest.param((0,), marks=pytest.mark.slow)])
 def test_rotating_translating_permuting_the_cluster_moves_the_prediction(
     starts):
   cl = _cluster(0)
@@ -158,6 +161,9 @@ SMALL = ["--config.total_steps=4", "--config.batch_size=4",
          "--config.sample.num_files=2"]
 
 
+# Slow tier: training through main (the loader on the published layout is
+# tested fast in tests/cod_cluster17_test.py).
+@pytest.mark.slow
 def test_cod_cluster17_trains_and_scores_from_the_published_layout(
     tmp_path):
   root, wd = str(tmp_path / "COD"), str(tmp_path / "run")
@@ -244,6 +250,8 @@ def test_every_method_of_the_proxy_config_through_main(tmp_path, method):
   assert res["kappa"] == ("start" if method == "regression" else "uniform")
 
 
+# Slow tier: two trainings (1 and 4 devices).
+@pytest.mark.slow
 def test_training_does_not_depend_on_the_device_count(tmp_path):
   """The same run on 1 and on 4 devices (data parallel, one key per
   cluster of the global batch): the same parameters up to float

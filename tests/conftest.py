@@ -11,3 +11,13 @@ if "xla_force_host_platform_device_count" not in os.environ["XLA_FLAGS"]:
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # Tests must never hit the network (tfds would retry for minutes).
 os.environ.setdefault("TFDS_DATA_DIR", "/nonexistent-tfds-dir-for-tests")
+
+# The fast tier's longest test (the CLI smoke run, under a minute) runs
+# first: pytest-xdist hands out tests in collection order, and started
+# last it would leave the other worker idle for its whole length.
+FIRST = ("tests/smoke_test.py",)
+
+
+def pytest_collection_modifyitems(config, items):
+  del config
+  items.sort(key=lambda item: item.nodeid.split("::")[0] not in FIRST)

@@ -19,6 +19,8 @@ from kflow_jax.flow import sampling
 from kflow_jax.flow import label_baselines
 from kflow_jax.flow import slots as slots_lib
 
+import perturb
+
 SHAPE = (8, 8, 1)
 C = 10
 
@@ -183,11 +185,7 @@ def _model(num_slots=2):
   y = jnp.zeros((1, num_slots) if num_slots > 1 else (1,), jnp.int32)
   params = m.init(jax.random.PRNGKey(0), x, jnp.zeros((1,)), y)["params"]
   # A perturbation so label terms differ well above round-off.
-  leaves, tree = jax.tree.flatten(nn_unbox(params))
-  keys = jax.random.split(jax.random.PRNGKey(5), len(leaves))
-  leaves = [l + 0.3 * jax.random.normal(k, l.shape)
-            for l, k in zip(leaves, keys)]
-  params = jax.tree.unflatten(tree, leaves)
+  params = perturb.perturbed(params, 5, 0.3)
   return lambda x, t, y: m.apply({"params": params}, x, t, y)
 
 

@@ -28,6 +28,8 @@ from kflow_jax.flow import slots as slots_lib
 from kflow_jax.flow import token_slots
 from kflow_jax.models import text as text_lib
 
+import perturb
+
 SHAPE = (8, 8, 1)
 C = 10
 L = 6
@@ -266,14 +268,13 @@ def _model(kinds=("class", "tokens")):
   y = jnp.zeros((1, 2, L), jnp.int32)
   params = m.init(KEY(0), jnp.zeros((1,) + SHAPE), jnp.zeros((1,)),
                   y)["params"]
-  leaves, tree = jax.tree.flatten(nn.meta.unbox(params))
-  keys = jax.random.split(jax.random.PRNGKey(5), len(leaves))
-  leaves = [l + 0.3 * jax.random.normal(k, l.shape)
-            for l, k in zip(leaves, keys)]
-  params = jax.tree.unflatten(tree, leaves)
+  params = perturb.perturbed(params, 5, 0.3)
   return lambda x, t, y: m.apply({"params": params}, x, t, y)
 
 
+# Slow tier: the same property for class slots is fast in tests/slots_test.py;
+# this is its caption twin (a text encoder to compile).
+@pytest.mark.slow
 def test_coarse_bands_do_not_depend_on_the_fine_caption_bit_for_bit():
   """Causal slots, no overlap, band projection: band 0 of a sample is the
   same for any fine-slot caption, to the bit (same noise); with
@@ -363,8 +364,7 @@ def _digits_config(**text):
   return c
 
 
-def test_pretrained_encoder_is_loaded_and_frozen(tmp_path):
-  from kflow_jax.run import experiment  # pylint: disable=g-import-not-at-top
+def _saved_encoder(tmp_path):
   spec = text_lib.TextSpec(vocab_size=SOURCE.vocab_size + 3, max_tokens=7,
                            width=8, depth=1, heads=2, pool="cls")
   enc = text_lib.TextEncoder(spec)
@@ -374,6 +374,31 @@ def test_pretrained_encoder_is_loaded_and_frozen(tmp_path):
   d = str(tmp_path / "encoder")
   text_lib.save_encoder(d, saved, spec)
   assert json.load(open(os.path.join(d, "encoder.json")))["width"] == 8
+  return spec, enc, tokens, saved, d
+
+
+def test_pretrained_encoder_settings_that_contradict_it_are_refused(
+    tmp_path):
+  from kflow_jax.run import experiment  # pylint: disable=g-import-not-at-top
+  _, _, _, _, d = _saved_encoder(tmp_path)
+  with pytest.raises(ValueError, match="width=16.*has width=8"):
+    experiment.setup(_digits_config(width=16, encoder_path=d), None,
+                     "train")
+  c = _digits_config(width=None, depth=None, heads=None, max_tokens=None,
+                     encoder_path=d, freeze=True)
+  c.optim.weight_decay = 0.1
+  with pytest.raises(ValueError, match="weight_decay"):
+    experiment.setup(c, None, "train")
+  with pytest.raises(ValueError, match="lacks"):
+    text_lib.load_encoder(str(tmp_path))
+
+
+# Slow tier: a model initialised and a training step compiled; the
+# refusals above are fast.
+@pytest.mark.slow
+def test_pretrained_encoder_is_loaded_and_frozen(tmp_path):
+  from kflow_jax.run import experiment  # pylint: disable=g-import-not-at-top
+  spec, enc, tokens, saved, d = _saved_encoder(tmp_path)
   c = _digits_config(width=None, depth=None, heads=None, max_tokens=None,
                      encoder_path=d, freeze=True)
   c.optim.weight_decay = 0.0
@@ -398,12 +423,3 @@ def test_pretrained_encoder_is_loaded_and_frozen(tmp_path):
   assert all(np.all(np.asarray(v) == 0) for v in jax.tree.leaves(
       g["encoder"]))
   assert np.any(np.asarray(g["token_proj"]) != 0)
-  # A config that contradicts the encoder, or weight decay with freeze.
-  with pytest.raises(ValueError, match="width=16.*has width=8"):
-    experiment.setup(_digits_config(width=16, encoder_path=d), None,
-                     "train")
-  c.optim.weight_decay = 0.1
-  with pytest.raises(ValueError, match="weight_decay"):
-    experiment.setup(c, None, "train")
-  with pytest.raises(ValueError, match="lacks"):
-    text_lib.load_encoder(str(tmp_path))
