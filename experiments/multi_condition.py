@@ -19,6 +19,8 @@ consistent pairs (A, A). Arms (`ARMS`), each on every seed:
              (nested), CFG 1.5 elsewhere: the main arm
   slots      the same run with CFG 1.5 everywhere
   slots_nomix  condition slots trained without hybrids (band_mix 0)
+  slots_mix50_w10, slots_mix100_w10  the main arm trained with 50 % and
+             100 % hybrids
   switch     the one-label K-Flow run, label A in band 0, B from the band
              edge on (config.sample.label_switch_t)
   switch_w10 the same with guidance 10 in band 1
@@ -63,6 +65,17 @@ ARMS = {
                   SLOTS, CUT, "slots", W_SLOTS),
     "slots": ("K-Flow, 2 condition slots, 25 % hybrids", SLOTS, CUT,
               "slots"),
+    # More hybrids: at 25 % three fine labels in four agree with the coarse
+    # digit, so the fine slot can be read off the coarse bands and the
+    # network learns to lean on them (leak 0.28 with guidance 10).
+    "slots_mix50_w10": ("K-Flow, 2 condition slots, 50 % hybrids, fine "
+                        "guidance 10", SLOTS,
+                        CUT + ("--config.cond.band_mix=0.5",), "slots",
+                        W_SLOTS),
+    "slots_mix100_w10": ("K-Flow, 2 condition slots, all hybrids, fine "
+                         "guidance 10", SLOTS,
+                         CUT + ("--config.cond.band_mix=1.0",), "slots",
+                         W_SLOTS),
     "slots_nomix": ("K-Flow, 2 condition slots, no hybrids", SLOTS,
                     CUT + ("--config.cond.band_mix=0.0",), "slots"),
     "switch": ("K-Flow, one label, switched at the band edge", COND, CUT,
