@@ -52,7 +52,6 @@ Steps:
 
 Without the prepared data set this stops at once with the data-set error.
 """
-import ml_collections
 
 from kflow_jax import config_lib
 
@@ -71,9 +70,7 @@ def get_config(arg=None):
   c.input.num_workers = 4
   config_lib.set_bands(c, a.transform, 2, **TRANSFORMS[a.transform])
   c.path.gamma = 0.0
-  c.model = ml_collections.ConfigDict(dict(
-      name="unet", size="cifar", dtype="float32", scale_adaptive=False,
-      coarse_units="coefficients"))
+  c.model = config_lib.model_section("unet", size="cifar", dtype="float32")
   # torchcfm's recipe (see the docstring).
   config_lib.recipe(c, total_steps=400_000, batch_size=128, recipe_devices=1,
                     learning_rate=2e-4, warmup_steps=5000, grad_clip_norm=1.0,
@@ -83,10 +80,8 @@ def get_config(arg=None):
   if a.runlocal:
     c = config_lib.runlocal(c)
     # Keep the U-Net path (runlocal's default backbone is a DiT), tiny.
-    c.model = ml_collections.ConfigDict(dict(
-        name="unet", size="mu", dtype="float32",
-        scale_adaptive=c.model.scale_adaptive,
-        coarse_units=c.model.coarse_units))
+    c.model = config_lib.model_section("unet", keep=c.model, size="mu",
+                                       dtype="float32")
     c.input.num_workers = 0
     # dopri5 (diffrax) compiles for tens of seconds on the CPU.
     c.sample.solver = "euler"

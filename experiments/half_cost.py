@@ -31,6 +31,9 @@ FD and class accuracy of 500 samples, Euler 40 steps):
                 (--config.model.coarse_units=mean: a grid of factor f holds
                 f times them, so without it one set of weights meets the
                 data at scales 4, 2 and 1)
+  adaptive3_experts  adaptive3_mean with one U-Net per grid
+                (--config.model.per_grid_experts=True): the same FLOPs per
+                step, three times the parameters
 
 Cost: training FLOPs per step from each run's own log (XLA's count of its
 compiled step), sampling FLOPs per sample from its sampler's network calls
@@ -76,6 +79,15 @@ ARMS = {
                        "scale-adaptive K-Flow, 3 bands, grids as block "
                        "means", COND + "wavelet,bands=3",
                        ADAPTIVE + ("--config.model.coarse_units=mean",), {}),
+    # adaptive3_mean with one U-Net per grid (8x8, 16x16, 32x32): the
+    # same FLOPs per step, 3x the parameters.
+    "adaptive3_experts": ("mnist_haar3_adaptive_mean_experts",
+                          "scale-adaptive K-Flow, 3 bands, grids as block "
+                          "means, one U-Net per grid",
+                          COND + "wavelet,bands=3",
+                          ADAPTIVE + ("--config.model.coarse_units=mean",
+                                      "--config.model.per_grid_experts=True"),
+                          {}),
     "kflow3": ("mnist_haar3", "K-Flow, 3 bands, full resolution",
                COND + "wavelet,bands=3", (), {}),
     # 4 dyadic bands: 4x4, 8x8, 16x16, 32x32 grids, as block means (in
@@ -112,7 +124,8 @@ PAIRS = (("adaptive3", "fm"), ("adaptive3_cost", "fm"),
          ("adaptive3_eqflops", "adaptive3_mean"),
          ("adaptive3_energy", "fm"), ("adaptive3_cost", "adaptive3"),
          ("adaptive3_energy", "adaptive3"), ("adaptive3_mean", "fm"),
-         ("adaptive3_mean", "adaptive3"), ("kflow3", "fm"),
+         ("adaptive3_mean", "adaptive3"), ("adaptive3_experts", "fm"),
+         ("adaptive3_experts", "adaptive3_mean"), ("kflow3", "fm"),
          ("adaptive3", "kflow3"), ("adaptive3_mean", "kflow3"))
 BENCH = "adaptive_cost_mnist{}.json"
 

@@ -13,6 +13,8 @@ from kflow_jax.flow import paths
 from kflow_jax.run import experiment
 from kflow_jax.run import field as field_lib
 
+import perturb
+
 
 def _run(arg="runlocal", **overrides):
   shape = overrides.pop("shape", None)
@@ -24,11 +26,7 @@ def _run(arg="runlocal", **overrides):
 
 def _params(run):
   """Initial params off adaLN-Zero's zeros: a generic function of x."""
-  params = run.init_state().params
-  leaves, tree = jax.tree.flatten(params)
-  keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
-  return jax.tree.unflatten(tree, [
-      p + 0.1 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)])
+  return perturb.perturbed(run.init_state().params, 1, 0.1)
 
 
 def test_every_example_draws_from_its_own_key_only():

@@ -35,6 +35,9 @@ into what it uses: `experiment.setup` the training sections,
   model.coarse_units  a scale-adaptive run's coarse grids as they are
                      ("coefficients") or divided by their factor ("mean":
                      block means, the full-resolution network's view)
+  model.per_grid_experts  a scale-adaptive run's backbone copied once per
+                     coarse grid (models/grid_experts.py): same FLOPs per
+                     step, parameters x the number of grids
   optim.*            AdamW, warmup, schedule, clip (sections.optim_defaults)
   ema_decays         one EMA of the params per decay
   mesh.fsdp          fsdp axis size (1 = pure data parallel)
@@ -168,17 +171,7 @@ def base() -> ml_collections.ConfigDict:
       band_batch_sizes=config_dict.placeholder(tuple)))
   # U-Net "mu": on 16x16 data it reaches recognisable digits in 2000 CPU
   # steps where a DiT of the same step time (ti/2) is still blurry.
-  c.model = ml_collections.ConfigDict(dict(name="unet", size="mu",
-                                           dtype="float32"))
-  # Scale-adaptive compute (kflow_jax/flow/adaptive.py): while band s flows the
-  # backbone runs on bands 0..s as a smaller image, in training, sampling
-  # and evaluation. Needs fourier, dct or an orthogonal wavelet with
-  # cut-offs that fit (kamp.coarse.fitting_cutoffs).
-  c.model.scale_adaptive = False
-  # Units of those smaller images (flow/adaptive.UNITS): a grid with factor
-  # f holds f x its block means; "mean" divides by f so that every grid
-  # meets the one set of weights at the full grid's scale.
-  c.model.coarse_units = "coefficients"
+  c.model = model_section("unet", size="mu", dtype="float32")
   c.optim = sections.optim_defaults()
   c.ema_decays = (0.999,)
   c.mesh = ml_collections.ConfigDict(dict(fsdp=1))
@@ -226,6 +219,35 @@ def _example(defaults) -> str:
   return ",".join(parts[:2])
 
 
+# How a run uses its backbone: model.* keys that are not backbone options
+# (run/experiment.build_model leaves them out of the backbone's arguments).
+RUN_MODEL_KEYS = {
+    # Scale-adaptive compute (kflow_jax/flow/adaptive.py): while band s
+    # flows the backbone runs on bands 0..s as a smaller image, in
+    # training, sampling and evaluation. Needs fourier, dct or an
+    # orthogonal wavelet with cut-offs that fit
+    # (kamp.coarse.fitting_cutoffs).
+    "scale_adaptive": False,
+    # Units of those smaller images (flow/adaptive.UNITS): a grid with
+    # factor f holds f x its block means; "mean" divides by f so that
+    # every grid meets the one set of weights at the full grid's scale.
+    "coarse_units": "coefficients",
+    # One backbone (own weights) per coarse grid instead of one for all
+    # (models/grid_experts.py).
+    "per_grid_experts": False,
+}
+
+
+def model_section(name: str, keep=None, **options):
+  """config.model for backbone `name` with its `options`; the run's use of
+  it (RUN_MODEL_KEYS) carried over from `keep`, the section it replaces,
+  or at the defaults. Every config that swaps the backbone goes through
+  here, so a new run key reaches every config."""
+  run = {k: keep[k] if keep is not None and k in keep else v
+         for k, v in RUN_MODEL_KEYS.items()}
+  return ml_collections.ConfigDict(dict(name=name, **options, **run))
+
+
 def runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Shrinks a config to seconds on the CPU: tests and smoke runs."""
   c.total_steps = 6
@@ -238,10 +260,8 @@ def runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.path.energy_examples = 64
   c.optim.warmup_steps = 2
   # The smallest, fastest-compiling backbone: tests compile it many times.
-  c.model = ml_collections.ConfigDict(dict(
-      name="dit", size="mu", patch_size=2, dtype=c.model.dtype,
-      scale_adaptive=c.model.scale_adaptive,
-      coarse_units=c.model.coarse_units))
+  c.model = model_section("dit", keep=c.model, size="mu", patch_size=2,
+                          dtype=c.model.dtype)
   c.ema_decays = (0.9,)
   c.sample.num_samples = 8
   c.sample.batch_size = 8
@@ -384,10 +404,8 @@ def lfm_latent_recipe(c, path: str, *, total_steps: int, batch_size: int,
   c.input.path = path
   c.input.num_workers = 8
   c.path.gamma = 0.0
-  c.model = ml_collections.ConfigDict(dict(
-      name=model, size="L", patch_size=2, dtype="bfloat16",
-      scale_adaptive=c.model.scale_adaptive,
-      coarse_units=c.model.coarse_units))
+  c.model = model_section(model, keep=c.model, size="L", patch_size=2,
+                          dtype="bfloat16")
   recipe(c, total_steps=total_steps, batch_size=batch_size,
          recipe_devices=recipe_devices, learning_rate=learning_rate,
          warmup_steps=0, grad_clip_norm=0.0, ema_decay=0.9999,

@@ -14,6 +14,7 @@ experiments/common.training_hash). Re-exported by config_lib.
 ADDED_KEYS = {
     "model.scale_adaptive": False,
     "model.coarse_units": "coefficients",
+    "model.per_grid_experts": False,
     "loss.band_batch_sizes": None,
     "path.hide_input": False,
     "path.project_output": False,

@@ -27,14 +27,17 @@ import jax.numpy as jnp
 import numpy as np
 
 from kflow_jax.infra import checkpointing
+from kflow_jax import config_lib
 from kflow_jax import generate
 from kflow_jax.data import input_pipeline
 from kflow_jax import kamp
 from kflow_jax.infra import metrics_io
 from kflow_jax import models
+from kflow_jax.models import grid_experts
 from kflow_jax.models import text as text_lib
 from kflow_jax.run import field as field_lib
 from kflow_jax.run import optim
+from kflow_jax.flow import adaptive
 from kflow_jax.flow import paths
 from kflow_jax.flow import slots as slots_lib
 from kflow_jax.flow import token_slots
@@ -363,10 +366,10 @@ def build_model(config, num_classes: int, path: paths.Path, slots=None):
   """The config's backbone; run-owned options come from the run (the
   MoE's band times, the label table's condition slots)."""
   name = config.model.name
-  # scale_adaptive and coarse_units are how the run uses the backbone, not
-  # backbone options.
-  kwargs = _kwargs(config.model, drop=("name", "scale_adaptive",
-                                       "coarse_units"))
+  # How the run uses the backbone (config_lib.RUN_MODEL_KEYS) is not a
+  # backbone option.
+  kwargs = _kwargs(config.model,
+                   drop=("name",) + tuple(config_lib.RUN_MODEL_KEYS))
   owned = models.run_options(name)
   set_by_config = [k for k in owned if kwargs.get(k) is not None]
   if set_by_config:
@@ -382,7 +385,30 @@ def build_model(config, num_classes: int, path: paths.Path, slots=None):
     if slots.max_tokens:
       kwargs.update(slot_kinds=slots.kinds, text=slots.text,
                     freeze_encoder=slots.freeze)
-  return models.get(name, **kwargs)
+  model = models.get(name, **kwargs)
+  if bool(config.model.get("per_grid_experts", False)):
+    model = _grid_experts(config, model, path)
+  return model
+
+
+def _grid_experts(config, model, path):
+  """The backbone once per coarse grid of the run's plan (config.model.
+  per_grid_experts; models/grid_experts.py)."""
+  if not bool(config.model.scale_adaptive):
+    raise ValueError(
+        "config.model.per_grid_experts gives each coarse grid of a "
+        "scale-adaptive run its own backbone, and this run has no coarse "
+        "grids; set config.model.scale_adaptive=True or "
+        "per_grid_experts=False.")
+  frames = adaptive.plan(path, model).frames
+  factors = tuple(dict.fromkeys(int(f.factor) for f in frames))
+  if len(factors) < 2:
+    raise ValueError(
+        f"config.model.per_grid_experts: every band of this run lives on "
+        f"one grid (factor {factors[0]}), so there is nothing to split; "
+        "use more bands or per_grid_experts=False.")
+  return grid_experts.GridExperts(
+      experts=tuple(model.clone() for _ in factors), factors=factors)
 
 
 def num_classes_of(config, info) -> int:
