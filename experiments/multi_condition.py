@@ -296,6 +296,60 @@ def _e1_section(per) -> list:
                    rows), ""]
 
 
+# The issue's targets for a per-band-condition arm (E2): coarse-label
+# accuracy of the low-pass part >= 0.9 of its ceiling, fine-label accuracy
+# of the high-pass part >= 0.7 of its ceiling and above the leak, >= 20
+# points above the best baseline, FD to real hybrids <= 1.5x the run's FD
+# on consistent pairs. Ceilings: the band classifiers on real hybrids.
+TARGETS = {"low": 0.9, "high": 0.7, "lead": 0.20, "fd_ratio": 1.5}
+
+
+def _mean(xs):
+  xs = [x for x in xs if x is not None]
+  return float(np.mean(xs)) if xs else None
+
+
+def targets(names, values, real) -> tuple:
+  """(rows, data): each condition-slot arm against TARGETS. The best
+  baseline is the one with the highest mean acc_high; the lead and the
+  margin over the leak are paired by seed."""
+  ceil = {m: _mean([r.get(m) for r in real]) for m in ("acc_low",
+                                                       "acc_high")}
+  bases = [n for n in names if n in BASELINES + ("switch_w10",)
+           and _mean(values[n]["acc_high"]) is not None]
+  best = max(bases, key=lambda n: _mean(values[n]["acc_high"]),
+             default=None)
+  word = lambda ok: "met" if ok else "missed"
+  rows, data = [], {"ceilings": ceil, "best_baseline": best}
+  for n in names:
+    low, high = (_mean(values[n][m]) for m in ("acc_low", "acc_high"))
+    if not n.startswith("slots") or None in (low, high) or None in (
+        ceil["acc_low"], ceil["acc_high"]):
+      continue
+    r_low, r_high = low / ceil["acc_low"], high / ceil["acc_high"]
+    over_leak = stats.paired(values[n]["acc_high"], values[n]["leak"],
+                             lower_is_better=False, continuous=False)
+    lead = (stats.paired(values[n]["acc_high"], values[best]["acc_high"],
+                         lower_is_better=False, continuous=False)
+            if best else {})
+    fd = _mean(values[n]["fd_ratio"])
+    data[n] = {"low_of_ceiling": r_low, "high_of_ceiling": r_high,
+               "high_minus_leak": over_leak, "lead": lead, "fd_ratio": fd}
+    lead_txt = "-" if lead.get("mean") is None else (
+        f"{100 * lead['mean']:+.1f} points ({stats.fmt(lead)}), "
+        f"{word(lead['mean'] >= TARGETS['lead'])}")
+    rows.append([
+        ARMS[n][0],
+        f"{r_low:.2f}, {word(r_low >= TARGETS['low'])}",
+        f"{r_high:.2f}, {word(r_high >= TARGETS['high'])}",
+        f"{stats.fmt(over_leak)}, "
+        f"{word(over_leak.get('verdict') == stats.BETTER)}",
+        lead_txt,
+        "-" if fd is None else f"{fd:.2f}, "
+        f"{word(fd <= TARGETS['fd_ratio'])}"])
+  return rows, data
+
+
 def run(scale, root, out_dir) -> dict:
   judge = common.classifier(root, scale, dataset="digits")
   names = list(ARMS) if scale.all_arms else [MAIN, "switch"]
@@ -340,6 +394,7 @@ def run(scale, root, out_dir) -> dict:
   rows = [[ARMS[n][0]] + [common.fmt(common.mean_std(values[n][m]))
                           for m, _ in metrics] for n in names]
   ceil = {p: (clfs[p].accuracy if clfs else None) for p in ("low", "high")}
+  goal_rows, goals = targets(names, values, real)
   e1, best, e1_md = guidance_map(root, scale, judge), None, []
   if e1:
     e1_pairs, best, e1_md = _e1_section(e1)
@@ -365,6 +420,19 @@ def run(scale, root, out_dir) -> dict:
       "interval, verdict):", "",
       *[f"- {stats.sentence(ARMS[MAIN][0], ARMS[n][0], m, paired[n][m])}"
         for n in paired for m, _ in metrics], "",
+      "### Against the targets", "",
+      "Each condition-slot arm against the targets set before the runs: "
+      f"acc_low at least {TARGETS['low']} of its ceiling and acc_high at "
+      f"least {TARGETS['high']} of its (the real hybrids' row above), "
+      "acc_high above the leak (paired by seed), at least "
+      f"{100 * TARGETS['lead']:.0f} points above the best baseline "
+      f"({ARMS[goals['best_baseline']][0] if goals['best_baseline'] else '-'}"
+      f", by mean acc_high; paired by seed), fd_ratio at most "
+      f"{TARGETS['fd_ratio']}.", "",
+      common.table(["arm", "acc_low / ceiling", "acc_high / ceiling",
+                    "acc_high - leak", "acc_high - best baseline",
+                    "fd_ratio"], goal_rows) if goal_rows else
+      "No condition-slot arm has results yet.", "",
       "## Grids (seed 0)", "",
       "`--mode=hybrid`: row i asks for class i in the coarse band, column j "
       "for class j in the fine band, every cell from one noise "
@@ -372,6 +440,7 @@ def run(scale, root, out_dir) -> dict:
       *[f"{ARMS[n][0]}:\n\n![{n}]({f})\n" for n, f in figs.items() if f]]
   data = {"scale": scale._asdict(), "per_seed": per_seed, "paired": paired,
           "ceilings": ceil, "real": real, "figures": figs, "guidance_map": e1,
+          "targets": goals,
           "guidance_map_best_uniform": best}
   common.write_result(out_dir, "multi_condition", "\n".join(md), data)
   return data
