@@ -69,10 +69,10 @@ def _predict(clusters, starts, params=None, solver="euler"):
   return assembly.positions(pred, clusters), params, apply, b
 
 
-# One band in the slow tier: test_one_band_is_rigid_flow_matching below is
-# its fast cousin.
-@pytest.mark.parametrize("starts", [
-    (0, 1, 4, 9), pytest.param((0,), marks=pytest.mark.slow)])
+# Slow tier (a network and a sampler compiled twice per case); the
+# network's own equivariance is fast in tests/cluster_gnn_test.py.
+@pytest.mark.slow
+@pytest.mark.parametrize("starts", [(0, 1, 4, 9), (0,)])
 def test_rotating_translating_permuting_the_cluster_moves_the_prediction(
     starts):
   cl = _cluster(0)
@@ -95,6 +95,9 @@ def test_predicted_molecules_stay_rigid():
     np.testing.assert_allclose(d(a), d(b), atol=1e-3)
 
 
+# Slow tier; its fast cousin at the path level is
+# tests/rigid_path_test.py::test_ends_are_exact_and_one_band_is_rigid_flow_matching.
+@pytest.mark.slow
 def test_one_band_is_rigid_flow_matching():
   """starts (0,): the projector is the identity and the band sampler is
   plain rigid flow matching's Euler (straight centroids, rotation vectors
@@ -203,13 +206,20 @@ def test_cod_cluster17_without_data_is_one_clear_error(tmp_path):
 
 
 def test_bad_assembly_settings_are_refused(tmp_path):
-  for flag, text in (
-      ("--config.bands.starts=(0,2,2)", "increase strictly"),
-      ("--config.loss.kappa=start", "plain regression"),
-      ("--mode=mix", "image mode")):
-    p = _main("--config=configs/molecules.py:runlocal",
-              f"--workdir={tmp_path}/x", flag, ok=False)
-    assert p.returncode == 1 and text in p.stderr.splitlines()[-1], flag
+  cases = (("--config.bands.starts=(0,2,2)", "increase strictly"),
+           ("--config.loss.kappa=start", "plain regression"),
+           ("--mode=mix", "image mode"))
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=REPO)
+  # The three commands at once: each is a process start and a refusal.
+  procs = [subprocess.Popen(
+      [sys.executable, "-m", "kflow_jax.main",
+       "--config=configs/molecules.py:runlocal",
+       f"--workdir={tmp_path}/x{i}", flag], cwd=REPO, env=env,
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+           for i, (flag, _) in enumerate(cases)]
+  for p, (flag, text) in zip(procs, cases):
+    _, err = p.communicate(timeout=600)
+    assert p.returncode == 1 and text in err.splitlines()[-1], (flag, err)
 
 
 def _params(wd):
