@@ -272,6 +272,9 @@ def test_half_cost_quick(tmp_path):
       ratio["adaptive3"]["step_gflops"])
   assert (ratio["adaptive3_cost"]["sample_gflops"]
           < ratio["adaptive3"]["sample_gflops"])
+  # One U-Net per grid: a step costs what one shared U-Net's step costs.
+  assert ratio["adaptive3_experts"]["step_gflops"] == pytest.approx(
+      ratio["adaptive3_mean"]["step_gflops"], rel=0.02)
   assert data["benchmark"]["train_s_fm"] > 0
   assert (out / "adaptive.png").exists()
   page = (out / "adaptive.md").read_text()
