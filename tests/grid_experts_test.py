@@ -15,6 +15,7 @@ import pytest
 from configs import digits
 from flax import linen as nn
 
+from kflow_jax import models
 from kflow_jax.data import input_pipeline
 from kflow_jax.models import grid_experts
 from kflow_jax.models import layers
@@ -61,6 +62,10 @@ def test_copied_experts_are_the_backbone_and_sum_its_gradient():
   # Init makes every expert, whatever grid the init input is on.
   assert jax.tree.structure(jax.jit(g.init)(KEY, xf, t, y)["params"]) == (
       jax.tree.structure(gp))
+
+  # Twice the parameters; an example uses one grid's copy.
+  one = models.count_params(params).total
+  assert models.count_params(gp, g) == (2 * one, one)
 
   def loss(module, p):
     return sum(jnp.sum(module.apply({"params": p}, x, t, y, frame=f) ** 2)

@@ -25,6 +25,7 @@ import numpy as np
 
 from kflow_jax.infra import registry
 from kflow_jax.models import dit
+from kflow_jax.models import grid_experts
 from kflow_jax.models import mlp
 from kflow_jax.models import moe
 from kflow_jax.models import unet
@@ -101,8 +102,13 @@ def _is_expert(path, leaf) -> bool:
 def count_params(params, module: Optional[nn.Module] = None) -> ParamCount:
   """Counts parameters of (boxed or unboxed, real or abstract) variables.
 
-  Pass the module for a soft-routed MoE DiT (all experts active there).
+  Pass the module for a soft-routed MoE DiT (all experts active there)
+  and for per-grid experts (an example runs one grid's backbone).
   """
+  if isinstance(module, grid_experts.GridExperts):
+    total = count_params(params, None).total
+    one = count_params(params["experts_0"], module.experts[0])
+    return ParamCount(total, one.active)
   total = active = 0
   leaves = jax.tree_util.tree_leaves_with_path(
       params, is_leaf=lambda l: isinstance(l, nn.Partitioned))

@@ -27,6 +27,7 @@ from kflow_jax.infra import flops
 from kflow_jax.generate import sampler as sampler_lib
 from kflow_jax.data import input_pipeline
 from kflow_jax import kamp
+from kflow_jax import models
 from kflow_jax.infra import metrics_io
 from kflow_jax.modes import periodic_eval
 from kflow_jax.infra import sharding
@@ -223,6 +224,9 @@ def train_and_evaluate(config, workdir: str, *,
     data_it.set_state(data_state)
     logging.info("Resuming from the checkpoint at step %d in %s.", start,
                  workdir)
+  count = models.count_params(state.params, run.model)
+  logging.info("Parameters: %d in all, %d used per example.", count.total,
+               count.active)
   total = int(config.total_steps)
   step_fn = make_run_step(run)
   sampler = sampler_lib.jit_sampler(run.field.sampler(run.spec))
@@ -265,6 +269,7 @@ def train_and_evaluate(config, workdir: str, *,
         summary.update(timing)
         summary["images_per_s_per_device"] = (
             int(config.batch_size) * timing["steps_per_s"] / n_dev)
+        summary["params"], summary["params_active"] = count
         if step_flops is not None:
           summary["flops_per_step"] = step_flops
           summary.update(flops.utilization(step_flops, timing["steps_per_s"],
