@@ -57,7 +57,12 @@ GUIDANCE = 1.5   # the digits recipe's CFG (configs/digits.py:cond)
 W_SLOTS = {"guidance_mode": "nested",
            "guidance_matrix": f"(({GUIDANCE},{GUIDANCE}),({GUIDANCE},10.0))"}
 W_SWITCH = {"guidance_matrix": f"(({GUIDANCE},),(10.0,))"}
-MAIN = "slots_w10"
+# The arm every other is paired against. Chosen after the runs: the 25 %
+# arm (slots_w10) was the one planned; 50 % and 100 % hybrids were trained
+# when it missed the fine-label targets, and 100 % met them (the page says
+# so).
+MAIN = "slots_mix100_w10"
+PLANNED = "slots_w10"
 # name -> (label, config, overrides, how it samples a pair, more sample
 # options). Arms that differ only in sampling share one trained run
 # (common.train: same resolved config).
@@ -424,6 +429,12 @@ def run(scale, root, out_dir) -> dict:
       "fd_ratio = fd / fd_consistent.", "",
       common.table(["arm"] + [m for m, _ in metrics], rows + [real_row]),
       "",
+      f"The arm planned before the runs was \"{ARMS[PLANNED][0]}\"; it "
+      "missed the fine-label targets (below), so 50 % and 100 % hybrids "
+      "were trained on the same seeds, and the arm paired against every "
+      f"other here, \"{ARMS[MAIN][0]}\", was picked after seeing them: "
+      "a choice among three mixing shares, not a pre-registered "
+      "comparison.", "",
       f"{ARMS[MAIN][0]} against each arm, paired by seed (difference, 95 % "
       "interval, verdict):", "",
       *[f"- {stats.sentence(ARMS[MAIN][0], ARMS[n][0], m, paired[n][m])}"

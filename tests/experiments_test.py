@@ -160,9 +160,10 @@ def test_multi_condition_quick(tmp_path):
   """experiments.multi_condition end to end at toy size: the guidance map
   through --mode=eval, the hybrids of condition slots and of the label
   switch through --mode=sample, band classifiers, paired verdicts."""
+  from experiments import multi_condition as mc  # pylint: disable=g-import-not-at-top
   out = _quick("multi_condition", tmp_path)
   data = json.loads((out / "multi_condition.json").read_text())
-  for arm in ("slots_w10", "switch"):
+  for arm in (mc.MAIN, "switch"):
     rec = data["per_seed"][arm][0]
     assert 0 <= rec["acc_high"] <= 1 and rec["fd"] > 0, (arm, rec)
   assert set(data["guidance_map"]) == {"1,1", "1,3"}
