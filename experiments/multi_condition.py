@@ -22,6 +22,7 @@ consistent pairs (A, A). Arms (`ARMS`), each on every seed:
   slots_mix50_w10, slots_mix100_w10  the main arm trained with 50 % and
              100 % hybrids
   slots_mix100  the 100 % run with CFG 1.5 everywhere
+  slots_mix100_w3, slots_mix100_w5  the 100 % run with fine guidance 3, 5
   switch     the one-label K-Flow run, label A in band 0, B from the band
              edge on (config.sample.label_switch_t)
   switch_w10 the same with guidance 10 in band 1
@@ -54,8 +55,13 @@ GUIDANCE = 1.5   # the digits recipe's CFG (configs/digits.py:cond)
 # 0.06 with CFG 1.5 everywhere, 0.26 with 5, 0.34 with 10 on the fine slot),
 # given to condition slots (nested: the fine slot's term against the
 # coarse-only prediction) and to the one-label switch (band 1's weight).
-W_SLOTS = {"guidance_mode": "nested",
-           "guidance_matrix": f"(({GUIDANCE},{GUIDANCE}),({GUIDANCE},10.0))"}
+def w_slots(fine: float) -> dict:
+  """Nested guidance: CFG 1.5, and `fine` on the fine slot in band 1."""
+  return {"guidance_mode": "nested", "guidance_matrix":
+          f"(({GUIDANCE},{GUIDANCE}),({GUIDANCE},{fine:g}))"}
+
+
+W_SLOTS = w_slots(10.0)
 W_SWITCH = {"guidance_matrix": f"(({GUIDANCE},),(10.0,))"}
 # The arm every other is paired against. Chosen after the runs: the 25 %
 # arm (slots_w10) was the one planned; 50 % and 100 % hybrids were trained
@@ -86,6 +92,15 @@ ARMS = {
     # once every training example is a hybrid.
     "slots_mix100": ("K-Flow, 2 condition slots, all hybrids", SLOTS,
                      CUT + ("--config.cond.band_mix=1.0",), "slots"),
+    # Between the two: guidance 3 and 5 on the fine slot.
+    "slots_mix100_w3": ("K-Flow, 2 condition slots, all hybrids, fine "
+                        "guidance 3", SLOTS,
+                        CUT + ("--config.cond.band_mix=1.0",), "slots",
+                        w_slots(3.0)),
+    "slots_mix100_w5": ("K-Flow, 2 condition slots, all hybrids, fine "
+                        "guidance 5", SLOTS,
+                        CUT + ("--config.cond.band_mix=1.0",), "slots",
+                        w_slots(5.0)),
     "slots_nomix": ("K-Flow, 2 condition slots, no hybrids", SLOTS,
                     CUT + ("--config.cond.band_mix=0.0",), "slots"),
     "switch": ("K-Flow, one label, switched at the band edge", COND, CUT,
