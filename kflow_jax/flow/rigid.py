@@ -44,24 +44,27 @@ def exp_so3(w):
 
 def log_so3(r):
   """Rotation vectors [..., 3] (angle in [0, pi]) of rotations [..., 3, 3]."""
-  tr = jnp.trace(r, axis1=-2, axis2=-1)
-  cos = jnp.clip((tr - 1) / 2, -1.0, 1.0)
-  theta = jnp.arccos(cos)
+  cos = (jnp.trace(r, axis1=-2, axis2=-1) - 1) / 2
   v = jnp.stack([r[..., 2, 1] - r[..., 1, 2], r[..., 0, 2] - r[..., 2, 0],
-                 r[..., 1, 0] - r[..., 0, 1]], -1)
-  sin = jnp.sin(theta)[..., None]
-  near_zero = theta[..., None] < 1e-4
+                 r[..., 1, 0] - r[..., 0, 1]], -1)   # 2 sin(theta) axis
+  two_sin = jnp.sqrt(jnp.maximum(jnp.sum(v * v, -1), 1e-30))
+  # atan2 holds the angle to float precision everywhere; arccos(cos) loses
+  # digits as 1 / sin near 0 and pi.
+  theta = jnp.arctan2(two_sin / 2, cos)[..., None]
+  near_zero = theta < 1e-4
   w = jnp.where(near_zero, 0.5 * v,
-                theta[..., None] * v / (2 * jnp.where(near_zero, 1.0, sin)))
-  # Near pi, sin -> 0: take the axis from the symmetric part instead.
+                theta * v / jnp.where(near_zero, 1.0, two_sin[..., None]))
+  # Past pi / 2, v shrinks with sin(theta) while its rounding error does
+  # not, so its direction loses digits (rotations 0.05 from pi came back
+  # 1e-4 off in float32). The symmetric part, (1 - cos) a a^T with
+  # 1 - cos >= 1 there, holds the axis; v gives its sign.
   sym = (r + jnp.swapaxes(r, -1, -2)) / 2 - cos[..., None, None] * jnp.eye(3)
   col = jnp.argmax(jnp.diagonal(sym, axis1=-2, axis2=-1), -1)
   axis = jnp.take_along_axis(sym, col[..., None, None], -1)[..., 0]
   axis = axis / jnp.maximum(jnp.linalg.norm(axis, axis=-1, keepdims=True),
                             1e-12)
   axis = axis * jnp.where(jnp.sum(axis * v, -1, keepdims=True) < 0, -1, 1)
-  near_pi = theta[..., None] > jnp.pi - 1e-3
-  return jnp.where(near_pi, theta[..., None] * axis, w)
+  return jnp.where(theta > jnp.pi / 2, theta * axis, w)
 
 
 def fields(c0, r0, c1, r1):
