@@ -231,16 +231,67 @@ def same_run(a: "Run", b: "Run") -> bool:
   return a is not None and b is not None and a.workdir == b.workdir
 
 
+def arm_run(root: str, scale: Scale, name: str, config: str,
+            overrides: Sequence[str], seed: int) -> Run:
+  """Arm `name` on `seed` as train() runs it, in its own workdir (before
+  an earlier arm's run of the same config is found)."""
+  return Run(name, config, tuple(scale.pinned) + tuple(overrides) +
+             tuple(scale.extra_flags), seed,
+             os.path.join(root, "runs", name, f"seed{seed}"))
+
+
+def carry_records(previous: dict, per_seed: dict, hashes: dict,
+                  keys: Sequence[str]) -> dict:
+  """Seed records of a result file kept across machines.
+
+  A run directory does not outlive its machine; the result file does. For
+  each arm and seed: a record measured now gets its run's training hash
+  and, where the previous result file holds one of the same hash, the
+  check that it reproduced it (`reproduced`: True when every key in
+  `keys` is bit-identical, else {key: [before, now]}); a seed with no
+  run now takes the previous record when its hash is the arm's or it has
+  none (records made before they held one), marked `carried`. A record of
+  another hash is never carried: that config trains a different run.
+  Returns {arm: [record per seed]}."""
+  out = {}
+  for name, records in per_seed.items():
+    out[name] = []
+    for k, rec in enumerate(records):
+      before = (previous.get(name) or [])
+      old = dict(before[k]) if k < len(before) and before[k] else {}
+      if old.get("run_hash") not in (None, hashes[name][k]):
+        old = {}
+      if rec:
+        rec = dict(rec, run_hash=hashes[name][k])
+        shared = [m for m in keys if m in old and m in rec]
+        if shared:
+          diff = {m: [old[m], rec[m]] for m in shared if old[m] != rec[m]}
+          rec["reproduced"] = diff or True
+      elif old:
+        rec = dict(old, carried=True)
+        rec.pop("reproduced", None)
+      out[name].append(rec)
+  return out
+
+
+def previous_result(out_dir: str, name: str, scale: Scale) -> dict:
+  """The result file `name`.json in out_dir when it was written at this
+  scale ({} otherwise)."""
+  f = os.path.join(out_dir, name + ".json")
+  if not os.path.exists(f):
+    return {}
+  with open(f) as fh:
+    data = json.load(fh)
+  return data if data.get("scale", {}).get("name") == scale.name else {}
+
+
 def train(root: str, scale: Scale, name: str, config: str,
           overrides: Sequence[str], seed: int, budgets: Sequence[int]) -> Run:
   """Trains (or reuses) arm `name` with `seed`, keeping a checkpoint at
   every budget (one run: the shorter budgets are its earlier checkpoints,
   mid-way through the learning-rate schedule of the longest). An arm whose
   resolved config equals an earlier arm's gets that arm's run."""
-  wd = os.path.join(root, "runs", name, f"seed{seed}")
-  run = Run(name, config, tuple(scale.pinned) + tuple(overrides) +
-            tuple(scale.extra_flags), seed,
-            wd)
+  run = arm_run(root, scale, name, config, overrides, seed)
   final = max(budgets)
   run = _same_config_run(root, run, final)
   wd = run.workdir

@@ -57,6 +57,14 @@ def _train(root, scale, name, seed):
                         scale.mnist_budgets)
 
 
+def _hash(root, scale, name, seed) -> str:
+  """The training hash of arm `name` on `seed` (what _train trains)."""
+  run = common.arm_run(root, scale._replace(pinned=()), f"mnist_{name}",
+                       ARMS[name][1], ARMS[name][2], seed)
+  return common.training_hash(common.resolved_config(run),
+                              max(scale.mnist_budgets))
+
+
 def real_floor(root: str, scale, clf: str) -> dict:
   """The judge's floor: classifier FD of num_samples training digits
   against the held-out ones, and the judge's accuracy on those (what a
@@ -159,9 +167,39 @@ def _section(title, per_seed, pairs, metrics, arms, intro):
   return lines + [""]
 
 
+def _provenance(per_seed, arms, seeds) -> list:
+  """Which seeds were measured by this call and which carried, and whether
+  the re-measured ones reproduced their previous record."""
+  rows = []
+  for name in arms:
+    cells = []
+    for seed, rec in zip(seeds, per_seed[name]):
+      if not rec:
+        cells.append(f"seed {seed}: -")
+      elif rec.get("carried"):
+        cells.append(f"seed {seed}: carried")
+      elif rec.get("reproduced") is True:
+        cells.append(f"seed {seed}: measured, reproduced bit for bit")
+      elif rec.get("reproduced"):
+        d = ", ".join(f"{m} {a:.6g} -> {b:.6g}"
+                      for m, (a, b) in rec["reproduced"].items())
+        cells.append(f"seed {seed}: measured, differs from before ({d})")
+      else:
+        cells.append(f"seed {seed}: measured")
+    rows.append([ARMS[name][0], "; ".join(cells)])
+  return ["## Where each seed's numbers come from", "",
+          "Run directories do not outlive the machine they were trained on; "
+          "the result file does. A seed whose run is not on this machine "
+          "keeps its record from the previous `mnist.json` (carried) when "
+          "that record has the arm's training hash or predates hashes; a "
+          "seed trained again is compared with its previous record.", "",
+          common.table(["arm", "seeds"], rows), ""]
+
+
 def run(scale, root, out_dir) -> dict:
   clf = common.classifier(root, scale, dataset="mnist5k")
-  floor = real_floor(root, scale, clf)
+  previous = common.previous_result(out_dir, "mnist", scale)
+  floor = real_floor(root, scale, clf) or previous.get("floor", {})
   arms = list(ARMS) if scale.all_arms else list(ARMS)[:2]
   # Seed by seed, each arm trained then scored, so an interrupted run
   # leaves whole paired seeds: first the main pair on every seed (2-band
@@ -175,15 +213,24 @@ def run(scale, root, out_dir) -> dict:
         runs[name][k] = _train(root, scale, name, seed)
         per_seed[name][k] = _scores(scale, name, runs[name][k], clf,
                                     runs["fourier"][0])
+  # Runs do not outlive their machine; seeds without a run here keep the
+  # record of the previous result file (same training hash), marked.
+  hashes = {name: [_hash(root, scale, name, seed) for seed in scale.seeds]
+            for name in arms}
+  per_seed = common.carry_records(
+      previous.get("per_seed", {}),
+      per_seed, hashes, [m for m, _ in QUALITY + DROP + STEER])
   quality = _pairs(per_seed, runs, QUALITY, arms)
   drop = _pairs(per_seed, runs, DROP, [a for a in arms if a in DROP_ARMS])
   steer = _pairs(per_seed, runs, STEER, [a for a in arms if a in STEER_ARMS])
   figs = {}
   for name in STEER_ARMS:
     first = per_seed.get(name, [{}])[0]
-    if first.get("png"):
-      figs[name] = common.copy_figure(first["png"], out_dir,
-                                      f"mnist_steer_{name}.png")
+    fig = f"mnist_steer_{name}.png"
+    if first.get("png") and os.path.exists(first["png"]):
+      figs[name] = common.copy_figure(first["png"], out_dir, fig)
+    elif first.get("carried") and os.path.exists(os.path.join(out_dir, fig)):
+      figs[name] = fig   # the carried seed's figure, written with it
   step, n = max(scale.mnist_budgets), len(scale.seeds)
   md = [
       "# MNIST-5k (32x32): quality, class drop, steerability",
@@ -222,6 +269,8 @@ def run(scale, root, out_dir) -> dict:
                 "row is 1 by construction: the coarse gap is guaranteed, "
                 "not learned; the fine gap is the measurement."),
       *[f"{ARMS[k][0]}: ![{k}]({v})" for k, v in figs.items()],
+      "",
+      *_provenance(per_seed, arms, scale.seeds),
   ]
   data = {"scale": scale._asdict(), "floor": floor, "per_seed": per_seed,
           "quality": quality, "class_drop": drop, "steerability": steer}

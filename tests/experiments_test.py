@@ -281,3 +281,57 @@ def test_half_cost_quick(tmp_path):
   page = (out / "adaptive.md").read_text()
   assert "## Half the cost?" in page
   assert "reaches it." in page or "does not." in page
+
+
+def _common():
+  spec = importlib.util.spec_from_file_location(
+      "experiments_common", os.path.join(REPO, "experiments", "common.py"))
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  return mod
+
+
+def test_seed_records_carry_only_with_their_runs_hash_and_reproduce():
+  """A result file outlives the runs behind it: a seed with no run keeps
+  its previous record (marked carried) when the hash matches or predates
+  hashes, never one of another config; a seed measured again says whether
+  it reproduced its previous record bit for bit."""
+  carry = _common().carry_records
+  previous = {"fm": [{"fd": 1.0}, {"fd": 2.0, "run_hash": "h1"},
+                     {"fd": 3.0, "run_hash": "other"}],
+              "kf": [{"fd": 4.0, "run_hash": "k0"}, {"fd": 5.0}, {}]}
+  now = {"fm": [{}, {}, {}], "kf": [{"fd": 4.0}, {"fd": 5.5}, {"fd": 6.0}]}
+  hashes = {"fm": ["h0", "h1", "h2"], "kf": ["k0", "k1", "k2"]}
+  out = carry(previous, now, hashes, ["fd"])
+  assert out["fm"][0] == {"fd": 1.0, "carried": True}
+  assert out["fm"][1] == {"fd": 2.0, "run_hash": "h1", "carried": True}
+  assert out["fm"][2] == {}          # another config's record: not carried
+  assert out["kf"][0] == {"fd": 4.0, "run_hash": "k0", "reproduced": True}
+  assert out["kf"][1]["reproduced"] == {"fd": [5.0, 5.5]}
+  assert out["kf"][2] == {"fd": 6.0, "run_hash": "k2"}
+  assert carry({}, now, hashes, ["fd"])["fm"] == [{}, {}, {}]
+
+
+def test_mnist_report_carries_the_previous_result_files_seeds(tmp_path):
+  """`experiments.mnist --report` on a machine without the runs rewrites
+  the page from the previous mnist.json's seed records, says which are
+  carried, and keeps their paired verdicts."""
+  out = tmp_path / "out"
+  out.mkdir()
+  prev = json.loads(open(os.path.join(REPO, "docs", "results",
+                                      "mnist.json")).read())
+  (out / "mnist.json").write_text(json.dumps(prev))
+  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu", XLA_FLAGS="")
+  p = subprocess.run([sys.executable, "-m", "experiments.mnist", "--report",
+                      f"--root={tmp_path / 'root'}", f"--out={out}"],
+                     cwd=REPO, env=env, capture_output=True, text=True,
+                     timeout=300)
+  assert p.returncode == 0, p.stderr[-3000:]
+  data = json.loads((out / "mnist.json").read_text())
+  for name, records in prev["per_seed"].items():
+    for old, new in zip(records, data["per_seed"][name]):
+      assert (new.get("classifier_fd") == old.get("classifier_fd")
+              and new.get("carried", False) == bool(old))
+  assert data["quality"] == json.loads(json.dumps(prev["quality"]))
+  page = (out / "mnist.md").read_text()
+  assert "| flow matching | seed 0: carried; seed 1: carried;" in page
