@@ -12,6 +12,19 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # Tests must never hit the network (tfds would retry for minutes).
 os.environ.setdefault("TFDS_DATA_DIR", "/nonexistent-tfds-dir-for-tests")
 
+# The default (fast) tier compiles hundreds of small programs and runs
+# each for a few steps: XLA's optimisation passes cost more than they save
+# there (the tier took 37 % less time without them, the CLI smoke run 35 %).
+# The variable reaches the smoke run's subprocess too. The slow tier (every
+# config, benchmarks) compiles as a user's run does.
+FAST_TIER = "not slow and not parity"
+
+
+def pytest_configure(config):
+  if config.getoption("markexpr") == FAST_TIER:
+    os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
+
+
 # The fast tier's longest test (the CLI smoke run, under a minute) runs
 # first: pytest-xdist hands out tests in collection order, and started
 # last it would leave the other worker idle for its whole length.
