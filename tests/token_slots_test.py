@@ -156,11 +156,12 @@ def test_backbones_take_token_slot_labels(name, kw):
                  slot_kinds=("class", "tokens"), text=SPEC, **kw)
   x, t = jnp.zeros((2,) + SHAPE), jnp.full((2,), 0.5)
   y = jnp.zeros((2, 2, L), jnp.int32)
-  v = m.init(KEY(0), x, t, y)
+  v = jax.jit(m.init)(KEY(0), x, t, y)
   assert "encoder" in v["params"]["y_embedder"]
-  assert m.apply(v, x, t, y).shape == (2,) + SHAPE
+  apply = jax.jit(m.apply)
+  assert apply(v, x, t, y).shape == (2,) + SHAPE
   with pytest.raises(ValueError, match=r"\[2, 2, 6\]"):
-    m.apply(v, x, t, jnp.zeros((2, 2), jnp.int32))
+    apply(v, x, t, jnp.zeros((2, 2), jnp.int32))
   with pytest.raises(ValueError, match="slot_kinds"):
     models.get(name, num_classes=C, num_slots=2, slot_kinds=("class",),
                text=SPEC, **kw)
@@ -176,10 +177,10 @@ def test_class_kinds_keep_the_class_only_model_and_slots():
   assert ref.kinds == () and ref.max_tokens == 0
   x, t = jnp.zeros((2,) + SHAPE), jnp.zeros((2,))
   y = jnp.zeros((2, 2), jnp.int32)
-  a = models.get("mlp", size="mu", num_classes=C, num_slots=2).init(
+  a = jax.jit(models.get("mlp", size="mu", num_classes=C, num_slots=2).init)(
       KEY(0), x, t, y)
-  b = models.get("mlp", size="mu", num_classes=C, num_slots=2,
-                 slot_kinds=("class", "class")).init(KEY(0), x, t, y)
+  b = jax.jit(models.get("mlp", size="mu", num_classes=C, num_slots=2,
+                         slot_kinds=("class", "class")).init)(KEY(0), x, t, y)
   assert jax.tree.structure(a) == jax.tree.structure(b)
   for u, w in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
     np.testing.assert_array_equal(u, w)
@@ -238,7 +239,8 @@ def test_labels_nulls_drops_and_class_conversion():
   # slot's empty caption, never a part of a caption.
   b = 400
   yb = jnp.broadcast_to(y[:1], (b, 2, L))
-  d = np.asarray(slots_lib.drop_events(s, jax.random.split(KEY(3), b), yb))
+  d = np.asarray(jax.jit(lambda k, y: slots_lib.drop_events(s, k, y))(
+      jax.random.split(KEY(3), b), yb))
   dropped0 = d[:, 0, 0] == C
   dropped1 = np.all(d[:, 1] == 0, axis=1)
   kept1 = np.all(d[:, 1] == np.asarray(y[0, 1]), axis=1)
@@ -256,7 +258,8 @@ def test_band_mix_gives_fine_slots_the_neighbours_caption():
                                                          0))
                                for i, c in enumerate(cls)]))
   y = slots_lib.batch_labels(s, {"label": cls, "caption": caps})
-  xm, ym = slots_lib.band_mix(s, path, x, y, jax.random.split(KEY(2), b))
+  xm, ym = jax.jit(lambda x, y, k: slots_lib.band_mix(s, path, x, y, k))(
+      x, y, jax.random.split(KEY(2), b))
   ym = np.asarray(ym)
   for i in range(b):
     np.testing.assert_array_equal(ym[i, 0, 0], cls[i])     # coarse: own
@@ -269,8 +272,8 @@ def _model(kinds=("class", "tokens")):
                  slot_kinds=kinds, text=SPEC._replace(
                      vocab_size=SOURCE.vocab_size))
   y = jnp.zeros((1, 2, L), jnp.int32)
-  params = m.init(KEY(0), jnp.zeros((1,) + SHAPE), jnp.zeros((1,)),
-                  y)["params"]
+  params = jax.jit(m.init)(KEY(0), jnp.zeros((1,) + SHAPE), jnp.zeros((1,)),
+                           y)["params"]
   params = perturb.perturbed(params, 5, 0.3)
   return lambda x, t, y: m.apply({"params": params}, x, t, y)
 
