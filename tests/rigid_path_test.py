@@ -113,17 +113,21 @@ def _batch(seeds):
 def test_sampler_with_the_true_endpoint_lands_on_it_and_loss_is_zero():
   p, c0, r0, c1, r1 = _batch([10, 11])
   oracle = lambda c, r, kappa, band: (c1, r1)
-  c, r = rigid.sample(oracle, p, c0, r0, steps_per_band=3)
+  # Jitted as training and sampling run them: one compile each, not one
+  # per eager op.
+  c, r = jax.jit(lambda: rigid.sample(oracle, p, c0, r0, steps_per_band=3))()
   np.testing.assert_allclose(c, c1, atol=1e-4)
   np.testing.assert_allclose(r, r1, atol=5e-4)
   kappa = jnp.asarray([0.4, 2.6])
-  assert float(rigid.endpoint_loss(oracle, p, c0, r0, c1, r1, kappa)) < 1e-6
+  loss = jax.jit(lambda f: rigid.endpoint_loss(f, p, c0, r0, c1, r1, kappa),
+                 static_argnums=0)
+  assert float(loss(oracle)) < 1e-6
   wrong = lambda c, r, kappa, band: (c1 + 1.0, r1)
-  assert float(rigid.endpoint_loss(wrong, p, c0, r0, c1, r1, kappa)) == (
-      pytest.approx(3.0, rel=1e-4))
+  assert float(loss(wrong)) == pytest.approx(3.0, rel=1e-4)
   # After band 0 only band 0 of the centroid field has moved.
   one_band = lambda c, r, kappa, band: (c1, r1)
-  c, _ = rigid.sample(one_band, p[:, :1], c0, r0, steps_per_band=2)
+  c, _ = jax.jit(lambda: rigid.sample(one_band, p[:, :1], c0, r0,
+                                      steps_per_band=2))()
   dc = c - c0
   np.testing.assert_allclose(dc, jnp.einsum("bij,bjd->bid", p[:, 0], c1 - c0),
                              atol=1e-4)
@@ -135,23 +139,26 @@ def test_uniform_rotations_move_at_one_pace_and_land_on_the_target(solver):
   rotation vector at kappa / K of its way; the sampler with the true
   endpoint lands on it; with one band both modes are one path."""
   p, c0, r0, c1, r1 = _batch([20, 21])
-  dc, om = jax.vmap(rigid.fields)(c0, r0, c1, r1)
+  dc, om = jax.jit(jax.vmap(rigid.fields))(c0, r0, c1, r1)
   k = p.shape[1]
+  uniform = jax.jit(jax.vmap(
+      lambda *a: rigid.interpolate(*a, rotations="uniform")))
+  bands = jax.jit(jax.vmap(rigid.interpolate))
   for kappa in (0.5, 1.7, 3.2):
-    c, r = jax.vmap(lambda *a: rigid.interpolate(*a, rotations="uniform"))(
-        p, c0, r0, dc, om, jnp.full((2,), kappa))
-    cb, _ = jax.vmap(rigid.interpolate)(p, c0, r0, dc, om,
-                                        jnp.full((2,), kappa))
+    c, r = uniform(p, c0, r0, dc, om, jnp.full((2,), kappa))
+    cb, _ = bands(p, c0, r0, dc, om, jnp.full((2,), kappa))
     np.testing.assert_allclose(c, cb, atol=1e-6)
     rel = rigid.log_so3(r @ jnp.swapaxes(r0, -1, -2))
     np.testing.assert_allclose(rel, kappa / k * om, atol=5e-4)
   oracle = lambda c, r, kappa, band: (c1, r1)
-  c, r = rigid.sample(oracle, p, c0, r0, 3, solver, rotations="uniform")
+  sample = jax.jit(lambda proj, n, mode: rigid.sample(
+      oracle, proj, c0, r0, n, solver, rotations=mode), static_argnums=(1, 2))
+  c, r = sample(p, 3, "uniform")
   np.testing.assert_allclose(c, c1, atol=1e-4)
   np.testing.assert_allclose(r, r1, atol=5e-4)
   one = p[:, :1] * 0 + jnp.eye(M)
-  a = rigid.sample(oracle, one, c0, r0, 2, solver)
-  b = rigid.sample(oracle, one, c0, r0, 2, solver, rotations="uniform")
+  a = sample(one, 2, "bands")
+  b = sample(one, 2, "uniform")
   for x, y in zip(a, b):
     np.testing.assert_allclose(x, y, atol=1e-5)
   with pytest.raises(ValueError, match="rotations"):
@@ -168,8 +175,8 @@ def test_projected_centroid_loss_reads_only_the_active_band():
   noise = jax.random.normal(jax.random.PRNGKey(0), c1.shape)
   off_band = noise - jnp.einsum("bij,bjd->bid", active, noise)
   wrong_elsewhere = lambda c, r, k, b: (c1 + off_band, r1)
-  loss = lambda f, proj: float(rigid.endpoint_loss(
-      f, p, c0, r0, c1, r1, kappa, project_centroids=proj))
+  loss = lambda f, proj: float(jax.jit(lambda: rigid.endpoint_loss(
+      f, p, c0, r0, c1, r1, kappa, project_centroids=proj))())
   assert loss(wrong_elsewhere, True) < 1e-8
   assert loss(wrong_elsewhere, False) > 0.1
   in_band = jnp.einsum("bij,bjd->bid", active, noise)
