@@ -512,9 +512,11 @@ def plot(out_dir: str, name: str, series: dict, xlabel: str, ylabel: str,
   return name
 
 
-def parse(argv=None):
+def parse(argv=None, carries: bool = False):
   """--quick (toy size, results under ROOT/results: the committed
-  docs/results are never overwritten by toy numbers), --root, --out."""
+  docs/results are never overwritten by toy numbers), --root, --out.
+  `carries`: the script keeps its seed records when their runs are gone
+  (carry_records), so its --report may run on a ROOT without runs."""
   import argparse  # pylint: disable=g-import-not-at-top
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--quick", action="store_true",
@@ -534,11 +536,21 @@ def parse(argv=None):
       "~/.cache/kflow_jax/experiments" + ("_quick" if a.quick else ""))))
   out = os.path.abspath(a.out or (os.path.join(root, "results") if a.quick
                                   else RESULTS))
+  # Run directories do not outlive their machine; the result files do. A
+  # --report over a ROOT without runs would turn every number of the
+  # pages in OUT into "-".
+  if (a.report and not carries
+      and not os.path.isdir(os.path.join(root, "runs"))
+      and glob.glob(os.path.join(out, "*.json"))):
+    p.error(f"--report with --root={root}, which holds no runs, would "
+            f"replace the numbers of the result files in {out} with '-'. "
+            "Point --root at the runs those pages were made from, or write "
+            "the tables elsewhere with --out=DIR.")
   return scale, root, out
 
 
-def main(run_fn, argv=None):
-  scale, root, out = parse(argv)
+def main(run_fn, argv=None, carries: bool = False):
+  scale, root, out = parse(argv, carries)
   start = time.time()
   run_fn(scale, root, out)
   print(f"{run_fn.__module__}: {scale.name} scale done in "

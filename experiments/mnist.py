@@ -279,4 +279,4 @@ def run(scale, root, out_dir) -> dict:
 
 
 if __name__ == "__main__":
-  common.main(run)
+  common.main(run, carries=True)

@@ -335,3 +335,23 @@ def test_mnist_report_carries_the_previous_result_files_seeds(tmp_path):
   assert data["quality"] == json.loads(json.dumps(prev["quality"]))
   page = (out / "mnist.md").read_text()
   assert "| flow matching | seed 0: carried; seed 1: carried;" in page
+
+
+def test_report_without_runs_never_blanks_existing_results(tmp_path):
+  """--report over a ROOT that holds no runs (a new machine) is refused
+  when OUT already holds result files: it would replace their numbers
+  with '-'. The refusal names both fixes and leaves the files as they
+  were; mnist, which carries its seed records, may still report."""
+  out = tmp_path / "out"
+  out.mkdir()
+  (out / "quality.json").write_text('{"kept": 1}')
+  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu", XLA_FLAGS="")
+  for module in ("quality", "run_all"):
+    p = subprocess.run([sys.executable, "-m", f"experiments.{module}",
+                        "--report", f"--root={tmp_path / 'root'}",
+                        f"--out={out}"], cwd=REPO, env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 2, (module, p.stderr[-2000:])
+    assert "holds no runs" in p.stderr and "--out=DIR" in p.stderr
+  assert (out / "quality.json").read_text() == '{"kept": 1}'
+  assert sorted(f.name for f in out.iterdir()) == ["quality.json"]
