@@ -1,5 +1,7 @@
 """The cluster network (kflow_jax/models/cluster_gnn.py) is E(3)-
 equivariant and permutation-equivariant, and returns rotations."""
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -24,7 +26,10 @@ def _inputs(seed=0):
   return c, r, kappa, band, types, body
 
 
+@functools.lru_cache(maxsize=None)
 def _apply():
+  """One compiled network for every test of the file (the compile is the
+  cost)."""
   net = cluster_gnn.ClusterGNN(hidden=32, depth=2)
   args = _inputs()
   # Jitted: an eager init dispatches op by op (seconds on 2 cores).
