@@ -138,14 +138,19 @@ def _commands(root) -> int:
   return n
 
 
+def _report(module, root, out):
+  """`python -m experiments.<module> --report --root=ROOT --out=OUT`."""
+  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu", XLA_FLAGS="")
+  return subprocess.run([sys.executable, "-m", f"experiments.{module}",
+                         "--report", f"--root={root}", f"--out={out}"],
+                        cwd=REPO, env=env, capture_output=True, text=True,
+                        timeout=300)
+
+
 def test_report_on_an_empty_root_runs_nothing(tmp_path):
   """--report only reads: with nothing trained every cell is '-', and no
   command (training, scoring, the classifier) is started."""
-  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu", XLA_FLAGS="")
-  p = subprocess.run([sys.executable, "-m", "experiments.run_all", "--report",
-                      f"--root={tmp_path}", f"--out={tmp_path / 'out'}"],
-                     cwd=REPO, env=env, capture_output=True, text=True,
-                     timeout=300)
+  p = _report("run_all", tmp_path, tmp_path / "out")
   assert p.returncode == 0, p.stderr[-3000:]
   assert _commands(tmp_path) == 0 and not (tmp_path / "runs").exists()
   for f in (tmp_path / "out").glob("*.json"):  # empty cells, never NaN
@@ -321,11 +326,7 @@ def test_mnist_report_carries_the_previous_result_files_seeds(tmp_path):
   prev = json.loads(open(os.path.join(REPO, "docs", "results",
                                       "mnist.json")).read())
   (out / "mnist.json").write_text(json.dumps(prev))
-  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu", XLA_FLAGS="")
-  p = subprocess.run([sys.executable, "-m", "experiments.mnist", "--report",
-                      f"--root={tmp_path / 'root'}", f"--out={out}"],
-                     cwd=REPO, env=env, capture_output=True, text=True,
-                     timeout=300)
+  p = _report("mnist", tmp_path / "root", out)
   assert p.returncode == 0, p.stderr[-3000:]
   data = json.loads((out / "mnist.json").read_text())
   for name, records in prev["per_seed"].items():
@@ -345,12 +346,8 @@ def test_report_without_runs_never_blanks_existing_results(tmp_path):
   out = tmp_path / "out"
   out.mkdir()
   (out / "quality.json").write_text('{"kept": 1}')
-  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu", XLA_FLAGS="")
   for module in ("quality", "run_all"):
-    p = subprocess.run([sys.executable, "-m", f"experiments.{module}",
-                        "--report", f"--root={tmp_path / 'root'}",
-                        f"--out={out}"], cwd=REPO, env=env,
-                       capture_output=True, text=True, timeout=300)
+    p = _report(module, tmp_path / "root", out)
     assert p.returncode == 2, (module, p.stderr[-2000:])
     assert "holds no runs" in p.stderr and "--out=DIR" in p.stderr
   assert (out / "quality.json").read_text() == '{"kept": 1}'
