@@ -274,6 +274,36 @@ def carry_records(previous: dict, per_seed: dict, hashes: dict,
   return out
 
 
+def provenance(per_seed: dict, labels: dict, seeds, result: str) -> list:
+  """The page section saying which seeds were measured by this call and
+  which carried (carry_records), and whether the re-measured ones
+  reproduced their previous record; `labels` {arm: row label}."""
+  rows = []
+  for name, label in labels.items():
+    cells = []
+    for seed, rec in zip(seeds, per_seed[name]):
+      if not rec:
+        cells.append(f"seed {seed}: -")
+      elif rec.get("carried"):
+        cells.append(f"seed {seed}: carried")
+      elif rec.get("reproduced") is True:
+        cells.append(f"seed {seed}: measured, reproduced bit for bit")
+      elif rec.get("reproduced"):
+        d = ", ".join(f"{m} {a:.6g} -> {b:.6g}"
+                      for m, (a, b) in rec["reproduced"].items())
+        cells.append(f"seed {seed}: measured, differs from before ({d})")
+      else:
+        cells.append(f"seed {seed}: measured")
+    rows.append([label, "; ".join(cells)])
+  return ["## Where each seed's numbers come from", "",
+          "Run directories do not outlive the machine they were trained on; "
+          "the result file does. A seed whose run is not on this machine "
+          f"keeps its record from the previous `{result}` (carried) when "
+          "that record has the arm's training hash or predates hashes; a "
+          "seed trained again is compared with its previous record.", "",
+          table(["arm", "seeds"], rows), ""]
+
+
 def previous_result(out_dir: str, name: str, scale: Scale) -> dict:
   """The result file `name`.json in out_dir when it was written at this
   scale ({} otherwise)."""

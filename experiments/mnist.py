@@ -167,35 +167,6 @@ def _section(title, per_seed, pairs, metrics, arms, intro):
   return lines + [""]
 
 
-def _provenance(per_seed, arms, seeds) -> list:
-  """Which seeds were measured by this call and which carried, and whether
-  the re-measured ones reproduced their previous record."""
-  rows = []
-  for name in arms:
-    cells = []
-    for seed, rec in zip(seeds, per_seed[name]):
-      if not rec:
-        cells.append(f"seed {seed}: -")
-      elif rec.get("carried"):
-        cells.append(f"seed {seed}: carried")
-      elif rec.get("reproduced") is True:
-        cells.append(f"seed {seed}: measured, reproduced bit for bit")
-      elif rec.get("reproduced"):
-        d = ", ".join(f"{m} {a:.6g} -> {b:.6g}"
-                      for m, (a, b) in rec["reproduced"].items())
-        cells.append(f"seed {seed}: measured, differs from before ({d})")
-      else:
-        cells.append(f"seed {seed}: measured")
-    rows.append([ARMS[name][0], "; ".join(cells)])
-  return ["## Where each seed's numbers come from", "",
-          "Run directories do not outlive the machine they were trained on; "
-          "the result file does. A seed whose run is not on this machine "
-          "keeps its record from the previous `mnist.json` (carried) when "
-          "that record has the arm's training hash or predates hashes; a "
-          "seed trained again is compared with its previous record.", "",
-          common.table(["arm", "seeds"], rows), ""]
-
-
 def run(scale, root, out_dir) -> dict:
   clf = common.classifier(root, scale, dataset="mnist5k")
   previous = common.previous_result(out_dir, "mnist", scale)
@@ -270,7 +241,8 @@ def run(scale, root, out_dir) -> dict:
                 "not learned; the fine gap is the measurement."),
       *[f"{ARMS[k][0]}: ![{k}]({v})" for k, v in figs.items()],
       "",
-      *_provenance(per_seed, arms, scale.seeds),
+      *common.provenance(per_seed, {n: ARMS[n][0] for n in arms},
+                         scale.seeds, "mnist.json"),
   ]
   data = {"scale": scale._asdict(), "floor": floor, "per_seed": per_seed,
           "quality": quality, "class_drop": drop, "steerability": steer}

@@ -317,25 +317,30 @@ def test_seed_records_carry_only_with_their_runs_hash_and_reproduce():
   assert carry({}, now, hashes, ["fd"])["fm"] == [{}, {}, {}]
 
 
-def test_mnist_report_carries_the_previous_result_files_seeds(tmp_path):
-  """`experiments.mnist --report` on a machine without the runs rewrites
-  the page from the previous mnist.json's seed records, says which are
-  carried, and keeps their paired verdicts."""
+@pytest.mark.parametrize("module,result,page,verdicts", [
+    ("mnist", "mnist", "mnist", "quality"),
+    ("half_cost", "half_cost", "adaptive", "paired")])
+def test_report_carries_the_previous_result_files_seeds(
+    tmp_path, module, result, page, verdicts):
+  """`experiments.<module> --report` on a machine without the runs
+  rewrites the page from the previous result file's seed records, says
+  which are carried, and keeps their paired verdicts."""
   out = tmp_path / "out"
   out.mkdir()
   prev = json.loads(open(os.path.join(REPO, "docs", "results",
-                                      "mnist.json")).read())
-  (out / "mnist.json").write_text(json.dumps(prev))
-  p = _report("mnist", tmp_path / "root", out)
+                                      f"{result}.json")).read())
+  (out / f"{result}.json").write_text(json.dumps(prev))
+  p = _report(module, tmp_path / "root", out)
   assert p.returncode == 0, p.stderr[-3000:]
-  data = json.loads((out / "mnist.json").read_text())
+  data = json.loads((out / f"{result}.json").read_text())
   for name, records in prev["per_seed"].items():
     for old, new in zip(records, data["per_seed"][name]):
       assert (new.get("classifier_fd") == old.get("classifier_fd")
               and new.get("carried", False) == bool(old))
-  assert data["quality"] == json.loads(json.dumps(prev["quality"]))
-  page = (out / "mnist.md").read_text()
-  assert "| flow matching | seed 0: carried; seed 1: carried;" in page
+  kept = {k: v for k, v in data[verdicts].items() if k in prev[verdicts]}
+  assert kept == json.loads(json.dumps(prev[verdicts]))
+  text = (out / f"{page}.md").read_text()
+  assert "| flow matching | seed 0: carried; seed 1: carried;" in text
 
 
 def test_report_without_runs_never_blanks_existing_results(tmp_path):
