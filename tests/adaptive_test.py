@@ -11,6 +11,7 @@ command a user types (train, resume, sample, eval).
 """
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -512,6 +513,68 @@ def test_runs_that_cannot_be_scale_adaptive_are_refused_clearly():
     experiment.setup(_digits(**{"model.scale_adaptive": False,
                                 "loss.band_batch_sizes": (8, 8)}), None,
                      "tool")
+
+
+def test_curriculum_phases_are_checked_and_picked_by_step():
+  """config.loss.band_batch_phases: refused without scale-adaptive
+  compute, in a wrong form or with sizes that do not fit the batch (the
+  phase named); otherwise each step trains with its phase's split."""
+  from kflow_jax.run import field as field_lib  # pylint: disable=g-import-not-at-top
+  with pytest.raises(ValueError, match="band_batch_phases is a curriculum"
+                     ".*scale_adaptive=True"):
+    experiment.setup(_digits(**{"model.scale_adaptive": False,
+                                "loss.band_batch_phases": ((2, 8, 8),)}),
+                     None, "tool")
+  for bad in (((2, 8),), ((4, 8, 8), (2, 8, 8)), ((0, 8, 8),),
+              ((2.5, 8, 8),)):
+    with pytest.raises(ValueError, match="each phase must be"):
+      experiment.setup(_digits(**{"loss.band_batch_phases": bad}), None,
+                       "tool")
+  with pytest.raises(ValueError, match=r"phase 1 \(the steps before 4\): "
+                     r"sizes \(10, 8\) must be 2 ints"):
+    experiment.setup(_digits(**{"loss.band_batch_phases":
+                                ((2, 12, 4), (4, 10, 8))}), None, "tool")
+  run = experiment.setup(_digits(**{"loss.band_batch_phases":
+                                    ((2, 12, 4), (4, 10, 6))}), None, "tool")
+  assert [end for end, _ in run.field.train_phases] == [2, 4]
+  picked = [field_lib.loss_and_grad_at(run.field, s) for s in range(6)]
+  assert [k for k, _ in picked] == [0, 0, 1, 1, 2, 2]
+  assert picked[0][1] is run.field.train_phases[0][1]
+  assert picked[5][1] is run.field.loss_and_grad
+
+
+@pytest.mark.slow
+def test_curriculum_through_the_command_logs_its_cost_and_resumes(tmp_path):
+  """A coarse-to-fine curriculum through kflow_jax.main: the phase with
+  most examples on the 8x8 grid logs fewer FLOPs per step, and a run
+  resumed inside the first phase equals the uninterrupted one bit for
+  bit after crossing into the next."""
+  a, b = str(tmp_path / "a"), str(tmp_path / "b")
+  flags = ("--config.total_steps=4", "--config.log_every_steps=1",
+           "--config.checkpoint_every_steps=1",
+           "--config.keep_checkpoints=4", "--config.sample.at_end=false",
+           "--config.loss.band_batch_phases=((2, 14, 2),)")
+  p = _main(*flags, workdir=a)
+  assert p.returncode == 0, p.stderr[-3000:]
+  assert "curriculum phase 1" in p.stderr
+  with open(os.path.join(a, "metrics.jsonl")) as f:
+    rows = [json.loads(line) for line in f]
+  cost = {r["step"]: r["flops_per_step"] for r in rows if "loss" in r}
+  assert cost[1] == cost[2] < cost[3] == cost[4], cost
+  shutil.copytree(a, b)
+  for step in ("2", "3", "4"):
+    shutil.rmtree(os.path.join(b, "checkpoints", step))
+  p = _main(*flags, workdir=b)
+  assert p.returncode == 0, p.stderr[-3000:]
+  assert "Resuming from the checkpoint at step 1" in p.stderr
+  from kflow_jax.infra import checkpointing  # pylint: disable=g-import-not-at-top
+  leaves = []
+  for wd in (a, b):
+    ck = checkpointing.Checkpointer(wd, read_only=True)
+    leaves.append(jax.tree.leaves(ck.manager.restore(4)["state"]["params"]))
+    ck.close()
+  for x, y in zip(*leaves):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
 def _main(*args, workdir):

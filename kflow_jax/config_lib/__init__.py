@@ -31,7 +31,8 @@ into what it uses: `experiment.setup` the training sections,
                      (models.fields(name)); run-owned options (the MoE's
                      band times tau) come from the run, never the config
   model.scale_adaptive  run band s's network on bands 0..s as a smaller
-                     image (kflow_jax/flow/adaptive.py; loss.band_batch_sizes)
+                     image (kflow_jax/flow/adaptive.py; loss.band_batch_sizes,
+                     loss.band_batch_phases)
   model.coarse_units  a scale-adaptive run's coarse grids as they are
                      ("coefficients") or divided by their factor ("mean":
                      block means, the full-resolution network's view)
@@ -168,7 +169,12 @@ def base() -> ml_collections.ConfigDict:
       band_weighting="none",
       # Scale-adaptive runs: examples per band in each batch (sum =
       # batch_size); None: proportional to each band's share of t.
-      band_batch_sizes=config_dict.placeholder(tuple)))
+      band_batch_sizes=config_dict.placeholder(tuple),
+      # And a curriculum of them: ((end_step, B_0, ..., B_{S-1}), ...),
+      # each split used for the steps before its end_step, the one above
+      # after the last (e.g. coarse to fine: most examples on the cheap
+      # coarse grids early). The loss stays unbiased in every phase.
+      band_batch_phases=()))
   # U-Net "mu": on 16x16 data it reaches recognisable digits in 2000 CPU
   # steps where a DiT of the same step time (ti/2) is still blurry.
   c.model = model_section("unet", size="mu", dtype="float32")

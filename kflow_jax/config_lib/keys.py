@@ -16,6 +16,7 @@ ADDED_KEYS = {
     "model.coarse_units": "coefficients",
     "model.per_grid_experts": False,
     "loss.band_batch_sizes": None,
+    "loss.band_batch_phases": (),
     "path.hide_input": False,
     "path.project_output": False,
     "cond.slot_starts": None,

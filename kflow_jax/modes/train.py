@@ -23,6 +23,7 @@ import optax
 
 from kflow_jax.infra import checkpointing
 from kflow_jax.run import experiment
+from kflow_jax.run import field as field_lib
 from kflow_jax.infra import flops
 from kflow_jax.generate import sampler as sampler_lib
 from kflow_jax.data import input_pipeline
@@ -181,12 +182,27 @@ def compile_flops(step_fn, state, batch, mesh):
   return per_device * mesh.size
 
 
-def make_run_step(run):
+def make_run_step(run, grad_fn=None):
   """The run's jitted train step (see make_train_step) on the loss and
-  gradient of the run's field (full-resolution or scale-adaptive)."""
+  gradient of the run's field (full-resolution or scale-adaptive), or on
+  `grad_fn` (one of its train_phases)."""
   return make_train_step(None, run.tx, run.schedule, run.mesh,
                          run.ema_decays, run.state_shardings,
-                         grad_fn=run.field.loss_and_grad)
+                         grad_fn=grad_fn or run.field.loss_and_grad)
+
+
+def make_run_steps(run):
+  """step -> (phase, jitted train step of that step): the run's step, or
+  with a curriculum (config.loss.band_batch_phases) the step of the phase
+  the step falls in (field.loss_and_grad_at), each made once."""
+  made = {}
+
+  def at(step: int):
+    phase, grad_fn = field_lib.loss_and_grad_at(run.field, step)
+    if phase not in made:
+      made[phase] = make_run_step(run, grad_fn)
+    return phase, made[phase]
+  return at
 
 
 def train_and_evaluate(config, workdir: str, *,
@@ -228,7 +244,7 @@ def train_and_evaluate(config, workdir: str, *,
   logging.info("Parameters: %d in all, %d used per example.", count.total,
                count.active)
   total = int(config.total_steps)
-  step_fn = make_run_step(run)
+  steps_at = make_run_steps(run)
   sampler = sampler_lib.jit_sampler(run.field.sampler(run.spec))
   writer = metrics_io.MetricWriter(workdir, resume_step=start or None)
   evals = periodic_eval.PeriodicEval(run, writer)  # config.evals.every_steps
@@ -241,15 +257,22 @@ def train_and_evaluate(config, workdir: str, *,
   sample_every = int(config.sample_every_steps)
   n_dev = mesh.size
   device = mesh.devices.flat[0]
-  step_flops = None  # counted at the first batch, before the first call
+  # XLA's FLOPs of each phase's step, counted at its first batch before
+  # its first call; the window's mean is logged (phases differ in cost).
+  phase_flops, window_flops = {}, []
   step, window, prev, data_state, saved = start, [], None, None, start
   try:
     while step < total:
       waited = time.perf_counter()
       batch, data_state = next(prefetch)
       waited = time.perf_counter() - waited
-      if step == start:
-        step_flops = compile_flops(step_fn, state, batch, mesh)
+      phase, step_fn = steps_at(step)
+      if phase not in phase_flops:
+        phase_flops[phase] = compile_flops(step_fn, state, batch, mesh)
+        if phase:
+          logging.info("Step %d: curriculum phase %d "
+                       "(config.loss.band_batch_phases).", step, phase)
+      window_flops.append(phase_flops[phase])
       state, metrics = step_fn(state, batch)
       step += 1
       if block:
@@ -270,10 +293,12 @@ def train_and_evaluate(config, workdir: str, *,
         summary["images_per_s_per_device"] = (
             int(config.batch_size) * timing["steps_per_s"] / n_dev)
         summary["params"], summary["params_active"] = count
-        if step_flops is not None:
+        if None not in window_flops:
+          step_flops = float(np.mean(window_flops))
           summary["flops_per_step"] = step_flops
           summary.update(flops.utilization(step_flops, timing["steps_per_s"],
                                            n_dev, device))
+        window_flops = []
         writer.write(step, summary)
         logging.info("%s", progress.line(step, summary["loss"], timing,
                                          summary))

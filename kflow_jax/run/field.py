@@ -76,6 +76,10 @@ class Field(NamedTuple):
     unrolled (XLA counts a loop body once: FLOP counts need it).
   projects: (spec) -> bool, whether samplers project v on the bands active
     at t: asked for (spec.project) or trained so (project_output).
+  train_phases: ((end_step, loss_and_grad), ...): a scale-adaptive run's
+    curriculum of per-band sub-batches (config.loss.band_batch_phases),
+    each for the steps before its end_step; loss_and_grad after the last.
+    () for every other run. See `loss_and_grad_at`.
   """
   band_io: BandIO
   plan: Optional[adaptive.Plan]
@@ -88,6 +92,19 @@ class Field(NamedTuple):
   velocity: Callable
   sampler: Callable
   projects: Callable
+  train_phases: tuple = ()
+
+
+def loss_and_grad_at(field: Field, step: int) -> tuple:
+  """(phase, loss_and_grad) that trains step `step` (0-based: the step
+  that takes the state from `step` to step + 1): the first phase whose
+  end_step is above it, else the run's own (phase len(train_phases)). A
+  function of the step alone, so a resumed run trains each step as the
+  uninterrupted run did."""
+  for k, (end, fn) in enumerate(field.train_phases):
+    if step < end:
+      return k, fn
+  return len(field.train_phases), field.loss_and_grad
 
 
 class LossOptions(NamedTuple):
@@ -96,11 +113,12 @@ class LossOptions(NamedTuple):
   t_options: dict             # band_weights, logit_mean, logit_std
   band_loss_weights: Optional[tuple]
   band_batch_sizes: Optional[tuple]
+  band_batch_phases: tuple = ()   # ((end_step, sizes), ...)
 
 
 _T_OPTIONS = ("band_weights", "logit_mean", "logit_std")
 _LOSS_KEYS = ("t_sampling", *_T_OPTIONS, "band_loss_weights",
-              "band_weighting", "band_batch_sizes")
+              "band_weighting", "band_batch_sizes", "band_batch_phases")
 
 
 def read_band_io(config, transform, scale_adaptive: bool) -> BandIO:
@@ -142,6 +160,18 @@ def read_loss_options(config, path: paths.Path,
         "config.loss.band_batch_sizes sets the per-band sub-batches of a "
         "scale-adaptive run; set config.model.scale_adaptive=True or remove "
         "it.")
+  phases = _read_phases(lc.get("band_batch_phases", ()), path.num_bands,
+                        scale_adaptive)
+  t_options = {k: lc[k] for k in _T_OPTIONS}
+  for k, (end, split) in enumerate(phases):
+    try:  # the batch_sizes check, now, and naming the phase
+      adaptive_loss.batch_sizes(adaptive_loss.band_shares(
+          path, lc.t_sampling, **t_options), int(config.batch_size), split)
+    except ValueError as e:
+      raise ValueError(
+          f"config.loss.band_batch_phases, phase {k} (the steps before "
+          f"{end}): " + str(e).replace("config.loss.band_batch_sizes=",
+                                       "sizes ")) from None
   weighting = lc.band_weighting
   if weighting not in losses.BAND_WEIGHTINGS:
     raise ValueError(f"config.loss.band_weighting={weighting!r}; valid: "
@@ -154,9 +184,38 @@ def read_loss_options(config, path: paths.Path,
           "set the per-band loss weights; set only one of them.")
     weights = losses.target_scale_weights(path)
   return LossOptions(
-      t_sampling=lc.t_sampling, t_options={k: lc[k] for k in _T_OPTIONS},
+      t_sampling=lc.t_sampling, t_options=t_options,
       band_loss_weights=weights,
-      band_batch_sizes=None if sizes is None else tuple(sizes))
+      band_batch_sizes=None if sizes is None else tuple(sizes),
+      band_batch_phases=phases)
+
+
+def _read_phases(phases, num_bands: int, scale_adaptive: bool) -> tuple:
+  """config.loss.band_batch_phases as ((end_step, sizes), ...), checked
+  for form (read_loss_options checks the sizes against the batch)."""
+  phases = tuple(phases or ())
+  if not phases:
+    return ()
+  if not scale_adaptive:
+    raise ValueError(
+        "config.loss.band_batch_phases is a curriculum of the per-band "
+        "sub-batches of a scale-adaptive run; set "
+        "config.model.scale_adaptive=True or remove it.")
+  out, last = [], 0
+  for entry in phases:
+    ok = (isinstance(entry, (tuple, list)) and len(entry) == num_bands + 1
+          and all(isinstance(v, int) and not isinstance(v, bool)
+                  for v in entry))
+    if not ok or entry[0] <= last:
+      raise ValueError(
+          f"config.loss.band_batch_phases={phases}: each phase must be "
+          f"(end_step, B_0, ..., B_{num_bands - 1}), {num_bands + 1} ints, "
+          "with end steps increasing from above 0, e.g. "
+          "--config.loss.band_batch_phases=\"((300, 40, 16, 8),)\" for "
+          "3 bands and a batch of 64.")
+    last = entry[0]
+    out.append((int(entry[0]), tuple(int(v) for v in entry[1:])))
+  return tuple(out)
 
 
 def read_coarse_units(config, scale_adaptive: bool) -> str:
@@ -270,12 +329,11 @@ def _scale_adaptive(path, model, mesh, num_classes, label_dropout, opts,
   """Band s's network on bands 0..s at its coarse grid (flow/adaptive*),
   in `units` (adaptive.UNITS)."""
   plan = adaptive.plan(path, model, units)
-  setup = adaptive_loss.make_loss_setup(
-      path, opts.t_sampling, opts.t_options,
-      band_loss_weights=opts.band_loss_weights,
-      band_batch_sizes=opts.band_batch_sizes)
 
-  def loss(with_grad):
+  def loss(with_grad, sizes=opts.band_batch_sizes):
+    setup = adaptive_loss.make_loss_setup(
+        path, opts.t_sampling, opts.t_options,
+        band_loss_weights=opts.band_loss_weights, band_batch_sizes=sizes)
     return adaptive_loss.sharded_loss_and_grad(
         model, plan, setup, mesh, num_classes=num_classes,
         label_dropout=label_dropout, with_grad=with_grad)
@@ -313,4 +371,6 @@ def _scale_adaptive(path, model, mesh, num_classes, label_dropout, opts,
           {} if units == "coefficients" else {"coarse_units": units})},
       band_grids=tuple(f"{g.shape[0]}x{g.shape[1]}" for g in plan.grids),
       loss_and_grad=loss(True), loss=loss(False), network=network,
-      velocity=velocity, sampler=sampler, projects=_projects(io))
+      velocity=velocity, sampler=sampler, projects=_projects(io),
+      train_phases=tuple((end, loss(True, sizes))
+                         for end, sizes in opts.band_batch_phases))
