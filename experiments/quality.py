@@ -15,6 +15,11 @@ NFE on seed 0's last checkpoint (one seed: no verdict).
 
     python -m experiments.quality [--quick] [--root=DIR] [--out=DIR]
 """
+import json
+import os
+
+import numpy as np
+
 from experiments import common
 from experiments import stats
 
@@ -108,9 +113,11 @@ def _solvers(root, scale, data, arms_, budgets, clf, metric):
       continue
     for solver, stages in SOLVERS if scale.all_arms else SOLVERS[:1]:
       steps = max(1, scale.num_steps // stages)
-      # Equal steps per band against steps by time share: once, with Euler.
-      allocs = ("time", "band") if name != "fm" and stages == 1 else (
-          "time",)
+      # Equal steps per band against steps by time share: once, with Euler,
+      # and only where they differ (bands of equal length give one grid:
+      # an arm that cannot differ is not run).
+      allocs = (("time", "band") if name != "fm" and stages == 1
+                and not equal_bands(run) else ("time",))
       for alloc in allocs:
         # Euler at the main NFE with the default allocation is the main
         # evaluation itself: reused, not sampled again.
@@ -126,6 +133,17 @@ def _solvers(root, scale, data, arms_, budgets, clf, metric):
         out[name].setdefault(solver, {})[alloc] = {
             "value": ev.get(metric), "nfe": ev.get("nfe")}
   return out
+
+
+def equal_bands(run) -> bool:
+  """True when the run's bands all span the same length of t without
+  overlap (its path.json): then allocating steps by band or by time share
+  gives the same time grid (flow/sampling.time_grid)."""
+  with open(os.path.join(run.workdir, "path.json")) as fh:
+    p = json.load(fh)
+  lengths = np.diff(np.asarray(p["tau"], np.float64))
+  return not p.get("overlap") and bool(np.allclose(lengths, lengths[0],
+                                                   rtol=0, atol=1e-9))
 
 
 def _table(result, metrics, budgets):
@@ -248,7 +266,9 @@ def run(scale, root, out_dir) -> dict:
       "",
       "`steps per band`: `time` splits the steps by each band's share of t "
       "(the default), `band` gives every band the same number "
-      "(`--config.sample.step_allocation=band`).",
+      "(`--config.sample.step_allocation=band`); on a path whose bands "
+      "span equal lengths of t the two are one grid, so `band` is not run "
+      "there.",
       "",
       "digits (classifier FD):",
       "",
