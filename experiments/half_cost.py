@@ -440,6 +440,14 @@ def run(scale, root, out_dir) -> dict:
                                                      "adaptive")),
                  f"{bench['sample_time_ratio_fm']:.2f}x",
                  f"{bench['sample_time_ratio_full']:.2f}x"]])]
+    wall = bench["train_time_ratio_fm"] * _budget(scale, "fm")
+    eq = _budget(scale, "adaptive3_eqflops")
+    md += ["", f"Equal wall time: in the time of flow matching's "
+           f"{_budget(scale, 'fm')} steps the scale-adaptive arm runs "
+           f"{wall:.0f} steps (the train-step ratio above), so the "
+           f"{eq}-step arm (equal training FLOPs) is also the "
+           f"equal-wall-time arm, to within {abs(eq - wall) / wall:.0%} of "
+           "its steps, on this machine."]
   fig = figure(out_dir, data, label)
   if fig:
     md += ["", f"![quality against compute]({fig})"]
