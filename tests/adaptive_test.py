@@ -543,6 +543,49 @@ def test_curriculum_phases_are_checked_and_picked_by_step():
   assert picked[5][1] is run.field.loss_and_grad
 
 
+def test_allocation_rule_and_its_measurement(tmp_path):
+  """adaptive_loss.allocation_shares: B_s ~ p_s rms_s / sqrt(c_s), refused
+  without an error for a band that has a share; the tool's reading of the
+  log: the root mean square over the last rows, a clear error without."""
+  from kflow_jax.tools import band_allocation  # pylint: disable=g-import-not-at-top
+  got = adaptive_loss.allocation_shares((1 / 3, 1 / 3, 1 / 3), (1., 2., 1.),
+                                        (1 / 16, 1 / 4, 1.))
+  np.testing.assert_allclose(got, np.array([4., 4., 1.]) / 9, rtol=1e-12)
+  # A band without a share of t gets no examples, whatever its error.
+  np.testing.assert_allclose(adaptive_loss.allocation_shares(
+      (0.5, 0.5, 0.0), (1., 1., np.nan), (0.25, 1., 1.)), [2 / 3, 1 / 3, 0])
+  with pytest.raises(ValueError, match="finite rms"):
+    adaptive_loss.allocation_shares((0.5, 0.5), (1., np.nan), (0.25, 1.))
+  with pytest.raises(ValueError, match="one value per band"):
+    adaptive_loss.allocation_shares((0.5, 0.5), (1.,), (0.25, 1.))
+  with pytest.raises(ValueError, match="no band_loss_rms .*train the run"):
+    band_allocation.measured_rms(str(tmp_path), 4)
+  rows = [{"step": 2, "loss": 1.0},
+          {"step": 4, "band_loss_rms": [1.0, 5.0]},
+          {"step": 6, "band_loss_rms": [3.0, None]},
+          {"step": 8, "band_loss_rms": [1.0, 1.0]}]
+  (tmp_path / "metrics.jsonl").write_text(
+      "".join(json.dumps(r) + "\n" for r in rows))
+  steps, rms = band_allocation.measured_rms(str(tmp_path), 2)
+  assert steps == [6, 8]
+  np.testing.assert_allclose(rms[0], np.sqrt(5.0))
+  assert np.isnan(rms[1])  # a band a row did not train: no value
+  steps, rms = band_allocation.measured_rms(str(tmp_path), 1)
+  np.testing.assert_allclose(rms, [1.0, 1.0])
+  # The rule splits the batch of a scale-adaptive run only.
+  run = experiment.setup(_digits(**{"model.scale_adaptive": False}), None,
+                         "tool")
+  with pytest.raises(ValueError, match="scale_adaptive=True"):
+    band_allocation.allocation(run, str(tmp_path), 1, 16)
+  run = experiment.setup(_digits(), None, "tool")
+  out = band_allocation.allocation(run, str(tmp_path), 1, 16)
+  # Equal errors and shares: the 8x8 band costs a quarter, so it gets
+  # twice the examples (1 / sqrt(1/4)), and a step costs less.
+  assert out["band_batch_sizes"] == [11, 5]
+  assert out["own_band_batch_sizes"] == [8, 8]
+  assert out["step_cost_vs_own"] == pytest.approx((11 / 4 + 5) / (8 / 4 + 8))
+
+
 @pytest.mark.slow
 def test_curriculum_through_the_command_logs_its_cost_and_resumes(tmp_path):
   """A coarse-to-fine curriculum through kflow_jax.main: the phase with
@@ -561,6 +604,27 @@ def test_curriculum_through_the_command_logs_its_cost_and_resumes(tmp_path):
     rows = [json.loads(line) for line in f]
   cost = {r["step"]: r["flops_per_step"] for r in rows if "loss" in r}
   assert cost[1] == cost[2] < cost[3] == cost[4], cost
+  # Each band's error spread is logged: its root mean square is at least
+  # its mean.
+  for r in rows:
+    if "loss" in r:
+      assert all(q >= m > 0 for q, m in zip(r["band_loss_rms"],
+                                            r["band_loss"])), r
+  # The allocation rule on this run's measured errors, through its tool.
+  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu",
+             XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  tool = [sys.executable, "-m", "kflow_jax.tools.band_allocation",
+          "--config=configs/digits.py:transform=wavelet,runlocal",
+          "--config.model.name=dit", f"--workdir={a}", "--rows=2",
+          "--config.model.scale_adaptive=True", flags[-1]]
+  p = subprocess.run(tool, cwd=REPO, env=env, capture_output=True,
+                     text=True, timeout=600)
+  assert p.returncode == 0, p.stderr[-3000:]
+  with open(os.path.join(a, "band_allocation.json")) as f:
+    alloc = json.load(f)
+  assert alloc["measured_steps"] == [3, 4]
+  assert sum(alloc["band_batch_sizes"]) == 16
+  assert p.stdout.strip().splitlines()[-1] == alloc["flag"]
   shutil.copytree(a, b)
   for step in ("2", "3", "4"):
     shutil.rmtree(os.path.join(b, "checkpoints", step))

@@ -32,6 +32,9 @@ def test_train_sample_eval_through_main(tmp_path):
     logged = [r for r in map(json.loads, f) if "loss" in r]
   assert [r["step"] for r in logged] == [2, 4, 6]
   assert all(isinstance(r["loss"], float) for r in logged)
+  # Per band: the mean error and its root mean square (>= the mean).
+  assert all(q >= m > 0 for r in logged
+             for q, m in zip(r["band_loss_rms"], r["band_loss"]))
   # The parameter count in the log (a DiT: every parameter is used).
   assert all(r["params"] == r["params_active"] > 0 for r in logged)
   for name in ("samples.png", "band_strip.png", "path.json", "config.json"):

@@ -99,6 +99,38 @@ def batch_sizes(shares, batch: int,
   return tuple(int(v) for v in sizes)
 
 
+def allocation_shares(shares, rms, costs) -> np.ndarray:
+  """float64 [S]: the shares of a batch's examples per band that make the
+  stratified loss (split_batch, omega) least noisy for what a step costs.
+
+  With B_s examples of band s, each costing c_s (its grid's share of the
+  full grid's pixels), Var(L_hat) = sum_s p_s^2 sigma_s^2 / B_s; at a fixed
+  cost sum_s c_s B_s it is smallest for B_s ~ p_s sigma_s / sqrt(c_s)
+  (Lagrange; Neyman's allocation with costs). sigma_s is taken as `rms`,
+  the root mean square of band s's per-example errors a run measured (an
+  upper bound of their spread, and what importance sampling of t by
+  sqrt(E[L_t^2]) uses). p_s: `shares`, the bands' shares of t. The loss
+  stays unbiased whatever the split (omega); only its noise and cost move.
+  """
+  p, r, c = (np.asarray(v, np.float64).reshape(-1)
+             for v in (shares, rms, costs))
+  if not (p.size == r.size == c.size) or p.size == 0:
+    raise ValueError(
+        f"shares, rms and costs need one value per band, got {p.size}, "
+        f"{r.size} and {c.size}.")
+  bad = (~np.isfinite(r)) | (r < 0) | (~np.isfinite(c)) | (c <= 0)
+  if np.any(bad & (p > 0)):
+    raise ValueError(
+        f"every band with a share of t needs a finite rms >= 0 and a cost "
+        f"> 0; got rms {r.tolist()}, costs {c.tolist()} (a band the run "
+        "never trained has no rms: measure over more steps).")
+  w = np.where(p > 0, p * r / np.sqrt(np.where(c > 0, c, 1.0)), 0.0)
+  if not np.sum(w) > 0:
+    raise ValueError(f"no band has a positive share and error: shares "
+                     f"{p.tolist()}, rms {r.tolist()}.")
+  return w / np.sum(w)
+
+
 def band_time(rng, path: paths_lib.Path, s: int,
               t_sampling: str = "uniform", *, logit_mean: float = 0.0,
               logit_std: float = 1.0, **unused) -> jax.Array:
@@ -232,7 +264,7 @@ def sharded_loss_and_grad(model, p: adaptive.Plan, setup: LossSetup, mesh, *,
   fn(params, batch, keys) -> (loss, aux, grads) with the contract of
   sharding.sharded_loss_and_grad (keys [B, 2] one per example, batch
   leaves [B, ...], both batch-sharded; aux: loss, band_loss_sum [S],
-  band_count [S], loss_sum, mask_count). The batch is split by band
+  band_loss_sq_sum [S], band_count [S], loss_sum, mask_count). The batch is split by band
   (split_batch); each band's sub-batch runs the model once at its grid's
   resolution, all under the caller's one jit. Example i of band s:
 
@@ -281,6 +313,7 @@ def sharded_loss_and_grad(model, p: adaptive.Plan, setup: LossSetup, mesh, *,
   def local(params, groups, keys, norm, omega):
     loss_sum = jnp.zeros((), jnp.float32)
     band_sum = jnp.zeros((path.num_bands,), jnp.float32)
+    band_sq = jnp.zeros((path.num_bands,), jnp.float32)
     band_count = jnp.zeros((path.num_bands,), jnp.float32)
     for key in sorted(groups, key=int):
       s = int(key)
@@ -289,11 +322,13 @@ def sharded_loss_and_grad(model, p: adaptive.Plan, setup: LossSetup, mesh, *,
       m = g["mask"]
       loss_sum += omega[s] * float(bw[s]) * jnp.sum(err * m)
       band_sum = band_sum.at[s].add(jnp.sum(err * m))
+      band_sq = band_sq.at[s].add(jnp.sum(jnp.square(err) * m))
       band_count = band_count.at[s].add(jnp.sum(m))
     # pmean over devices of loss_sum * n / count = total / count.
     loss = loss_sum * norm
     aux = {"loss": loss, "band_loss_sum": band_sum,
-           "band_count": band_count, "loss_sum": loss_sum,
+           "band_loss_sq_sum": band_sq, "band_count": band_count,
+           "loss_sum": loss_sum,
            "mask_count": jnp.sum(band_count)}
     return loss, aux
 

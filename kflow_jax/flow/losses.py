@@ -5,8 +5,8 @@ with x_t, u_t from `paths`. The per-example error is the mean over all
 elements (for an orthonormal T it equals the coefficient-space error by
 Parseval, so the loss is the same in either domain).
 
-aux carries per-band sums (`band_loss_sum` [S], `band_count` [S]) rather
-than means: data-parallel code psums both and divides, which gives the exact
+aux carries per-band sums (`band_loss_sum` [S], `band_loss_sq_sum` [S] of
+the squared per-example errors, `band_count` [S]) rather than means: data-parallel code psums both and divides, which gives the exact
 global per-band mean even when a shard holds no example of some band.
 """
 from typing import Callable, Optional, Sequence
@@ -150,6 +150,9 @@ def kflow_loss(velocity_fn: Callable, path: paths_lib.Path, x1: jax.Array,
   aux = {
       "loss": loss,
       "band_loss_sum": jnp.einsum("b,bs->s", err, onehot),
+      # Second moments: the per-band spread the allocation rule reads
+      # (tools/band_allocation.py).
+      "band_loss_sq_sum": jnp.einsum("b,bs->s", jnp.square(err), onehot),
       "band_count": jnp.sum(onehot, axis=0),
   }
   if mask is not None:

@@ -65,7 +65,7 @@ def make_train_step(local_loss, tx, schedule, mesh, ema_decays,
     new_state = train_state.apply_update(state, grads, tx, ema_decays, finite)
     metrics = {"loss": loss, "grad_norm": gnorm,
                "learning_rate": schedule(state.step), "finite": finite}
-    for key in ("band_loss_sum", "band_count"):
+    for key in ("band_loss_sum", "band_loss_sq_sum", "band_count"):
       if key in aux:
         metrics[key] = aux[key]
     return new_state, metrics
@@ -131,6 +131,12 @@ def summarize(window: list) -> dict:
     s = np.sum([m["band_loss_sum"] for m in host], axis=0)
     c = np.sum([m["band_count"] for m in host], axis=0)
     out["band_loss"] = kamp.band_mean(s, c)
+    if "band_loss_sq_sum" in host[0]:
+      # Root mean square of the per-example errors of each band: their
+      # second moment, what tools/band_allocation.py reads.
+      sq = kamp.band_mean(np.sum([m["band_loss_sq_sum"] for m in host],
+                                 axis=0), c)
+      out["band_loss_rms"] = np.sqrt(sq)
   return out
 
 
