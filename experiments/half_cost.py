@@ -38,6 +38,11 @@ FD and class accuracy of 500 samples, Euler 40 steps):
                 step, three times the parameters
   adaptive3_experts_950  the same made for 950 steps (its schedule ends
                 there): 0.50x flow matching's training FLOPs
+  adaptive3_alloc  adaptive3_mean with the sub-batch split the allocation
+                rule (B_s ~ p_s rms_s / sqrt(c_s), kflow_jax.tools.
+                band_allocation) chose from the per-band errors a 200-step
+                pilot of it measured (PILOT, seed 0); the split and its
+                measurement are in the result file
   adaptive3_c2f  adaptive3_mean with a coarse-to-fine curriculum of
                 per-band sub-batches (--config.loss.band_batch_phases):
                 (40, 16, 8) examples on the 8x8, 16x16, 32x32 grids for
@@ -162,6 +167,15 @@ ARMS = {
                                   "--config.loss.band_batch_phases="
                                   "((300, 40, 16, 8), (600, 28, 20, 16))"),
                       {}),
+    # adaptive3_mean with the sub-batch split the allocation rule chose
+    # from a 200-step pilot's measured per-band errors (PILOT,
+    # kflow_jax.tools.band_allocation); its flag is added by _overrides.
+    "adaptive3_alloc": ("mnist_haar3_adaptive_mean_alloc",
+                        "scale-adaptive K-Flow, 3 bands, grids as block "
+                        "means, sub-batches from the measured errors",
+                        COND + "wavelet,bands=3",
+                        ADAPTIVE + ("--config.model.coarse_units=mean",),
+                        {}),
     # Flow matching trained as long as the equal-FLOPs arm (1900 steps):
     # at 800 steps every arm is short of steps, so a cheaper step buys
     # quality; against this reference the 1900-step scale-adaptive arm
@@ -171,6 +185,12 @@ ARMS = {
                 tuple(mnist.ARMS["fm"][2]) + ("--config.total_steps=1900",),
                 {}),
 }
+# The pilot whose measured errors choose adaptive3_alloc's split: the
+# adaptive3_mean recipe, seed 0, a 200-step schedule (full scale).
+PILOT = ("mnist_haar3_adaptive_mean_pilot", COND + "wavelet,bands=3",
+         ADAPTIVE + ("--config.model.coarse_units=mean",
+                     "--config.total_steps=200"), 0, 200)
+ALLOCATION = "band_allocation_mnist3.json"
 # Arms trained longer (or shorter) than scale.mnist_budgets (full scale).
 BUDGETS = {"adaptive3_eqflops": 1900, "adaptive3_half": 1900,
            "adaptive3_experts_950": 950, "fm_1900": 1900}
@@ -197,7 +217,8 @@ PAIRS = (("adaptive3", "fm"), ("adaptive3_cost", "fm"),
          ("fm_1900", "fm"), ("adaptive3_eqflops", "fm_1900"),
          ("adaptive3_experts_950", "fm_1900"),
          ("adaptive3_experts", "fm_1900"), ("adaptive3_half", "fm_1900"),
-         ("adaptive3_c2f", "fm"), ("adaptive3_c2f", "adaptive3_mean"))
+         ("adaptive3_c2f", "fm"), ("adaptive3_c2f", "adaptive3_mean"),
+         ("adaptive3_alloc", "fm"), ("adaptive3_alloc", "adaptive3_mean"))
 BENCH = "adaptive_cost_mnist{}.json"
 
 
@@ -214,17 +235,60 @@ def _eval_step(scale, arm) -> int:
   return _budget(scale, arm)
 
 
-def _train(root, scale, arm, seed):
-  run, _, config, overrides, _ = ARMS[arm]
+def _overrides(arm, alloc):
+  """Arm `arm`'s overrides: ARMS', and for adaptive3_alloc the split the
+  allocation rule chose (None when there is no measurement yet)."""
+  over = tuple(ARMS[arm][3])
+  if arm != "adaptive3_alloc":
+    return over
+  return over + (alloc["flag"],) if alloc.get("flag") else None
+
+
+def _train(root, scale, arm, seed, alloc):
+  run, _, config, _, _ = ARMS[arm]
+  over = _overrides(arm, alloc)
+  if over is None:
+    return None
   return common.attempt(common.train, root, scale._replace(pinned=()), run,
-                        config, overrides, seed, (_budget(scale, arm),))
+                        config, over, seed, (_budget(scale, arm),))
 
 
-def _hash(root, scale, arm, seed) -> str:
-  """The training hash of arm `arm` on `seed` (what _train trains)."""
-  run, _, config, overrides, _ = ARMS[arm]
-  r = common.arm_run(root, scale._replace(pinned=()), run, config,
-                     overrides, seed)
+def allocation(root, scale, previous: dict) -> dict:
+  """The pilot's measured errors and the split the rule chose from them
+  (kflow_jax.tools.band_allocation, cached under ROOT); on a machine
+  without it, the previous result file's (what its runs trained with)."""
+  f = os.path.join(root, ALLOCATION if scale.all_arms
+                   else "quick_" + ALLOCATION)
+  if os.path.exists(f):
+    with open(f) as fh:
+      return json.load(fh)
+  if scale.report_only:
+    return previous.get("allocation") or {}
+  name, config, overrides, seed, steps = PILOT
+  steps = steps if scale.all_arms else max(scale.mnist_budgets)
+  pilot = common.train(root, scale._replace(pinned=()), name, config,
+                       overrides, seed, (steps,))
+  flags = [a for a in pilot.flags() if not a.startswith("--config.seed")]
+  common.command(["-m", "kflow_jax.tools.band_allocation", *flags,
+                  f"--config.seed={seed}"],
+                 os.path.join(pilot.workdir, "band_allocation.log"))
+  with open(os.path.join(pilot.workdir, "band_allocation.json")) as fh:
+    out = json.load(fh)
+  with open(f + ".tmp", "w") as fh:
+    json.dump(out, fh, indent=1)
+  os.replace(f + ".tmp", f)
+  return out
+
+
+def _hash(root, scale, arm, seed, alloc) -> str:
+  """The training hash of arm `arm` on `seed` (what _train trains; None
+  for adaptive3_alloc without a measurement)."""
+  run, _, config, _, _ = ARMS[arm]
+  over = _overrides(arm, alloc)
+  if over is None:
+    return None
+  r = common.arm_run(root, scale._replace(pinned=()), run, config, over,
+                     seed)
   return common.training_hash(common.resolved_config(r),
                               _budget(scale, arm))
 
@@ -314,13 +378,14 @@ def run(scale, root, out_dir) -> dict:
   before = {3: previous.get("benchmark"), 4: previous.get("benchmark_4_bands")}
   benches = {b: common.attempt(benchmark, root, scale, b) or before.get(b)
              or {} for b in sorted({_bands(a) for a in ARMS})}
+  alloc = common.attempt(allocation, root, scale, previous) or {}
   bench = benches[3]
   step = max(scale.mnist_budgets)
   per_seed, runs, costs = {}, {}, {}
   for arm in ARMS:
     per_seed[arm], runs[arm], costs[arm] = [], [], []
     for seed in scale.seeds:
-      r = _train(root, scale, arm, seed)
+      r = _train(root, scale, arm, seed, alloc)
       runs[arm].append(r)
       rec, cost = {}, {}
       opts = ARMS[arm][4]
@@ -339,8 +404,8 @@ def run(scale, root, out_dir) -> dict:
       costs[arm].append(cost)
   # Runs do not outlive their machine; seeds without a run here keep the
   # records of the previous result file (same training hash), marked.
-  hashes = {arm: [_hash(root, scale, arm, seed) for seed in scale.seeds]
-            for arm in ARMS}
+  hashes = {arm: [_hash(root, scale, arm, seed, alloc)
+                  for seed in scale.seeds] for arm in ARMS}
   per_seed = common.carry_records(previous.get("per_seed", {}), per_seed,
                                   hashes, [m for m, _ in QUALITY])
   costs = common.carry_records(previous.get("costs", {}), costs, hashes, ())
@@ -370,6 +435,7 @@ def run(scale, root, out_dir) -> dict:
   data = {"scale": scale._asdict(), "seeds": list(scale.seeds),
           "steps": step, "per_seed": per_seed, "costs": costs,
           "eval_steps": {a: _eval_step(scale, a) for a in ARMS},
+          "allocation": alloc,
           "summary": summary, "paired": pairs, "benchmark": bench,
           "benchmark_4_bands": benches.get(4),
           "cost_ratio_to_fm": {a: {m: ratio(a, m) for m in fm_cost}
@@ -406,6 +472,7 @@ def run(scale, root, out_dir) -> dict:
             cell_x(data["cost_ratio_to_fm"][a]["sample_gflops"]),
             common.fmt(summary[a]["classifier_fd"]),
             common.fmt(summary[a]["class_accuracy"])] for a in ARMS]), "",
+      *_allocation_lines(alloc),
       "Train GFLOPs: XLA's count of each run's compiled step (loss, "
       "gradient, optimizer); ms / step: the median the run logged, on a "
       "shared machine (only the side-by-side times below are ratios); "
@@ -459,6 +526,24 @@ def run(scale, root, out_dir) -> dict:
   common.write_result(out_dir, "half_cost", "\n".join(md), data,
                       page="adaptive")
   return data
+
+
+def _allocation_lines(alloc: dict) -> list:
+  """What chose adaptive3_alloc's split (the pilot's measurement)."""
+  if not alloc.get("flag"):
+    return ["adaptive3_alloc: no pilot measured yet, so no split.", ""]
+  fmt = lambda v: "(" + ", ".join(f"{x:.3g}" for x in v) + ")"
+  return [
+      f"Sub-batches from the measured errors: the pilot (seed "
+      f"{PILOT[3]}, {PILOT[4]} steps) measured per-band RMS errors "
+      f"{fmt(alloc['band_loss_rms'])} over steps "
+      f"{alloc['measured_steps']}; with the bands' shares of t "
+      f"{fmt(alloc['band_shares_of_t'])} and grid costs "
+      f"{fmt(alloc['pixel_ratio'])} the rule gives "
+      f"{tuple(alloc['band_batch_sizes'])} examples per batch against the "
+      f"run's own {tuple(alloc['own_band_batch_sizes'])}: a step costs "
+      f"{alloc['step_cost_vs_own']:.2f}x in pixels (the table's FLOPs are "
+      "XLA's).", ""]
 
 
 # An arm reaches flow matching when its FD is not resolved worse.
