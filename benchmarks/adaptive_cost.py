@@ -10,6 +10,8 @@ flow matching, on one backbone and one data shape.
   python -m benchmarks.adaptive_cost --data=mnist --bands=3,4
                                                 # configs/mnist.py:cond,
                                                 # U-Net-mu, 32x32x1
+  python -m benchmarks.adaptive_cost --data=mnist --bands=3 --backbone=dit
+                                                # the same with DiT-ti/2
   python -m benchmarks.adaptive_cost --quick    # DiT-mu/2, smoke run
 
 Three arms, built by experiment.setup exactly as training builds them:
@@ -71,11 +73,12 @@ COST_MODEL = {2: 1.61, 3: 2.30, 4: 3.02}
 
 
 def arm_config(data: str, arm: str, num_bands: int, *, size: str,
-               batch, sample_steps: int, sample_batch):
+               batch, sample_steps: int, sample_batch, dit: bool = False):
   """The config of one arm. dit: configs/digits.py's run with a DiT of
   `size` (patch 2) on an input shape given by `build_run`; digits: the
-  shipped configs/digits.py (U-Net-mu). batch / sample_batch None keep the
-  config's."""
+  shipped configs/digits.py (U-Net-mu); mnist: configs/mnist.py:cond.
+  `dit` puts a DiT of `size` (patch 2) in the digits or mnist run.
+  batch / sample_batch None keep the config's."""
   transform = "identity" if arm == "fm" else "wavelet"
   if data == "mnist":
     # The class-conditional runs experiments/half_cost.py trains and
@@ -83,7 +86,7 @@ def arm_config(data: str, arm: str, num_bands: int, *, size: str,
     c = loop.load_config("mnist", f"cond,transform={transform}")
   else:
     c = loop.load_config("digits", f"transform={transform}")
-  if data == "dit":
+  if data == "dit" or dit:
     loop.set_model(c, name="dit", size=size, patch_size=2, dtype="float32")
   if arm != "fm":
     c.transform.levels = num_bands - 1
@@ -197,14 +200,14 @@ def round_robin(calls: dict, rounds: int) -> dict:
 
 def measure(num_bands: int, *, data: str = "dit", size: str = "S",
             batch=None, timing: bool = False, rounds: int = 3,
-            time_batch=None, sample_steps: int = 12, sample_batch=None
-            ) -> dict:
+            time_batch=None, sample_steps: int = 12, sample_batch=None,
+            dit: bool = False) -> dict:
   """One row: FLOPs (and with timing, medians) of the three arms."""
   if data == "dit" and batch is None:
     batch = 48
   cfg = functools.partial(arm_config, data, num_bands=num_bands, size=size,
                           sample_steps=sample_steps,
-                          sample_batch=sample_batch)
+                          sample_batch=sample_batch, dit=dit)
   runs = {a: build_run(data, cfg(a, batch=batch)) for a in ARMS}
   ad, full = runs["adaptive"], runs["full"]
   params = full.init_state().params  # one set of weights for every arm
@@ -222,7 +225,7 @@ def measure(num_bands: int, *, data: str = "dit", size: str = "S",
             for a in ARMS}
   out = {
       "bands": num_bands, "data": data,
-      "model": (f"DiT-{size}/2" if data == "dit" else
+      "model": (f"DiT-{size}/2" if data == "dit" or dit else
                 f"{full.config.model.name}-{full.config.model.size}"),
       "shape": list(full.info.shape), "batch": b,
       "grids": list(ad.field.band_grids),
@@ -345,7 +348,12 @@ def main(argv=None):
                  help="dit: DiT-<size>/2 on 32x32x4; digits: "
                  "configs/digits.py (U-Net-mu, 16x16x1, its batch 64); "
                  "mnist: configs/mnist.py:cond (U-Net-mu, 32x32x1)")
-  p.add_argument("--size", default="S", help="DiT size (models/dit.py)")
+  p.add_argument("--size", default=None,
+                 help="DiT size (models/dit.py; default S for --data=dit, "
+                 "ti with --backbone=dit)")
+  p.add_argument("--backbone", default=None, choices=("dit",),
+                 help="dit: a DiT-<size>/2 in the digits or mnist run in "
+                 "place of its U-Net (experiments/half_cost.py's DiT arms)")
   p.add_argument("--batch", type=int, default=None,
                  help="train batch of the FLOP counts (default 48 for dit: "
                  "divisible by 2, 3, 4, so sub-batches are exactly by "
@@ -368,7 +376,11 @@ def main(argv=None):
   p.add_argument("--quick", action="store_true", help="DiT-mu smoke run")
   args = p.parse_args(argv)
   dit = args.data == "dit"
-  size, batch = args.size, args.batch
+  if args.backbone and dit:
+    raise ValueError("--backbone is for --data=digits or mnist; --data=dit "
+                     "is a DiT already.")
+  size = args.size or ("S" if dit else "ti")
+  batch = args.batch
   bands = args.bands or ("2,3,4" if dit else "2")
   time_batch, sample_batch = args.time_batch, args.sample_batch
   sample_steps = args.sample_steps or (12 if dit else 40)
@@ -391,7 +403,8 @@ def main(argv=None):
     rows.append(measure(s, data=args.data, size=size, batch=batch,
                         timing=args.time, rounds=rounds,
                         time_batch=time_batch, sample_steps=sample_steps,
-                        sample_batch=sample_batch))
+                        sample_batch=sample_batch,
+                        dit=args.backbone == "dit"))
     print(json.dumps(rows[-1]), flush=True)
   print()
   print(tables(rows))

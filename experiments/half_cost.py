@@ -47,6 +47,9 @@ FD and class accuracy of 500 samples, Euler 40 steps):
                 per-band sub-batches (--config.loss.band_batch_phases):
                 (40, 16, 8) examples on the 8x8, 16x16, 32x32 grids for
                 steps 0-299, (28, 20, 16) for 300-599, then (22, 21, 21)
+  adaptive3_dit, fm_dit  adaptive3_mean and flow matching with a
+                DiT-ti/2 in place of the U-Net (priced by the benchmark
+                with --backbone=dit)
   fm_1900       flow matching trained 1900 steps, as long as the
                 equal-FLOPs arm: the reference at which every arm has more
                 steps (the 1900-step scale-adaptive arm costs 0.42x of it)
@@ -78,6 +81,8 @@ from experiments import stats
 
 COND = "configs/mnist.py:cond,transform="
 ADAPTIVE = ("--config.model.scale_adaptive=True",)
+DIT_SIZE = "ti"
+DIT = ("--config.model.name=dit", f"--config.model.size={DIT_SIZE}")
 # name -> (run name, label, config, overrides, sampling options)
 ARMS = {
     "fm": ("mnist_fm", "flow matching", *mnist.ARMS["fm"][1:], {}),
@@ -176,6 +181,16 @@ ARMS = {
                         COND + "wavelet,bands=3",
                         ADAPTIVE + ("--config.model.coarse_units=mean",),
                         {}),
+    # The backbone swapped for a DiT-ti/2 (tokens, so attention, shrink
+    # with the grid: 16, 64, 256 tokens on the 8x8, 16x16, 32x32 grids),
+    # against flow matching with the same DiT.
+    "adaptive3_dit": ("mnist_haar3_adaptive_mean_dit",
+                      "scale-adaptive K-Flow, 3 bands, grids as block "
+                      "means, DiT-ti/2", COND + "wavelet,bands=3",
+                      ADAPTIVE + ("--config.model.coarse_units=mean",) + DIT,
+                      {}),
+    "fm_dit": ("mnist_fm_dit", "flow matching, DiT-ti/2",
+               mnist.ARMS["fm"][1], tuple(mnist.ARMS["fm"][2]) + DIT, {}),
     # Flow matching trained as long as the equal-FLOPs arm (1900 steps):
     # at 800 steps every arm is short of steps, so a cheaper step buys
     # quality; against this reference the 1900-step scale-adaptive arm
@@ -195,7 +210,7 @@ ALLOCATION = "band_allocation_mnist3.json"
 BUDGETS = {"adaptive3_eqflops": 1900, "adaptive3_half": 1900,
            "adaptive3_experts_950": 950, "fm_1900": 1900}
 # The flow-matching runs the scale-adaptive arms are held against.
-REFS = ("fm", "fm_1900")
+REFS = ("fm", "fm_1900", "fm_dit")
 # Arms scored at an earlier checkpoint than their run's last (full scale).
 EVAL_AT = {"adaptive3_half": 900}
 QUALITY = (("classifier_fd", True), ("class_accuracy", False))
@@ -218,8 +233,12 @@ PAIRS = (("adaptive3", "fm"), ("adaptive3_cost", "fm"),
          ("adaptive3_experts_950", "fm_1900"),
          ("adaptive3_experts", "fm_1900"), ("adaptive3_half", "fm_1900"),
          ("adaptive3_c2f", "fm"), ("adaptive3_c2f", "adaptive3_mean"),
-         ("adaptive3_alloc", "fm"), ("adaptive3_alloc", "adaptive3_mean"))
-BENCH = "adaptive_cost_mnist{}.json"
+         ("adaptive3_alloc", "fm"), ("adaptive3_alloc", "adaptive3_mean"),
+         ("adaptive3_dit", "fm_dit"))
+BENCH = "adaptive_cost_mnist{}{}.json"
+# The benchmark rows in the result file, by (bands, DiT).
+BENCH_KEYS = {(3, False): "benchmark", (4, False): "benchmark_4_bands",
+              (3, True): "benchmark_dit"}
 
 
 def _budget(scale, arm) -> int:
@@ -293,11 +312,11 @@ def _hash(root, scale, arm, seed, alloc) -> str:
                               _budget(scale, arm))
 
 
-def benchmark(root, scale, bands: int = 3) -> dict:
+def benchmark(root, scale, bands: int = 3, dit: bool = False) -> dict:
   """FLOPs (and interleaved times) of one network call per grid and of the
-  three arms' train steps and sampler runs with `bands` dyadic bands
-  (cached under ROOT)."""
-  name = BENCH.format(bands)
+  three arms' train steps and sampler runs with `bands` dyadic bands, with
+  the U-Net or (`dit`) the DiT arms' backbone (cached under ROOT)."""
+  name = BENCH.format(bands, "_dit" if dit else "")
   f = os.path.join(root, name if scale.all_arms else "quick_" + name)
   if os.path.exists(f):
     with open(f) as fh:
@@ -305,7 +324,8 @@ def benchmark(root, scale, bands: int = 3) -> dict:
   if scale.report_only:
     return {}
   args = ["-m", "benchmarks.adaptive_cost", "--data=mnist",
-          f"--bands={bands}", "--time"]
+          f"--bands={bands}", "--time"] + (
+              ["--backbone=dit", f"--size={DIT_SIZE}"] if dit else [])
   if not scale.all_arms:
     args.append("--quick")
   p = subprocess.run([sys.executable, *args], cwd=common.REPO,
@@ -321,13 +341,19 @@ def benchmark(root, scale, bands: int = 3) -> dict:
   return row
 
 
+def _bench_key(arm) -> tuple:
+  """(bands, DiT) of the benchmark row that prices arm `arm`."""
+  return _bands(arm), DIT[0] in ARMS[arm][3]
+
+
 def _bands(arm) -> int:
   """Bands of a K-Flow arm (3 unless overridden); flow matching's one call
   at the full grid is in every benchmark row, so it reads the 3-band one."""
-  over = () if arm == "fm" else ARMS[arm][3]
-  for o in over:
+  for o in ARMS[arm][3]:
     if o.startswith("--config.path.num_scales="):
-      return int(o.split("=")[1])
+      n = int(o.split("=")[1])
+      # Flow matching (one band): its call is in every row.
+      return 3 if n == 1 else n
   return 3
 
 
@@ -375,11 +401,11 @@ def run(scale, root, out_dir) -> dict:
   previous = common.previous_result(out_dir, "half_cost", scale)
   # The benchmark is cached under ROOT; on a machine without it the
   # previous result file's (XLA's FLOP counts do not depend on it).
-  before = {3: previous.get("benchmark"), 4: previous.get("benchmark_4_bands")}
-  benches = {b: common.attempt(benchmark, root, scale, b) or before.get(b)
-             or {} for b in sorted({_bands(a) for a in ARMS})}
+  benches = {k: common.attempt(benchmark, root, scale, *k)
+             or previous.get(BENCH_KEYS[k]) or {}
+             for k in sorted({_bench_key(a) for a in ARMS})}
   alloc = common.attempt(allocation, root, scale, previous) or {}
-  bench = benches[3]
+  bench = benches[(3, False)]
   step = max(scale.mnist_budgets)
   per_seed, runs, costs = {}, {}, {}
   for arm in ARMS:
@@ -396,8 +422,8 @@ def run(scale, root, out_dir) -> dict:
       if ev:
         rec = {m: ev.get(m) for m, _ in QUALITY}
         cost.update(train_cost(r, _eval_step(scale, arm)))
-        if benches[_bands(arm)] and ev.get("samples"):
-          cost.update(sample_cost(ev["samples"], benches[_bands(arm)],
+        if benches[_bench_key(arm)] and ev.get("samples"):
+          cost.update(sample_cost(ev["samples"], benches[_bench_key(arm)],
                                   guided=True))
         cost["eval_s"] = ev.get("seconds")
       per_seed[arm].append(rec)
@@ -437,7 +463,8 @@ def run(scale, root, out_dir) -> dict:
           "eval_steps": {a: _eval_step(scale, a) for a in ARMS},
           "allocation": alloc,
           "summary": summary, "paired": pairs, "benchmark": bench,
-          "benchmark_4_bands": benches.get(4),
+          **{v: benches.get(k) for k, v in BENCH_KEYS.items()
+             if k != (3, False)},
           "cost_ratio_to_fm": {a: {m: ratio(a, m) for m in fm_cost}
                                for a in ARMS}}
   for a in ARMS:
