@@ -254,10 +254,18 @@ def _eval_step(scale, arm) -> int:
   return _budget(scale, arm)
 
 
-def _overrides(arm, alloc):
-  """Arm `arm`'s overrides: ARMS', and for adaptive3_alloc the split the
-  allocation rule chose (None when there is no measurement yet)."""
+# The curriculum at toy size (batch 8, 4 steps): one coarse-heavy phase.
+QUICK_PHASES = "--config.loss.band_batch_phases=((2, 5, 2, 1),)"
+
+
+def _overrides(arm, alloc, scale):
+  """Arm `arm`'s overrides: ARMS', for adaptive3_alloc with the split the
+  allocation rule chose (None when there is no measurement yet), and at
+  toy size the curriculum's phases for its batch."""
   over = tuple(ARMS[arm][3])
+  if arm == "adaptive3_c2f" and not scale.all_arms:
+    return tuple(QUICK_PHASES if o.startswith(
+        "--config.loss.band_batch_phases=") else o for o in over)
   if arm != "adaptive3_alloc":
     return over
   return over + (alloc["flag"],) if alloc.get("flag") else None
@@ -265,7 +273,7 @@ def _overrides(arm, alloc):
 
 def _train(root, scale, arm, seed, alloc):
   run, _, config, _, _ = ARMS[arm]
-  over = _overrides(arm, alloc)
+  over = _overrides(arm, alloc, scale)
   if over is None:
     return None
   return common.attempt(common.train, root, scale._replace(pinned=()), run,
@@ -303,7 +311,7 @@ def _hash(root, scale, arm, seed, alloc) -> str:
   """The training hash of arm `arm` on `seed` (what _train trains; None
   for adaptive3_alloc without a measurement)."""
   run, _, config, _, _ = ARMS[arm]
-  over = _overrides(arm, alloc)
+  over = _overrides(arm, alloc, scale)
   if over is None:
     return None
   r = common.arm_run(root, scale._replace(pinned=()), run, config, over,

@@ -42,7 +42,8 @@ ARMS = {
 STEER_ARMS = ("fm", "fourier")   # two-band noise split: same cut-offs
 DROP_ARMS = ("fm", "fourier", "fourier3")
 QUALITY = (("classifier_fd", True), ("class_accuracy", False))
-DROP = (("accuracy_retained", False), ("cdr_fd", True))
+DROP = (("accuracy_retained", False), ("accuracy_dropped", False),
+        ("cdr_fd", True))
 STEER = (("coarse_gap", False), ("fine_gap", False))
 # Scores whose exact ties mean "the same computation" (stats.paired); class
 # accuracies over a few hundred samples tie by chance.
@@ -225,7 +226,11 @@ def run(scale, root, out_dir) -> dict:
                 [a for a in arms if a in DROP_ARMS],
                 f"The label dropped at t = {class_drop.FRACTION}. "
                 "accuracy_retained = class accuracy dropped / kept (higher: "
-                "the class was settled earlier); cdr_fd = classifier FD "
+                "the class was settled earlier); accuracy_dropped = the class "
+                "accuracy of the samples whose label was dropped (the "
+                "retained fraction of an accuracy near chance, 0.1, says "
+                "little on its own: the judge scores real digits 0.98); "
+                "cdr_fd = classifier FD "
                 "dropped / kept (the paper's ratio with classifier features "
                 "in place of Inception; dropping the label also drops "
                 "guidance, which restores diversity, so this ratio depends "
