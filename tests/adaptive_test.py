@@ -547,7 +547,7 @@ def test_allocation_rule_and_its_measurement(tmp_path):
   """adaptive_loss.allocation_shares: B_s ~ p_s rms_s / sqrt(c_s), refused
   without an error for a band that has a share; the tool's reading of the
   log: the root mean square over the last rows, a clear error without."""
-  from kflow_jax.tools import band_allocation  # pylint: disable=g-import-not-at-top
+  from kflow_jax.run import band_allocation  # pylint: disable=g-import-not-at-top
   got = adaptive_loss.allocation_shares((1 / 3, 1 / 3, 1 / 3), (1., 2., 1.),
                                         (1 / 16, 1 / 4, 1.))
   np.testing.assert_allclose(got, np.array([4., 4., 1.]) / 9, rtol=1e-12)
