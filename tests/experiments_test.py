@@ -370,3 +370,24 @@ def test_report_without_runs_never_blanks_existing_results(tmp_path):
     assert "holds no runs" in p.stderr and "--out=DIR" in p.stderr
   assert (out / "quality.json").read_text() == '{"kept": 1}'
   assert sorted(f.name for f in out.iterdir()) == ["quality.json"]
+
+
+def test_equal_steps_per_band_is_only_run_where_it_differs(tmp_path):
+  """experiments.quality: on bands of equal length in t (no overlap) equal
+  steps per band is the time-share grid, an arm that cannot differ."""
+  spec = importlib.util.spec_from_file_location(
+      "experiments.quality", os.path.join(REPO, "experiments", "quality.py"))
+  sys.path.insert(0, REPO)
+  try:
+    quality = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(quality)
+  finally:
+    sys.path.remove(REPO)
+  run = quality.common.Run("x", "c", (), 0, str(tmp_path))
+  for tau, overlap, equal in (([0, 0.5, 1], 0.0, True),
+                              ([0, 1 / 3, 2 / 3, 1], 0.0, True),
+                              ([0, 0.3, 1], 0.0, False),
+                              ([0, 0.5, 1], 0.1, False)):
+    (tmp_path / "path.json").write_text(json.dumps(
+        {"tau": tau, "overlap": overlap}))
+    assert quality.equal_bands(run) is equal, (tau, overlap)
