@@ -602,26 +602,34 @@ def _ratios(data: dict, a: str, ref: str) -> tuple:
 
 def _answer(data: dict, label: dict, ref: str) -> list:
   """answer() against one reference run."""
-  pairs, lines, reached = data["paired"], [], []
+  pairs, lines, reached, judged_any = data["paired"], [], [], False
   for a in ARMS:
     p = pairs.get(f"{a}-{ref}", {}).get("classifier_fd")
     if not a.startswith("adaptive") or not p or p.get("mean") is None:
       continue
     train, sample = _ratios(data, a, ref)
     ok = p["verdict"] in REACHED
+    judged = ok or p["verdict"] == stats.WORSE
+    judged_any = judged_any or judged
     if ok and train is not None and sample is not None:
       reached.append((max(train, sample), a))
     lines.append(
-        f"- {label[a]}: {cell_x(train)} {label[ref]}'s training FLOPs, "
-        f"{cell_x(sample)} its sampling FLOPs; FD - {label[ref]}'s "
-        f"{stats.fmt(p)}: " + ("reaches it." if ok else "does not."))
+        f"- {label[a]}: {cell_x(train)} the training FLOPs and "
+        f"{cell_x(sample)} the sampling FLOPs of {label[ref]}; FD "
+        f"difference {stats.fmt(p)}: " + (
+            "reaches it." if ok else "does not." if judged
+            else "no verdict yet."))
   if not lines:
     return []
+  if not judged_any:
+    lines.append("\nNo verdict yet: fewer than 2 seeds are paired.")
+    return lines
   half = [a for c, a in sorted(reached) if c <= 0.5]
   if half:
     p = pairs[f"{half[0]}-{ref}"]["classifier_fd"]
-    lines.append(f"\n**Yes**: {label[half[0]]} reaches {label[ref]}'s "
-                 "quality at at most 0.5x its training and sampling FLOPs.")
+    lines.append(f"\n**Yes**: {label[half[0]]} reaches the quality of "
+                 f"{label[ref]} at at most 0.5x its training and sampling "
+                 "FLOPs.")
     if p["verdict"] == stats.NOT_RESOLVED:
       lines.append(
           f"It does so by the rule (FD not resolved worse): its FD is "
@@ -634,8 +642,8 @@ def _answer(data: dict, label: dict, ref: str) -> list:
                  f"that reaches it is {label[a]}, at {c:.2f}x (the larger "
                  "of its training and sampling ratios).")
   else:
-    lines.append(f"\n**No** arm reaches {label[ref]}'s quality, at any "
-                 "cost measured here.")
+    lines.append(f"\n**No** arm reaches the quality of {label[ref]}, at "
+                 "any cost measured here.")
   return lines
 
 
@@ -667,8 +675,11 @@ def _reading(pairs: dict) -> list:
   """The reading the two REASON verdicts allow, chosen by them (a
   difference not resolved is not read as none)."""
   def verdict(a, b):
+    """The pair's verdict, None without one (no data, one seed)."""
     p = pairs.get(f"{a}-{b}", {}).get("classifier_fd", {})
-    return p.get("verdict") if p.get("mean") is not None else None
+    v = p.get("verdict")
+    return v if v in (stats.BETTER, stats.WORSE, stats.NOT_RESOLVED,
+                      stats.EQUIVALENT) else None
   path, grids = verdict("kflow3", "fm"), verdict("adaptive3_mean", "kflow3")
   if path == stats.WORSE and grids in (stats.NOT_RESOLVED, stats.BETTER,
                                        stats.EQUIVALENT):
@@ -705,17 +716,17 @@ def _longer_reading(verdict) -> list:
   longer, same = verdict("fm_1900", "fm"), verdict("adaptive3_eqflops",
                                                    "fm_1900")
   if longer is None:
-    return ["Flow matching's quality here is its quality after 800 steps; "
-            "it was not trained longer."]
-  gain = {stats.BETTER: "gains from", stats.WORSE: "loses from",
-          stats.NOT_RESOLVED: "shows no resolved change from"}.get(
-              longer, "is not resolved against")
-  held = {stats.BETTER: "better than", stats.WORSE: "worse than",
-          stats.NOT_RESOLVED: "not resolved against"}.get(same, "-")
-  return [f"Flow matching trained 1900 steps {gain} its 800-step runs; "
-          f"the 1900-step scale-adaptive arm, at 0.42x its training and "
-          f"sampling FLOPs, is {held} it (\"Against flow matching, 1900 "
-          "steps\" above)."]
+    return ["Flow matching trained 1900 steps, the stronger reference, has "
+            "no verdict against its 800-step runs yet (fewer than 2 seeds "
+            "paired); until it has, the readings above hold against "
+            "flow matching at 800 steps only."]
+  word = {stats.BETTER: "better than", stats.WORSE: "worse than",
+          stats.NOT_RESOLVED: "not resolved against",
+          stats.EQUIVALENT: "equivalent to"}
+  return [f"Flow matching trained 1900 steps is {word[longer]} its "
+          f"800-step runs; the 1900-step scale-adaptive arm, at 0.42x its "
+          f"training and sampling FLOPs, is {word.get(same, 'without a verdict against')} "
+          "it (\"Against flow matching, 1900 steps\" above)."]
 
 
 def cell_x(v) -> str:
