@@ -62,7 +62,8 @@ compiled step), sampling FLOPs per sample from its sampler's network calls
 per band (samples.json) times XLA's count of one network call at each
 band's grid (`python -m benchmarks.adaptive_cost --data=mnist --bands=3
 --time`, run once; its interleaved step and sampler times give the wall
-ratios measured side by side; --bands=4 likewise for the 4-band arm).
+ratios measured side by side; --bands=4, and --backbone=dit for the DiT
+arms, give their FLOPs, untimed).
 Quality verdicts by the paired rule
 (experiments/stats.py); an arm reaches flow matching when its classifier
 FD is not resolved worse (or is better).
@@ -331,8 +332,10 @@ def benchmark(root, scale, bands: int = 3, dit: bool = False) -> dict:
       return json.load(fh)
   if scale.report_only:
     return {}
+  # Wall times only for the row the page's side-by-side table reads.
   args = ["-m", "benchmarks.adaptive_cost", "--data=mnist",
-          f"--bands={bands}", "--time"] + (
+          f"--bands={bands}"] + (["--time"] if (bands, dit) == (3, False)
+                                 else []) + (
               ["--backbone=dit", f"--size={DIT_SIZE}"] if dit else [])
   if not scale.all_arms:
     args.append("--quick")
