@@ -628,8 +628,11 @@ def _answer(data: dict, label: dict, ref: str) -> list:
   if not lines:
     return []
   if not judged_any:
-    lines.append(f"\nNo verdict yet: fewer than the study's "
-                 f"{len(data['seeds'])} seeds are paired.")
+    n = len(data["seeds"])
+    lines.append(
+        "\nNo verdict: one seed gives no interval (run at least 3)."
+        if n < 2 else
+        f"\nNo verdict yet: fewer than the study's {n} seeds are paired.")
     return lines
   half = [a for c, a in sorted(reached) if c <= 0.5]
   if half:
