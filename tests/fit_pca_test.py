@@ -106,6 +106,9 @@ def test_fit_errors():
     pca.fit_basis([np.zeros((1, 4, 4, 1)), np.zeros((1, 4, 8, 1))])
 
 
+# Slow tier: a command-line run of the tool; the fit itself, its file and
+# its errors are the fast tests above.
+@pytest.mark.slow
 def test_cli_on_digits_config(tmp_path):
   out = str(tmp_path / "digits.npz")
   env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")

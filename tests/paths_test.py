@@ -46,9 +46,21 @@ def away_from_edges(path, t):
   return np.all(np.abs(np.asarray(t)[:, None] - edges[None]) > 1e-3)
 
 
-@pytest.mark.parametrize("name", kamp.names())
-@pytest.mark.parametrize("blend", paths.BLENDS.names())
-@pytest.mark.parametrize("overlap", [0.0, 0.3, 1.0])
+def _endpoint_cases():
+  """Every transform x blend x overlap; the fast tier keeps every transform
+  at one (blend, overlap) and every (blend, overlap) on Fourier, which
+  covers each factor's code path, and -m slow runs the whole product."""
+  first_blend = paths.BLENDS.names()[0]
+  for name in kamp.names():
+    for blend in paths.BLENDS.names():
+      for overlap in (0.0, 0.3, 1.0):
+        fast = (name == "fourier" or
+                (blend == first_blend and overlap == 0.3))
+        yield pytest.param(overlap, blend, name,
+                           marks=() if fast else pytest.mark.slow)
+
+
+@pytest.mark.parametrize("overlap,blend,name", _endpoint_cases())
 def test_endpoints_and_target_is_time_derivative(name, blend, overlap):
   path = build_path(name, blend=blend, overlap=overlap)
   x0, x1 = pair()

@@ -265,6 +265,8 @@ def test_mean_of_draws_is_the_mean_of_single_runs():
   op = degradation.parse_operator("lowres:2", SHAPE)
   y = op.apply(jnp.tanh(_normal(3, (2,) + SHAPE)))
 
+  # Compiled once: eight eager solves were most of this test's time.
+  @jax.jit
   def one(key):
     return degradation.run_flow(
         _field, path, _spec(2), jax.random.normal(key, (2,) + SHAPE),

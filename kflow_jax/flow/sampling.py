@@ -26,7 +26,6 @@ t [B]) -> v.
 """
 from typing import Callable, NamedTuple, Optional, Sequence
 
-import diffrax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -35,8 +34,8 @@ from kflow_jax.flow import paths as paths_lib
 from kflow_jax.infra import registry
 
 # Solvers by name. Fixed-step entries are one step (f, y, t0, t1, t1m) -> y
-# with hook `stages` (network calls per step); adaptive entries are diffrax
-# solver classes with hook `adaptive=True`.
+# with hook `stages` (network calls per step); adaptive entries make a diffrax
+# solver when called, with hook `adaptive=True`.
 SOLVERS = registry.Registry("solver", "config.sample.solver")
 
 
@@ -78,8 +77,20 @@ def _rk4(f, y, t0, t1, t1m):
   return _axpy(h / 6.0, ks, y)
 
 
-SOLVERS.register("dopri5", diffrax.Dopri5, adaptive=True)
-SOLVERS.register("tsit5", diffrax.Tsit5, adaptive=True)
+
+
+def _diffrax_solver(name):
+  # diffrax is imported when an adaptive solve is built, not when this module
+  # is: it is a second of every command's start-up (errors included) that
+  # fixed-step sampling never needs.
+  def make():
+    import diffrax  # pylint: disable=g-import-not-at-top
+    return getattr(diffrax, name)()
+  return make
+
+
+SOLVERS.register("dopri5", _diffrax_solver("Dopri5"), adaptive=True)
+SOLVERS.register("tsit5", _diffrax_solver("Tsit5"), adaptive=True)
 
 
 def is_adaptive(solver: str) -> bool:
@@ -395,6 +406,7 @@ def _sample_adaptive(velocity_fn, path, x0, solver, project, t_start, t_end,
   after the start or a jump re-evaluates its first stage once more, which
   diffrax does not report; the count is then a lower bound by that number.
   """
+  import diffrax  # pylint: disable=g-import-not-at-top
   batch = x0.shape[0]
 
   def vf(t, x, args):
