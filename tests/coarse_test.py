@@ -379,8 +379,13 @@ def test_coupled_model_band_s_reads_coarse_bands_and_no_finer(name):
       assert _rel(lost - full, full) > 0.03
 
 
-@pytest.mark.parametrize("shape", [(8, 16, 1), (12, 8, 3)])
-@pytest.mark.parametrize("name", ["dct", "fourier", "wavelet"])
+# Each transform fast on one shape (non-square, or odd channels), the other
+# shape in -m slow.
+@pytest.mark.parametrize("name,shape", [
+    ("dct", (8, 16, 1)), ("fourier", (12, 8, 3)), ("wavelet", (8, 16, 1)),
+    pytest.param("dct", (12, 8, 3), marks=pytest.mark.slow),
+    pytest.param("fourier", (8, 16, 1), marks=pytest.mark.slow),
+    pytest.param("wavelet", (12, 8, 3), marks=pytest.mark.slow)])
 def test_round_trip_on_other_shapes(name, shape):
   """Non-square grids and odd coarse sides (12 -> 3): every fitting
   cut-off that fitting_cutoffs lists gives the exact projection."""

@@ -191,8 +191,11 @@ def _abstract(model, shape=(1, 32, 32, 4)):
                         jnp.ones(shape[:1]), jnp.ones(shape[:1], jnp.int32))
 
 
-@pytest.mark.parametrize("size,paper", [("S", 33e6), ("B", 130e6),
-                                        ("L", 458e6), ("XL", 675e6)])
+# S and XL fast (the smallest and the paper's headline model), B and L in
+# -m slow: abstract initialisation of a large DiT still takes seconds.
+@pytest.mark.parametrize("size,paper", [
+    ("S", 33e6), pytest.param("B", 130e6, marks=pytest.mark.slow),
+    pytest.param("L", 458e6, marks=pytest.mark.slow), ("XL", 675e6)])
 def test_dit_param_counts_match_paper(size, paper):
   # DiT paper (Table 4): learned-sigma outputs (8 channels) and a fixed
   # sin-cos position table. We predict 4 channels only (no sigma for flow
