@@ -215,6 +215,8 @@ REFS = ("fm", "fm_1900", "fm_dit")
 # Arms scored at an earlier checkpoint than their run's last (full scale).
 EVAL_AT = {"adaptive3_half": 900}
 QUALITY = (("classifier_fd", True), ("class_accuracy", False))
+# How the answer names each quality metric.
+NAMES = {"classifier_fd": "FD", "class_accuracy": "class accuracy"}
 # (arm, reference): each scale-adaptive arm against flow matching, the
 # allocation rule against uniform allocation, full-resolution K-Flow
 # against flow matching.
@@ -604,27 +606,35 @@ def _ratios(data: dict, a: str, ref: str) -> tuple:
 
 
 def _answer(data: dict, label: dict, ref: str) -> list:
-  """answer() against one reference run."""
+  """answer() against one reference run. Quality is every QUALITY metric:
+  an arm reaches the reference when none of them is resolved worse (an FD
+  not resolved while class accuracy is worse does not reach it)."""
   pairs, lines, reached, judged_any = data["paired"], [], [], False
   for a in ARMS:
-    p = pairs.get(f"{a}-{ref}", {}).get("classifier_fd")
-    if not a.startswith("adaptive") or not p or p.get("mean") is None:
+    ps = {m: pairs.get(f"{a}-{ref}", {}).get(m) for m, _ in QUALITY}
+    if (not a.startswith("adaptive") or not ps["classifier_fd"]
+        or ps["classifier_fd"].get("mean") is None):
       continue
     train, sample = _ratios(data, a, ref)
     # A verdict on fewer than the study's seeds is not read (with 2 seeds
     # the t interval is 5x as wide as with 3: "not resolved" is vacuous).
-    full = p.get("n", 0) >= len(data["seeds"])
-    ok = full and p["verdict"] in REACHED
-    judged = ok or (full and p["verdict"] == stats.WORSE)
+    full = all(p and p.get("n", 0) >= len(data["seeds"])
+               for p in ps.values())
+    worse = [m for m, p in ps.items() if full and p["verdict"] == stats.WORSE]
+    ok = full and all(p["verdict"] in REACHED for p in ps.values())
+    judged = ok or bool(worse)
     judged_any = judged_any or judged
     if ok and train is not None and sample is not None:
       reached.append((max(train, sample), a))
+    diffs = "; ".join(f"{NAMES[m]} difference {stats.fmt(p)}"
+                      for m, p in ps.items()
+                      if p and p.get("mean") is not None)
     lines.append(
         f"- {label[a]}: {cell_x(train)} the training FLOPs and "
-        f"{cell_x(sample)} the sampling FLOPs of {label[ref]}; FD "
-        f"difference {stats.fmt(p)}: " + (
-            "reaches it." if ok else "does not." if judged
-            else "no verdict yet."))
+        f"{cell_x(sample)} the sampling FLOPs of {label[ref]}; {diffs}: " + (
+            "reaches it." if ok else
+            f"does not ({', '.join(NAMES[m] for m in worse)} worse)."
+            if judged else "no verdict yet."))
   if not lines:
     return []
   if not judged_any:
@@ -636,16 +646,19 @@ def _answer(data: dict, label: dict, ref: str) -> list:
     return lines
   half = [a for c, a in sorted(reached) if c <= 0.5]
   if half:
-    p = pairs[f"{half[0]}-{ref}"]["classifier_fd"]
     lines.append(f"\n**Yes**: {label[half[0]]} reaches the quality of "
                  f"{label[ref]} at at most 0.5x its training and sampling "
                  "FLOPs.")
-    if p["verdict"] == stats.NOT_RESOLVED:
-      lines.append(
-          f"It does so by the rule (FD not resolved worse): its FD is "
-          f"{p['mean']:+.3g} in mean and the interval runs up to "
-          f"{p['high']:+.3g}, so a deficit of that size is not excluded; "
-          "this is not evidence of equal quality.")
+    for m, lower in QUALITY:
+      p = pairs[f"{half[0]}-{ref}"][m]
+      if p["verdict"] == stats.NOT_RESOLVED:
+        bound = p["high"] if lower else p["low"]
+        lines.append(
+            f"It does so by the rule ({NAMES[m]} not resolved worse): its "
+            f"{NAMES[m]} difference is {p['mean']:+.3g} in mean and the "
+            f"interval reaches {bound:+.3g} on the worse side, so a deficit "
+            "of that size is not excluded; this is not evidence of equal "
+            "quality.")
   elif reached:
     c, a = min(reached)
     lines.append(f"\n**No** arm reaches it at half the cost; the cheapest "
@@ -684,9 +697,9 @@ def answer(data: dict, label: dict) -> list:
 def _reading(pairs: dict, seeds: int) -> list:
   """The reading the two REASON verdicts allow, chosen by them (a
   difference not resolved is not read as none)."""
-  def verdict(a, b):
+  def verdict(a, b, metric="classifier_fd"):
     """The pair's verdict, None without one (no data, one seed)."""
-    p = pairs.get(f"{a}-{b}", {}).get("classifier_fd", {})
+    p = pairs.get(f"{a}-{b}", {}).get(metric, {})
     v = p.get("verdict")
     return v if p.get("n", 0) >= seeds and v in (
         stats.BETTER, stats.WORSE, stats.NOT_RESOLVED,
@@ -734,10 +747,13 @@ def _longer_reading(verdict) -> list:
   word = {stats.BETTER: "better than", stats.WORSE: "worse than",
           stats.NOT_RESOLVED: "not resolved against",
           stats.EQUIVALENT: "equivalent to"}
+  acc = verdict("adaptive3_eqflops", "fm_1900", "class_accuracy")
   return [f"Flow matching trained 1900 steps is {word[longer]} its "
-          f"800-step runs; the 1900-step scale-adaptive arm, at 0.42x its "
-          f"training and sampling FLOPs, is {word.get(same, 'without a verdict against')} "
-          "it (\"Against flow matching, 1900 steps\" above)."]
+          f"800-step runs (FD); the 1900-step scale-adaptive arm, at 0.42x "
+          f"its training and sampling FLOPs, is "
+          f"{word.get(same, 'without a verdict against')} it in FD and "
+          f"{word.get(acc, 'without a verdict against')} it in class "
+          "accuracy (\"Against flow matching, 1900 steps\" above)."]
 
 
 def cell_x(v) -> str:
