@@ -23,33 +23,14 @@ FAST_TIER = "not slow and not parity"
 def pytest_configure(config):
   if config.getoption("markexpr") == FAST_TIER:
     os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
-    # -n N without --dist: whole modules per worker (see FIRST below). Only
-    # the fast tier: the slow tier's long tests of one module (the
-    # experiments' quick runs) must spread over the workers.
-    if getattr(config.option, "dist", "no") == "load":
-      config.option.dist = "loadscope"
 
 
-# The fast tier runs with `--dist loadscope` (pytest_configure): a module's
-# tests stay on one worker, so a module-scoped fixture (the test
-# classifier, the tiny data sets, a compiled network) is built once, not
-# once per worker (6 % less CPU in the fast tier). Modules are handed out in collection order, so the
-# longest go first (measured seconds of the fast tier, on 2 cores): started
-# last, a long module would leave the other worker idle for its length.
-FIRST = ("tests/smoke_test.py", "tests/models_test.py", "tests/coarse_test.py",
-         "tests/slots_test.py", "tests/adaptive_test.py",
-         "tests/cheap_metrics_test.py", "tests/restoration_test.py",
-         "tests/token_slots_test.py", "tests/assembly_test.py",
-         "tests/sampling_test.py", "tests/rigid_path_test.py",
-         "tests/losses_test.py", "tests/paths_test.py", "tests/kamp_test.py",
-         "tests/main_test.py")
-
-
-def _rank(item):
-  module = item.nodeid.split("::")[0]
-  return FIRST.index(module) if module in FIRST else len(FIRST)
+# The fast tier's longest test (the CLI smoke run, under a minute) runs
+# first: pytest-xdist hands out tests in collection order, and started
+# last it would leave the other worker idle for its whole length.
+FIRST = ("tests/smoke_test.py",)
 
 
 def pytest_collection_modifyitems(config, items):
   del config
-  items.sort(key=_rank)  # stable: the order inside a module is kept
+  items.sort(key=lambda item: item.nodeid.split("::")[0] not in FIRST)
