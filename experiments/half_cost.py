@@ -521,6 +521,8 @@ def run(scale, root, out_dir) -> dict:
       "grid, x 2 for guidance.", "",
       "## Half the cost?", "",
       *answer(data, label), "",
+      "## Allocation rules against uniform allocation", "",
+      *rules(data, label), "",
       "## Paired verdicts", "",
       common.table(["comparison"] + [m for m, _ in QUALITY],
                    [[f"{label[a]} - {label[b]}"] +
@@ -586,12 +588,35 @@ def _allocation_lines(alloc: dict) -> list:
       "XLA's).", ""]
 
 
-# An arm reaches flow matching when its FD is not resolved worse.
+# A quality metric that is not resolved worse (_answer needs every one).
 REACHED = (stats.NOT_RESOLVED, stats.BETTER, stats.EQUIVALENT)
 # Pairs that say where a gap comes from: the 3-band path itself, or
 # computing its coarse bands at their own grids.
 REASON = (("kflow3", "fm"), ("adaptive3", "kflow3"),
           ("adaptive3_mean", "kflow3"))
+# Each allocation rule against the same scale-adaptive arm with uniform
+# allocation (the issue's comparison), same seeds.
+RULES = (("adaptive3_cost", "adaptive3"), ("adaptive3_energy", "adaptive3"),
+         ("adaptive3_c2f", "adaptive3_mean"),
+         ("adaptive3_alloc", "adaptive3_mean"))
+
+
+def rules(data: dict, label: dict) -> list:
+  """One line per allocation rule: its compute relative to uniform
+  allocation and both quality verdicts against it."""
+  lines = []
+  for a, b in RULES:
+    ps = {m: data["paired"].get(f"{a}-{b}", {}).get(m) for m, _ in QUALITY}
+    if not ps["classifier_fd"] or ps["classifier_fd"].get("mean") is None:
+      continue
+    train, sample = _ratios(data, a, b)
+    lines.append(
+        f"- {label[a]}: {cell_x(train)} the training FLOPs and "
+        f"{cell_x(sample)} the sampling FLOPs of {label[b]}; " +
+        "; ".join(f"{NAMES[m]} difference {stats.fmt(p)}"
+                  for m, p in ps.items() if p and p.get("mean") is not None)
+        + ".")
+  return lines or ["No allocation rule is scored yet."]
 
 
 def _ratios(data: dict, a: str, ref: str) -> tuple:
