@@ -601,21 +601,30 @@ RULES = (("adaptive3_cost", "adaptive3"), ("adaptive3_energy", "adaptive3"),
          ("adaptive3_alloc", "adaptive3_mean"))
 
 
+def _quality(pairs: dict, a: str, b: str) -> dict:
+  """{metric: the a-b paired dict or None} for every QUALITY metric."""
+  return {m: pairs.get(f"{a}-{b}", {}).get(m) for m, _ in QUALITY}
+
+
+def _differences(ps: dict) -> str:
+  """'FD difference +1 [..] verdict; class accuracy difference ...'."""
+  return "; ".join(f"{NAMES[m]} difference {stats.fmt(p)}"
+                   for m, p in ps.items() if p and p.get("mean") is not None)
+
+
 def rules(data: dict, label: dict) -> list:
   """One line per allocation rule: its compute relative to uniform
   allocation and both quality verdicts against it."""
   lines = []
   for a, b in RULES:
-    ps = {m: data["paired"].get(f"{a}-{b}", {}).get(m) for m, _ in QUALITY}
+    ps = _quality(data["paired"], a, b)
     if not ps["classifier_fd"] or ps["classifier_fd"].get("mean") is None:
       continue
     train, sample = _ratios(data, a, b)
     lines.append(
         f"- {label[a]}: {cell_x(train)} the training FLOPs and "
-        f"{cell_x(sample)} the sampling FLOPs of {label[b]}; " +
-        "; ".join(f"{NAMES[m]} difference {stats.fmt(p)}"
-                  for m, p in ps.items() if p and p.get("mean") is not None)
-        + ".")
+        f"{cell_x(sample)} the sampling FLOPs of {label[b]}; "
+        f"{_differences(ps)}.")
   return lines or ["No allocation rule is scored yet."]
 
 
@@ -636,7 +645,7 @@ def _answer(data: dict, label: dict, ref: str) -> list:
   not resolved while class accuracy is worse does not reach it)."""
   pairs, lines, reached, judged_any = data["paired"], [], [], False
   for a in ARMS:
-    ps = {m: pairs.get(f"{a}-{ref}", {}).get(m) for m, _ in QUALITY}
+    ps = _quality(pairs, a, ref)
     if (not a.startswith("adaptive") or not ps["classifier_fd"]
         or ps["classifier_fd"].get("mean") is None):
       continue
@@ -651,12 +660,9 @@ def _answer(data: dict, label: dict, ref: str) -> list:
     judged_any = judged_any or judged
     if ok and train is not None and sample is not None:
       reached.append((max(train, sample), a))
-    diffs = "; ".join(f"{NAMES[m]} difference {stats.fmt(p)}"
-                      for m, p in ps.items()
-                      if p and p.get("mean") is not None)
     lines.append(
         f"- {label[a]}: {cell_x(train)} the training FLOPs and "
-        f"{cell_x(sample)} the sampling FLOPs of {label[ref]}; {diffs}: " + (
+        f"{cell_x(sample)} the sampling FLOPs of {label[ref]}; {_differences(ps)}: " + (
             "reaches it." if ok else
             f"does not ({', '.join(NAMES[m] for m in worse)} worse)."
             if judged else "no verdict yet."))
@@ -766,8 +772,8 @@ def _longer_reading(verdict) -> list:
                                                    "fm_1900")
   if longer is None:
     return ["Flow matching trained 1900 steps, the stronger reference, has "
-            "no verdict against its 800-step runs yet (fewer than the study's seeds "
-            "paired); until it has, the readings above hold against "
+            "no verdict against its 800-step runs yet (fewer than the "
+            "study's seeds paired); until it has, the readings above hold against "
             "flow matching at 800 steps only."]
   word = {stats.BETTER: "better than", stats.WORSE: "worse than",
           stats.NOT_RESOLVED: "not resolved against",
