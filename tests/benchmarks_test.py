@@ -15,6 +15,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_accelerator_check_quick():
   env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu",
              XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  env.pop("JAX_DISABLE_MOST_OPTIMIZATIONS", None)  # timed as users run it
   p = subprocess.run([sys.executable, "-m", "benchmarks.accelerator_check",
                       "--quick"], cwd=REPO, env=env, capture_output=True,
                      text=True, timeout=1200)
@@ -44,6 +45,7 @@ def test_run_all_quick(tmp_path):
   env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu",
              XLA_FLAGS="--xla_force_host_platform_device_count=1")
   env.pop("JAX_COMPILATION_CACHE_DIR", None)
+  env.pop("JAX_DISABLE_MOST_OPTIMIZATIONS", None)  # timed as users run it
   p = subprocess.run([sys.executable, "-m", "benchmarks.run_all", "--quick",
                       f"--out={tmp_path}"], cwd=REPO, env=env,
                      capture_output=True, text=True, timeout=1200)

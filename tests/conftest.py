@@ -12,25 +12,44 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # Tests must never hit the network (tfds would retry for minutes).
 os.environ.setdefault("TFDS_DATA_DIR", "/nonexistent-tfds-dir-for-tests")
 
-# The default (fast) tier compiles hundreds of small programs and runs
-# each for a few steps: XLA's optimisation passes cost more than they save
-# there (the tier took 37 % less time without them, the CLI smoke run 35 %).
-# The variable reaches the smoke run's subprocess too. The slow tier (every
-# config, benchmarks) compiles as a user's run does.
-FAST_TIER = "not slow and not parity"
+# The fast and slow tiers compile hundreds of small programs and run each
+# for a few steps: XLA's optimisation passes cost more than they save
+# there (the fast tier took 37 % less time without them, three configs'
+# command-line runs 39 %). The variable reaches every subprocess a test
+# starts. A test that measures speed or FLOPs as a user's run would
+# (the benchmarks' quick runs) removes it from its subprocess's
+# environment; the parity tier compiles as a user's run does.
+TIERS = ("not slow and not parity", "slow")
 
 
 def pytest_configure(config):
-  if config.getoption("markexpr") == FAST_TIER:
+  if config.getoption("markexpr") in TIERS:
     os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 
 
-# The fast tier's longest test (the CLI smoke run, under a minute) runs
-# first: pytest-xdist hands out tests in collection order, and started
-# last it would leave the other worker idle for its whole length.
-FIRST = ("tests/smoke_test.py",)
+# Each tier's longest tests run first, longest first: pytest-xdist hands
+# out tests in collection order (the first quarter round-robin), and one
+# started last would leave the other worker idle for its whole length
+# (the slow tier's half_cost run, started last, once did for 30 min).
+# Lengths measured on 2 cores: the fast tier's CLI smoke run (under a
+# minute); the slow tier's quick experiments (minutes to tens of minutes)
+# and the notebooks (about 3 min each).
+FIRST = ("tests/smoke_test.py",
+         "tests/experiments_test.py::test_half_cost_quick",
+         "tests/experiments_test.py::test_run_all_quick",
+         "tests/experiments_test.py::test_multi_condition_quick",
+         "tests/experiments_test.py::test_multi_condition_patches_quick",
+         "tests/experiments_test.py::test_molecules_quick",
+         "tests/notebooks_test.py::test_notebook_runs_headless")
+
+
+def _rank(item) -> int:
+  for i, prefix in enumerate(FIRST):
+    if item.nodeid.startswith(prefix):
+      return i
+  return len(FIRST)
 
 
 def pytest_collection_modifyitems(config, items):
   del config
-  items.sort(key=lambda item: item.nodeid.split("::")[0] not in FIRST)
+  items.sort(key=_rank)  # stable: the rest keep collection order

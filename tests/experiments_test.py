@@ -266,12 +266,18 @@ def test_molecules_quick(tmp_path):
 
 @pytest.mark.slow
 def test_half_cost_quick(tmp_path):
-  """experiments.half_cost at toy size: every arm trained and scored,
-  the benchmark's per-grid FLOPs turned into sampling costs, and the
-  scale-adaptive arms cheaper than flow matching in both columns."""
+  """experiments.half_cost at toy size: the arms of QUICK_ARMS trained
+  and scored, the benchmark's per-grid FLOPs turned into sampling costs,
+  and the scale-adaptive arms cheaper than flow matching in both
+  columns."""
+  from experiments import half_cost  # pylint: disable=g-import-not-at-top
   out = _quick("half_cost", tmp_path, timeout=2700)
   data = json.loads((out / "half_cost.json").read_text())
   ratio = data["cost_ratio_to_fm"]
+  # Only the quick arms were run; the others are empty cells, not errors.
+  for arm in half_cost.ARMS:
+    ran = data["per_seed"][arm][0].get("classifier_fd") is not None
+    assert ran == (arm in half_cost.QUICK_ARMS), arm
   # The split chosen from the pilot's measured errors, kept with it.
   assert data["allocation"]["flag"].startswith(
       "--config.loss.band_batch_sizes=(")
@@ -279,11 +285,7 @@ def test_half_cost_quick(tmp_path):
   # The coarse-heavy curriculum phase makes the run's mean step cheaper.
   assert (ratio["adaptive3_c2f"]["step_gflops"]
           < ratio["adaptive3_mean"]["step_gflops"])
-  # The DiT arms priced by their own benchmark row.
-  assert data["benchmark_dit"]["model"].startswith("DiT")
-  assert (ratio["adaptive3_dit"]["sample_gflops"]
-          < 0.5 * ratio["fm_dit"]["sample_gflops"])
-  for arm in ("adaptive3", "adaptive3_cost", "adaptive3_energy"):
+  for arm in ("adaptive3", "adaptive3_cost", "adaptive3_mean"):
     assert 0 < ratio[arm]["step_gflops"] < 0.5, (arm, ratio[arm])
     assert 0 < ratio[arm]["sample_gflops"] < 0.5, (arm, ratio[arm])
   assert abs(ratio["kflow3"]["step_gflops"] - 1) < 0.05
@@ -291,9 +293,6 @@ def test_half_cost_quick(tmp_path):
       ratio["adaptive3"]["step_gflops"])
   assert (ratio["adaptive3_cost"]["sample_gflops"]
           < ratio["adaptive3"]["sample_gflops"])
-  # One U-Net per grid: a step costs what one shared U-Net's step costs.
-  assert ratio["adaptive3_experts"]["step_gflops"] == pytest.approx(
-      ratio["adaptive3_mean"]["step_gflops"], rel=0.02)
   assert data["benchmark"]["train_s_fm"] > 0
   assert (out / "adaptive.png").exists()
   page = (out / "adaptive.md").read_text()
