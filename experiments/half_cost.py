@@ -43,6 +43,8 @@ FD and class accuracy of 500 samples, Euler 40 steps):
                 band_allocation) chose from the per-band errors a 200-step
                 pilot of it measured (PILOT, seed 0); the split and its
                 measurement are in the result file
+  adaptive3_alloc_3500  the same split made for 3500 steps: 0.49x the
+                training FLOPs of flow matching at 1900 steps
   adaptive3_c2f  adaptive3_mean with a coarse-to-fine curriculum of
                 per-band sub-batches (--config.loss.band_batch_phases):
                 (40, 16, 8) examples on the 8x8, 16x16, 32x32 grids for
@@ -53,6 +55,8 @@ FD and class accuracy of 500 samples, Euler 40 steps):
   fm_1900       flow matching trained 1900 steps, as long as the
                 equal-FLOPs arm: the reference at which every arm has more
                 steps (the 1900-step scale-adaptive arm costs 0.42x of it)
+
+At toy size (--quick) only QUICK_ARMS are run.
 
 Seeds whose runs are not on this machine keep their records from the
 previous half_cost.json (common.carry_records, by training hash).
@@ -182,6 +186,17 @@ ARMS = {
                         COND + "wavelet,bands=3",
                         ADAPTIVE + ("--config.model.coarse_units=mean",),
                         {}),
+    # The same split trained 3500 steps (its cosine schedule ending there):
+    # 3500 x 6.55 / (1900 x 24.61) = 0.49x the training FLOPs of flow
+    # matching at 1900 steps, with the sampling FLOPs of adaptive3_mean.
+    "adaptive3_alloc_3500": ("mnist_haar3_adaptive_mean_alloc_3500",
+                             "scale-adaptive K-Flow, 3 bands, grids as "
+                             "block means, sub-batches from the measured "
+                             "errors, 3500 steps",
+                             COND + "wavelet,bands=3",
+                             ADAPTIVE + ("--config.model.coarse_units=mean",
+                                         "--config.total_steps=3500"),
+                             {}),
     # The backbone swapped for a DiT-ti/2 (tokens, so attention, shrink
     # with the grid: 16, 64, 256 tokens on the 8x8, 16x16, 32x32 grids),
     # against flow matching with the same DiT.
@@ -209,7 +224,21 @@ PILOT = ("mnist_haar3_adaptive_mean_pilot", COND + "wavelet,bands=3",
 ALLOCATION = "band_allocation_mnist3.json"
 # Arms trained longer (or shorter) than scale.mnist_budgets (full scale).
 BUDGETS = {"adaptive3_eqflops": 1900, "adaptive3_half": 1900,
-           "adaptive3_experts_950": 950, "fm_1900": 1900}
+           "adaptive3_experts_950": 950, "fm_1900": 1900,
+           "adaptive3_alloc_3500": 3500}
+# The arms a toy-size run (--quick, CI) trains: each code path of the
+# study once (flow matching, full-resolution K-Flow, the scale-adaptive
+# arm and its cost step allocation, block means, the curriculum, the pilot
+# and the split it chooses) and only the 3-band U-Net benchmark row. Left
+# out, for CI's time: the arms that only change a schedule's length
+# (BUDGETS), the gamma of the band times (energy), 4 bands (the same code
+# at one more level) and, with their benchmark rows, one U-Net per grid
+# and the DiT backbone (both run through the command line by their own
+# tests: tests/grid_experts_test.py, tests/adaptive_test.py).
+QUICK_ARMS = ("fm", "kflow3", "adaptive3", "adaptive3_cost",
+              "adaptive3_mean", "adaptive3_c2f", "adaptive3_alloc")
+# The arms trained with the split chosen from the pilot's measurement.
+ALLOC_ARMS = ("adaptive3_alloc", "adaptive3_alloc_3500")
 # The flow-matching runs the scale-adaptive arms are held against.
 REFS = ("fm", "fm_1900", "fm_dit")
 # Arms scored at an earlier checkpoint than their run's last (full scale).
@@ -237,6 +266,7 @@ PAIRS = (("adaptive3", "fm"), ("adaptive3_cost", "fm"),
          ("adaptive3_experts", "fm_1900"), ("adaptive3_half", "fm_1900"),
          ("adaptive3_c2f", "fm"), ("adaptive3_c2f", "adaptive3_mean"),
          ("adaptive3_alloc", "fm"), ("adaptive3_alloc", "adaptive3_mean"),
+         ("adaptive3_alloc_3500", "fm"), ("adaptive3_alloc_3500", "fm_1900"),
          ("adaptive3_dit", "fm_dit"))
 BENCH = "adaptive_cost_mnist{}{}.json"
 # The benchmark rows in the result file, by (bands, DiT).
@@ -262,14 +292,17 @@ QUICK_PHASES = "--config.loss.band_batch_phases=((2, 5, 2, 1),)"
 
 
 def _overrides(arm, alloc, scale):
-  """Arm `arm`'s overrides: ARMS', for adaptive3_alloc with the split the
+  """Arm `arm`'s overrides: ARMS', for ALLOC_ARMS with the split the
   allocation rule chose (None when there is no measurement yet), and at
-  toy size the curriculum's phases for its batch."""
+  toy size the curriculum's phases for its batch. None (not run) at toy
+  size for the arms not in QUICK_ARMS."""
+  if not scale.all_arms and arm not in QUICK_ARMS:
+    return None
   over = tuple(ARMS[arm][3])
   if arm == "adaptive3_c2f" and not scale.all_arms:
     return tuple(QUICK_PHASES if o.startswith(
         "--config.loss.band_batch_phases=") else o for o in over)
-  if arm != "adaptive3_alloc":
+  if arm not in ALLOC_ARMS:
     return over
   return over + (alloc["flag"],) if alloc.get("flag") else None
 
@@ -312,7 +345,7 @@ def allocation(root, scale, previous: dict) -> dict:
 
 def _hash(root, scale, arm, seed, alloc) -> str:
   """The training hash of arm `arm` on `seed` (what _train trains; None
-  for adaptive3_alloc without a measurement)."""
+  for ALLOC_ARMS without a measurement)."""
   run, _, config, _, _ = ARMS[arm]
   over = _overrides(arm, alloc, scale)
   if over is None:
@@ -416,7 +449,8 @@ def run(scale, root, out_dir) -> dict:
   # previous result file's (XLA's FLOP counts do not depend on it).
   benches = {k: common.attempt(benchmark, root, scale, *k)
              or previous.get(BENCH_KEYS[k]) or {}
-             for k in sorted({_bench_key(a) for a in ARMS})}
+             for k in sorted({_bench_key(a) for a in
+                              (ARMS if scale.all_arms else QUICK_ARMS)})}
   alloc = common.attempt(allocation, root, scale, previous) or {}
   bench = benches[(3, False)]
   step = max(scale.mnist_budgets)
@@ -435,7 +469,7 @@ def run(scale, root, out_dir) -> dict:
       if ev:
         rec = {m: ev.get(m) for m, _ in QUALITY}
         cost.update(train_cost(r, _eval_step(scale, arm)))
-        if benches[_bench_key(arm)] and ev.get("samples"):
+        if benches.get(_bench_key(arm)) and ev.get("samples"):
           cost.update(sample_cost(ev["samples"], benches[_bench_key(arm)],
                                   guided=True))
         cost["eval_s"] = ev.get("seconds")
