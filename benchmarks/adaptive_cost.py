@@ -73,12 +73,15 @@ COST_MODEL = {2: 1.61, 3: 2.30, 4: 3.02}
 
 
 def arm_config(data: str, arm: str, num_bands: int, *, size: str,
-               batch, sample_steps: int, sample_batch, dit: bool = False):
+               batch, sample_steps: int, sample_batch, dit: bool = False,
+               band_batch_sizes=None):
   """The config of one arm. dit: configs/digits.py's run with a DiT of
   `size` (patch 2) on an input shape given by `build_run`; digits: the
   shipped configs/digits.py (U-Net-mu); mnist: configs/mnist.py:cond.
   `dit` puts a DiT of `size` (patch 2) in the digits or mnist run.
-  batch / sample_batch None keep the config's."""
+  batch / sample_batch None keep the config's. band_batch_sizes: the
+  scale-adaptive arm's examples per band (config.loss.band_batch_sizes;
+  None: in proportion to the bands' shares of t)."""
   transform = "identity" if arm == "fm" else "wavelet"
   if data == "mnist":
     # The class-conditional runs experiments/half_cost.py trains and
@@ -92,6 +95,8 @@ def arm_config(data: str, arm: str, num_bands: int, *, size: str,
     c.transform.levels = num_bands - 1
     c.path.num_scales = num_bands
   c.model.scale_adaptive = arm == "adaptive"
+  if arm == "adaptive" and band_batch_sizes is not None:
+    c.loss.band_batch_sizes = tuple(int(v) for v in band_batch_sizes)
   if batch is not None:
     c.batch_size = int(batch)
   c.sample.solver = "euler"
@@ -201,13 +206,14 @@ def round_robin(calls: dict, rounds: int) -> dict:
 def measure(num_bands: int, *, data: str = "dit", size: str = "S",
             batch=None, timing: bool = False, rounds: int = 3,
             time_batch=None, sample_steps: int = 12, sample_batch=None,
-            dit: bool = False) -> dict:
+            dit: bool = False, band_batch_sizes=None) -> dict:
   """One row: FLOPs (and with timing, medians) of the three arms."""
   if data == "dit" and batch is None:
     batch = 48
   cfg = functools.partial(arm_config, data, num_bands=num_bands, size=size,
                           sample_steps=sample_steps,
-                          sample_batch=sample_batch, dit=dit)
+                          sample_batch=sample_batch, dit=dit,
+                          band_batch_sizes=band_batch_sizes)
   runs = {a: build_run(data, cfg(a, batch=batch)) for a in ARMS}
   ad, full = runs["adaptive"], runs["full"]
   params = full.init_state().params  # one set of weights for every arm
@@ -230,7 +236,8 @@ def measure(num_bands: int, *, data: str = "dit", size: str = "S",
       "shape": list(full.info.shape), "batch": b,
       "grids": list(ad.field.band_grids),
       "sub_batches": list(adaptive_loss.batch_sizes(
-          adaptive_loss.band_shares(ad.path), b)),
+          adaptive_loss.band_shares(ad.path), b,
+          ad.config.loss.band_batch_sizes)),
       "train_gflops_fm": loss["fm"] / 1e9,
       "train_gflops_full": loss["full"] / 1e9,
       "train_gflops_adaptive": loss["adaptive"] / 1e9,
@@ -373,6 +380,10 @@ def main(argv=None):
   p.add_argument("--sample_batch", type=int, default=None,
                  help="samples per sampler run (default: dit 4, digits its "
                  "config's)")
+  p.add_argument("--band_batch_sizes", default=None,
+                 help="comma-separated examples per band of the "
+                 "scale-adaptive arm (config.loss.band_batch_sizes; they "
+                 "must sum to the batch); default: by the bands' shares")
   p.add_argument("--quick", action="store_true", help="DiT-mu smoke run")
   args = p.parse_args(argv)
   dit = args.data == "dit"
@@ -404,7 +415,11 @@ def main(argv=None):
                         timing=args.time, rounds=rounds,
                         time_batch=time_batch, sample_steps=sample_steps,
                         sample_batch=sample_batch,
-                        dit=args.backbone == "dit"))
+                        dit=args.backbone == "dit",
+                        band_batch_sizes=(
+                            None if args.band_batch_sizes is None else
+                            [int(v) for v in
+                             args.band_batch_sizes.split(",")])))
     print(json.dumps(rows[-1]), flush=True)
   print()
   print(tables(rows))

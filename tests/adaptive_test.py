@@ -755,3 +755,19 @@ def test_runs_from_before_the_switch_resume_and_keep_their_hash():
       "model.scale_adaptive: False -> True"]
   assert checkpointing.config_hash(_digits()) != checkpointing.config_hash(
       new)
+
+
+def test_cost_benchmark_prices_a_chosen_split():
+  """--band_batch_sizes reaches the scale-adaptive arm's config only (the
+  split experiments/half_cost.py's measured-error arms train with)."""
+  from benchmarks import adaptive_cost  # pylint: disable=g-import-not-at-top
+  kw = dict(size="ti", batch=None, sample_steps=4, sample_batch=None)
+  ad = adaptive_cost.arm_config("mnist", "adaptive", 3,
+                                band_batch_sizes=[43, 8, 13], **kw)
+  assert tuple(ad.loss.band_batch_sizes) == (43, 8, 13)
+  for arm in ("fm", "full"):
+    c = adaptive_cost.arm_config("mnist", arm, 3,
+                                 band_batch_sizes=[43, 8, 13], **kw)
+    assert c.loss.band_batch_sizes is None, arm
+  assert adaptive_cost.arm_config("mnist", "adaptive", 3,
+                                  **kw).loss.band_batch_sizes is None
