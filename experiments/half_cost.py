@@ -360,22 +360,28 @@ def _hash(root, scale, arm, seed, alloc) -> str:
                               _budget(scale, arm))
 
 
-def benchmark(root, scale, bands: int = 3, dit: bool = False) -> dict:
+def benchmark(root, scale, bands: int = 3, dit: bool = False,
+              split=None) -> dict:
   """FLOPs (and interleaved times) of one network call per grid and of the
   three arms' train steps and sampler runs with `bands` dyadic bands, with
-  the U-Net or (`dit`) the DiT arms' backbone (cached under ROOT)."""
-  name = BENCH.format(bands, "_dit" if dit else "")
+  the U-Net or (`dit`) the DiT arms' backbone, the scale-adaptive arm with
+  sub-batches `split` when given (cached under ROOT, per split)."""
+  name = BENCH.format(bands, "_dit" if dit else "_split" if split else "")
   f = os.path.join(root, name if scale.all_arms else "quick_" + name)
   if os.path.exists(f):
     with open(f) as fh:
-      return json.load(fh)
+      row = json.load(fh)
+    if not split or row.get("sub_batches") == list(split):
+      return row
   if scale.report_only:
     return {}
-  # Wall times only for the row the page's side-by-side table reads.
+  # Wall times only for the rows the page's side-by-side table reads.
   args = ["-m", "benchmarks.adaptive_cost", "--data=mnist",
           f"--bands={bands}"] + (["--time"] if (bands, dit) == (3, False)
                                  else []) + (
-              ["--backbone=dit", f"--size={DIT_SIZE}"] if dit else [])
+              ["--backbone=dit", f"--size={DIT_SIZE}"] if dit else []) + (
+                  ["--band_batch_sizes=" + ",".join(map(str, split))]
+                  if split else [])
   if not scale.all_arms:
     args.append("--quick")
   p = subprocess.run([sys.executable, *args], cwd=common.REPO,
@@ -456,6 +462,12 @@ def run(scale, root, out_dir) -> dict:
              for k in sorted({_bench_key(a) for a in
                               (ARMS if scale.all_arms else QUICK_ARMS)})}
   alloc = common.attempt(allocation, root, scale, previous) or {}
+  # The measured-error split's train step and sampler timed beside flow
+  # matching's (full scale only: CI's time).
+  split = ((scale.all_arms and alloc.get("band_batch_sizes") and
+            common.attempt(benchmark, root, scale, 3, False,
+                           alloc["band_batch_sizes"]))
+           or previous.get("benchmark_split") or {})
   bench = benches[(3, False)]
   step = max(scale.mnist_budgets)
   per_seed, runs, costs = {}, {}, {}
@@ -512,7 +524,7 @@ def run(scale, root, out_dir) -> dict:
   data = {"scale": scale._asdict(), "seeds": list(scale.seeds),
           "steps": step, "per_seed": per_seed, "costs": costs,
           "eval_steps": {a: _eval_step(scale, a) for a in ARMS},
-          "allocation": alloc,
+          "allocation": alloc, "benchmark_split": split,
           "summary": summary, "paired": pairs, "benchmark": bench,
           **{v: benches.get(k) for k, v in BENCH_KEYS.items()
              if k != (3, False)},
@@ -587,6 +599,20 @@ def run(scale, root, out_dir) -> dict:
                                                      "adaptive")),
                  f"{bench['sample_time_ratio_fm']:.2f}x",
                  f"{bench['sample_time_ratio_full']:.2f}x"]])]
+    if split.get("train_s_fm"):
+      md += ["", "The scale-adaptive arm with the measured-error split "
+             f"(sub-batches {split['sub_batches']}), timed the same way "
+             "(`--band_batch_sizes=" + ",".join(map(str, split[
+                 "sub_batches"])) + "`):", "",
+             common.table(
+                 ["what", "seconds fm / full / adaptive", "fm / adaptive",
+                  "full / adaptive"],
+                 [[w, " / ".join(f"{split[f'{k}_s_{a}']:.3g}"
+                                 for a in ("fm", "full", "adaptive")),
+                   f"{split[f'{k}_time_ratio_fm']:.2f}x",
+                   f"{split[f'{k}_time_ratio_full']:.2f}x"]
+                  for w, k in (("train step", "train"),
+                               ("sampler run", "sample"))])]
     wall = bench["train_time_ratio_fm"] * _budget(scale, "fm")
     eq = _budget(scale, "adaptive3_eqflops")
     md += ["", f"Equal wall time: in the time of flow matching's "
