@@ -586,33 +586,13 @@ def run(scale, root, out_dir) -> dict:
            "`python -m benchmarks.adaptive_cost --data=mnist --bands=3 "
            "--time` (the three arms' train steps and whole sampler runs "
            "in turns on this machine, medians):", "",
-           common.table(
-               ["what", "seconds fm / full / adaptive", "fm / adaptive",
-                "full / adaptive"],
-               [["train step", " / ".join(f"{bench[f'train_s_{a}']:.3g}"
-                                          for a in ("fm", "full",
-                                                    "adaptive")),
-                 f"{bench['train_time_ratio_fm']:.2f}x",
-                 f"{bench['train_time_ratio_full']:.2f}x"],
-                ["sampler run", " / ".join(f"{bench[f'sample_s_{a}']:.3g}"
-                                           for a in ("fm", "full",
-                                                     "adaptive")),
-                 f"{bench['sample_time_ratio_fm']:.2f}x",
-                 f"{bench['sample_time_ratio_full']:.2f}x"]])]
+           _time_table(bench)]
     if split.get("train_s_fm"):
       md += ["", "The scale-adaptive arm with the measured-error split "
              f"(sub-batches {split['sub_batches']}), timed the same way "
              "(`--band_batch_sizes=" + ",".join(map(str, split[
                  "sub_batches"])) + "`):", "",
-             common.table(
-                 ["what", "seconds fm / full / adaptive", "fm / adaptive",
-                  "full / adaptive"],
-                 [[w, " / ".join(f"{split[f'{k}_s_{a}']:.3g}"
-                                 for a in ("fm", "full", "adaptive")),
-                   f"{split[f'{k}_time_ratio_fm']:.2f}x",
-                   f"{split[f'{k}_time_ratio_full']:.2f}x"]
-                  for w, k in (("train step", "train"),
-                               ("sampler run", "sample"))])]
+             _time_table(split)]
     wall = bench["train_time_ratio_fm"] * _budget(scale, "fm")
     eq = _budget(scale, "adaptive3_eqflops")
     md += ["", f"Equal wall time: in the time of flow matching's "
@@ -764,6 +744,18 @@ def _answer(data: dict, label: dict, ref: str) -> list:
     lines.append(f"\n**No** arm reaches the quality of {label[ref]}, at "
                  "any cost measured here.")
   return lines
+
+
+def _time_table(row: dict) -> str:
+  """A benchmark row's side-by-side train-step and sampler times."""
+  return common.table(
+      ["what", "seconds fm / full / adaptive", "fm / adaptive",
+       "full / adaptive"],
+      [[what, " / ".join(f"{row[f'{k}_s_{a}']:.3g}"
+                         for a in ("fm", "full", "adaptive")),
+        f"{row[f'{k}_time_ratio_fm']:.2f}x",
+        f"{row[f'{k}_time_ratio_full']:.2f}x"]
+       for what, k in (("train step", "train"), ("sampler run", "sample"))])
 
 
 def _saturation(pairs: dict, label: dict, ref: str) -> list:
