@@ -57,10 +57,10 @@ PATCHES_METRICS = ("spectrum_error", "spectrum_error_fine", "sliced_w2",
 
 
 def _comparison(root, scale, data, arms_, budgets, metrics, clf):
-  """{arm: {budget: {metric: mean_std}}}, the scores seed by seed
-  {arm: {budget: [{metric: value} per seed of scale.seeds]}} ({} where a
-  seed has no score) and the runs {arm: [Run or None per seed]}."""
-  out, per_seed, runs = {}, {}, {}
+  """The scores seed by seed {arm: {budget: [{metric: value} per seed of
+  scale.seeds]}} ({} where a seed has no score) and the runs {arm: [Run
+  or None per seed]}."""
+  per_seed, runs = {}, {}
   for name, (config, overrides) in common.arms(scale, arms_.items()):
     per_seed[name] = {str(b): [] for b in budgets}
     runs[name] = []
@@ -73,22 +73,54 @@ def _comparison(root, scale, data, arms_, budgets, metrics, clf):
                                     classifier=clf)
         per_seed[name][str(b)].append(
             {m: ev.get(m) for m in metrics} if ev else {})
-    out[name] = {str(b): {m: common.mean_std(
-        [r.get(m) for r in per_seed[name][str(b)]]) for m in metrics}
-                 for b in budgets}
-  return out, per_seed, runs
+  return per_seed, runs
 
 
-def paired(per_seed, runs, metrics, budgets, ref="fm") -> dict:
+def _hashes(root, scale, data, arms_, budgets) -> dict:
+  """{arm: [training hash per seed]}: what common.train trains for it."""
+  return {name: [common.training_hash(common.resolved_config(
+      common.arm_run(root, scale, f"{data}_{name}", config, overrides,
+                     seed)), max(budgets)) for seed in scale.seeds]
+          for name, (config, overrides) in common.arms(scale, arms_.items())}
+
+
+def carry(previous: dict, data: str, per_seed: dict, hashes: dict,
+          metrics, budgets) -> dict:
+  """per_seed with each seed that has no score now taking its record from
+  the previous result file (common.carry_records, budget by budget: each
+  budget is a checkpoint of one run, so they share the run's hash).
+  Result files written before "per_seed" kept the same records under
+  "<data>_raw"."""
+  before = (previous.get("per_seed", {}).get(data)
+            or previous.get(f"{data}_raw", {}))
+  out = {name: {} for name in per_seed}
+  for b in budgets:
+    kept = common.carry_records(
+        {n: (before.get(n) or {}).get(str(b), []) for n in per_seed},
+        {n: per_seed[n][str(b)] for n in per_seed}, hashes, metrics)
+    for name in per_seed:
+      out[name][str(b)] = kept[name]
+  return out
+
+
+def _means(per_seed, metrics, budgets) -> dict:
+  """{arm: {budget: {metric: mean_std over seeds}}}."""
+  return {name: {str(b): {m: common.mean_std(
+      [r.get(m) for r in per[str(b)]]) for m in metrics} for b in budgets}
+          for name, per in per_seed.items()}
+
+
+def paired(per_seed, hashes, metrics, budgets, ref="fm") -> dict:
   """{arm: {budget: {metric: stats.paired(arm, ref)}}}: every arm against
-  flow matching seed by seed (all metrics here: lower is better)."""
+  flow matching seed by seed (all metrics here: lower is better); an arm
+  with flow matching's training hashes is the same run, not an effect."""
   out = {}
   if ref not in per_seed:
     return out
   for name in per_seed:
     if name == ref:
       continue
-    same = all(common.same_run(a, b) for a, b in zip(runs[name], runs[ref]))
+    same = hashes[name] == hashes[ref]
     out[name] = {str(b): {m: stats.paired(
         [r.get(m) for r in per_seed[name][str(b)]],
         [r.get(m) for r in per_seed[ref][str(b)]],
@@ -146,6 +178,31 @@ def equal_bands(run) -> bool:
                                                    rtol=0, atol=1e-9))
 
 
+def carry_solvers(previous: dict, data: str, solvers: dict,
+                  per_seed: dict, budgets) -> dict:
+  """solvers with each arm that has no run now taking the previous result
+  file's entries, when its first seed's record at the last budget was
+  carried (the same training hash, or none). A `band` entry equal to its
+  `time` entry to the last bit is dropped: the two allocations gave one
+  grid (equal_bands), so the row could not differ."""
+  before = previous.get("solvers", {}).get(data, {})
+  out = {}
+  for name, per in solvers.items():
+    first = per_seed.get(name, {}).get(str(max(budgets)), [{}])[0]
+    if per or not first.get("carried") or not before.get(name):
+      out[name] = per
+      continue
+    out[name] = {}
+    for solver, _ in SOLVERS:
+      if solver not in before[name]:
+        continue
+      allocs = dict(before[name][solver])
+      if allocs.get("band") == allocs.get("time"):
+        allocs.pop("band", None)
+      out[name][solver] = {a: dict(r, carried=True) for a, r in allocs.items()}
+  return out
+
+
 def _table(result, metrics, budgets):
   rows = []
   for name, per in result.items():
@@ -161,7 +218,8 @@ def _solver_table(result, metric):
       for alloc, r in allocs.items():
         v = r["value"]
         rows.append([name, solver, alloc, r["nfe"],
-                     "-" if v is None else f"{v:.4g}"])
+                     "-" if v is None else f"{v:.4g}"
+                     + (" (carried)" if r.get("carried") else "")])
   return common.table(["arm", "solver", "steps per band", "NFE", metric],
                       rows)
 
@@ -183,16 +241,20 @@ def verdict(pairs, metric, budget) -> list:
 
 def run(scale, root, out_dir) -> dict:
   clf = common.classifier(root, scale)
-  digits, digits_seeds, digits_runs = _comparison(
-      root, scale, "digits", DIGITS, scale.digits_budgets, DIGITS_METRICS,
-      clf)
-  patches, patches_seeds, patches_runs = _comparison(
-      root, scale, "patches", PATCHES, scale.patches_budgets,
-      PATCHES_METRICS, "")
-  pairs = {"digits": paired(digits_seeds, digits_runs, DIGITS_METRICS,
-                            scale.digits_budgets),
-           "patches": paired(patches_seeds, patches_runs, PATCHES_METRICS,
-                             scale.patches_budgets)}
+  previous = common.previous_result(out_dir, "quality", scale)
+  sets = (("digits", DIGITS, scale.digits_budgets, DIGITS_METRICS, clf),
+          ("patches", PATCHES, scale.patches_budgets, PATCHES_METRICS, ""))
+  seeds_of, hashes, means, pairs, solvers = {}, {}, {}, {}, {}
+  for data, arms_, budgets, metrics, judge in sets:
+    per_seed, _ = _comparison(root, scale, data, arms_, budgets, metrics,
+                              judge)
+    # Runs do not outlive their machine; seeds without a score here keep
+    # the previous result file's record (same training hash), marked.
+    hashes[data] = _hashes(root, scale, data, arms_, budgets)
+    seeds_of[data] = carry(previous, data, per_seed, hashes[data], metrics,
+                           budgets)
+    means[data] = _means(seeds_of[data], metrics, budgets)
+    pairs[data] = paired(seeds_of[data], hashes[data], metrics, budgets)
   solvers = {"digits": _solvers(root, scale, "digits", DIGITS,
                                 scale.digits_budgets, clf, "classifier_fd"),
              "patches": {}}
@@ -200,6 +262,10 @@ def run(scale, root, out_dir) -> dict:
     solvers["patches"] = _solvers(root, scale, "patches", PATCHES,
                                   scale.patches_budgets, "",
                                   "spectrum_error_fine")
+  for data, _, budgets, _, _ in sets:
+    solvers[data] = carry_solvers(previous, data, solvers[data],
+                                  seeds_of[data], budgets)
+  digits, patches = means["digits"], means["patches"]
   figs = {}
   for data, res, budgets, metric in (
       ("digits", digits, scale.digits_budgets, "classifier_fd"),
@@ -278,13 +344,18 @@ def run(scale, root, out_dir) -> dict:
       "",
       _solver_table(solvers["patches"], "spectrum_error_fine"),
   ]
+  # Which seeds were scored now and which carried (at each data set's
+  # last budget; the earlier budget is a checkpoint of the same run).
+  last = {f"{d} {n}": per[str(max(b))] for d, _, b, _, _ in sets
+          for n, per in seeds_of[d].items()}
+  md += ["", *common.provenance(last, {k: k for k in last}, scale.seeds,
+                                "quality.json")]
   data = {"scale": scale._asdict(), "digits": digits, "patches": patches,
-          "solvers": solvers,
-          "per_seed": {"digits": digits_seeds, "patches": patches_seeds},
+          "solvers": solvers, "per_seed": seeds_of, "hashes": hashes,
           "paired": pairs}
   common.write_result(out_dir, "quality", "\n".join(md), data)
   return data
 
 
 if __name__ == "__main__":
-  common.main(run)
+  common.main(run, carries=True)

@@ -363,29 +363,69 @@ def test_report_without_runs_never_blanks_existing_results(tmp_path):
   """--report over a ROOT that holds no runs (a new machine) is refused
   when OUT already holds result files: it would replace their numbers
   with '-'. The refusal names both fixes and leaves the files as they
-  were; mnist, which carries its seed records, may still report."""
+  were; mnist, quality and half_cost, which carry their seed records,
+  may still report."""
   out = tmp_path / "out"
   out.mkdir()
-  (out / "quality.json").write_text('{"kept": 1}')
-  for module in ("quality", "run_all"):
+  (out / "recipe.json").write_text('{"kept": 1}')
+  for module in ("recipe", "run_all"):
     p = _report(module, tmp_path / "root", out)
     assert p.returncode == 2, (module, p.stderr[-2000:])
     assert "holds no runs" in p.stderr and "--out=DIR" in p.stderr
-  assert (out / "quality.json").read_text() == '{"kept": 1}'
-  assert sorted(f.name for f in out.iterdir()) == ["quality.json"]
+  assert (out / "recipe.json").read_text() == '{"kept": 1}'
+  assert sorted(f.name for f in out.iterdir()) == ["recipe.json"]
+
+
+def test_quality_report_carries_its_seeds_from_either_file_layout(tmp_path):
+  """experiments.quality --report without runs rewrites quality.md from
+  the committed quality.json: every seed's scores carried, the paired
+  verdicts unchanged. A file written before "per_seed" (records under
+  "<data>_raw") carries the same records; a solver row whose `band`
+  allocation equals `time` to the bit (one grid) is not carried."""
+  from experiments import quality  # pylint: disable=g-import-not-at-top
+  prev = json.loads(open(os.path.join(REPO, "docs", "results",
+                                      "quality.json")).read())
+  out = tmp_path / "out"
+  out.mkdir()
+  (out / "quality.json").write_text(json.dumps(prev))
+  p = _report("quality", tmp_path / "root", out)
+  assert p.returncode == 0, p.stderr[-3000:]
+  data = json.loads((out / "quality.json").read_text())
+  assert data["paired"] == prev["paired"] and data["digits"] == prev["digits"]
+  for d, arms in prev["per_seed"].items():
+    for name, budgets in arms.items():
+      for b, records in budgets.items():
+        new = data["per_seed"][d][name][b]
+        assert [r["carried"] for r in new] == [True] * len(records)
+        assert [r.get("sliced_w2") for r in new] == [
+            r.get("sliced_w2") for r in records]
+  assert "| digits fm | seed 0: carried; seed 1: carried; seed 2: carried |" \
+      in (out / "quality.md").read_text()
+  # The older layout, in process: the same records under "digits_raw".
+  seeds = prev["per_seed"]["digits"]
+  old = {"digits_raw": {n: {b: [{k: v for k, v in r.items()
+                                 if k != "carried"} for r in rs]
+                            for b, rs in per.items()}
+                        for n, per in seeds.items()}}
+  empty = {n: {b: [{}] * len(rs) for b, rs in per.items()}
+           for n, per in seeds.items()}
+  hashes = {n: ["h"] * 3 for n in seeds}
+  kept = quality.carry(old, "digits", empty, hashes, ["classifier_fd"],
+                       [int(b) for b in seeds["fm"]])
+  assert kept == seeds
+  twin = {"nfe": 40.0, "value": 58.9}
+  solvers = quality.carry_solvers(
+      {"solvers": {"digits": {"fourier": {"euler": {"time": twin,
+                                                    "band": twin}}}}},
+      "digits", {"fourier": {}}, kept, [int(b) for b in seeds["fm"]])
+  assert solvers == {"fourier": {"euler": {"time": dict(twin,
+                                                        carried=True)}}}
 
 
 def test_equal_steps_per_band_is_only_run_where_it_differs(tmp_path):
   """experiments.quality: on bands of equal length in t (no overlap) equal
   steps per band is the time-share grid, an arm that cannot differ."""
-  spec = importlib.util.spec_from_file_location(
-      "experiments.quality", os.path.join(REPO, "experiments", "quality.py"))
-  sys.path.insert(0, REPO)
-  try:
-    quality = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(quality)
-  finally:
-    sys.path.remove(REPO)
+  from experiments import quality  # pylint: disable=g-import-not-at-top
   run = quality.common.Run("x", "c", (), 0, str(tmp_path))
   for tau, overlap, equal in (([0, 0.5, 1], 0.0, True),
                               ([0, 1 / 3, 2 / 3, 1], 0.0, True),
