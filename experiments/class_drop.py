@@ -98,18 +98,29 @@ def reading(p_retained: dict, p_cdr: dict) -> str:
   return f"{head} The classifier-FD CDR of K-Flow: {tail}."
 
 
+def _previous_records(previous: dict, name: str) -> list:
+  """Arm `name`'s seed records in the previous result file; files written
+  before the retained accuracy had its name call it `accuracy_ratio`."""
+  return [r and {("accuracy_retained" if k == "accuracy_ratio" else k): v
+                 for k, v in r.items()}
+          for r in (previous.get(name) or {}).get("per_seed", [])]
+
+
 def run(scale, root, out_dir) -> dict:
   clf = common.classifier(root, scale)
+  previous = common.previous_result(out_dir, "class_drop", scale)
   b = scale.digits_budgets
-  out, runs = {}, {}
+  out, per_seed, hashes = {}, {}, {}
   arms = ARMS if scale.all_arms else dict(list(ARMS.items())[:2])
   seeds = scale.seeds[:SEEDS]
   for name, (_, config, overrides) in arms.items():
-    recs, runs[name] = [], []
+    recs = []
+    hashes[name] = [common.training_hash(common.resolved_config(
+        common.arm_run(root, scale, f"digits_cond_{name}", config,
+                       overrides, seed)), max(b)) for seed in seeds]
     for seed in seeds:
       r = common.attempt(common.train, root, scale, f"digits_cond_{name}",
                          config, overrides, seed, b)
-      runs[name].append(r)
       acc = r and common.attempt(cdr, r, scale, clf, "class_accuracy")
       fd = r and common.attempt(cdr, r, scale, clf, "classifier_fd")
       if not (acc and fd):
@@ -122,6 +133,14 @@ def run(scale, root, out_dir) -> dict:
                    "cdr_fd": fd["ratio"],
                    "band_flowed_share_at_drop":
                        acc.get("band_flowed_share_at_drop")})
+    per_seed[name] = recs
+  # Runs do not outlive their machine; seeds without a score here keep
+  # the previous result file's record (same training hash), marked.
+  per_seed = common.carry_records(
+      {name: _previous_records(previous, name) for name in arms},
+      per_seed, hashes, [k for k, _, _ in KEYS])
+  for name, recs in per_seed.items():
+    recs = [r or None for r in recs]  # aligned by seed: None where missing
     out[name] = {k: common.mean_std([r[k] for r in recs if r])
                  for k, _, _ in KEYS}
     done = [r for r in recs if r]
@@ -131,7 +150,7 @@ def run(scale, root, out_dir) -> dict:
   pairs = {}
   for k, f in PAIRS:
     if k in out and f in out:
-      same = all(common.same_run(x, y) for x, y in zip(runs[k], runs[f]))
+      same = hashes[k] == hashes[f]
       pairs[k] = {key: stats.paired(
           [r and r[key] for r in out[k]["per_seed"]],
           [r and r[key] for r in out[f]["per_seed"]],
@@ -173,12 +192,15 @@ def run(scale, root, out_dir) -> dict:
                               judged[key]) for key in JUDGED],
       "",
       reading(judged["accuracy_retained"], judged["cdr_fd"]),
+      "",
+      *common.provenance(per_seed, {a: ARMS[a][0] for a in arms}, seeds,
+                         "class_drop.json"),
   ]
   data = {"scale": scale._asdict(), "fraction": FRACTION, "paired": pairs,
-          **out}
+          "hashes": hashes, **out}
   common.write_result(out_dir, "class_drop", "\n".join(md), data)
   return data
 
 
 if __name__ == "__main__":
-  common.main(run)
+  common.main(run, carries=True)

@@ -422,6 +422,29 @@ def test_quality_report_carries_its_seeds_from_either_file_layout(tmp_path):
                                                         carried=True)}}}
 
 
+def test_class_drop_report_carries_its_seeds(tmp_path):
+  """experiments.class_drop --report without runs: every seed's record
+  carried from the committed class_drop.json (records of files written
+  before the retained accuracy had its name read as such), the pairs
+  judged from them, the provenance on the page."""
+  prev = json.loads(open(os.path.join(REPO, "docs", "results",
+                                      "class_drop.json")).read())
+  out = tmp_path / "out"
+  out.mkdir()
+  (out / "class_drop.json").write_text(json.dumps(prev))
+  p = _report("class_drop", tmp_path / "root", out)
+  assert p.returncode == 0, p.stderr[-3000:]
+  data = json.loads((out / "class_drop.json").read_text())
+  assert data["paired"] == prev["paired"]
+  for arm in ("fm_logit_normal", "kflow_fourier_bandio"):
+    old, new = prev[arm]["per_seed"], data[arm]["per_seed"]
+    assert [r["carried"] for r in new] == [True, True]
+    assert [r["accuracy_retained"] for r in new] == [
+        r.get("accuracy_retained", r.get("accuracy_ratio")) for r in old]
+  assert "| K-Flow (fourier) | seed 0: carried; seed 1: carried |" in (
+      out / "class_drop.md").read_text()
+
+
 def test_equal_steps_per_band_is_only_run_where_it_differs(tmp_path):
   """experiments.quality: on bands of equal length in t (no overlap) equal
   steps per band is the time-share grid, an arm that cannot differ."""
