@@ -20,11 +20,19 @@ os.environ.setdefault("TFDS_DATA_DIR", "/nonexistent-tfds-dir-for-tests")
 # (the benchmarks' quick runs) removes it from its subprocess's
 # environment; the parity tier compiles as a user's run does.
 TIERS = ("not slow and not parity", "slow")
+# Eigen's ops on one thread in each process of a tier: two pytest workers
+# on two cores, each with a thread per core, kept both cores busy
+# switching (three test files, two back-to-back pairs beside other work:
+# 119 s -> 101 s and 113 s -> 104 s of wall time). A process a test starts inherits it
+# unless the test sets XLA_FLAGS itself (the benchmarks' quick runs do).
+ONE_THREAD = "--xla_cpu_multi_thread_eigen=false"
 
 
 def pytest_configure(config):
   if config.getoption("markexpr") in TIERS:
     os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
+    if ONE_THREAD not in os.environ["XLA_FLAGS"]:
+      os.environ["XLA_FLAGS"] += " " + ONE_THREAD
 
 
 # Each tier's longest tests run first, longest first: pytest-xdist hands

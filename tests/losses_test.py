@@ -34,7 +34,10 @@ def test_exact_velocity_has_zero_loss():
   assert float(loss0) > 0.1
 
 
-@pytest.mark.parametrize("name", ["fourier", "wavelet", "dct"])
+# One transform fast (the shipped Fourier), the others in -m slow.
+@pytest.mark.parametrize("name", [
+    pytest.param(n, marks=() if n == "fourier" else pytest.mark.slow)
+    for n in ("fourier", "wavelet", "dct")])
 def test_model_sees_the_path_state(name):
   # The loss computes x_t and u_t fused (one forward, one stacked inverse);
   # the model must get exactly paths.interpolate's x_t and be scored against
@@ -225,7 +228,9 @@ def test_loss_at_a_band_edge_is_the_limit_from_above():
       assert abs(float(loss_below) - float(loss)) > 0.1 * float(loss)
 
 
-@pytest.mark.parametrize("project", [False, True])
+# Projected output (the band I/O recipe) fast, unprojected in -m slow.
+@pytest.mark.parametrize("project", [
+    pytest.param(False, marks=pytest.mark.slow), True])
 @pytest.mark.parametrize("solver", ["euler", "midpoint", "heun", "rk4"])
 def test_sampler_steps_that_land_on_band_edges(solver, project):
   """With the exact field of one pair (constant inside each band for the

@@ -136,7 +136,10 @@ def test_resolution_agnostic_dit_and_unet():
 # ------------------------------------------------------------ init, CFG ---
 
 
-@pytest.mark.parametrize("name", ["dit", "moe_dit", "unet"])
+# The DiT fast; the MoE and the U-Net in -m slow.
+@pytest.mark.parametrize("name", [
+    pytest.param(n, marks=() if n == "dit" else pytest.mark.slow)
+    for n in ("dit", "moe_dit", "unet")])
 def test_zero_output_at_init(name):
   model, variables, x, t, y = real_init(name)
   np.testing.assert_array_equal(jitted(model)(variables, x, t, y), 0.0)

@@ -133,7 +133,11 @@ def test_sampler_with_the_true_endpoint_lands_on_it_and_loss_is_zero():
                              atol=1e-4)
 
 
-@pytest.mark.parametrize("solver", rigid.SOLVERS)
+# Midpoint fast; Euler in -m slow (its one-band sampler is checked fast
+# by test_ends_are_exact_and_one_band_is_rigid_flow_matching).
+@pytest.mark.parametrize("solver", [
+    pytest.param(s, marks=() if s == "midpoint" else pytest.mark.slow)
+    for s in rigid.SOLVERS])
 def test_uniform_rotations_move_at_one_pace_and_land_on_the_target(solver):
   """rotations="uniform": the centroids still move band by band, every
   rotation vector at kappa / K of its way; the sampler with the true

@@ -116,8 +116,10 @@ def test_convergence_order_on_linear_field(solver, order):
       errs, rates)
 
 
+# Overlapping bands (the harder grid) fast, no overlap in -m slow.
 @pytest.mark.parametrize("solver", list(sampling.FIXED_SOLVERS))
-@pytest.mark.parametrize("overlap", [0.0, 0.5])
+@pytest.mark.parametrize("overlap", [
+    pytest.param(0.0, marks=pytest.mark.slow), 0.5])
 def test_exact_conditional_velocity_reaches_data(solver, overlap):
   """The exact conditional field is piecewise constant between switch times
   (linear blend), so a band-aligned grid integrates it exactly."""

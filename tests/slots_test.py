@@ -219,7 +219,9 @@ def test_label_table_of_one_slot_is_unchanged_and_slots_need_their_shape():
   assert not np.allclose(v([[1, 2], [1, 2]]), v([[1, 3], [1, 3]]))
 
 
-@pytest.mark.parametrize("visibility", ["causal", "active"])
+# Active slots fast, causal ones in -m slow.
+@pytest.mark.parametrize("visibility", [
+    pytest.param("causal", marks=pytest.mark.slow), "active"])
 def test_coarse_bands_do_not_depend_on_fine_labels_bit_for_bit(visibility):
   """Causal (or active) slots, no overlap, band projection: band 0 of a
   sample is the same for any fine-slot label, to the bit (same noise)."""

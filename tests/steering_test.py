@@ -70,7 +70,9 @@ def test_shared_band_noise_gives_samples_with_identical_fixed_bands(shared):
     steering.shared_band_noise(jax.random.key(2), path, B, [3])
 
 
-@pytest.mark.parametrize("solver", ["euler", "rk4"])
+# Euler fast, RK4 in -m slow.
+@pytest.mark.parametrize("solver", [
+    "euler", pytest.param("rk4", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("reimpose,project", [(False, False), (True, False),
                                               (True, True), (False, True)])
 def test_restoration_from_own_coarse_bands_returns_image(solver, reimpose,
