@@ -149,6 +149,20 @@ def _report(module, root, out):
                         timeout=300)
 
 
+def _report_committed(tmp_path, module, result):
+  """`experiments.<module> --report` on a ROOT without runs, OUT holding
+  the committed docs/results/<result>.json: (that file, the one the
+  report wrote, OUT)."""
+  prev = json.loads(open(os.path.join(REPO, "docs", "results",
+                                      f"{result}.json")).read())
+  out = tmp_path / "out"
+  out.mkdir()
+  (out / f"{result}.json").write_text(json.dumps(prev))
+  p = _report(module, tmp_path / "root", out)
+  assert p.returncode == 0, p.stderr[-3000:]
+  return prev, json.loads((out / f"{result}.json").read_text()), out
+
+
 def test_report_on_an_empty_root_runs_nothing(tmp_path):
   """--report only reads: with nothing trained every cell is '-', and no
   command (training, scoring, the classifier) is started."""
@@ -341,14 +355,7 @@ def test_report_carries_the_previous_result_files_seeds(
   """`experiments.<module> --report` on a machine without the runs
   rewrites the page from the previous result file's seed records, says
   which are carried, and keeps their paired verdicts."""
-  out = tmp_path / "out"
-  out.mkdir()
-  prev = json.loads(open(os.path.join(REPO, "docs", "results",
-                                      f"{result}.json")).read())
-  (out / f"{result}.json").write_text(json.dumps(prev))
-  p = _report(module, tmp_path / "root", out)
-  assert p.returncode == 0, p.stderr[-3000:]
-  data = json.loads((out / f"{result}.json").read_text())
+  prev, data, out = _report_committed(tmp_path, module, result)
   for name, records in prev["per_seed"].items():
     for old, new in zip(records, data["per_seed"][name]):
       assert (new.get("classifier_fd") == old.get("classifier_fd")
@@ -383,14 +390,7 @@ def test_quality_report_carries_its_seeds_from_either_file_layout(tmp_path):
   "<data>_raw") carries the same records; a solver row whose `band`
   allocation equals `time` to the bit (one grid) is not carried."""
   from experiments import quality  # pylint: disable=g-import-not-at-top
-  prev = json.loads(open(os.path.join(REPO, "docs", "results",
-                                      "quality.json")).read())
-  out = tmp_path / "out"
-  out.mkdir()
-  (out / "quality.json").write_text(json.dumps(prev))
-  p = _report("quality", tmp_path / "root", out)
-  assert p.returncode == 0, p.stderr[-3000:]
-  data = json.loads((out / "quality.json").read_text())
+  prev, data, out = _report_committed(tmp_path, "quality", "quality")
   assert data["paired"] == prev["paired"] and data["digits"] == prev["digits"]
   for d, arms in prev["per_seed"].items():
     for name, budgets in arms.items():
@@ -427,14 +427,7 @@ def test_class_drop_report_carries_its_seeds(tmp_path):
   carried from the committed class_drop.json (records of files written
   before the retained accuracy had its name read as such), the pairs
   judged from them, the provenance on the page."""
-  prev = json.loads(open(os.path.join(REPO, "docs", "results",
-                                      "class_drop.json")).read())
-  out = tmp_path / "out"
-  out.mkdir()
-  (out / "class_drop.json").write_text(json.dumps(prev))
-  p = _report("class_drop", tmp_path / "root", out)
-  assert p.returncode == 0, p.stderr[-3000:]
-  data = json.loads((out / "class_drop.json").read_text())
+  prev, data, out = _report_committed(tmp_path, "class_drop", "class_drop")
   assert data["paired"] == prev["paired"]
   for arm in ("fm_logit_normal", "kflow_fourier_bandio"):
     old, new = prev[arm]["per_seed"], data[arm]["per_seed"]
