@@ -58,22 +58,19 @@ PATCHES_METRICS = ("spectrum_error", "spectrum_error_fine", "sliced_w2",
 
 def _comparison(root, scale, data, arms_, budgets, metrics, clf):
   """The scores seed by seed {arm: {budget: [{metric: value} per seed of
-  scale.seeds]}} ({} where a seed has no score) and the runs {arm: [Run
-  or None per seed]}."""
-  per_seed, runs = {}, {}
+  scale.seeds]}} ({} where a seed has no score)."""
+  per_seed = {}
   for name, (config, overrides) in common.arms(scale, arms_.items()):
     per_seed[name] = {str(b): [] for b in budgets}
-    runs[name] = []
     for seed in scale.seeds:
       run = common.attempt(common.train, root, scale, f"{data}_{name}",
                            config, overrides, seed, budgets)
-      runs[name].append(run)
       for b in budgets:
         ev = run and common.attempt(common.evaluate, run, scale, b, "main",
                                     classifier=clf)
         per_seed[name][str(b)].append(
             {m: ev.get(m) for m in metrics} if ev else {})
-  return per_seed, runs
+  return per_seed
 
 
 def _hashes(root, scale, data, arms_, budgets) -> dict:
@@ -244,10 +241,9 @@ def run(scale, root, out_dir) -> dict:
   previous = common.previous_result(out_dir, "quality", scale)
   sets = (("digits", DIGITS, scale.digits_budgets, DIGITS_METRICS, clf),
           ("patches", PATCHES, scale.patches_budgets, PATCHES_METRICS, ""))
-  seeds_of, hashes, means, pairs, solvers = {}, {}, {}, {}, {}
+  seeds_of, hashes, means, pairs = {}, {}, {}, {}
   for data, arms_, budgets, metrics, judge in sets:
-    per_seed, _ = _comparison(root, scale, data, arms_, budgets, metrics,
-                              judge)
+    per_seed = _comparison(root, scale, data, arms_, budgets, metrics, judge)
     # Runs do not outlive their machine; seeds without a score here keep
     # the previous result file's record (same training hash), marked.
     hashes[data] = _hashes(root, scale, data, arms_, budgets)
