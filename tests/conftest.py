@@ -23,8 +23,9 @@ TIERS = ("not slow and not parity", "slow")
 # Eigen's ops on one thread in each process of a tier: two pytest workers
 # on two cores, each with a thread per core, kept both cores busy
 # switching (three test files, two back-to-back pairs beside other work:
-# 119 s -> 101 s and 113 s -> 104 s of wall time). A process a test starts inherits it
-# unless the test sets XLA_FLAGS itself (the benchmarks' quick runs do).
+# 119 s -> 101 s and 113 s -> 104 s of wall time). A process a test
+# starts inherits it unless the test sets XLA_FLAGS itself (the
+# benchmarks' quick runs do).
 ONE_THREAD = "--xla_cpu_multi_thread_eigen=false"
 # The fast tier also compiles with XLA's older CPU emitters: the fusion
 # emitters cost more to compile than its tiny programs run (three test
