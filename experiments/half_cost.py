@@ -366,7 +366,8 @@ def benchmark(root, scale, bands: int = 3, dit: bool = False,
   """FLOPs (and interleaved times) of one network call per grid and of the
   three arms' train steps and sampler runs with `bands` dyadic bands, with
   the U-Net or (`dit`) the DiT arms' backbone, the scale-adaptive arm with
-  sub-batches `split` when given (cached under ROOT, per split)."""
+  sub-batches `split` when given (cached under ROOT; the split's row is
+  measured again when the cached one priced another split)."""
   name = BENCH.format(bands, "_dit" if dit else "_split" if split else "")
   f = os.path.join(root, name if scale.all_arms else "quick_" + name)
   if os.path.exists(f):
