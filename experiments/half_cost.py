@@ -689,10 +689,11 @@ def _ratios(data: dict, a: str, ref: str) -> tuple:
           rel("sample_gflops", 1, 1))
 
 
-def _answer(data: dict, label: dict, ref: str) -> list:
-  """answer() against one reference run. Quality is every QUALITY metric:
-  an arm reaches the reference when none of them is resolved worse (an FD
-  not resolved while class accuracy is worse does not reach it)."""
+def _answer(data: dict, label: dict, ref: str) -> tuple:
+  """answer() against one reference run: (a line per scale-adaptive arm,
+  the conclusion). Quality is every QUALITY metric: an arm reaches the
+  reference when none of them is resolved worse (an FD not resolved while
+  class accuracy is worse does not reach it)."""
   pairs, lines, reached, judged_any = data["paired"], [], [], False
   for a in ARMS:
     ps = _quality(pairs, a, ref)
@@ -717,39 +718,39 @@ def _answer(data: dict, label: dict, ref: str) -> list:
             f"does not ({', '.join(NAMES[m] for m in worse)} worse)."
             if judged else "no verdict yet."))
   if not lines:
-    return []
+    return [], []
   if not judged_any:
     n = len(data["seeds"])
-    lines.append(
-        "\nNo verdict: one seed gives no interval (run at least 3)."
+    return lines, [
+        "No verdict: one seed gives no interval (run at least 3)."
         if n < 2 else
-        f"\nNo verdict yet: fewer than the study's {n} seeds are paired.")
-    return lines
+        f"No verdict yet: fewer than the study's {n} seeds are paired."]
   half = [a for c, a in sorted(reached) if c <= 0.5]
+  end = []
   if half:
-    lines.append(f"\n**Yes**: {label[half[0]]} reaches the quality of "
-                 f"{label[ref]} at at most 0.5x its training and sampling "
-                 "FLOPs.")
+    end.append(f"**Yes**: {label[half[0]]} reaches the quality of "
+               f"{label[ref]} at at most 0.5x its training and sampling "
+               "FLOPs.")
     for m, lower in QUALITY:
       p = pairs[f"{half[0]}-{ref}"][m]
       if p["verdict"] == stats.NOT_RESOLVED:
         bound = p["high"] if lower else p["low"]
-        lines.append(
+        end.append(
             f"It does so by the rule ({NAMES[m]} not resolved worse): its "
             f"{NAMES[m]} difference is {p['mean']:+.3g} in mean and the "
             f"interval reaches {bound:+.3g} on the worse side, so a deficit "
             "of that size is not excluded; this is not evidence of equal "
             "quality.")
-    lines += _saturation(pairs, label, ref)
+    end += _saturation(pairs, label, ref)
   elif reached:
     c, a = min(reached)
-    lines.append(f"\n**No** arm reaches it at half the cost; the cheapest "
-                 f"that reaches it is {label[a]}, at {c:.2f}x (the larger "
-                 "of its training and sampling ratios).")
+    end.append(f"**No** arm reaches it at half the cost; the cheapest "
+               f"that reaches it is {label[a]}, at {c:.2f}x (the larger "
+               "of its training and sampling ratios).")
   else:
-    lines.append(f"\n**No** arm reaches the quality of {label[ref]}, at "
-                 "any cost measured here.")
-  return lines
+    end.append(f"**No** arm reaches the quality of {label[ref]}, at "
+               "any cost measured here.")
+  return lines, end
 
 
 def _time_table(row: dict) -> str:
@@ -785,9 +786,10 @@ def answer(data: dict, label: dict) -> list:
   none does."""
   pairs, lines = data["paired"], []
   for ref in REFS:
-    part = _answer(data, label, ref)
-    if part:
-      lines += [f"### Against {label[ref]}", ""] + part + [""]
+    arms_, end = _answer(data, label, ref)
+    if arms_:
+      lines += [f"### Against {label[ref]}", ""] + arms_ + [""] + [
+          "\n".join(end), ""]
   if not lines:
     return ["No scale-adaptive arm is scored yet."]
   why = []
@@ -800,6 +802,19 @@ def answer(data: dict, label: dict) -> list:
               "resolution, paired):", ""] + [f"- {w}" for w in why]
     lines += _reading(pairs, len(data["seeds"]))
   return lines
+
+
+def conclusions(data: dict) -> list:
+  """[(reference label, its conclusion lines)]: answer()'s verdict on
+  each flow-matching reference without the per-arm lines (the summary's
+  reading of this page)."""
+  label = {a: v[1] for a, v in ARMS.items()}
+  out = []
+  for ref in REFS:
+    arms_, end = _answer(data, label, ref)
+    if arms_:
+      out.append((label[ref], end))
+  return out
 
 
 def _reading(pairs: dict, seeds: int) -> list:

@@ -37,10 +37,12 @@ def main(argv=None):
     seconds[name] = time.time() - start
     print(f"experiments.{name}: {seconds[name]:.0f} s", flush=True)
   with open(os.path.join(out, "timing.json"), "w") as fh:
-    json.dump({"scale": scale.name, "seconds": seconds,
+    json.dump({"scale": scale.name, "report_only": scale.report_only,
+               "seconds": seconds,
                "measured_cost": common.measured_cost(root)}, fh, indent=1)
   from experiments import summary  # pylint: disable=g-import-not-at-top
-  summary.write(scale, results, out)
+  # The pages also read the results of the scripts that run on their own.
+  summary.write(scale, {**summary.load(out), **results}, out)
   print(f"experiments.run_all ({scale.name}): {sum(seconds.values()):.0f} s; "
         f"results in {out}")
 

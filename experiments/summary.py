@@ -16,7 +16,10 @@ import os
 
 from experiments import class_drop
 from experiments import common
+from experiments import half_cost
 from experiments import mnist
+from experiments import molecules
+from experiments import multi_condition
 from experiments import quality
 from experiments import recipe
 from experiments import stats
@@ -147,16 +150,105 @@ def _cost(out_dir) -> list:
     t = json.load(fh)
   s = t.get("seconds") or {}
   total = sum(s.values())
+  cost = t.get("measured_cost") or {}
+  if t.get("report_only"):
+    # A --report call trains nothing: its own time says nothing of the
+    # evidence's cost.
+    out = ["These files were rewritten by `run_all --report` from the "
+           "runs and seed records already gathered."]
+    if cost.get("commands"):
+      out.append(f"The runs under its root cost {cost['seconds'] / 3600:.2f}"
+                 f" h of wall time on this machine ({cost['commands']} "
+                 "training, sampling and scoring commands, summed over the "
+                 "calls that made them); seeds carried from earlier result "
+                 "files were measured on earlier machines and are not in "
+                 "that sum.")
+    return [" ".join(out), ""]
   out = [f"The `run_all` call that wrote these files took {total / 3600:.2f}"
          " h (" + ", ".join(f"{k} {v / 60:.1f} min" for k, v in s.items())
          + ")."]
-  cost = t.get("measured_cost") or {}
   if cost.get("commands"):
     out.append(f"The evidence itself, every training, sampling and scoring "
                f"command summed over all calls that gathered it: "
                f"{cost['seconds'] / 3600:.2f} h of wall time on this "
                f"machine, {cost['commands']} commands.")
   return [" ".join(out), ""]
+
+
+def _half_cost_section(hc) -> list:
+  """adaptive.md's answer, reference by reference (experiments/half_cost.py
+  reads it from the paired verdicts of both quality metrics)."""
+  if not hc or not hc.get("paired"):
+    return []
+  out = ["## Scale-adaptive compute at half the cost (MNIST-5k, 32x32)", "",
+         "Does a scale-adaptive K-Flow arm reach flow matching's quality "
+         "(neither classifier FD nor class accuracy resolved worse, seed by "
+         "seed) at half its training and sampling FLOPs? From "
+         "[adaptive.md](adaptive.md), where every arm's FLOPs and paired "
+         "differences are:", ""]
+  for ref, end in half_cost.conclusions(hc):
+    out += [f"Against {ref}: " + " ".join(end), ""]
+  return out
+
+
+def _multi_condition_section(mc) -> list:
+  """multi_condition.md's main arm against each baseline, and how each
+  condition-slot arm met the targets set before the runs."""
+  if not mc or not mc.get("paired"):
+    return []
+  arms, main = multi_condition.ARMS, multi_condition.MAIN
+  keys = ("acc_high", "leak", "fd_ratio")
+  rows = [[arms[n][0]] + [stats.fmt(per[k]) if k in per else "-"
+                          for k in keys]
+          for n, per in mc["paired"].items()
+          if n in multi_condition.BASELINES + ("switch_w10",)]
+  t, goal = mc.get("targets") or {}, multi_condition.TARGETS
+  met = []
+  for n, g in t.items():
+    if n not in arms or not isinstance(g, dict):
+      continue
+    lead = (g.get("lead") or {}).get("mean")
+    checks = [g["low_of_ceiling"] >= goal["low"],
+              g["high_of_ceiling"] >= goal["high"],
+              (g.get("high_minus_leak") or {}).get("verdict")
+              == stats.BETTER,
+              lead is not None and lead >= goal["lead"],
+              g.get("fd_ratio") is not None
+              and g["fd_ratio"] <= goal["fd_ratio"]]
+    met.append(f"{arms[n][0]}: {sum(checks)} of {len(checks)}")
+  return [
+      "## Per-band conditions (digits, condition slots)", "",
+      f"A class label for the coarse band and another for the fine band "
+      f"([multi_condition.md](multi_condition.md)). {arms[main][0]} (chosen "
+      "after seeing three mixing shares and four guidance weights, not "
+      "pre-registered) minus each baseline, seed by seed (acc_high: the "
+      "fine label read off the fine band, higher is better; leak: the "
+      "coarse label read there, lower is better):", "",
+      common.table(["baseline", *keys], rows), "",
+      "Targets set before the runs met (acc_low and acc_high against their "
+      "ceilings, acc_high above the leak, a lead over the best baseline, "
+      "fd_ratio): " + "; ".join(met) + ".", ""]
+
+
+def _molecules_section(mo) -> list:
+  """molecules.md's paired comparisons of K-Flow against the one-band and
+  no-flow baselines."""
+  if not mo or not mo.get("comparisons"):
+    return []
+  titles = {name: title for name, _, _, title in molecules.ROWS}
+  titles["identity"] = "the start itself (no model)"
+  keys = [m for m, _ in molecules.METRICS]
+  return [
+      "## Molecular assembly (offline proxy of COD-Cluster17)", "",
+      "AssembleFlow's metrics on the test split, arm minus arm seed by seed "
+      "([molecules.md](molecules.md); PM-center, PM-atom and collision: "
+      "lower is better; separation: higher):", "",
+      common.table(["comparison", *keys],
+                   [[f"{titles[a]} - {titles[b]}"]
+                    + [stats.fmt(mo["comparisons"][f"{a}-{b}"][m])
+                       for m in keys]
+                    for a, b in molecules.COMPARISONS
+                    if f"{a}-{b}" in mo["comparisons"]]), ""]
 
 
 def readme(scale, r, out_dir, with_findings: bool) -> str:
@@ -199,6 +291,18 @@ def readme(scale, r, out_dir, with_findings: bool) -> str:
       "time",
       *(["- [mnist.md](mnist.md): claims 1, 3 and 4 on MNIST-5k (32x32)"]
         if r.get("mnist") else []),
+      *(["- [multi_condition.md](multi_condition.md): per-band conditions "
+         "(condition slots), the guidance map and coarse-by-fine hybrids "
+         "against the label switch and the factorized sum "
+         "(`experiments/multi_condition.py`)"]
+        if r.get("multi_condition") else []),
+      *(["- [molecules.md](molecules.md): molecular assembly on the "
+         "offline proxy of COD-Cluster17, K-Flow over graph-Fourier bands "
+         "against rigid flow matching and a regression "
+         "(`experiments/molecules.py`); "
+         "[assembly_baselines.md](assembly_baselines.md): the trivial "
+         "predictions and where the motion lies across the bands"]
+        if r.get("molecules") else []),
       "",
       *_cost(out_dir),
       "## Quality (claim 1)",
@@ -280,7 +384,7 @@ def readme(scale, r, out_dir, with_findings: bool) -> str:
       "",
       _restoration_rows(rs),
   ]
-  md += ["", "## Scale-adaptive compute (claim 6)", "",
+  md += ["", "## Scale-adaptive compute on 16x16 digits (claim 6)", "",
          "Training step cost (flow matching / arm, interleaved runs), "
          "classifier FD at flow matching's wall time, and the arm minus its "
          "flow-matching reference seed by seed:", "",
@@ -295,6 +399,9 @@ def readme(scale, r, out_dir, with_findings: bool) -> str:
                          adp.get("same_steps", {}).get(name) or {})]
               for name in ad["same_steps"]]), ""]
   md += _mnist_section(r.get("mnist"))
+  md += _half_cost_section(r.get("half_cost"))
+  md += _multi_condition_section(r.get("multi_condition"))
+  md += _molecules_section(r.get("molecules"))
   if with_findings:
     md += ["## What holds and what does not", "",
            "See [findings.md](findings.md): the reading of these numbers, "
@@ -391,6 +498,27 @@ def findings(scale, r) -> str:
     ref = "fm_logit" if name.endswith("_logit") else "fm"
     short.append(f"- **Scale-adaptive K-Flow ({name}) at {ref}'s wall "
                  f"time**: " + stats.sentence(name, ref, "classifier FD", p))
+  for ref, end in (half_cost.conclusions(r["half_cost"])
+                   if (r.get("half_cost") or {}).get("paired") else []):
+    short.append(f"- **Scale-adaptive compute at half the cost** (MNIST-5k, "
+                 f"against {ref}): " + end[0])
+  mc = r.get("multi_condition") or {}
+  if mc.get("paired"):
+    main = multi_condition.ARMS[multi_condition.MAIN][0]
+    hi = [(multi_condition.ARMS[n][0], per.get("acc_high"))
+          for n, per in mc["paired"].items()
+          if n in multi_condition.BASELINES]
+    short.append("- " + lead(f"**Per-band conditions** ({main} against the "
+                             "baselines, fine label read off the fine band)",
+                             hi, main, "the baseline") + " "
+                 + grouped(hi) + ".")
+  mo = r.get("molecules") or {}
+  if mo.get("comparisons"):
+    short.append("- " + lead("**Molecular assembly** (K-Flow, 4 bands, "
+                             "minus rigid flow matching at 40 calls, "
+                             "PM-center and PM-atom)",
+                             _molecule_pairs(mo, ("kflow", "fm40"))) + " "
+                 + grouped(_molecule_pairs(mo, ("kflow", "fm40"))) + ".")
   for line in short:
     md.append(line)
   md += ["", "## Claim 1: quality at equal compute", ""]
@@ -442,6 +570,7 @@ def findings(scale, r) -> str:
         md += ["- " + stats.sentence(mnist.ARMS[n][0], "flow matching", k,
                                      per[k]) for k, _ in metrics if k in per]
     md += [""]
+  md += _beyond_readings(r)
   md += ["## Not measured here", "",
          "- The paper's regime (256x256 latents, DiT-L/2, hundreds of "
          "thousands of steps): no accelerator was available.",
@@ -449,8 +578,56 @@ def findings(scale, r) -> str:
          "solver table and the scale-adaptive study with the new recipe "
          "(band I/O, logit-normal t per band).",
          "- The paper's class-drop ratio in Inception FID: the CDR here is "
-         "in classifier features."]
+         "in classifier features.",
+         "- Scale-adaptive compute on natural images at 32x32 and with DiT "
+         "backbones (adaptive.md's DiT rows are \"-\"), and against flow "
+         "matching trained to saturation.",
+         "- Molecular assembly on COD-Cluster17 itself (not downloadable "
+         "here): the numbers are on the offline proxy."]
   return "\n".join(md) + "\n"
+
+
+def _molecule_pairs(mo, pair, metrics=("pm_center", "pm_atom")) -> list:
+  a, b = pair
+  per = mo["comparisons"].get(f"{a}-{b}") or {}
+  return [(m, per[m]) for m in metrics if m in per]
+
+
+def _beyond_readings(r) -> list:
+  """findings.md's sections on the pages past the paper's digits claims:
+  scale-adaptive compute on MNIST-5k, per-band conditions, molecules."""
+  out = []
+  hc = r.get("half_cost") or {}
+  if hc.get("paired"):
+    out += ["## Scale-adaptive compute at half the cost (MNIST-5k)", ""]
+    for ref, end in half_cost.conclusions(hc):
+      out += [f"Against {ref}:", ""] + [f"- {line}" for line in end] + [""]
+  mc = r.get("multi_condition") or {}
+  if mc.get("paired"):
+    arms, main = multi_condition.ARMS, multi_condition.MAIN
+    out += ["## Per-band conditions", "",
+            f"{arms[main][0]} was chosen after the planned arm "
+            f"({arms[multi_condition.PLANNED][0]}) missed its targets; "
+            "against each baseline, seed by seed:", ""]
+    out += ["- " + stats.sentence(arms[main][0], arms[n][0], k, per[k])
+            for n, per in mc["paired"].items()
+            if n in multi_condition.BASELINES + ("switch_w10",)
+            for k in ("acc_high", "leak") if k in per]
+    out += [""]
+  mo = r.get("molecules") or {}
+  if mo.get("comparisons"):
+    titles = {name: title for name, _, _, title in molecules.ROWS}
+    titles["identity"] = "the start itself"
+    out += ["## Molecular assembly (offline proxy)", ""]
+    for a, b in molecules.COMPARISONS:
+      pairs = _molecule_pairs(mo, (a, b),
+                              [m for m, _ in molecules.METRICS])
+      if pairs:
+        out.append("- " + lead(f"{titles[a]} against {titles[b]}", pairs,
+                               titles[a], titles[b]) + " " + grouped(pairs)
+                   + ".")
+    out += [""]
+  return out
 
 
 def _recipe_reading(rc) -> list:
@@ -614,19 +791,30 @@ def write(scale, r, out_dir) -> str:
   return path
 
 
+# The result files the two pages read (run_all writes the first seven;
+# the others come from scripts that run on their own).
+RESULTS = ("quality", "recipe", "class_drop", "steerability", "restoration",
+           "adaptive", "mnist", "half_cost", "multi_condition", "molecules")
+
+
+def load(out_dir: str) -> dict:
+  """{name: result dict} of the RESULTS files in out_dir."""
+  r = {}
+  for name in RESULTS:
+    f = os.path.join(out_dir, name + ".json")
+    if os.path.exists(f):
+      with open(f) as fh:
+        r[name] = json.load(fh)
+  return r
+
+
 def main(argv=None):
   import argparse  # pylint: disable=g-import-not-at-top
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--dir", required=True, help="where the scripts' JSONs are")
   p.add_argument("--out", default=None, help="default: --dir")
   a = p.parse_args(argv)
-  r = {}
-  for name in ("quality", "recipe", "class_drop", "steerability",
-               "restoration", "adaptive", "mnist"):
-    f = os.path.join(a.dir, name + ".json")
-    if os.path.exists(f):
-      with open(f) as fh:
-        r[name] = json.load(fh)
+  r = load(a.dir)
   scale = common.Scale(**{k: tuple(v) if isinstance(v, list) else v
                           for k, v in r["quality"]["scale"].items()})
   print(write(scale, r, a.out or a.dir))
