@@ -493,6 +493,16 @@ def findings(scale, r) -> str:
                              "minus the estimate it starts from, PSNR)", own,
                              "K-Flow's flow", "its start estimate")
                  + " " + grouped(own) + ".")
+  wins = [(d, _start_wins(o.get("arms") or {})) for d, o in _restorations(rs)
+          if o.get("arms")]
+  if wins:
+    short.append(
+        "- **Restoration, every setting**: K-Flow's flow beats its own "
+        "start estimate in PSNR and in classifier FD, both beyond the 95 % "
+        "interval, " + "; ".join(
+            f"at {d} with {len(w)} of {len(rs[d]['arms'])} settings"
+            + (f" ({', '.join(w)})" if w else "") for d, w in wins)
+        + " (restoration.md).")
   adp = ad["paired"]
   for name, p in adp.get("same_wall_time", {}).items():
     ref = "fm_logit" if name.endswith("_logit") else "fm"
@@ -729,14 +739,20 @@ def _restoration_reading(rs) -> list:
   return out + [""]
 
 
-def _beats_start(arms: dict) -> list:
-  """Which restoration settings make K-Flow's flow beat its own start
-  estimate in PSNR and in classifier FD, each beyond its interval."""
-  if not arms:
-    return []
-  wins = [a.get("title", slug) for slug, a in arms.items()
+def _start_wins(arms: dict) -> list:
+  """The restoration settings (titles) that make K-Flow's flow beat its
+  own start estimate in PSNR and in classifier FD, each beyond its
+  interval."""
+  return [a.get("title", slug) for slug, a in arms.items()
           if all((a.get("paired") or {}).get(f"K-Flow - start ({k})", {})
                  .get("verdict") == stats.BETTER for k in ("psnr", "fd"))]
+
+
+def _beats_start(arms: dict) -> list:
+  """_start_wins as a reading."""
+  if not arms:
+    return []
+  wins = _start_wins(arms)
   if wins:
     return ["  K-Flow beats its start estimate in PSNR and classifier FD, "
             "both beyond the interval, with: " + "; ".join(wins) + "."]
