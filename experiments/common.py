@@ -268,8 +268,8 @@ def carry_records(previous: dict, per_seed: dict, hashes: dict,
           diff = {m: [old[m], rec[m]] for m in shared if old[m] != rec[m]}
           rec["reproduced"] = diff or True
       elif old:
+        # `reproduced` stays: what the last retraining of this seed showed.
         rec = dict(old, carried=True)
-        rec.pop("reproduced", None)
       out[name].append(rec)
   return out
 
@@ -285,7 +285,12 @@ def provenance(per_seed: dict, labels: dict, seeds, result: str) -> list:
       if not rec:
         cells.append(f"seed {seed}: -")
       elif rec.get("carried"):
-        cells.append(f"seed {seed}: carried")
+        again = rec.get("reproduced")
+        cells.append(f"seed {seed}: carried" + (
+            "" if again is None else
+            " (reproduced bit for bit when last trained again)"
+            if again is True else
+            " (when last trained again it differed from its record)"))
       elif rec.get("reproduced") is True:
         cells.append(f"seed {seed}: measured, reproduced bit for bit")
       elif rec.get("reproduced"):

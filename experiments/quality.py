@@ -177,26 +177,30 @@ def equal_bands(run) -> bool:
 
 def carry_solvers(previous: dict, data: str, solvers: dict,
                   per_seed: dict, budgets) -> dict:
-  """solvers with each arm that has no run now taking the previous result
-  file's entries, when its first seed's record at the last budget was
-  carried (the same training hash, or none). A `band` entry equal to its
+  """solvers with each entry measured now, and each (solver, allocation)
+  not measured now taken from the previous result file, when the arm's
+  first seed at the last budget is the same run as the one behind it (its
+  record carried, or measured again against a record of its training
+  hash: `reproduced`). A --report over a machine that retrained only some
+  runs scores only their main evaluation (Euler, time share): the other
+  solvers' rows are kept, marked carried. A `band` entry equal to its
   `time` entry to the last bit is dropped: the two allocations gave one
   grid (equal_bands), so the row could not differ."""
   before = previous.get("solvers", {}).get(data, {})
   out = {}
   for name, per in solvers.items():
-    first = per_seed.get(name, {}).get(str(max(budgets)), [{}])[0]
-    if per or not first.get("carried") or not before.get(name):
-      out[name] = per
-      continue
+    first = (per_seed.get(name, {}).get(str(max(budgets))) or [{}])[0] or {}
+    same = bool(first.get("carried") or "reproduced" in first)
+    old = before.get(name, {}) if same else {}
     out[name] = {}
     for solver, _ in SOLVERS:
-      if solver not in before[name]:
-        continue
-      allocs = dict(before[name][solver])
+      allocs = dict(old.get(solver) or {})
       if allocs.get("band") == allocs.get("time"):
         allocs.pop("band", None)
-      out[name][solver] = {a: dict(r, carried=True) for a, r in allocs.items()}
+      row = {a: dict(r, carried=True) for a, r in allocs.items()}
+      row.update(per.get(solver) or {})
+      if row:
+        out[name][solver] = row
   return out
 
 

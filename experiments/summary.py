@@ -159,8 +159,9 @@ def _cost(out_dir) -> list:
     if cost.get("commands"):
       out.append(f"The runs under its root cost {cost['seconds'] / 3600:.2f}"
                  f" h of wall time on this machine ({cost['commands']} "
-                 "training, sampling and scoring commands, summed over the "
-                 "calls that made them); seeds carried from earlier result "
+                 "training, sampling and scoring commands, each one's own "
+                 "wall time summed over the calls that made them, also where "
+                 "several ran side by side); seeds carried from earlier result "
                  "files were measured on earlier machines and are not in "
                  "that sum.")
     return [" ".join(out), ""]
