@@ -63,6 +63,13 @@ ROWS = (
     ("kflow_proj_rot", "kflow_proj_rot", "euler10", "K-Flow, 4 bands, "
      "centroid loss on the active band only, rotations at one pace"),
 )
+def row_titles() -> dict:
+  """{row name: its title}, the start (`identity`) included."""
+  out = {name: title for name, _, _, title in ROWS}
+  out["identity"] = "the start itself (no model)"
+  return out
+
+
 METRICS = (("pm_center", True), ("pm_atom", True), ("collision", True),
            ("separation", False))
 COMPARISONS = (("kflow", "fm40"), ("kflow_rot", "fm40"),
@@ -152,8 +159,7 @@ def run(scale, root, out_dir) -> dict:
   comps = {f"{a}-{b}": {m: stats.paired(value(a, m), value(b, m),
                                         lower_is_better=low)
                         for m, low in METRICS} for a, b in COMPARISONS}
-  titles = {name: title for name, _, _, title in ROWS}
-  titles["identity"] = "the start itself (no model)"
+  titles = row_titles()
   figs = {name: common.copy_figure(p, out_dir, f"molecules_{name}.png")
           for name, p in pictures.items() if os.path.exists(p)}
   count = next((s[seeds[0]]["count"] for s in scores.values()

@@ -202,21 +202,12 @@ def _multi_condition_section(mc) -> list:
   rows = [[arms[n][0]] + [stats.fmt(per[k]) if k in per else "-"
                           for k in keys]
           for n, per in mc["paired"].items()
-          if n in multi_condition.BASELINES + ("switch_w10",)]
-  t, goal = mc.get("targets") or {}, multi_condition.TARGETS
+          if n in multi_condition.ALL_BASELINES]
   met = []
-  for n, g in t.items():
-    if n not in arms or not isinstance(g, dict):
-      continue
-    lead = (g.get("lead") or {}).get("mean")
-    checks = [g["low_of_ceiling"] >= goal["low"],
-              g["high_of_ceiling"] >= goal["high"],
-              (g.get("high_minus_leak") or {}).get("verdict")
-              == stats.BETTER,
-              lead is not None and lead >= goal["lead"],
-              g.get("fd_ratio") is not None
-              and g["fd_ratio"] <= goal["fd_ratio"]]
-    met.append(f"{arms[n][0]}: {sum(checks)} of {len(checks)}")
+  for n, g in (mc.get("targets") or {}).items():
+    if n in arms and isinstance(g, dict):
+      ok = multi_condition.met(g).values()
+      met.append(f"{arms[n][0]}: {sum(bool(v) for v in ok)} of {len(ok)}")
   return [
       "## Per-band conditions (digits, condition slots)", "",
       f"A class label for the coarse band and another for the fine band "
@@ -236,8 +227,7 @@ def _molecules_section(mo) -> list:
   no-flow baselines."""
   if not mo or not mo.get("comparisons"):
     return []
-  titles = {name: title for name, _, _, title in molecules.ROWS}
-  titles["identity"] = "the start itself (no model)"
+  titles = molecules.row_titles()
   keys = [m for m, _ in molecules.METRICS]
   return [
       "## Molecular assembly (offline proxy of COD-Cluster17)", "",
@@ -622,13 +612,12 @@ def _beyond_readings(r) -> list:
             "against each baseline, seed by seed:", ""]
     out += ["- " + stats.sentence(arms[main][0], arms[n][0], k, per[k])
             for n, per in mc["paired"].items()
-            if n in multi_condition.BASELINES + ("switch_w10",)
+            if n in multi_condition.ALL_BASELINES
             for k in ("acc_high", "leak") if k in per]
     out += [""]
   mo = r.get("molecules") or {}
   if mo.get("comparisons"):
-    titles = {name: title for name, _, _, title in molecules.ROWS}
-    titles["identity"] = "the start itself"
+    titles = molecules.row_titles()
     out += ["## Molecular assembly (offline proxy)", ""]
     for a, b in molecules.COMPARISONS:
       pairs = _molecule_pairs(mo, (a, b),
